@@ -1,0 +1,31 @@
+# vaelab: `make run` trains and evaluates the default class-conditional VAE; `make test` runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+RUN    ?= runs/cvae-mnist
+
+.PHONY: install run test clean
+
+install: $(STAMP)
+
+# torch is pinned in constraints.txt to the CPU build (a looser range would download the CUDA build).
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+# Train (or finish training) the default CVAE, evaluate it with K = 1000, save pictures.
+run: install
+	$(PY) -m vaelab data
+	$(PY) -m vaelab train --config configs/cvae-mnist.toml --out $(RUN) --resume
+	$(PY) -m vaelab evaluate $(RUN) --iw-samples 1000
+	$(PY) -m vaelab sample $(RUN) -o $(RUN)/samples.png
+	$(PY) -m vaelab reconstruct $(RUN) -o $(RUN)/reconstructions.png
+	@echo "results: $(RUN)/eval.json, $(RUN)/metrics.jsonl, $(RUN)/samples.png, $(RUN)/reconstructions.png, $(RUN)/samples/"
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,29 @@
+"""Shared fixtures: the real MNIST (fetched once into the vaelab cache) and a small trained model."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def mnist_raw():
+    """The real MNIST arrays from the cache (or fetched into it on first use)."""
+    from vaelab.data import load_raw
+
+    return load_raw("mnist")
+
+
+SMALL = dict(model="cvae", latent_dim=8, hidden=(128,), limit_train=3000, batch_size=100, sample_epochs=(1,))
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, mnist_raw):
+    """A small CVAE trained for 4 epochs on 3,000 real MNIST images (a few seconds on 2 cores)."""
+    from vaelab.config import make_config
+    from vaelab.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "small"
+    train(make_config(dict(SMALL, epochs=4)), out, log=lambda _: None, progress=False)
+    return out

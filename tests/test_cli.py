@@ -1,0 +1,107 @@
+"""The command line: bad input gets one line and exit code 2; an end-to-end run on a real MNIST slice."""
+
+import json
+import subprocess
+import sys
+
+import matplotlib.image
+import pytest
+
+from vaelab.cli import main
+
+BAD_INPUT = [
+    (["train", "--out", "X", "--latent-dim", "0"], "--latent-dim 0 is not allowed"),
+    (["train", "--out", "X", "--epochs", "-1"], "--epochs -1 is not allowed"),
+    (["train", "--out", "X", "--batch-size", "0"], "--batch-size 0 is not allowed"),
+    (["train", "--out", "X", "--lr", "nan"], "--lr nan is not allowed"),
+    (["train", "--out", "X", "--lr", "fast"], "'fast' is not a number"),
+    (["train", "--out", "X", "--model", "gan"], "--model 'gan' is not allowed: use one of vae, cvae"),
+    (["train", "--out", "X", "--dataset", "cifar"], "--dataset 'cifar' is not allowed"),
+    (["train", "--out", "X", "--hidden", "500,x"], "--hidden '500,x' is not allowed"),
+    (["train", "--out", "X", "--binarize", "none"], "needs binarised pixels"),
+    (["train", "--out", "X", "--objective", "iwae"], "--objective iwae needs --samples k >= 2"),
+    (["train", "--out", "X", "--config", "missing.toml"], "config file missing.toml does not exist"),
+    (["sample", "nowhere", "-o", "x.png", "--digit", "12"], "'12' is not a class 0..9"),
+    (["evaluate", "nowhere", "--iw-samples", "0"], "'0' must be >= 1"),
+    (["evaluate", "nowhere"], "run directory nowhere does not exist"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ([], "the following arguments are required: command"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUT)
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("vaelab: error:") and err.count("\n") == 1, err
+    assert message in err
+
+
+@pytest.mark.parametrize("content, message", [
+    ("latent_dim = 4\nwidth = 3\n", "unknown key 'width'"),
+    ("latent_dim = 'four'\n", "--latent-dim 'four' is not allowed"),
+    ("hidden = [500, -1]\n", "--hidden"),
+    ("epochs = 2.5\n", "--epochs 2.5 is not allowed"),
+    ("this is not toml", "is not valid TOML"),
+])
+def test_bad_config_file(tmp_path, content, message, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text(content)
+    assert main(["train", "--out", str(tmp_path / "r"), "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "r").exists()  # nothing written for a rejected command
+
+
+def test_folder_without_a_run(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "holds no finished epoch of a vaelab run" in capsys.readouterr().err
+
+
+def _vaelab(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "vaelab", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+def test_end_to_end_train_evaluate_sample_reconstruct(tmp_path, mnist_raw):
+    config = tmp_path / "small.toml"
+    config.write_text('model = "cvae"\nlatent-dim = 8\nhidden = [128]\nlimit-train = 2000\nsample-epochs = [1]\n')
+    done = _vaelab("train", "--config", str(config), "--epochs", "2", "--out", "run", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "trained 2 epochs" in done.stdout
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+    done = _vaelab("evaluate", "run", "--iw-samples", "20", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result == json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert result["n_test"] == 10_000 and result["iw_samples"] == 20
+    assert result["elbo"] <= result["log_likelihood"] + 0.5  # IS with K = 20 beats the ELBO (up to noise)
+    assert result["log_likelihood"] <= result["log_likelihood_marginal"] + 5  # log p(x) >= log p(x|y) + log 0.1
+    assert 0.1 < result["accuracy"] <= 1.0
+
+    for command, name, height in [("sample", "grid.png", 10), ("reconstruct", "recon.png", 2)]:
+        done = _vaelab(command, "run", "-o", name, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        image = matplotlib.image.imread(tmp_path / name)
+        assert image.shape[0] > height * 28 * 0.5  # decodes, and holds the rows of digits
+
+    done = _vaelab("sample", "run", "-o", "one.png", "--digit", "3", "--per-class", "5", cwd=tmp_path)
+    assert done.returncode == 0 and (tmp_path / "one.png").is_file()
+
+    # training again into the same folder without --resume refuses and keeps what is there
+    before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    done = _vaelab("train", "--out", "run", "--epochs", "1", cwd=tmp_path)
+    assert done.returncode == 2 and "pass --resume" in done.stderr and "Traceback" not in done.stderr
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
+
+
+def test_data_command(capsys, mnist_raw):
+    assert main(["data", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["train"] == 50_000 and summary["test_class_counts"][1] == 1135

@@ -1,0 +1,227 @@
+"""Data loading: IDX and pickle readers on synthetic files, checksums, truncation, a malicious pickle,
+the download path against a local HTTP server, the order of sources, and the real MNIST facts."""
+
+import functools
+import gzip
+import hashlib
+import http.server
+import io
+import os
+import pickle
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vaelab import data
+from vaelab.errors import DataError
+
+N_TRAIN, N_TEST = 60, 20
+
+
+def synthetic_arrays(seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "train_images": rng.integers(0, 256, (N_TRAIN, 784), dtype=np.uint8),
+        "train_labels": rng.integers(0, 10, N_TRAIN, dtype=np.uint8),
+        "test_images": rng.integers(0, 256, (N_TEST, 784), dtype=np.uint8),
+        "test_labels": rng.integers(0, 10, N_TEST, dtype=np.uint8),
+    }
+
+
+def idx_contents(arrays):
+    return {name: data.encode_idx(arrays[key]) for key, name in zip(data.ARRAY_KEYS, data.IDX_NAMES)}
+
+
+def spec_for(arrays, mirrors=()):
+    hashes = {name: hashlib.sha256(content).hexdigest() for name, content in idx_contents(arrays).items()}
+    return data.DatasetSpec(name="toy", content_sha256=hashes, mirrors=tuple(mirrors), class_names=tuple("0123456789"))
+
+
+def write_idx_folder(folder: Path, arrays, compress=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in idx_contents(arrays).items():
+        if compress:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(content))
+        else:
+            (folder / name).write_bytes(content)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_folder_round_trip(tmp_path, compress):
+    arrays = synthetic_arrays()
+    write_idx_folder(tmp_path, arrays, compress)
+    loaded = data.load_idx_folder(tmp_path, spec_for(arrays))
+    for key in data.ARRAY_KEYS:
+        np.testing.assert_array_equal(loaded[key], arrays[key])
+
+
+def test_idx_checksum_mismatch_names_the_file(tmp_path):
+    arrays = synthetic_arrays()
+    write_idx_folder(tmp_path, arrays)
+    spec = spec_for(synthetic_arrays(seed=1))  # pins of other files
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.*SHA-256.*delete it and fetch it again"):
+        data.load_idx_folder(tmp_path, spec)
+
+
+def test_truncated_gzip_and_truncated_idx_are_clear_errors(tmp_path):
+    arrays = synthetic_arrays()
+    write_idx_folder(tmp_path, arrays)
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz.*truncated or corrupt"):
+        data.load_idx_folder(tmp_path, spec_for(arrays))
+    content = data.encode_idx(arrays["test_images"])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        data.parse_idx(content[:-5], "t10k-images")
+    with pytest.raises(DataError, match="bad magic"):
+        data.parse_idx(b"\x00\x00\x09\x03" + content[4:], "t10k-images")
+
+
+def test_folder_missing_some_files_says_which(tmp_path):
+    arrays = synthetic_arrays()
+    write_idx_folder(tmp_path, arrays)
+    (tmp_path / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="not train-labels-idx1-ubyte"):
+        data.load_idx_folder(tmp_path, spec_for(arrays))
+
+
+def mnist_like_pickle(arrays) -> bytes:
+    as_float = {k: v.astype(np.float32) / 256 for k, v in arrays.items() if "images" in k}
+    splits = ((as_float["train_images"][:50], arrays["train_labels"][:50].astype(np.int64)),
+              (as_float["train_images"][50:], arrays["train_labels"][50:].astype(np.int64)),
+              (as_float["test_images"], arrays["test_labels"].astype(np.int64)))
+    return gzip.compress(pickle.dumps(splits, protocol=2))
+
+
+def test_restricted_unpickler_reads_numpy_arrays():
+    arrays = synthetic_arrays()
+    loaded = data.parse_mnist_pickle(mnist_like_pickle(arrays), "toy.pkl.gz")
+    for key in data.ARRAY_KEYS:
+        np.testing.assert_array_equal(loaded[key], arrays[key])
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_that_runs_code_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = gzip.compress(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(DataError, match="posix.system is not allowed|os.system is not allowed"):
+        data.parse_mnist_pickle(payload, "evil.pkl.gz")
+    assert not marker.exists()
+    # through the public entry point the checksum refuses it before any unpickling
+    with pytest.raises(DataError, match="SHA-256"):
+        data.load_mnist_pickle_bytes(payload, "evil.pkl.gz")
+    assert not marker.exists()
+
+
+def test_pickle_with_wrong_structure_is_a_clear_error():
+    with pytest.raises(DataError, match="not a valid MNIST pickle"):
+        data.parse_mnist_pickle(gzip.compress(pickle.dumps([1, 2, 3])), "odd.pkl.gz")
+    with pytest.raises(DataError, match="not a valid MNIST pickle"):
+        data.parse_mnist_pickle(b"not gzip at all", "odd.pkl.gz")
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A local HTTP server on 127.0.0.1 serving tmp_path/www; yields its base URL."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_from_a_mirror_with_fallback(http_server):
+    root, base = http_server
+    arrays = synthetic_arrays()
+    write_idx_folder(root / "good", arrays)
+    mirrors = (f"{base}/missing/", f"{base}/good/")  # the first answers 404 for every file
+    loaded = data.download_idx(spec_for(arrays), mirrors=mirrors, timeout_s=5, retries=0)
+    np.testing.assert_array_equal(loaded["train_images"], arrays["train_images"])
+
+
+def test_download_of_a_corrupt_file_is_refused(http_server):
+    root, base = http_server
+    arrays = synthetic_arrays()
+    write_idx_folder(root / "bad", synthetic_arrays(seed=5))  # wrong content for the pins
+    with pytest.raises(DataError, match="no mirror worked.*SHA-256"):
+        data.download_idx(spec_for(arrays), mirrors=(f"{base}/bad/",), timeout_s=5, retries=0)
+
+
+def test_sources_in_order_and_cache(tmp_path, monkeypatch, http_server):
+    root, base = http_server
+    arrays = synthetic_arrays()
+    spec = spec_for(arrays, mirrors=(f"{base}/mirror/",))
+    monkeypatch.setitem(data.DATASETS, "toy", spec)
+    cache = tmp_path / "cache"
+    # nothing anywhere: a clear error that lists what was tried
+    with pytest.raises(DataError, match="could not get toy; tried:"):
+        data.load_raw("toy", cache_dir=cache, log=lambda _: None)
+    # the mirror works: data arrives and is cached
+    write_idx_folder(root / "mirror", arrays)
+    raw = data.load_raw("toy", cache_dir=cache, log=lambda _: None)
+    assert raw.source == "mirror download" and data.cache_path(cache, "toy").is_file()
+    # the cache is used next, without the mirror
+    for file in (root / "mirror").iterdir():
+        file.unlink()
+    assert data.load_raw("toy", cache_dir=cache).source.startswith("cache")
+    # a user folder comes before the cache
+    write_idx_folder(tmp_path / "mine", arrays, compress=False)
+    assert data.load_raw("toy", data_dir=tmp_path / "mine", cache_dir=cache).source.startswith("folder")
+    # a corrupted cache is set aside and rebuilt, never trusted
+    data.cache_path(cache, "toy").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="could not get toy"):
+        data.load_raw("toy", cache_dir=cache, log=lambda _: None)
+    assert data.cache_path(cache, "toy").with_suffix(".corrupt").is_file()
+    with pytest.raises(DataError, match="does not exist"):
+        data.load_raw("toy", data_dir=tmp_path / "nowhere", cache_dir=cache)
+
+
+def test_unknown_dataset():
+    with pytest.raises(DataError, match="unknown dataset 'cifar'; choose one of: mnist, fashion-mnist"):
+        data.load_raw("cifar")
+
+
+def test_real_mnist_splits_and_binarisation(mnist_raw):
+    """The classic split, the standard test class counts, and fixed binarisation of valid/test."""
+    splits = data.make_splits(mnist_raw)
+    assert (len(splits.train), len(splits.valid), len(splits.test)) == (50_000, 10_000, 10_000)
+    assert np.bincount(splits.test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert not splits.train.binary and splits.valid.binary and splits.test.binary
+    again = data.make_splits(mnist_raw)
+    np.testing.assert_array_equal(splits.test.images, again.test.images)  # same draw every time
+    assert set(np.unique(splits.test.images)) == {0, 1}
+    # a Bernoulli(intensity / 255) draw: its mean matches the mean intensity
+    assert abs(splits.test.images.mean() - mnist_raw.test_images.mean() / 255) < 0.002
+    both = data.make_splits(mnist_raw, train_on="train+valid", limit_train=None)
+    assert len(both.train) == 60_000
+    static = data.make_splits(mnist_raw, binarize="static", limit_train=1000)
+    assert static.train.binary and len(static.train) == 1000
+    gray = data.make_splits(mnist_raw, binarize="none")
+    assert gray.test.images.max() == 255 and gray.test.float_images().max() == 1.0
+
+
+def test_real_mnist_matches_the_pinned_idx_files(mnist_raw):
+    """Whatever the source, the arrays re-encode to the standard IDX files' SHA-256 sums."""
+    data.verify_arrays({k: getattr(mnist_raw, k) for k in data.ARRAY_KEYS}, data.DATASETS["mnist"], "mnist")
+
+
+@pytest.mark.skipif(not data.DEBIAN_FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_from_debian_files(tmp_path):
+    raw = data.load_raw("fashion-mnist", data_dir=data.DEBIAN_FASHION_DIR, cache_dir=tmp_path)
+    splits = data.make_splits(raw)
+    assert (len(splits.train), len(splits.valid), len(splits.test)) == (50_000, 10_000, 10_000)
+    assert np.bincount(splits.test.labels).tolist() == [1000] * 10

@@ -1,0 +1,122 @@
+"""Training on real MNIST slices: bounds in the right order, determinism, exact resume, checkpoints."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import vaelab
+from vaelab import objectives
+from vaelab.config import make_config
+from vaelab.errors import RunError
+from vaelab.runs import RunDir, load_checkpoint, read_metrics, save_checkpoint
+from vaelab.train import TrainingDiverged, train
+
+from .conftest import SMALL
+
+TIMING_KEYS = {"seconds", "samples_per_second"}
+
+
+def _without_timing(rows):
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
+
+
+def test_trained_model_bounds_are_ordered(small_run):
+    """On a trained CVAE: ELBO <= IW bound (k = 5) <= IS estimate (K = 500), averaged over 500 test images."""
+    run = vaelab.load_run(small_run, device="cpu")
+    test = run.test_data()
+    x, y = test.x[:500], test.y[:500]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        elbo = objectives.elbo(run.model, x, y, samples=20, generator=g).elbo
+        iw5 = objectives.iw_bound(run.model, x, y, 5, g)
+        is500 = objectives.log_likelihood_is(run.model, x, y, 500, g, chunk=100)
+    differences = {"iw5 - elbo": iw5 - elbo, "is500 - iw5": is500 - iw5}
+    for name, diff in differences.items():
+        standard_error = diff.std().item() / math.sqrt(len(diff))
+        assert diff.mean().item() > 3 * standard_error, (name, diff.mean().item(), standard_error)
+    assert -250 < elbo.mean().item() < is500.mean().item() < -60  # nats per image, plausible for MNIST
+
+
+def test_metrics_and_files(small_run):
+    rows = read_metrics(RunDir(small_run).metrics)
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
+    for row in rows:
+        assert math.isclose(row["valid_elbo"], row["valid_recon"] - row["valid_kl"], abs_tol=1e-4)
+        assert row["samples_per_second"] > 0 and row["valid_kl"] > 0
+    assert rows[-1]["valid_elbo"] > rows[0]["valid_elbo"]  # it learns
+    assert RunDir(small_run).sample_grid(1).is_file() and RunDir(small_run).sample_grid(4).is_file()
+    config = json.loads(RunDir(small_run).config.read_text())
+    assert config["latent_dim"] == 8 and config["hidden"] == [128]
+
+
+def test_same_seed_same_metrics_and_resume_is_exact(tmp_path, mnist_raw):
+    config = make_config(dict(SMALL, epochs=3))
+    full = train(config, tmp_path / "full", log=lambda _: None, progress=False)
+    again = train(config, tmp_path / "again", log=lambda _: None, progress=False)
+    assert _without_timing(full) == _without_timing(again)
+
+    train(make_config(dict(SMALL, epochs=1)), tmp_path / "split", log=lambda _: None, progress=False)
+    resumed = train(config, tmp_path / "split", resume=True, explicit={"epochs"}, log=lambda _: None, progress=False)
+    assert _without_timing(resumed) == _without_timing(full)
+    a = load_checkpoint(RunDir(tmp_path / "full").checkpoint).tensors
+    b = load_checkpoint(RunDir(tmp_path / "split").checkpoint).tensors
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_drops_an_epoch_logged_after_the_last_checkpoint(tmp_path, mnist_raw):
+    config = make_config(dict(SMALL, epochs=2))
+    full = train(config, tmp_path / "full", log=lambda _: None, progress=False)
+    train(make_config(dict(SMALL, epochs=1)), tmp_path / "run", log=lambda _: None, progress=False)
+    metrics = RunDir(tmp_path / "run").metrics
+    metrics.write_text(metrics.read_text() + json.dumps({**full[0], "epoch": 2}) + "\n")  # as if killed mid-epoch
+    rows = train(config, tmp_path / "run", resume=True, explicit={"epochs"}, log=lambda _: None, progress=False)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert _without_timing(rows) == _without_timing(full)
+
+
+def test_existing_run_needs_resume_and_settings_cannot_change(tmp_path, mnist_raw):
+    train(make_config(dict(SMALL, epochs=1)), tmp_path / "run", log=lambda _: None, progress=False)
+    with pytest.raises(RunError, match="already holds a run; pass --resume"):
+        train(make_config(dict(SMALL, epochs=1)), tmp_path / "run", log=lambda _: None, progress=False)
+    with pytest.raises(RunError, match="--latent-dim differs"):
+        train(make_config(dict(SMALL, epochs=2, latent_dim=4)), tmp_path / "run", resume=True,
+              explicit={"latent_dim"}, log=lambda _: None, progress=False)
+
+
+def test_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path):
+    small = vaelab.build_model(vaelab.ModelConfig(latent_dim=4, hidden=(16,)))
+    other = vaelab.build_model(vaelab.ModelConfig(latent_dim=5, hidden=(16,)))
+    save_checkpoint(tmp_path / "c.safetensors", small, {"epoch": 1})
+    with pytest.raises(RunError, match=r"has shape \(.*\), the model needs"):
+        load_checkpoint(tmp_path / "c.safetensors").restore(other)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    with pytest.raises(RunError, match="unreadable|not written by vaelab"):
+        load_checkpoint(tmp_path / "bad.safetensors")
+
+
+def test_non_finite_loss_stops_training_with_a_message(tmp_path, mnist_raw, monkeypatch):
+    from vaelab import train as train_module
+
+    real = train_module.training_loss
+
+    def poisoned(model, x, y, config, generator):
+        return real(model, x, y, config, generator) * float("nan")
+
+    monkeypatch.setattr(train_module, "training_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match="in epoch 1, between steps 1 and"):
+        train(make_config(dict(SMALL, epochs=1)), tmp_path / "nan", log=lambda _: None, progress=False)
+    assert not RunDir(tmp_path / "nan").checkpoint.exists()
+
+
+def test_iwae_objective_and_vae_model_train(tmp_path, mnist_raw):
+    rows = train(make_config(dict(SMALL, epochs=1, objective="iwae", samples=3, model="vae")), tmp_path / "iw",
+                 log=lambda _: None, progress=False)
+    assert "train_iw_bound" in rows[0] and math.isfinite(rows[0]["train_iw_bound"])
+
+
+def test_gaussian_likelihood_on_grayscale(tmp_path, mnist_raw):
+    rows = train(make_config(dict(SMALL, epochs=1, binarize="none", likelihood="continuous-bernoulli")),
+                 tmp_path / "cb", log=lambda _: None, progress=False)
+    assert math.isfinite(rows[0]["valid_elbo"])

@@ -1,0 +1,8 @@
+"""vaelab: train, evaluate and explore variational autoencoders on MNIST-family images."""
+
+from .api import Run, load_run
+from .errors import VaelabError
+from .models import CVAE, VAE, ModelConfig, build_model
+
+__version__ = "0.1.0"
+__all__ = ["CVAE", "VAE", "ModelConfig", "Run", "VaelabError", "build_model", "load_run", "__version__"]

@@ -1,0 +1,264 @@
+"""The `vaelab` command: data, train, evaluate, sample, reconstruct.
+
+Bad input ends in one line on stderr ("vaelab: error: ...") and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from .config import FIELD_NAMES, TrainConfig, flag, make_config, read_toml
+from .errors import VaelabError
+
+EXIT_USAGE = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line that says where to find help."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"vaelab: error: {message} (see: {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _digit(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 9:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a class 0..9")
+    return value
+
+
+_TRAIN_HELP = {
+    "model": "vae or cvae (class-conditional)",
+    "dataset": "mnist or fashion-mnist",
+    "latent_dim": "latent size d",
+    "hidden": "hidden widths, e.g. 500,500 (encoder; the decoder mirrors it)",
+    "activation": "relu, tanh, softplus, elu or gelu",
+    "likelihood": "bernoulli (binarised data), gaussian or continuous-bernoulli (grayscale)",
+    "binarize": "dynamic (fresh draw each epoch), static (drawn once) or none (grayscale)",
+    "objective": "elbo (SGVB) or iwae (importance-weighted bound)",
+    "samples": "samples per image: L for the ELBO, k for IWAE",
+    "epochs": "maximum number of epochs",
+    "batch_size": "images per step",
+    "lr": "Adam learning rate",
+    "seed": "random seed (initialisation, order, binarisation, noise)",
+    "device": "auto, cpu or cuda",
+    "patience": "stop after this many epochs without a better validation ELBO (0: never)",
+    "train_on": "train (50,000 images) or train+valid (60,000, as the course reports)",
+    "limit_train": "use only the first N training images (quick experiments)",
+    "sample_epochs": "epochs after which to save a sample grid, e.g. 1,10,25 (the last is always saved)",
+    "data_dir": "folder with the IDX files (else $VAELAB_DATA, the cache, then downloads)",
+}
+_TRAIN_TYPES = {"latent_dim": _int, "samples": _int, "epochs": _int, "batch_size": _int, "seed": _int,
+                "patience": _int, "limit_train": _int, "lr": _float}
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="vaelab", description="Variational autoencoders on MNIST-family images.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+
+    data = commands.add_parser("data", help="fetch, verify and cache a dataset; print a summary")
+    data.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist")
+    data.add_argument("--data-dir", help="folder with the IDX files")
+    data.add_argument("--cache-dir", help="cache folder (default $VAELAB_CACHE or ~/.cache/vaelab)")
+    data.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    train = commands.add_parser("train", help="train a model, writing a run directory")
+    train.add_argument("--config", help="TOML file of settings (flags override it)")
+    train.add_argument("--out", required=True, help="run directory to write")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--cache-dir", help="data cache folder")
+    defaults = TrainConfig()
+    for name in FIELD_NAMES:
+        default = getattr(defaults, name)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        train.add_argument(flag(name), dest=name, type=_TRAIN_TYPES.get(name, str), default=None,
+                           help=f"{_TRAIN_HELP[name]} (default: {shown})")
+
+    evaluate = commands.add_parser("evaluate", help="test-set ELBO, IS log-likelihood (and CVAE extras)")
+    evaluate.add_argument("run", help="run directory")
+    evaluate.add_argument("--iw-samples", type=_positive_int, default=1000, help="importance samples K per image")
+    evaluate.add_argument("--class-samples", type=_positive_int, help="CVAE: samples per class for log p(x) "
+                          "and accuracy (default K/10)")
+    evaluate.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+    evaluate.add_argument("--seed", type=_int, default=0)
+    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--no-progress", action="store_true")
+
+    sample = commands.add_parser("sample", help="a grid of generated images")
+    sample.add_argument("run", help="run directory")
+    sample.add_argument("-o", "--output", required=True, help="PNG file to write")
+    sample.add_argument("--per-class", type=_positive_int, default=8, help="CVAE: images per class")
+    sample.add_argument("--digit", type=_digit, help="CVAE: only this class")
+    sample.add_argument("-n", type=_positive_int, default=64, help="VAE: number of images")
+    sample.add_argument("--seed", type=_int, default=0)
+    sample.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+    sample.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+    reconstruct = commands.add_parser("reconstruct", help="test images above their reconstructions")
+    reconstruct.add_argument("run", help="run directory")
+    reconstruct.add_argument("-o", "--output", required=True, help="PNG file to write")
+    reconstruct.add_argument("-n", type=_positive_int, default=10, help="number of test images")
+    reconstruct.add_argument("--seed", type=_int, default=0, help="which test images (random choice)")
+    reconstruct.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+    reconstruct.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    return parser
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_data(args) -> int:
+    import numpy as np
+
+    from .data import load_raw, make_splits
+
+    raw = load_raw(args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir, log=_log)
+    splits = make_splits(raw)
+    summary = {
+        "dataset": raw.dataset,
+        "source": raw.source,
+        "train": len(splits.train),
+        "valid": len(splits.valid),
+        "test": len(splits.test),
+        "test_class_counts": np.bincount(splits.test.labels, minlength=10).tolist(),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{raw.dataset}: train {summary['train']}, validation {summary['valid']}, test {summary['test']} "
+              f"(from {raw.source}); test class counts {summary['test_class_counts']}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    flag_values = {name: getattr(args, name) for name in FIELD_NAMES}
+    explicit = {name for name, value in flag_values.items() if value is not None}
+    file_values = read_toml(args.config) if args.config else {}
+    config = make_config(file_values, flag_values)
+    rows = train(config, args.out, resume=args.resume, explicit=explicit | set(file_values),
+                 log=_log, progress=not args.no_progress and sys.stderr.isatty(), cache_dir=args.cache_dir)
+    if rows:
+        best = max(row["valid_elbo"] for row in rows)
+        print(f"trained {len(rows)} epochs; best validation ELBO {best:.2f} nats; run directory: {args.out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .api import load_run
+    from .runs import RunDir, write_json
+
+    run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
+    result = run.evaluate(iw_samples=args.iw_samples, class_samples=args.class_samples, seed=args.seed,
+                          progress=not args.no_progress and sys.stderr.isatty())
+    result.update(checkpoint=run.checkpoint, epoch=run.epoch, model=run.config.model, dataset=run.config.dataset)
+    write_json(RunDir(run.path).eval, result)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        name = "log p(x | y)" if run.model.conditional else "log p(x)"
+        print(f"test ELBO {result['elbo']:.2f} (recon {result['recon']:.2f}, KL {result['kl']:.2f}); "
+              f"{name} {result['log_likelihood']:.2f} with K = {args.iw_samples}"
+              + (f"; log p(x) {result['log_likelihood_marginal']:.2f}; accuracy {100 * result['accuracy']:.2f}%"
+                 if run.model.conditional else "")
+              + f"  [nats per image, {result['n_test']} test images, {result['seconds']:.0f} s]")
+        print(f"written to {RunDir(run.path).eval}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .api import load_run
+    from .plots import save_sample_grid
+
+    run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
+    images, labels = run.sample(n=args.n, per_class=args.per_class, digit=args.digit, seed=args.seed)
+    if labels is not None:
+        columns = args.per_class
+        rows = sorted(set(labels.tolist()))
+    else:
+        columns, rows = min(8, args.n), None
+    title = f"{run.config.model.upper()} samples, epoch {run.epoch} (Bernoulli means)"
+    _write_figure(args.output, lambda path: save_sample_grid(path, images, columns, rows, run.class_names, title))
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    import numpy as np
+
+    from .api import load_run
+    from .plots import save_reconstructions
+
+    run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
+    test = run.test_data()
+    pick = np.random.default_rng(args.seed).choice(test.x.shape[0], size=min(args.n, test.x.shape[0]), replace=False)
+    x = test.x[pick].cpu().numpy()
+    y = test.y[pick].cpu().numpy() if run.model.conditional else None
+    means = run.reconstruct(x, y)
+    title = f"{run.config.model.upper()} reconstructions, epoch {run.epoch} (Bernoulli means of p(x | E[z]))"
+    _write_figure(args.output, lambda path: save_reconstructions(path, x, means, title))
+    return 0
+
+
+def _write_figure(output: str, write) -> None:
+    path = Path(output)
+    if path.suffix.lower() != ".png":
+        raise VaelabError(f"-o {output}: the output must be a .png file")
+    if not path.parent.exists():
+        raise VaelabError(f"-o {output}: folder {path.parent} does not exist")
+    try:
+        write(path)
+    except OSError as exc:
+        raise VaelabError(f"cannot write {output} ({exc.strerror})") from None
+    print(f"wrote {path}")
+
+
+COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
+            "reconstruct": cmd_reconstruct}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except VaelabError as exc:
+        print(f"vaelab: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("vaelab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

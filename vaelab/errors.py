@@ -1,0 +1,17 @@
+"""The one exception type that vaelab raises for problems a user can fix.
+
+The command line turns it into a single line on stderr and exit code 2; library users catch it.
+Anything else that escapes is a bug in vaelab.
+"""
+
+
+class VaelabError(Exception):
+    """A problem with the user's input, files or environment, with a message saying what to do."""
+
+
+class DataError(VaelabError):
+    """A data file is missing, corrupt, or does not match its pinned checksum."""
+
+
+class RunError(VaelabError):
+    """A run directory is missing, incomplete, or does not fit the requested operation."""

@@ -1,0 +1,131 @@
+"""Bounds and estimators for any model that declares prior(), encoder(x, y) and decoder(z, y).
+
+Pure math: no files, no printing. Every result is in nats per image, shape [batch] unless said.
+Randomness comes only from the `generator` argument (a torch.Generator on the data's device).
+
+    elbo(...)              E_q[log p(x|z)] - KL(q(z|x) || p(z)), with both terms  (SGVB, L samples)
+    iw_bound(...)          log (1/k) sum_i p(x, z_i) / q(z_i | x)                 (IWAE bound, k samples)
+    log_likelihood_is(...) the same importance-sampled estimate of log p(x), chunked so that
+                           K = 1000 or more fits in memory
+    log_likelihood_per_class / log_marginal_likelihood / classify: the class-conditional extras,
+                           log p(x) = logsumexp_y [log p(x | y) + log pi_y] and argmax_y p(y | x)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal, kl_divergence
+
+
+def rsample(distribution: Distribution, sample_shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+    """Draw sample_shape + batch_shape + event_shape values using `generator`.
+
+    Gaussians are reparameterised (loc + scale * eps), so gradients flow to their parameters;
+    Bernoulli draws are not differentiable (used for pictures, not for training). A continuous
+    Bernoulli or any other distribution with an inverse CDF is sampled as icdf(uniform).
+    """
+    base = distribution
+    while isinstance(base, Independent):
+        base = base.base_dist
+    shape = torch.Size(sample_shape) + base.batch_shape + base.event_shape
+    if isinstance(base, Normal):
+        eps = torch.randn(shape, generator=generator, device=base.loc.device, dtype=base.loc.dtype)
+        return base.loc + base.scale * eps
+    if isinstance(base, Bernoulli):
+        return torch.bernoulli(base.probs.expand(shape), generator=generator)
+    if isinstance(base, ContinuousBernoulli) or hasattr(base, "icdf"):
+        param = base.logits if isinstance(base, ContinuousBernoulli) else base.mean
+        uniform = torch.rand(shape, generator=generator, device=param.device, dtype=param.dtype)
+        uniform = uniform.clamp(1e-6, 1 - 1e-6)
+        return base.icdf(uniform)
+    raise TypeError(f"vaelab cannot draw from {type(base).__name__} with an explicit generator")
+
+
+@dataclass(frozen=True)
+class ElboTerms:
+    """The evidence lower bound and its two parts, each [batch] in nats per image."""
+
+    elbo: torch.Tensor
+    recon: torch.Tensor  # E_q[log p(x | z)]
+    kl: torch.Tensor  # KL(q(z | x) || p(z)) (analytic where torch knows it, Monte-Carlo otherwise)
+
+
+def kl_to_prior(q: Distribution, prior: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(q || p) per image: analytic if registered with torch, else the mean of log q(z) - log p(z) over z."""
+    try:
+        return kl_divergence(q, prior)
+    except NotImplementedError:
+        if z is None:
+            raise
+        return (q.log_prob(z) - prior.log_prob(z)).mean(0)
+
+
+def elbo(model, x: torch.Tensor, y: torch.Tensor | None = None, samples: int = 1,
+         generator: torch.Generator | None = None) -> ElboTerms:
+    """SGVB estimate of the ELBO with `samples` reparameterised draws per image.
+
+    x: [batch, 784] (0/1 or [0, 1]); y: [batch] int64 class indices or None.
+    """
+    q = model.encoder(x, y)
+    z = rsample(q, (samples,), generator)  # [samples, batch, d]
+    recon = model.decoder(z, y).log_prob(x).mean(0)
+    kl = kl_to_prior(q, model.prior(), z)
+    return ElboTerms(elbo=recon - kl, recon=recon, kl=kl)
+
+
+def log_importance_weights(model, x: torch.Tensor, y: torch.Tensor | None, samples: int,
+                           generator: torch.Generator | None, q: Distribution | None = None) -> torch.Tensor:
+    """log w_i = log p(x | z_i) + log p(z_i) - log q(z_i | x) for z_i ~ q: [samples, batch]."""
+    q = model.encoder(x, y) if q is None else q
+    z = rsample(q, (samples,), generator)
+    return model.decoder(z, y).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
+
+
+def iw_bound(model, x: torch.Tensor, y: torch.Tensor | None = None, samples: int = 5,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """The importance-weighted bound L_k (Burda et al. 2015): [batch]. Differentiable; k = 1 is the ELBO."""
+    log_w = log_importance_weights(model, x, y, samples, generator)
+    return torch.logsumexp(log_w, dim=0) - math.log(samples)
+
+
+def log_likelihood_is(model, x: torch.Tensor, y: torch.Tensor | None = None, samples: int = 1000,
+                      generator: torch.Generator | None = None, chunk: int = 250) -> torch.Tensor:
+    """Importance-sampled log p(x) (log p(x | y) for a conditional model) with q as proposal: [batch].
+
+    Draws `samples` z per image in chunks of `chunk`, keeping a running logsumexp, so memory is
+    O(chunk * batch * 784) whatever `samples` is. A stochastic lower bound on log p(x) whose gap
+    shrinks as `samples` grows (it equals iw_bound with k = samples).
+    """
+    with torch.no_grad():
+        q = model.encoder(x, y)
+        total = None
+        done = 0
+        while done < samples:
+            size = min(chunk, samples - done)
+            part = torch.logsumexp(log_importance_weights(model, x, y, size, generator, q=q), dim=0)
+            total = part if total is None else torch.logaddexp(total, part)
+            done += size
+        return total - math.log(samples)
+
+
+def log_likelihood_per_class(model, x: torch.Tensor, samples: int, generator: torch.Generator | None = None,
+                             chunk: int = 250) -> torch.Tensor:
+    """log p(x | y) for every class y, each with `samples` importance samples: [batch, num_classes]."""
+    columns = []
+    for label in range(model.num_classes):
+        y = torch.full((x.shape[0],), label, dtype=torch.long, device=x.device)
+        columns.append(log_likelihood_is(model, x, y, samples, generator, chunk))
+    return torch.stack(columns, dim=-1)
+
+
+def log_marginal_likelihood(log_px_given_y: torch.Tensor, class_log_prior: torch.Tensor) -> torch.Tensor:
+    """log p(x) = logsumexp_y [log p(x | y) + log pi_y]: [batch] from [batch, classes] and [classes]."""
+    return torch.logsumexp(log_px_given_y + class_log_prior, dim=-1)
+
+
+def classify(log_px_given_y: torch.Tensor, class_log_prior: torch.Tensor) -> torch.Tensor:
+    """argmax_y p(y | x) = argmax_y [log p(x | y) + log pi_y]: [batch] int64."""
+    return torch.argmax(log_px_given_y + class_log_prior, dim=-1)
