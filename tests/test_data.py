@@ -225,3 +225,33 @@ def test_fashion_mnist_from_debian_files(tmp_path):
     splits = data.make_splits(raw)
     assert (len(splits.train), len(splits.valid), len(splits.test)) == (50_000, 10_000, 10_000)
     assert np.bincount(splits.test.labels).tolist() == [1000] * 10
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_VALID_IDX = data.encode_idx(np.arange(3 * 784, dtype=np.uint8).reshape(3, 784) % 251)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.binary(max_size=64), st.integers(0, len(_VALID_IDX)).map(lambda n: _VALID_IDX[:n])))
+def test_idx_parser_returns_an_array_or_a_data_error(blob):
+    try:
+        array = data.parse_idx(blob, "fuzz")
+    except DataError:
+        return
+    assert array.dtype == np.uint8
+
+
+_VALID_PICKLE = mnist_like_pickle(synthetic_arrays())
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(st.binary(max_size=64), st.integers(0, len(_VALID_PICKLE)).map(lambda n: _VALID_PICKLE[:n]),
+                 st.binary(max_size=200).map(gzip.compress)))
+def test_pickle_reader_returns_arrays_or_a_data_error(blob):
+    try:
+        arrays = data.parse_mnist_pickle(blob, "fuzz")
+    except DataError:
+        return
+    assert set(arrays) == set(data.ARRAY_KEYS)

@@ -120,3 +120,20 @@ def test_gaussian_likelihood_on_grayscale(tmp_path, mnist_raw):
     rows = train(make_config(dict(SMALL, epochs=1, binarize="none", likelihood="continuous-bernoulli")),
                  tmp_path / "cb", log=lambda _: None, progress=False)
     assert math.isfinite(rows[0]["valid_elbo"])
+
+
+def test_same_seed_same_result_in_separate_processes(tmp_path, mnist_raw):
+    """Two processes, same seed: bitwise-equal weights and metrics (CPU)."""
+    import subprocess
+    import sys
+
+    for name in ("a", "b"):
+        done = subprocess.run([sys.executable, "-m", "vaelab", "train", "--out", str(tmp_path / name),
+                               "--limit-train", "5000", "--epochs", "1", "--no-progress"],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    a = load_checkpoint(RunDir(tmp_path / "a").checkpoint).tensors
+    b = load_checkpoint(RunDir(tmp_path / "b").checkpoint).tensors
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _without_timing(read_metrics(RunDir(tmp_path / "a").metrics)) == \
+        _without_timing(read_metrics(RunDir(tmp_path / "b").metrics))

@@ -53,7 +53,11 @@ class ModelConfig:
 
 
 class ConditionalLinear(nn.Module):
-    """W [inputs, onehot(y)] + b, computed as W_in inputs + W_y[:, y] + b (no one-hot tensor is built).
+    """W [inputs, onehot(y)] + b, computed as W_in inputs + onehot(y) W_y + b.
+
+    The label term is a small matmul on the [batch, classes] one-hot, added by broadcasting, so
+    a [samples, batch, ...] input never needs a one-hot copy per sample. (Indexing W_y[y] would
+    be cheaper, but its backward accumulates with atomics on CPU and breaks reproducibility.)
 
     inputs: [..., in_features]; y: int64 with a shape that broadcasts against inputs.shape[:-1], or None.
     """
@@ -73,7 +77,7 @@ class ConditionalLinear(nn.Module):
         if self.class_weight is not None:
             if y is None:
                 raise ValueError("this model is class-conditional: pass the labels y")
-            out = out + self.class_weight[y]
+            out = out + F.one_hot(y, self.class_weight.shape[0]).to(self.class_weight.dtype) @ self.class_weight
         return out
 
 

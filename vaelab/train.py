@@ -168,13 +168,16 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
             stored = config_from_dict(read_json(run.config))
             config = _check_resume_compatible(stored, config, explicit)
             checkpoint = load_checkpoint(run.checkpoint)
+    device = resolve_device(config.device)
+    # the data first: a failure here leaves no half-made run directory behind
+    raw = load_raw(config.dataset, data_dir=config.data_dir, cache_dir=cache_dir, log=log)
+    splits = make_splits(raw, config.binarize, config.train_on, config.limit_train)
     try:
         run.path.mkdir(parents=True, exist_ok=True)
         write_json(run.config, config.to_dict())
     except OSError as exc:
         raise RunError(f"cannot write to the run directory {run.path} ({exc.strerror}); choose a writable --out") from None
 
-    device = resolve_device(config.device)
     torch.manual_seed(config.seed)  # parameter initialisation; everything after uses `generator`
     model = build_model(config.model_config()).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, foreach=True)
@@ -197,8 +200,6 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     else:
         write_metrics(run.metrics, [])
 
-    raw = load_raw(config.dataset, data_dir=config.data_dir, cache_dir=cache_dir, log=log)
-    splits = make_splits(raw, config.binarize, config.train_on, config.limit_train)
     train_data = DeviceSplit.from_split(splits.train, device)
     valid_data = DeviceSplit.from_split(splits.valid, device)
     grid_z = fixed_latents(model, GRID_COLUMNS, config.seed)
