@@ -15,14 +15,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# Train (or finish training) the default CVAE, evaluate it with K = 1000, save pictures.
+# Train (or finish training) the default CVAE, evaluate it with K = 1000, save pictures and the report.
 run: install
 	$(PY) -m vaelab data
 	$(PY) -m vaelab train --config configs/cvae-mnist.toml --out $(RUN) --resume
 	$(PY) -m vaelab evaluate $(RUN) --iw-samples 1000
 	$(PY) -m vaelab sample $(RUN) -o $(RUN)/samples.png
 	$(PY) -m vaelab reconstruct $(RUN) -o $(RUN)/reconstructions.png
-	@echo "results: $(RUN)/eval.json, $(RUN)/metrics.jsonl, $(RUN)/samples.png, $(RUN)/reconstructions.png, $(RUN)/samples/"
+	$(PY) -m vaelab report $(RUN) -o $(RUN)/report.html --pdf $(RUN)/report.pdf
+	@echo "results: $(RUN)/report.html (and report.pdf, eval.json, metrics.jsonl, figures/, samples/)"
 
 test: install
 	$(PY) -m pytest -q

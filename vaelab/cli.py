@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -131,7 +130,34 @@ def build_parser() -> ArgumentParser:
     reconstruct.add_argument("--seed", type=_int, default=0, help="which test images (random choice)")
     reconstruct.add_argument("--checkpoint", default="best", choices=("best", "latest"))
     reconstruct.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    report = commands.add_parser("report", help="an HTML (and PDF) report of one or more runs")
+    report.add_argument("runs", nargs="+", help="run directories; several get a comparison section")
+    report.add_argument("-o", "--output", required=True, help="HTML file to write")
+    report.add_argument("--pdf", help="also write this PDF file")
+    report.add_argument("--title", help="the report's title")
+    report.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+    study = commands.add_parser("study", help="the assignment's study: VAE with k = 3 against k = 20, one report")
+    study.add_argument("--out", required=True, help="folder for the runs and the report")
+    study.add_argument("--latent-dims", type=_int_list, default=(3, 20), help="latent sizes to compare (3,20)")
+    study.add_argument("--epochs", type=_positive_int, default=100, help="maximum epochs per run (100)")
+    study.add_argument("--patience", type=_int, default=10, help="early stopping on validation ELBO (10)")
+    study.add_argument("--iw-samples", type=_positive_int, default=1000, help="importance samples K (1000)")
+    study.add_argument("--limit-train", type=_positive_int, help="only the first N training images")
+    study.add_argument("--seed", type=_int, default=0)
+    study.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    study.add_argument("--no-progress", action="store_true")
     return parser
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every latent size must be >= 1")
+    return values
 
 
 def _log(message: str) -> None:
@@ -244,8 +270,53 @@ def _write_figure(output: str, write) -> None:
     print(f"wrote {path}")
 
 
+def cmd_report(args) -> int:
+    from .report import pdf_page_count, write_report
+
+    report = write_report(args.runs, args.output, args.pdf, title=args.title, device=args.device)
+    print(f"wrote {args.output}" + (f" and {args.pdf} ({pdf_page_count(report)} pages)" if args.pdf else ""))
+    return 0
+
+
+STUDY_BASE = dict(model="vae", hidden=(500,), activation="tanh", likelihood="bernoulli", binarize="dynamic",
+                  batch_size=100, lr=1e-3, sample_epochs=(1, 10, 25, 50, 100))
+
+
+def cmd_study(args) -> int:
+    """Train a VAE per latent size (resuming what exists), evaluate each, and write one comparison report."""
+    from .api import load_run
+    from .report import write_report
+    from .runs import RunDir, write_json
+    from .train import train
+
+    out = Path(args.out)
+    paths = []
+    for latent_dim in args.latent_dims:
+        settings = dict(STUDY_BASE, latent_dim=latent_dim, epochs=args.epochs, patience=args.patience,
+                        seed=args.seed, device=args.device, limit_train=args.limit_train)
+        path = out / f"vae-k{latent_dim}"
+        _log(f"== VAE with k = {latent_dim} -> {path}")
+        train(make_config(settings), path, resume=True, explicit=set(settings), log=_log,
+              progress=not args.no_progress and sys.stderr.isatty())
+        run = load_run(path, device=args.device)
+        done = json.loads(RunDir(path).eval.read_text()) if RunDir(path).eval.is_file() else {}
+        if (done.get("epoch"), done.get("iw_samples")) == (run.epoch, args.iw_samples):
+            _log(f"   already evaluated: test ELBO {done['elbo']:.2f}, log p(x) {done['log_likelihood']:.2f}")
+            paths.append(path)
+            continue
+        result = run.evaluate(iw_samples=args.iw_samples, seed=0, progress=not args.no_progress and sys.stderr.isatty())
+        result.update(checkpoint=run.checkpoint, epoch=run.epoch, model=run.config.model, dataset=run.config.dataset)
+        write_json(RunDir(path).eval, result)
+        _log(f"   test ELBO {result['elbo']:.2f}, log p(x) {result['log_likelihood']:.2f} (K = {args.iw_samples})")
+        paths.append(path)
+    title = "VAE on binarised MNIST: latent size " + " vs ".join(f"k = {d}" for d in args.latent_dims)
+    write_report(paths, out / "report.html", out / "report.pdf", title=title, device=args.device)
+    print(f"wrote {out / 'report.html'} and {out / 'report.pdf'}")
+    return 0
+
+
 COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
-            "reconstruct": cmd_reconstruct}
+            "reconstruct": cmd_reconstruct, "report": cmd_report, "study": cmd_study}
 
 
 def main(argv: list[str] | None = None) -> int:

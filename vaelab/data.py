@@ -24,6 +24,7 @@ import hashlib
 import io
 import os
 import pickle
+import socket
 import struct
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import DataError
+from .files import atomic_write_bytes
 
 IMAGE_SIZE = 28
 DATA_DIM = IMAGE_SIZE * IMAGE_SIZE
@@ -358,8 +360,8 @@ def _http_get(url: str, timeout_s: float, retries: int, limit: int) -> bytes:
             last_error = exc
         except (urllib.error.URLError, OSError) as exc:
             last_error = exc
-            if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, OSError) and "Name or service" in str(exc.reason):
-                break  # no DNS: retrying will not help
+            if isinstance(getattr(exc, "reason", None), socket.gaierror):
+                break  # the host name does not resolve (offline): retrying will not help
     raise DataError(f"{url}: download failed ({last_error})")
 
 
@@ -396,18 +398,10 @@ def read_cache(path: Path, spec: DatasetSpec) -> dict[str, np.ndarray] | None:
 
 
 def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write the arrays atomically (temporary file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as handle:
-        tmp = Path(handle.name)
-        try:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    os.replace(tmp, path)
+    """Write the arrays atomically as an uncompressed .npz (fast to load, about 55 MB for MNIST)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------------------------------------

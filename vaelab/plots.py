@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .runs import atomic_write_bytes  # noqa: E402
+from .files import atomic_write_bytes  # noqa: E402
 
 IMAGE_SIDE = 28
 
@@ -20,7 +20,7 @@ def mosaic(images: np.ndarray, columns: int, pad: int = 2) -> np.ndarray:
     n = images.shape[0]
     rows = -(-n // columns)
     step = IMAGE_SIDE + pad
-    canvas = np.ones((rows * step - pad, columns * step - pad), dtype=np.float32)
+    canvas = np.zeros((rows * step - pad, columns * step - pad), dtype=np.float32)  # white once inverted
     for index, image in enumerate(images.reshape(n, IMAGE_SIDE, IMAGE_SIDE)):
         r, c = divmod(index, columns)
         canvas[r * step : r * step + IMAGE_SIDE, c * step : c * step + IMAGE_SIDE] = image
@@ -71,3 +71,108 @@ def save_reconstructions(path: Path, originals: np.ndarray, reconstructions: np.
         spine.set_visible(False)
     axes.set_title(title, fontsize=10)
     _save(figure, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report figures. Each returns a matplotlib Figure; `png_bytes` turns it into a PNG.
+# ---------------------------------------------------------------------------------------------
+
+CLASS_COLORS = plt.get_cmap("tab10").colors  # one colour per class, in every figure
+RUN_COLORS = ("#1f4e79", "#c55a11", "#548235", "#7030a0", "#bf9000", "#2e75b6")
+NATS = "nats per image"
+
+
+def png_bytes(figure, dpi: int = 110) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def curves_figure(rows: list[dict], bound_key: str, bound_name: str):
+    """The bound per epoch (training and validation) and the validation ELBO's two terms."""
+    epochs = [row["epoch"] for row in rows]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    left.plot(epochs, [row[bound_key] for row in rows], marker="o", ms=3, label=f"training {bound_name}")
+    left.plot(epochs, [row["valid_elbo"] for row in rows], marker="s", ms=3, label="validation ELBO")
+    left.set(xlabel="epoch", ylabel=f"bound ({NATS})", title="Lower bound per epoch (higher is better)")
+    left.legend(frameon=False)
+    right.plot(epochs, [-row["valid_recon"] for row in rows], marker="o", ms=3, color="#7030a0",
+               label="reconstruction, -E_q[log p(x|z)]")
+    right.set(xlabel="epoch", ylabel=f"reconstruction ({NATS})", title="Validation ELBO's terms: ELBO = -recon. - KL")
+    twin = right.twinx()
+    twin.plot(epochs, [row["valid_kl"] for row in rows], marker="s", ms=3, color="#548235", label="KL(q || p)")
+    twin.set_ylabel(f"KL ({NATS})")
+    lines = right.get_lines() + twin.get_lines()
+    right.legend(lines, [line.get_label() for line in lines], frameon=False, loc="center right")
+    for axes in (left, right):
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def comparison_curves_figure(named_rows: list[tuple[str, list[dict]]]):
+    """Validation ELBO per epoch for several runs on one plot."""
+    figure, axes = plt.subplots(figsize=(7, 3.8))
+    for index, (name, rows) in enumerate(named_rows):
+        axes.plot([row["epoch"] for row in rows], [row["valid_elbo"] for row in rows], marker="o", ms=3,
+                  color=RUN_COLORS[index % len(RUN_COLORS)], label=name)
+    axes.set(xlabel="epoch", ylabel=f"validation ELBO ({NATS})", title="Validation ELBO per epoch")
+    axes.grid(alpha=0.3)
+    axes.legend(frameon=False)
+    figure.tight_layout()
+    return figure
+
+
+def grid_figure(images: np.ndarray, columns: int, title: str, row_labels: list[str] | None = None,
+                column_labels: list[str] | None = None, row_axis: str = "class y", column_axis: str | None = None):
+    """A mosaic of 28 x 28 images with optional row and column labels."""
+    canvas = mosaic(images, columns)
+    rows = -(-images.shape[0] // columns)
+    figure, axes = plt.subplots(figsize=(0.42 * columns + 1.5, 0.42 * rows + 1.0))
+    axes.imshow(1.0 - canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    step = IMAGE_SIDE + 2
+    axes.set_yticks([r * step + IMAGE_SIDE / 2 for r in range(rows)] if row_labels else [])
+    if row_labels:
+        axes.set_yticklabels(row_labels, fontsize=9)
+        axes.set_ylabel(row_axis)
+    axes.set_xticks([c * step + IMAGE_SIDE / 2 for c in range(columns)] if column_labels else [])
+    if column_labels:
+        axes.set_xticklabels(column_labels, fontsize=9)
+        axes.xaxis.tick_top()
+        if column_axis:
+            axes.set_xlabel(column_axis)
+    for spine in axes.spines.values():
+        spine.set_visible(False)
+    axes.set_title(title, fontsize=10)
+    return figure
+
+
+def latent_figure(points: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], title: str,
+                  axis_names: tuple[str, str]):
+    """Test codes in 2-D, one colour per class."""
+    figure, axes = plt.subplots(figsize=(5.6, 4.8))
+    for c in np.unique(labels):
+        mask = labels == c
+        axes.scatter(points[mask, 0], points[mask, 1], s=3, alpha=0.6, color=CLASS_COLORS[c % 10],
+                     label=class_names[c], rasterized=True)
+    axes.set(xlabel=axis_names[0], ylabel=axis_names[1], title=title)
+    axes.legend(markerscale=4, frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def manifold_figure(images: np.ndarray, coordinates: np.ndarray, title: str):
+    """Decoded means over a grid of z = (z_1, z_2), axes in prior units."""
+    steps = len(coordinates)
+    canvas = mosaic(images, steps, pad=0)
+    figure, axes = plt.subplots(figsize=(5.2, 5.2))
+    low, high = coordinates[0], coordinates[-1]
+    half = (high - low) / (steps - 1) / 2
+    axes.imshow(1.0 - canvas, cmap="gray", vmin=0, vmax=1, extent=(low - half, high + half, low - half, high + half))
+    axes.set(xlabel="z_1", ylabel="z_2", title=title)
+    figure.tight_layout()
+    return figure

@@ -237,7 +237,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
                 "stopped_early": stop_early}
         if improved:
             save_checkpoint(run.best, model, info)
-        if epoch in config.sample_epochs or epoch == config.epochs or stop_early:
+        if epoch == 1 or epoch in config.sample_epochs or epoch == config.epochs or stop_early:
             means, row_labels = grid_means(model, grid_z, GRID_COLUMNS)
             save_sample_grid(run.sample_grid(epoch), means, GRID_COLUMNS, row_labels, splits.class_names,
                              title=f"{config.model.upper()} samples, epoch {epoch} (Bernoulli means)")

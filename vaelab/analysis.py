@@ -1,0 +1,87 @@
+"""What a trained model holds, as arrays for the figures: latent codes, their 2-D projection, the
+decoded manifold of a 2-D latent space, and the CVAE's style transfer. Pure computation, no files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.distributions import Normal
+
+from .models import VAE, decoder_mean
+
+
+@torch.no_grad()
+def latent_means(model: VAE, x: torch.Tensor, y: torch.Tensor | None, batch_size: int = 1000) -> np.ndarray:
+    """Posterior means E_q[z | x(, y)] for images x [n, 784]: (n, d)."""
+    model.eval()
+    parts = []
+    for start in range(0, x.shape[0], batch_size):
+        labels = None if y is None else y[start : start + batch_size]
+        parts.append(model.encoder(x[start : start + batch_size], labels).mean.cpu())
+    return torch.cat(parts).numpy()
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Codes projected to 2-D: points (n, 2), and the share of variance each axis explains (or None)."""
+
+    points: np.ndarray
+    explained: tuple[float, float] | None
+
+
+def project_2d(codes: np.ndarray) -> Projection:
+    """The codes themselves if d = 2 (d = 1 padded with zeros), else their first two principal components."""
+    d = codes.shape[1]
+    if d <= 2:
+        points = codes if d == 2 else np.concatenate([codes, np.zeros_like(codes)], axis=1)
+        return Projection(points=points, explained=None)
+    centred = codes - codes.mean(axis=0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    variance = singular**2
+    share = variance / variance.sum()
+    return Projection(points=centred @ vt[:2].T, explained=(float(share[0]), float(share[1])))
+
+
+@torch.no_grad()
+def manifold(model: VAE, steps: int = 15, label: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded means over a grid of z for a 2-D latent space: (steps * steps, 784) row-major, top row
+    = highest z_2, and the grid's coordinates (steps,). The grid spaces the prior's quantiles
+    evenly (5% to 95%), so each cell holds the same prior mass."""
+    if model.latent_dim != 2:
+        raise ValueError("the manifold figure needs a 2-D latent space")
+    model.eval()
+    device = model.prior_loc.device
+    quantiles = torch.linspace(0.05, 0.95, steps)
+    coordinates = Normal(0.0, 1.0).icdf(quantiles)
+    z1, z2 = torch.meshgrid(coordinates, coordinates.flip(0), indexing="xy")
+    z = torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=-1).to(device)
+    y = None
+    if model.conditional:
+        y = torch.full((z.shape[0],), 0 if label is None else label, dtype=torch.long, device=device)
+    return decoder_mean(model.decoder(z, y)).cpu().numpy(), coordinates.numpy()
+
+
+@torch.no_grad()
+def style_transfer(model: VAE, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Encode each image with its own label, decode the same z with every label: (n, classes, 784).
+
+    Shows what z holds once y is given (slant, thickness, ...), for a class-conditional model.
+    """
+    if not model.conditional:
+        raise ValueError("style transfer needs a class-conditional model")
+    model.eval()
+    z = model.encoder(x, y).mean  # [n, d]
+    classes = model.num_classes
+    z_all = z.repeat_interleave(classes, dim=0)
+    y_all = torch.arange(classes, device=z.device).repeat(x.shape[0])
+    return decoder_mean(model.decoder(z_all, y_all)).cpu().numpy().reshape(x.shape[0], classes, -1)
+
+
+def pick_examples(labels: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
+    """Indices of `per_class` examples of every class present, in class order (a fixed random choice)."""
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False) for c in np.unique(labels)]
+    return np.concatenate(chosen)
