@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .files import atomic_write_bytes  # noqa: E402
 
@@ -109,6 +110,7 @@ def curves_figure(rows: list[dict], bound_key: str, bound_name: str):
     right.legend(lines, [line.get_label() for line in lines], frameon=False, loc="center right")
     for axes in (left, right):
         axes.grid(alpha=0.3)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
     return figure
 
@@ -121,6 +123,7 @@ def comparison_curves_figure(named_rows: list[tuple[str, list[dict]]]):
                   color=RUN_COLORS[index % len(RUN_COLORS)], label=name)
     axes.set(xlabel="epoch", ylabel=f"validation ELBO ({NATS})", title="Validation ELBO per epoch")
     axes.grid(alpha=0.3)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.legend(frameon=False)
     figure.tight_layout()
     return figure

@@ -284,6 +284,9 @@ def build_report(paths: list[str | Path], title: str | None = None, device: str 
                 ["best validation ELBO"] + [_fmt(max(r["valid_elbo"] for r in h)) for h in histories]]
         for key, label in METRIC_ROWS:
             if any(key in e for e in evaluations):
+                if key == "log_likelihood":
+                    label = "log-likelihood (IS; log p(x | y) for a CVAE), K = " + " / ".join(
+                        sorted({str(e["iw_samples"]) for e in evaluations if "iw_samples" in e}))
                 rows.append([label] + [metric_value(e, key) for e in evaluations])
         comparison_tables.append(Table("The runs side by side (nats per image)", header, rows))
         comparison_figures.append(Figure("comparison_curves", "Validation ELBO per epoch of every run.",
@@ -293,6 +296,8 @@ def build_report(paths: list[str | Path], title: str | None = None, device: str 
 
 
 COLUMN_FIGURES = ("samples", "reconstructions", "latent", "curves")  # shown side by side in a comparison
+FIGURE_HEADINGS = {"samples": "Fresh samples", "reconstructions": "Reconstructions of test images",
+                   "latent": "Latent space", "manifold": "Decoded manifold", "style_transfer": "Style transfer"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,7 +368,11 @@ def render_html(report: Report) -> str:
             parts.append("<h3>Samples as training goes on</h3><div class='row'>")
             parts += [_figure_html(f) for f in by_epoch]
             parts.append("</div>")
-        parts += [_figure_html(f) for f in others[1:]]
+        for figure in others[1:]:
+            heading = FIGURE_HEADINGS.get(figure.name.split("_class_")[0])
+            if heading and not figure.name.startswith("manifold_class_") or figure.name == "manifold_class_0":
+                parts.append(f"<h3>{heading}</h3>")
+            parts.append(_figure_html(figure))
     parts.append("</body></html>")
     return "\n".join(parts)
 
