@@ -137,3 +137,15 @@ def test_same_seed_same_result_in_separate_processes(tmp_path, mnist_raw):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _without_timing(read_metrics(RunDir(tmp_path / "a").metrics)) == \
         _without_timing(read_metrics(RunDir(tmp_path / "b").metrics))
+
+
+def test_compiled_importance_weights_match_the_eager_ones(small_run, capsys):
+    """The fast (torch.compile) path is the same estimator: same draws, same numbers to float precision."""
+    run = vaelab.load_run(small_run, device="cpu")
+    test = run.test_data()
+    x, y = test.x[:100], test.y[:100]
+    eager = objectives.log_likelihood_is(run.model, x, y, 40, torch.Generator().manual_seed(0), 20)
+    fast = objectives.log_likelihood_is(run.model, x, y, 40, torch.Generator().manual_seed(0), 20,
+                                        objectives.make_log_weights(run.model, compile=True))
+    assert "evaluating eagerly" not in capsys.readouterr().err  # it really compiled
+    torch.testing.assert_close(fast, eager, rtol=0, atol=1e-3)

@@ -99,12 +99,12 @@ class Run:
         return DeviceSplit.from_split(make_splits(raw, self.config.binarize).test, self.device)
 
     def evaluate(self, iw_samples: int = 1000, class_samples: int | None = None, seed: int = 0,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, compile: str = "auto") -> dict:
         """Test-set metrics in nats per image; see `vaelab.evaluate.evaluate_model`."""
         from .evaluate import evaluate_model
 
         return evaluate_model(self.model, self.test_data(), iw_samples=iw_samples, class_samples=class_samples,
-                              seed=seed, progress=progress)
+                              seed=seed, progress=progress, compile=compile)
 
 
 def load_run(path: str | Path, checkpoint: str = "best", device: str = "auto") -> Run:

@@ -110,6 +110,8 @@ def build_parser() -> ArgumentParser:
     evaluate.add_argument("--checkpoint", default="best", choices=("best", "latest"))
     evaluate.add_argument("--seed", type=_int, default=0)
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    evaluate.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
+                          help="evaluate the importance weights through torch.compile (auto: for large K)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--no-progress", action="store_true")
 
@@ -208,7 +210,7 @@ def cmd_evaluate(args) -> int:
 
     run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
     result = run.evaluate(iw_samples=args.iw_samples, class_samples=args.class_samples, seed=args.seed,
-                          progress=not args.no_progress and sys.stderr.isatty())
+                          progress=not args.no_progress and sys.stderr.isatty(), compile=args.compile)
     result.update(checkpoint=run.checkpoint, epoch=run.epoch, model=run.config.model, dataset=run.config.dataset)
     write_json(RunDir(run.path).eval, result)
     if args.json:

@@ -1,0 +1,58 @@
+"""Shared pieces of the benchmarks: the tutorial-style reference CVAE and a matmul peak estimate."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ReferenceCVAE(nn.Module):
+    """The CVAE as common tutorials write it: one-hot y concatenated to the inputs, nn.Sequential MLPs."""
+
+    def __init__(self, latent_dim=40, hidden=500, classes=10, data_dim=784):
+        super().__init__()
+        self.classes = classes
+        self.encoder = nn.Sequential(nn.Linear(data_dim + classes, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                                     nn.ReLU(), nn.Linear(hidden, 2 * latent_dim))
+        self.decoder = nn.Sequential(nn.Linear(latent_dim + classes, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                                     nn.ReLU(), nn.Linear(hidden, data_dim))
+
+    def loss(self, x, y):
+        """Negative ELBO per image (nats), one reparameterised sample, analytic KL."""
+        onehot = F.one_hot(y, self.classes).float()
+        mu, log_var = self.encoder(torch.cat([x, onehot], 1)).chunk(2, 1)
+        z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
+        logits = self.decoder(torch.cat([z, onehot], 1))
+        recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+        kl = 0.5 * (mu.pow(2) + log_var.exp() - 1 - log_var).sum()
+        return (recon + kl) / x.shape[0]
+
+
+def mlp_flops_per_image(widths_encoder, widths_decoder) -> float:
+    """Forward FLOPs (2 per multiply-add) of two MLPs given their layer widths."""
+    total = 0
+    for widths in (widths_encoder, widths_decoder):
+        total += sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))
+    return float(total)
+
+
+def matmul_peak_gflops(seconds: float = 1.5, size: int = 2048) -> float:
+    """The machine's float32 matmul rate on a large square product: an achievable-peak estimate."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start, count = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def machine() -> str:
+    import os
+    import platform
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, " \
+           f"{torch.get_num_threads()} threads"

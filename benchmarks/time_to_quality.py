@@ -1,0 +1,95 @@
+"""Time to quality: wall-clock from the start of training until the validation ELBO reaches -100,
+-95 and -90 nats, vaelab's trainer with its defaults against the course setup in a tutorial loop
+(DataLoader, batch 128, Adam 1e-3, `.item()` every step). Validation ELBO after every epoch, on the
+fixed-binarised validation set, counted in the wall-clock of both.
+
+    python benchmarks/time_to_quality.py [--minutes 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from common import ReferenceCVAE, machine
+
+from vaelab.config import TrainConfig
+from vaelab.data import load_raw, make_splits
+from vaelab.models import build_model
+from vaelab.train import DeviceSplit, train_epoch, validate
+
+THRESHOLDS = (-100.0, -95.0, -90.0)
+
+
+@torch.no_grad()
+def reference_validation(model: ReferenceCVAE, valid: DeviceSplit) -> float:
+    torch.manual_seed(1234)
+    total = sum(model.loss(valid.x[i : i + 1000], valid.y[i : i + 1000]).item() * len(valid.x[i : i + 1000])
+                for i in range(0, len(valid.x), 1000))
+    return -total / len(valid.x)
+
+
+def crossings(history: list[tuple[float, float]]) -> dict[float, float | None]:
+    return {t: next((s for s, elbo in history if elbo >= t), None) for t in THRESHOLDS}
+
+
+def run_reference(train: DeviceSplit, valid: DeviceSplit, budget: float) -> list[tuple[float, float]]:
+    torch.manual_seed(0)
+    model = ReferenceCVAE()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train.x, train.y), batch_size=128, shuffle=True)
+    history, start = [], time.perf_counter()
+    while time.perf_counter() - start < budget:
+        model.train()
+        for xb, yb in loader:
+            loss = model.loss(torch.bernoulli(xb), yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss.item()
+        model.eval()
+        history.append((time.perf_counter() - start, reference_validation(model, valid)))
+        print(f"  reference epoch {len(history)}: {history[-1][1]:.2f} at {history[-1][0]:.0f} s", flush=True)
+        if history[-1][1] >= THRESHOLDS[-1]:
+            break
+    return history
+
+
+def run_vaelab(train: DeviceSplit, valid: DeviceSplit, budget: float) -> list[tuple[float, float]]:
+    config = TrainConfig()
+    torch.manual_seed(config.seed)
+    model = build_model(config.model_config())
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, foreach=True)
+    generator = torch.Generator().manual_seed(config.seed)
+    history, start, epoch = [], time.perf_counter(), 0
+    while time.perf_counter() - start < budget:
+        epoch += 1
+        train_epoch(model, optimizer, train, config, generator, epoch, progress=False)
+        history.append((time.perf_counter() - start, validate(model, valid)["elbo"]))
+        print(f"  vaelab epoch {epoch}: {history[-1][1]:.2f} at {history[-1][0]:.0f} s", flush=True)
+        if history[-1][1] >= THRESHOLDS[-1]:
+            break
+    return history
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=5.0, help="time budget for each of the two")
+    args = parser.parse_args()
+    splits = make_splits(load_raw("mnist"))
+    cpu = torch.device("cpu")
+    train, valid = DeviceSplit.from_split(splits.train, cpu), DeviceSplit.from_split(splits.valid, cpu)
+    results = {"vaelab defaults": crossings(run_vaelab(train, valid, args.minutes * 60)),
+               "course setup, tutorial loop": crossings(run_reference(train, valid, args.minutes * 60))}
+    print(f"machine: {machine()}; budget {args.minutes:g} min each; seconds until validation ELBO reaches:")
+    print(f"{'':30s}" + "".join(f"{t:>10.0f}" for t in THRESHOLDS))
+    for name, cross in results.items():
+        print(f"{name:30s}" + "".join(f"{('%.0f s' % s) if s else 'not yet':>10s}" for s in cross.values()))
+    for t in THRESHOLDS:
+        a, b = results["vaelab defaults"][t], results["course setup, tutorial loop"][t]
+        print(f"ratio time to {t:.0f} nats, tutorial loop / vaelab: " + (f"{b / a:.2f}" if a and b else "n/a"))
+
+
+if __name__ == "__main__":
+    main()
