@@ -24,6 +24,11 @@ BAD_INPUT = [
     (["sample", "nowhere", "-o", "x.png", "--digit", "12"], "'12' is not a class 0..9"),
     (["evaluate", "nowhere", "--iw-samples", "0"], "'0' must be >= 1"),
     (["evaluate", "nowhere"], "run directory nowhere does not exist"),
+    (["reconstruct", "nowhere", "-o", "r.png", "--seed", "-1"], "'-1' must be a whole number >= 0"),
+    (["sample", "nowhere", "-o", "s.png", "--per-class", "0"], "'0' must be >= 1"),
+    (["train", "--out", "X", "--patience", "-1"], "--patience -1 is not allowed"),
+    (["study", "--out", "X", "--latent-dims", "3,0"], "every latent size must be >= 1"),
+    (["report", "nowhere", "-o", "r.html"], "run directory nowhere does not exist"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     ([], "the following arguments are required: command"),
 ]
@@ -105,3 +110,10 @@ def test_data_command(capsys, mnist_raw):
     assert main(["data", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["train"] == 50_000 and summary["test_class_counts"][1] == 1135
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_cuda_without_a_gpu(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "run"), "--device", "cuda"]) == 2
+    assert "no CUDA GPU is available; use --device cpu or auto" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

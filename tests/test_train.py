@@ -105,7 +105,7 @@ def test_non_finite_loss_stops_training_with_a_message(tmp_path, mnist_raw, monk
         return real(model, x, y, config, generator) * float("nan")
 
     monkeypatch.setattr(train_module, "training_loss", poisoned)
-    with pytest.raises(TrainingDiverged, match="in epoch 1, between steps 1 and"):
+    with pytest.raises(TrainingDiverged, match=r"non-finite in epoch 1 at step 1 of the epoch; training stopped, no checkpoint was written yet"):
         train(make_config(dict(SMALL, epochs=1)), tmp_path / "nan", log=lambda _: None, progress=False)
     assert not RunDir(tmp_path / "nan").checkpoint.exists()
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .config import FIELD_NAMES, TrainConfig, flag, make_config, read_toml
-from .errors import VaelabError
+from .errors import TrainingInterrupted, VaelabError
 
 EXIT_USAGE = 2
 
@@ -38,6 +38,13 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _seed(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 0")
+    return value
 
 
 def _float(text: str) -> float:
@@ -108,7 +115,7 @@ def build_parser() -> ArgumentParser:
     evaluate.add_argument("--class-samples", type=_positive_int, help="CVAE: samples per class for log p(x) "
                           "and accuracy (default K/10)")
     evaluate.add_argument("--checkpoint", default="best", choices=("best", "latest"))
-    evaluate.add_argument("--seed", type=_int, default=0)
+    evaluate.add_argument("--seed", type=_seed, default=0)
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     evaluate.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
                           help="evaluate the importance weights through torch.compile (auto: for large K)")
@@ -121,7 +128,7 @@ def build_parser() -> ArgumentParser:
     sample.add_argument("--per-class", type=_positive_int, default=8, help="CVAE: images per class")
     sample.add_argument("--digit", type=_digit, help="CVAE: only this class")
     sample.add_argument("-n", type=_positive_int, default=64, help="VAE: number of images")
-    sample.add_argument("--seed", type=_int, default=0)
+    sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--checkpoint", default="best", choices=("best", "latest"))
     sample.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
@@ -129,7 +136,7 @@ def build_parser() -> ArgumentParser:
     reconstruct.add_argument("run", help="run directory")
     reconstruct.add_argument("-o", "--output", required=True, help="PNG file to write")
     reconstruct.add_argument("-n", type=_positive_int, default=10, help="number of test images")
-    reconstruct.add_argument("--seed", type=_int, default=0, help="which test images (random choice)")
+    reconstruct.add_argument("--seed", type=_seed, default=0, help="which test images (random choice)")
     reconstruct.add_argument("--checkpoint", default="best", choices=("best", "latest"))
     reconstruct.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     report = commands.add_parser("report", help="an HTML (and PDF) report of one or more runs")
@@ -146,7 +153,7 @@ def build_parser() -> ArgumentParser:
     study.add_argument("--patience", type=_int, default=10, help="early stopping on validation ELBO (10)")
     study.add_argument("--iw-samples", type=_positive_int, default=1000, help="importance samples K (1000)")
     study.add_argument("--limit-train", type=_positive_int, help="only the first N training images")
-    study.add_argument("--seed", type=_int, default=0)
+    study.add_argument("--seed", type=_seed, default=0)
     study.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     study.add_argument("--no-progress", action="store_true")
     return parser
@@ -325,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except TrainingInterrupted as exc:
+        print(f"vaelab: {exc}", file=sys.stderr)
+        return exc.exit_code
     except VaelabError as exc:
         print(f"vaelab: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

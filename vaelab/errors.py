@@ -15,3 +15,15 @@ class DataError(VaelabError):
 
 class RunError(VaelabError):
     """A run directory is missing, incomplete, or does not fit the requested operation."""
+
+
+class TrainingDiverged(VaelabError):
+    """The loss or a gradient became NaN or infinite."""
+
+
+class TrainingInterrupted(VaelabError):
+    """Training stopped on SIGINT or SIGTERM after saving its state; `exit_code` is 128 + the signal."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

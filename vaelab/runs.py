@@ -127,8 +127,9 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, info: dict,
-                    optimizer: torch.optim.Optimizer | None = None, generator: torch.Generator | None = None) -> None:
-    """Write model (and optimizer and RNG) tensors with JSON `info` as one safetensors file, atomically."""
+                    optimizer: torch.optim.Optimizer | None = None, generator: torch.Generator | None = None,
+                    extra: dict[str, torch.Tensor] | None = None) -> None:
+    """Write model (and optimizer, RNG and `extra`) tensors with JSON `info` as one safetensors file, atomically."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"info": info}
     if optimizer is not None:
@@ -136,6 +137,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, info: dict,
         tensors.update(optimizer_tensors)
     if generator is not None:
         tensors["rng.train"] = generator.get_state()
+    for name, value in (extra or {}).items():
+        tensors[name] = value.detach().cpu().contiguous()
     atomic_write_bytes(path, safetensors_save(tensors, metadata={"vaelab": json.dumps(meta)}))
 
 

@@ -8,10 +8,11 @@ model and the optimizer, so a resumed run repeats exactly what an uninterrupted 
 from __future__ import annotations
 
 import math
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -20,17 +21,13 @@ from tqdm import tqdm
 from . import objectives
 from .config import TrainConfig, config_from_dict
 from .data import Split, load_raw, make_splits
-from .errors import RunError, VaelabError
+from .errors import RunError, TrainingDiverged, TrainingInterrupted, VaelabError
 from .models import VAE, build_model, decoder_mean
 from .runs import RunDir, load_checkpoint, read_json, read_metrics, save_checkpoint, write_json, write_metrics
 
 Log = Callable[[str], None]
 GRID_COLUMNS = 8  # samples per class in the sample grids saved during training
 VALIDATION_SEED = 1234  # validation ELBO draws the same z every epoch, so epochs compare
-
-
-class TrainingDiverged(VaelabError):
-    """The loss or a gradient became NaN or infinite."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,18 +64,45 @@ def training_loss(model: VAE, x: torch.Tensor, y: torch.Tensor | None, config: T
     return objectives.elbo(model, x, y, config.samples, generator).elbo
 
 
+@dataclass
+class EpochState:
+    """Where an epoch stands: its order of images, the batches done, and the bound summed so far."""
+
+    order: torch.Tensor  # [n] int64 permutation
+    step: int
+    bound_sum: torch.Tensor  # [] float32
+
+
+class _Stopped(Exception):
+    def __init__(self, state: EpochState):
+        super().__init__("stopped")
+        self.state = state
+
+
 def train_epoch(model: VAE, optimizer: torch.optim.Optimizer, data: DeviceSplit, config: TrainConfig,
-                generator: torch.Generator, epoch: int, progress: bool) -> tuple[float, int]:
-    """One pass over the training set in random order. Returns (mean bound per image, steps)."""
+                generator: torch.Generator, epoch: int, progress: bool, state: EpochState | None = None,
+                should_stop: Callable[[], bool] = lambda: False) -> tuple[float, int]:
+    """One pass over the training set in random order. Returns (mean bound per image, steps).
+
+    `state` continues an interrupted epoch. If `should_stop()` turns true, the epoch stops between
+    two steps and raises _Stopped with the state to continue from.
+    """
     model.train()
     n = data.x.shape[0]
-    order = torch.randperm(n, generator=generator, device=data.x.device)
-    bound_sum = torch.zeros((), device=data.x.device)
+    device = data.x.device
+    if state is None:
+        state = EpochState(torch.randperm(n, generator=generator, device=device), 0,
+                           torch.zeros((), device=device))
+    order, bound_sum = state.order, state.bound_sum
+    first_bad_step = torch.full((), -1, dtype=torch.long, device=device)  # tracked without a host sync
     sync_every = 25  # reading the loss back forces a host sync: do it rarely
-    steps = 0
-    bar = tqdm(total=n, desc=f"epoch {epoch}", unit="img", leave=False, disable=not progress, dynamic_ncols=True)
+    steps = state.step
+    bar = tqdm(total=n, initial=min(steps * config.batch_size, n), desc=f"epoch {epoch}", unit="img", leave=False,
+               disable=not progress, dynamic_ncols=True)
     with bar:
-        for start in range(0, n, config.batch_size):
+        for start in range(steps * config.batch_size, n, config.batch_size):
+            if should_stop():
+                raise _Stopped(EpochState(order, steps, bound_sum))
             index = order[start : start + config.batch_size]
             x = data.x[index]
             if not data.binary:  # dynamic binarisation: fresh pixels every time an image is seen
@@ -90,12 +114,15 @@ def train_epoch(model: VAE, optimizer: torch.optim.Optimizer, data: DeviceSplit,
             optimizer.step()
             bound_sum += bound.detach().sum()
             steps += 1
+            # a non-finite gradient makes the parameters, and so the next loss, non-finite too
+            first_bad_step = torch.where(torch.isfinite(loss) | (first_bad_step >= 0), first_bad_step,
+                                         first_bad_step.new_full((), steps))
             if steps % sync_every == 0 or start + config.batch_size >= n:
                 seen = min(start + config.batch_size, n)
                 running = bound_sum.item() / seen
                 if not math.isfinite(running):
-                    raise TrainingDiverged(f"the training bound became {running} in epoch {epoch}, "
-                                           f"between steps {max(steps - sync_every, 0) + 1} and {steps}")
+                    bad = int(first_bad_step.item())
+                    raise TrainingDiverged(f"the loss became non-finite in epoch {epoch} at step {bad} of the epoch")
                 bar.update(seen - bar.n)
                 bar.set_postfix_str(f"bound {running:.2f}")
     return bound_sum.item() / n, steps
@@ -150,12 +177,47 @@ def _check_resume_compatible(stored: TrainConfig, asked: TrainConfig, explicit: 
     return config_from_dict({**stored.to_dict(), **updates})
 
 
+class StopSignals:
+    """While active, SIGINT and SIGTERM only set a flag that the training loop checks between steps."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def __call__(self) -> bool:
+        return self.received is not None
+
+    def __enter__(self) -> "StopSignals":
+        def handler(signum, frame):
+            self.received = signum
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread: signals keep their default handling
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+
+def _remove_stale_temporaries(run: RunDir) -> None:
+    """A process killed while writing leaves `.NAME.XXXX.tmp` files behind; they are never the real file."""
+    for folder in (run.path, run.samples):
+        for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
+            stale.unlink(missing_ok=True)
+
+
 def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: set[str] | None = None,
           log: Log = print, progress: bool = True, cache_dir: str | Path | None = None) -> list[dict]:
     """Train a model as `config` says, writing the run directory `out`. Returns the metrics rows.
 
     resume=True continues the run in `out` from its latest checkpoint (or starts it, if it has none).
     `explicit` names the settings the user gave on this call (checked against the stored config).
+    SIGINT or SIGTERM saves the state mid-epoch and raises TrainingInterrupted; resuming then gives
+    exactly the run that was not interrupted.
     """
     run = RunDir(Path(out))
     explicit = explicit or set()
@@ -174,6 +236,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     splits = make_splits(raw, config.binarize, config.train_on, config.limit_train)
     try:
         run.path.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(run)
         write_json(run.config, config.to_dict())
     except OSError as exc:
         raise RunError(f"cannot write to the run directory {run.path} ({exc.strerror}); choose a writable --out") from None
@@ -183,6 +246,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, foreach=True)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     rows = []
+    partial: EpochState | None = None
     if checkpoint is not None:
         checkpoint.restore(model, optimizer, generator, path=run.checkpoint)
         info = checkpoint.info
@@ -190,13 +254,17 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
         best_valid, since_best = info["best_valid_elbo"], info["epochs_since_best"]
         rows = [row for row in read_metrics(run.metrics) if row["epoch"] <= info["epoch"]]
         write_metrics(run.metrics, rows)  # drop an epoch logged after the last checkpoint
+        if "partial_step" in info:
+            partial = EpochState(checkpoint.tensors["partial.order"].to(device), info["partial_step"],
+                                 checkpoint.tensors["partial.bound_sum"].to(device))
         if info.get("stopped_early") and start_epoch <= config.epochs and not explicit & {"patience"}:
             log(f"{run.path}: stopped early at epoch {info['epoch']}; nothing to resume")
             return rows
         if start_epoch > config.epochs:
             log(f"{run.path}: all {config.epochs} epochs are done; pass a larger --epochs to train on")
             return rows
-        log(f"resuming {run.path} after epoch {info['epoch']}")
+        where = f"epoch {start_epoch}, step {partial.step}" if partial else f"the end of epoch {info['epoch']}"
+        log(f"resuming {run.path} from {where}")
     else:
         write_metrics(run.metrics, [])
 
@@ -208,46 +276,80 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
 
     from .plots import save_sample_grid  # matplotlib loads only when a run starts
 
-    for epoch in range(start_epoch, config.epochs + 1):
-        started = time.perf_counter()
-        train_bound, steps = train_epoch(model, optimizer, train_data, config, generator, epoch, progress)
-        train_seconds = time.perf_counter() - started
-        valid = validate(model, valid_data)
-        improved = valid["elbo"] > best_valid
-        if improved:
-            best_valid, since_best = valid["elbo"], 0
-        else:
-            since_best += 1
-        stop_early = config.patience > 0 and since_best >= config.patience
-        row = {
-            "epoch": epoch,
-            f"train_{'elbo' if config.objective == 'elbo' else 'iw_bound'}": train_bound,
-            "valid_elbo": valid["elbo"],
-            "valid_recon": valid["recon"],
-            "valid_kl": valid["kl"],
-            "seconds": train_seconds,
-            "samples_per_second": len(splits.train) / train_seconds,
-            "steps": (rows[-1]["steps"] if rows else 0) + steps,
-        }
-        if not all(math.isfinite(v) for v in valid.values()):
-            raise TrainingDiverged(f"the validation ELBO became non-finite after epoch {epoch}; the last good "
-                                   f"checkpoint is {run.checkpoint}")
-        rows.append(row)
-        info = {"epoch": epoch, "best_valid_elbo": best_valid, "epochs_since_best": since_best,
-                "stopped_early": stop_early}
-        if improved:
-            save_checkpoint(run.best, model, info)
-        if epoch == 1 or epoch in config.sample_epochs or epoch == config.epochs or stop_early:
-            means, row_labels = grid_means(model, grid_z, GRID_COLUMNS)
-            save_sample_grid(run.sample_grid(epoch), means, GRID_COLUMNS, row_labels, splits.class_names,
-                             title=f"{config.model.upper()} samples, epoch {epoch} (Bernoulli means)")
-        write_metrics(run.metrics, rows)
-        save_checkpoint(run.checkpoint, model, info, optimizer, generator)
-        bound_name = "ELBO" if config.objective == "elbo" else f"IW bound (k={config.samples})"
-        log(f"epoch {epoch:3d}  train {bound_name} {train_bound:8.2f}  valid ELBO {valid['elbo']:8.2f} "
-            f"(recon {valid['recon']:.2f}, KL {valid['kl']:.2f})  {train_seconds:5.1f} s  "
-            f"{row['samples_per_second']:,.0f} img/s")
-        if stop_early:
-            log(f"early stop: validation ELBO has not improved for {config.patience} epochs (best {best_valid:.2f})")
-            break
+    def save_state(info: dict, extra: dict | None = None) -> None:
+        try:
+            save_checkpoint(run.checkpoint, model, info, optimizer, generator, extra)
+        except OSError as exc:
+            kept = "the previous checkpoint is intact" if run.checkpoint.is_file() else "no checkpoint was written yet"
+            raise RunError(f"could not write {run.checkpoint} ({exc.strerror}); {kept}: "
+                           f"free some space and resume with: vaelab train --out {run.path} --resume") from None
+
+    def interrupted(where: str) -> TrainingInterrupted:
+        name = signal.Signals(stop.received).name
+        return TrainingInterrupted(f"{name} received {where}; the state is saved in {run.checkpoint}. "
+                                   f"Resume with: vaelab train --out {run.path} --resume", 128 + stop.received)
+
+    with StopSignals() as stop:
+        for epoch in range(start_epoch, config.epochs + 1):
+            started = time.perf_counter()
+            images_before = min(partial.step * config.batch_size, len(splits.train)) if partial else 0
+            try:
+                train_bound, steps = train_epoch(model, optimizer, train_data, config, generator, epoch, progress,
+                                                 state=partial, should_stop=stop)
+            except _Stopped as stopped:
+                info = {"epoch": epoch - 1, "best_valid_elbo": best_valid, "epochs_since_best": since_best,
+                        "stopped_early": False, "partial_step": stopped.state.step}
+                save_state(info, {"partial.order": stopped.state.order, "partial.bound_sum": stopped.state.bound_sum})
+                raise interrupted(f"in epoch {epoch} after step {stopped.state.step}") from None
+            except TrainingDiverged as exc:
+                last = f"the last good checkpoint is {run.checkpoint}" if run.checkpoint.is_file() else \
+                    "no checkpoint was written yet"
+                raise TrainingDiverged(f"{exc}; training stopped, {last}") from None
+            partial = None
+            train_seconds = time.perf_counter() - started
+            valid = validate(model, valid_data)
+            if not all(math.isfinite(v) for v in valid.values()):
+                raise TrainingDiverged(f"the validation ELBO became non-finite after epoch {epoch}; training "
+                                       f"stopped, the last good checkpoint is {run.checkpoint}")
+            improved = valid["elbo"] > best_valid
+            if improved:
+                best_valid, since_best = valid["elbo"], 0
+            else:
+                since_best += 1
+            stop_early = config.patience > 0 and since_best >= config.patience
+            row = {
+                "epoch": epoch,
+                f"train_{'elbo' if config.objective == 'elbo' else 'iw_bound'}": train_bound,
+                "valid_elbo": valid["elbo"],
+                "valid_recon": valid["recon"],
+                "valid_kl": valid["kl"],
+                "seconds": train_seconds,
+                "samples_per_second": (len(splits.train) - images_before) / train_seconds,
+                "steps": (rows[-1]["steps"] if rows else 0) + steps,
+            }
+            rows.append(row)
+            info = {"epoch": epoch, "best_valid_elbo": best_valid, "epochs_since_best": since_best,
+                    "stopped_early": stop_early}
+            try:
+                if improved:
+                    save_checkpoint(run.best, model, info)
+                if epoch == 1 or epoch in config.sample_epochs or epoch == config.epochs or stop_early:
+                    means, row_labels = grid_means(model, grid_z, GRID_COLUMNS)
+                    save_sample_grid(run.sample_grid(epoch), means, GRID_COLUMNS, row_labels, splits.class_names,
+                                     title=f"{config.model.upper()} samples, epoch {epoch} (Bernoulli means)")
+                write_metrics(run.metrics, rows)
+            except OSError as exc:
+                raise RunError(f"could not write to {run.path} after epoch {epoch} ({exc.strerror}); the last "
+                               f"checkpoint is intact: free some space and resume with: vaelab train --out "
+                               f"{run.path} --resume") from None
+            save_state(info)
+            bound_name = "ELBO" if config.objective == "elbo" else f"IW bound (k={config.samples})"
+            log(f"epoch {epoch:3d}  train {bound_name} {train_bound:8.2f}  valid ELBO {valid['elbo']:8.2f} "
+                f"(recon {valid['recon']:.2f}, KL {valid['kl']:.2f})  {train_seconds:5.1f} s  "
+                f"{row['samples_per_second']:,.0f} img/s")
+            if stop_early:
+                log(f"early stop: validation ELBO has not improved for {config.patience} epochs (best {best_valid:.2f})")
+                break
+            if stop():
+                raise interrupted(f"after epoch {epoch}")
     return rows
