@@ -24,7 +24,12 @@ THRESHOLDS = (-100.0, -95.0, -90.0)
 
 @torch.no_grad()
 def reference_validation(model: ReferenceCVAE, valid: DeviceSplit) -> float:
-    torch.manual_seed(1234)
+    with torch.random.fork_rng():  # a fixed seed for validation must not reset the training's random stream
+        torch.manual_seed(1234)
+        return _reference_validation(model, valid)
+
+
+def _reference_validation(model: ReferenceCVAE, valid: DeviceSplit) -> float:
     total = sum(model.loss(valid.x[i : i + 1000], valid.y[i : i + 1000]).item() * len(valid.x[i : i + 1000])
                 for i in range(0, len(valid.x), 1000))
     return -total / len(valid.x)

@@ -149,3 +149,20 @@ def test_compiled_importance_weights_match_the_eager_ones(small_run, capsys):
                                         objectives.make_log_weights(run.model, compile=True))
     assert "evaluating eagerly" not in capsys.readouterr().err  # it really compiled
     torch.testing.assert_close(fast, eager, rtol=0, atol=1e-3)
+
+
+def test_python_api_as_the_readme_shows_it(small_run):
+    run = vaelab.load_run(small_run)
+    images, labels = run.sample(per_class=4, seed=0)
+    assert images.shape == (40, 784) and labels.tolist() == [c for c in range(10) for _ in range(4)]
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    test = run.test_data()
+    q = run.encode(test.x[:8], test.y[:8])
+    assert q.mean.shape == (8, 8) and bool((q.stddev > 0).all())
+    means = run.decode(q.mean, test.y[:8])
+    assert means.shape == (8, 784)
+    # decoding the posterior mean reconstructs the input better than a decoded prior sample does
+    x = test.x[:8].numpy()
+    assert ((means - x) ** 2).mean() < ((run.decode(torch.zeros(8, 8), test.y[:8]) - x) ** 2).mean()
+    result = run.evaluate(iw_samples=5)
+    assert result["n_test"] == 10_000 and result["log_likelihood"] > result["elbo"] - 1

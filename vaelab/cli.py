@@ -213,13 +213,12 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .api import load_run
-    from .runs import RunDir, write_json
+    from .evaluate import evaluate_run
+    from .runs import RunDir
 
     run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
-    result = run.evaluate(iw_samples=args.iw_samples, class_samples=args.class_samples, seed=args.seed,
+    result = evaluate_run(run, iw_samples=args.iw_samples, class_samples=args.class_samples, seed=args.seed,
                           progress=not args.no_progress and sys.stderr.isatty(), compile=args.compile)
-    result.update(checkpoint=run.checkpoint, epoch=run.epoch, model=run.config.model, dataset=run.config.dataset)
-    write_json(RunDir(run.path).eval, result)
     if args.json:
         print(json.dumps(result))
     else:
@@ -294,8 +293,9 @@ STUDY_BASE = dict(model="vae", hidden=(500,), activation="tanh", likelihood="ber
 def cmd_study(args) -> int:
     """Train a VAE per latent size (resuming what exists), evaluate each, and write one comparison report."""
     from .api import load_run
+    from .evaluate import evaluate_run
     from .report import write_report
-    from .runs import RunDir, write_json
+    from .runs import RunDir
     from .train import train
 
     out = Path(args.out)
@@ -313,9 +313,7 @@ def cmd_study(args) -> int:
             _log(f"   already evaluated: test ELBO {done['elbo']:.2f}, log p(x) {done['log_likelihood']:.2f}")
             paths.append(path)
             continue
-        result = run.evaluate(iw_samples=args.iw_samples, seed=0, progress=not args.no_progress and sys.stderr.isatty())
-        result.update(checkpoint=run.checkpoint, epoch=run.epoch, model=run.config.model, dataset=run.config.dataset)
-        write_json(RunDir(path).eval, result)
+        result = evaluate_run(run, iw_samples=args.iw_samples, progress=not args.no_progress and sys.stderr.isatty())
         _log(f"   test ELBO {result['elbo']:.2f}, log p(x) {result['log_likelihood']:.2f} (K = {args.iw_samples})")
         paths.append(path)
     title = "VAE on binarised MNIST: latent size " + " vs ".join(f"k = {d}" for d in args.latent_dims)

@@ -49,6 +49,15 @@ class TrainConfig:
         return ModelConfig(model=self.model, latent_dim=self.latent_dim, hidden=self.hidden,
                            activation=self.activation, likelihood=self.likelihood)
 
+    @property
+    def bound_key(self) -> str:
+        """The metrics.jsonl key of the training bound: train_elbo or train_iw_bound."""
+        return "train_elbo" if self.objective == "elbo" else "train_iw_bound"
+
+    @property
+    def bound_name(self) -> str:
+        return "ELBO" if self.objective == "elbo" else f"IW bound (k = {self.samples})"
+
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["hidden"] = list(self.hidden)

@@ -76,3 +76,15 @@ def evaluate_model(model: VAE, data: DeviceSplit, iw_samples: int = 1000, class_
     if model.conditional:
         result.update(log_likelihood_marginal=means[4], accuracy=means[5], class_samples=class_samples)
     return result
+
+
+def evaluate_run(run, iw_samples: int = 1000, class_samples: int | None = None, seed: int = 0,
+                 progress: bool = False, compile: str = "auto") -> dict:
+    """Evaluate a loaded `vaelab.api.Run` and record the result as the run's eval.json."""
+    from .runs import RunDir, write_json
+
+    result = run.evaluate(iw_samples=iw_samples, class_samples=class_samples, seed=seed, progress=progress,
+                          compile=compile)
+    result.update(checkpoint=run.checkpoint, epoch=run.epoch, model=run.config.model, dataset=run.config.dataset)
+    write_json(RunDir(run.path).eval, result)
+    return result

@@ -170,8 +170,7 @@ def config_table(run: Run) -> Table:
 def run_figures(run: Run, seed: int = 0) -> list[Figure]:
     """Every figure of one run, as PNG bytes."""
     rows = run.metrics
-    bound_key = "train_elbo" if run.config.objective == "elbo" else "train_iw_bound"
-    bound_name = "ELBO" if run.config.objective == "elbo" else "IW bound"
+    bound_key, bound_name = run.config.bound_key, run.config.bound_name
     names = run.class_names
     model_name = run.config.model.upper()
     figures = [Figure("curves", "The bound per epoch (left) and the validation ELBO's reconstruction and KL terms"
@@ -251,8 +250,7 @@ def build_run_section(path: str | Path, seed: int = 0, device: str = "auto") -> 
     rows = run.metrics
     if not rows:
         raise VaelabError(f"{run.path} has no logged epoch (metrics.jsonl is empty)")
-    bound_key = "train_elbo" if run.config.objective == "elbo" else "train_iw_bound"
-    bound_name = "ELBO" if run.config.objective == "elbo" else "IW bound"
+    bound_key, bound_name = run.config.bound_key, run.config.bound_name
     tables = [config_table(run), epoch_table(rows, bound_key, bound_name)]
     notes = [objective_line(run)]
     metrics = test_metrics(run_dir)

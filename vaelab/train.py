@@ -319,7 +319,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
             stop_early = config.patience > 0 and since_best >= config.patience
             row = {
                 "epoch": epoch,
-                f"train_{'elbo' if config.objective == 'elbo' else 'iw_bound'}": train_bound,
+                config.bound_key: train_bound,
                 "valid_elbo": valid["elbo"],
                 "valid_recon": valid["recon"],
                 "valid_kl": valid["kl"],
@@ -343,8 +343,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
                                f"checkpoint is intact: free some space and resume with: vaelab train --out "
                                f"{run.path} --resume") from None
             save_state(info)
-            bound_name = "ELBO" if config.objective == "elbo" else f"IW bound (k={config.samples})"
-            log(f"epoch {epoch:3d}  train {bound_name} {train_bound:8.2f}  valid ELBO {valid['elbo']:8.2f} "
+            log(f"epoch {epoch:3d}  train {config.bound_name} {train_bound:8.2f}  valid ELBO {valid['elbo']:8.2f} "
                 f"(recon {valid['recon']:.2f}, KL {valid['kl']:.2f})  {train_seconds:5.1f} s  "
                 f"{row['samples_per_second']:,.0f} img/s")
             if stop_early:
