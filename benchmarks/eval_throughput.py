@@ -39,31 +39,33 @@ def vaelab_seconds(model, x, y, samples, compile, batch=100) -> float:
     return time.perf_counter() - start
 
 
+def plain_log_weights(model, xb, yb, z, q):
+    """log p(x|z,y) + log p(z) - log q(z|x,y) written out the plain way: [samples, batch] or [batch]."""
+    logits = model.decoder_net(z, yb)
+    log_px = -F.binary_cross_entropy_with_logits(logits, xb.expand_as(logits), reduction="none").sum(-1)
+    return log_px + model.prior().log_prob(z) - q.log_prob(z)
+
+
 @torch.inference_mode()
 def all_at_once_seconds(model, x, y, samples, batch=100) -> float:
+    """One test batch at a time, all K samples decoded in one go."""
     start = time.perf_counter()
     for i in range(0, x.shape[0], batch):
         xb, yb = x[i : i + batch], y[i : i + batch]
         q = model.encoder(xb, yb)
         z = q.base_dist.loc + q.base_dist.scale * torch.randn((samples,) + q.base_dist.loc.shape)
-        logits = model.decoder_net(z, yb)
-        log_px = -F.binary_cross_entropy_with_logits(logits, xb.expand_as(logits), reduction="none").sum(-1)
-        log_w = log_px + model.prior().log_prob(z) - q.log_prob(z)
-        torch.logsumexp(log_w, 0) - math.log(samples)
+        torch.logsumexp(plain_log_weights(model, xb, yb, z, q), 0) - math.log(samples)
     return time.perf_counter() - start
 
 
 @torch.inference_mode()
 def loop_seconds(model, x, y, samples, batch=100) -> float:
+    """One test batch at a time, a Python loop over the K samples."""
     start = time.perf_counter()
     for i in range(0, x.shape[0], batch):
         xb, yb = x[i : i + batch], y[i : i + batch]
         q = model.encoder(xb, yb)
-        weights = []
-        for _ in range(samples):
-            z = q.rsample()
-            log_px = -F.binary_cross_entropy_with_logits(model.decoder_net(z, yb), xb, reduction="none").sum(-1)
-            weights.append(log_px + model.prior().log_prob(z) - q.log_prob(z))
+        weights = [plain_log_weights(model, xb, yb, q.rsample(), q) for _ in range(samples)]
         torch.logsumexp(torch.stack(weights), 0) - math.log(samples)
     return time.perf_counter() - start
 

@@ -153,3 +153,15 @@ def test_rsample_is_reproducible_and_differentiable():
     assert torch.equal(a, b) and a.shape == (4, 3)
     a.sum().backward()
     assert torch.equal(mu.grad, torch.full((3,), 4.0))
+
+
+def test_rsample_continuous_bernoulli_matches_its_mean_and_refuses_the_unknown():
+    from torch.distributions import ContinuousBernoulli, Exponential
+
+    logits = torch.tensor([-3.0, 0.5, 2.0])
+    dist = Independent(ContinuousBernoulli(logits=logits), 1)
+    draws = objectives.rsample(dist, (100_000,), torch.Generator().manual_seed(0))
+    assert draws.min() >= 0 and draws.max() <= 1
+    torch.testing.assert_close(draws.mean(0), dist.base_dist.mean, atol=0.005, rtol=0)
+    with pytest.raises(TypeError, match="cannot draw from Exponential"):
+        objectives.rsample(Exponential(torch.ones(2)), (3,), None)

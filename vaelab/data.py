@@ -393,7 +393,10 @@ def read_cache(path: Path, spec: DatasetSpec) -> dict[str, np.ndarray] | None:
         verify_arrays(arrays, spec, str(path))
         return arrays
     except (DataError, OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
-        path.replace(path.with_suffix(".corrupt"))  # derived data: rebuild it, keep the bad copy for inspection
+        try:  # derived data: rebuild it, keeping the bad copy for inspection
+            path.replace(path.with_suffix(".corrupt"))
+        except OSError:
+            pass
         return None
 
 

@@ -25,8 +25,8 @@ def rsample(distribution: Distribution, sample_shape: tuple[int, ...], generator
     """Draw sample_shape + batch_shape + event_shape values using `generator`.
 
     Gaussians are reparameterised (loc + scale * eps), so gradients flow to their parameters;
-    Bernoulli draws are not differentiable (used for pictures, not for training). A continuous
-    Bernoulli or any other distribution with an inverse CDF is sampled as icdf(uniform).
+    Bernoulli draws are not differentiable (used for pictures, not for training); a continuous
+    Bernoulli is sampled as icdf(uniform). Anything else raises TypeError.
     """
     base = distribution
     while isinstance(base, Independent):
@@ -37,11 +37,9 @@ def rsample(distribution: Distribution, sample_shape: tuple[int, ...], generator
         return base.loc + base.scale * eps
     if isinstance(base, Bernoulli):
         return torch.bernoulli(base.probs.expand(shape), generator=generator)
-    if isinstance(base, ContinuousBernoulli) or hasattr(base, "icdf"):
-        param = base.logits if isinstance(base, ContinuousBernoulli) else base.mean
-        uniform = torch.rand(shape, generator=generator, device=param.device, dtype=param.dtype)
-        uniform = uniform.clamp(1e-6, 1 - 1e-6)
-        return base.icdf(uniform)
+    if isinstance(base, ContinuousBernoulli):
+        uniform = torch.rand(shape, generator=generator, device=base.logits.device, dtype=base.logits.dtype)
+        return base.icdf(uniform.clamp(1e-6, 1 - 1e-6))
     raise TypeError(f"vaelab cannot draw from {type(base).__name__} with an explicit generator")
 
 
