@@ -1,17 +1,23 @@
 """Training throughput: a tutorial-style loop against vaelab's trainer, same CVAE, same estimator.
 
-Reference: torch DataLoader over a TensorDataset (shuffled), batch 128, Adam, `.item()` every step,
-dynamic binarisation with torch.bernoulli, one-hot y concatenated. vaelab: `vaelab.train.train_epoch`
-(data as device tensors, binarisation and order from one generator, a loss read back every 25 steps,
-foreach Adam) at batch 128 and at vaelab's default batch size. Both: 500-500 ReLU, d = 40, ELBO
-with one sample. Prints images/s, the ratios, and GFLOP/s against a measured matmul peak.
+Reference: torch DataLoader over a TensorDataset (shuffled), batch 128, Adam (torch's default
+implementation), `.item()` every step, dynamic binarisation with torch.bernoulli, one-hot y
+concatenated. vaelab: `vaelab.train.train_epoch` with the step `vaelab train` uses (data as device
+tensors, binarisation and noise from one generator, fused Adam, a loss read back every 25 steps,
+the step compiled by torch.compile), at batch 128, at batch 128 without compilation, and at
+vaelab's default batch size. Both: 500-500 ReLU, d = 40, ELBO with one sample.
 
-    python benchmarks/train_throughput.py [--images 20000] [--device cpu]
+The variants take turns, one epoch each, for several rounds, and the median epoch of each counts:
+a shared or throttled CPU then slows all of them alike instead of whichever ran at the time.
+Prints images/s, GFLOP/s against a measured matmul peak, and the ratios last.
+
+    python benchmarks/train_throughput.py [--images 20000] [--rounds 5] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -19,16 +25,15 @@ from common import ReferenceCVAE, machine, matmul_peak_gflops, mlp_flops_per_ima
 
 from vaelab.config import TrainConfig, make_config
 from vaelab.data import load_raw, make_splits
-from vaelab.models import build_model
-from vaelab.train import DeviceSplit, train_epoch
+from vaelab.train import DeviceSplit, new_training, train_epoch
 
 
-def reference_rate(x, y, images, device, batch_size=128) -> float:
+def reference_epoch(x, y, device, batch_size=128):
+    """One epoch of the tutorial loop per call."""
     torch.manual_seed(0)
     model = ReferenceCVAE().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[:images], y[:images]),
-                                         batch_size=batch_size, shuffle=True)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size, shuffle=True)
 
     def epoch():
         for xb, yb in loader:
@@ -39,46 +44,65 @@ def reference_rate(x, y, images, device, batch_size=128) -> float:
             optimizer.step()
             loss.item()
 
-    epoch()  # warm-up
-    start = time.perf_counter()
-    epoch()
-    return images / (time.perf_counter() - start)
+    return epoch
 
 
-def vaelab_rate(data: DeviceSplit, images, batch_size) -> float:
+def vaelab_epoch(data: DeviceSplit, batch_size: int, compile: bool):
+    """One epoch of vaelab's trainer per call."""
     config = make_config({"batch_size": batch_size})
-    torch.manual_seed(0)
-    model = build_model(config.model_config()).to(data.x.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, foreach=True)
-    generator = torch.Generator(device=data.x.device).manual_seed(0)
-    subset = DeviceSplit(data.x[:images], data.y[:images], data.binary)
-    train_epoch(model, optimizer, subset, config, generator, 0, progress=False)  # warm-up
-    start = time.perf_counter()
-    train_epoch(model, optimizer, subset, config, generator, 1, progress=False)
-    return images / (time.perf_counter() - start)
+    model, optimizer, generator, step = new_training(config, data.x.device, dynamic=not data.binary, compile=compile)
+    count = iter(range(1, 10**9))
+
+    def epoch():
+        train_epoch(model, optimizer, data, config, generator, next(count), progress=False, step=step)
+
+    return epoch
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=20_000, help="training images per timed pass")
+    parser.add_argument("--images", type=int, default=20_000, help="training images per epoch")
+    parser.add_argument("--rounds", type=int, default=5, help="timed epochs of each variant, taken in turns")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    splits = make_splits(load_raw("mnist"))
-    data = DeviceSplit.from_split(splits.train, device)
+    train = make_splits(load_raw("mnist")).train
+    data = DeviceSplit.from_split(train, device)
+    data = DeviceSplit(data.x[: args.images], data.y[: args.images], data.binary)
     default_batch = TrainConfig().batch_size
+
+    variants = {
+        "reference loop, batch 128": reference_epoch(data.x, data.y, device),
+        "vaelab trainer, batch 128": vaelab_epoch(data, 128, compile=True),
+        "vaelab trainer, batch 128, not compiled": vaelab_epoch(data, 128, compile=False),
+    }
+    if default_batch != 128:
+        variants[f"vaelab trainer, default batch {default_batch}"] = vaelab_epoch(data, default_batch, compile=True)
+    for name, epoch in variants.items():  # warm-up, and torch.compile's start-up
+        started = time.perf_counter()
+        epoch()
+        print(f"warm-up epoch, {name}: {time.perf_counter() - started:.1f} s", flush=True)
+    seconds = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, epoch in variants.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            epoch()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds[name].append(time.perf_counter() - started)
+    rates = {name: args.images / statistics.median(times) for name, times in seconds.items()}
 
     flops = 3 * mlp_flops_per_image([784 + 10, 500, 500, 80], [40 + 10, 500, 500, 784])  # forward + backward
     peak = matmul_peak_gflops() if device.type == "cpu" else float("nan")
-    rates = {
-        "reference loop, batch 128": reference_rate(data.x, data.y, args.images, device),
-        "vaelab trainer, batch 128": vaelab_rate(data, args.images, 128),
-        f"vaelab trainer, default batch {default_batch}": vaelab_rate(data, args.images, default_batch),
-    }
-    print(f"machine: {machine()}; {args.images} images per timed pass; matmul peak {peak:.0f} GFLOP/s")
+    print(f"machine: {machine()}; {args.images} images per epoch, median of {args.rounds} epochs taken in turns; "
+          f"matmul peak {peak:.0f} GFLOP/s")
     for name, rate in rates.items():
         achieved = rate * flops / 1e9
-        print(f"{name:38s} {rate:9,.0f} images/s  {achieved:6.1f} GFLOP/s ({100 * achieved / peak:.0f}% of peak)")
+        spread = max(seconds[name]) / min(seconds[name])
+        print(f"{name:42s} {rate:9,.0f} images/s  {achieved:6.1f} GFLOP/s ({100 * achieved / peak:.0f}% of peak)"
+              f"  slowest/fastest epoch {spread:.2f}")
     base = rates["reference loop, batch 128"]
     for name, rate in list(rates.items())[1:]:
         print(f"ratio {name} / reference loop: {rate / base:.2f}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .config import FIELD_NAMES, TrainConfig, flag, make_config, read_toml
 from .errors import TrainingInterrupted, VaelabError
+from .fast import COMPILE_MODES
 
 EXIT_USAGE = 2
 
@@ -76,6 +77,7 @@ _TRAIN_HELP = {
     "lr": "Adam learning rate",
     "seed": "random seed (initialisation, order, binarisation, noise)",
     "device": "auto, cpu or cuda",
+    "compile": "run the training step through torch.compile: on, off, or auto (for runs of 4,000+ steps)",
     "patience": "stop after this many epochs without a better validation ELBO (0: never)",
     "train_on": "train (50,000 images) or train+valid (60,000, as the course reports)",
     "limit_train": "use only the first N training images (quick experiments)",
@@ -117,7 +119,7 @@ def build_parser() -> ArgumentParser:
     evaluate.add_argument("--checkpoint", default="best", choices=("best", "latest"))
     evaluate.add_argument("--seed", type=_seed, default=0)
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    evaluate.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
+    evaluate.add_argument("--compile", default="auto", choices=COMPILE_MODES,
                           help="evaluate the importance weights through torch.compile (auto: for large K)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--no-progress", action="store_true")

@@ -14,6 +14,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 from .data import BINARIZE_MODES, DATASETS
 from .errors import VaelabError
+from .fast import COMPILE_MODES
 from .models import ACTIVATIONS, LIKELIHOODS, MODEL_KINDS, ModelConfig
 
 OBJECTIVES = ("elbo", "iwae")
@@ -39,6 +40,7 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     device: str = "auto"
+    compile: str = "auto"
     patience: int = 0
     train_on: str = "train"
     limit_train: int | None = None
@@ -81,6 +83,7 @@ _FIELDS = {
     "lr": (float, None, "a finite number > 0"),
     "seed": (int, None, "a whole number >= 0"),
     "device": (str, DEVICES, None),
+    "compile": (str, COMPILE_MODES, None),
     "patience": (int, None, "a whole number >= 0 (0 turns early stopping off)"),
     "train_on": (str, TRAIN_ON, None),
     "limit_train": (int, None, "a whole number >= 1"),

@@ -10,12 +10,12 @@ import torch
 from tqdm import tqdm
 
 from . import objectives
+from .fast import use_compile
 from .models import VAE
 from .train import DeviceSplit, labels_for
 
 ROWS_PER_CHUNK = 4096  # images x samples decoded at once: big enough for fast matmuls, small enough for the caches
 COMPILE_FROM = 2_000_000  # decoder evaluations from which torch.compile's start-up (about 15 s) pays off
-COMPILE_MODES = ("auto", "on", "off")
 
 
 @torch.no_grad()
@@ -42,8 +42,8 @@ def evaluate_model(model: VAE, data: DeviceSplit, iw_samples: int = 1000, class_
     sums = torch.zeros(6, dtype=torch.float64, device=device)
     n = data.x.shape[0]
     evaluations = n * (iw_samples + (class_samples * model.num_classes if model.conditional else 0))
-    use_compile = compile == "on" or (compile == "auto" and evaluations >= COMPILE_FROM)
-    log_weights = objectives.make_log_weights(model, compile=use_compile)
+    compiled = use_compile(compile, evaluations, COMPILE_FROM)
+    log_weights = objectives.make_log_weights(model, compile=compiled)
     started = time.perf_counter()
     with tqdm(total=n, desc="evaluate", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, n, batch_size):
@@ -71,7 +71,7 @@ def evaluate_model(model: VAE, data: DeviceSplit, iw_samples: int = 1000, class_
         "n_test": n,
         "seconds": time.perf_counter() - started,
         "device": device.type,
-        "compiled": use_compile,
+        "compiled": compiled,
     }
     if model.conditional:
         result.update(log_likelihood_marginal=means[4], accuracy=means[5], class_samples=class_samples)

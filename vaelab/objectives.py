@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal, kl_divergence
 
+from .fast import CompiledOrEager
+
 
 def rsample(distribution: Distribution, sample_shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
     """Draw sample_shape + batch_shape + event_shape values using `generator`.
@@ -43,6 +45,28 @@ def rsample(distribution: Distribution, sample_shape: tuple[int, ...], generator
     raise TypeError(f"vaelab cannot draw from {type(base).__name__} with an explicit generator")
 
 
+def standard_noise(model, batch: int, samples: int, generator: torch.Generator | None,
+                   device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """eps ~ N(0, I) for `samples` reparameterised draws per image: [samples, batch, d].
+
+    The same numbers `rsample` would draw from a Gaussian q with this generator, so drawing them
+    first (outside a compiled function, say) changes nothing.
+    """
+    return torch.randn((samples, batch, *model.prior().event_shape), generator=generator, device=device, dtype=dtype)
+
+
+def reparameterize(q: Distribution, noise: torch.Tensor) -> torch.Tensor:
+    """z = loc + scale * eps for a (diagonal) Gaussian q and eps ~ N(0, I): noise.shape."""
+    base = q.base_dist if isinstance(q, Independent) else q
+    if not isinstance(base, Normal):
+        raise TypeError(f"drawn noise reparameterises a Gaussian q, not {type(base).__name__}; pass noise=None")
+    return base.loc + base.scale * noise
+
+
+def _draw_z(q: Distribution, samples: int, generator: torch.Generator | None, noise: torch.Tensor | None):
+    return rsample(q, (samples,), generator) if noise is None else reparameterize(q, noise)
+
+
 @dataclass(frozen=True)
 class ElboTerms:
     """The evidence lower bound and its two parts, each [batch] in nats per image."""
@@ -52,8 +76,26 @@ class ElboTerms:
     kl: torch.Tensor  # KL(q(z | x) || p(z)) (analytic where torch knows it, Monte-Carlo otherwise)
 
 
+def _diagonal_normal(distribution: Distribution) -> Normal | None:
+    """The Normal inside Independent(Normal, 1), else None."""
+    if isinstance(distribution, Independent) and distribution.reinterpreted_batch_ndims == 1 and \
+            isinstance(distribution.base_dist, Normal):
+        return distribution.base_dist
+    return None
+
+
 def kl_to_prior(q: Distribution, prior: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
-    """KL(q || p) per image: analytic if registered with torch, else the mean of log q(z) - log p(z) over z."""
+    """KL(q || p) per image: analytic if registered with torch, else the mean of log q(z) - log p(z) over z.
+
+    Two diagonal Gaussians (every vaelab model) take the closed form directly,
+    sum_j [log(s_p / s_q) + (s_q^2 + (m_q - m_p)^2) / (2 s_p^2) - 1/2], the formula torch's
+    registry holds: the registry's lookup cannot be traced by torch.compile.
+    """
+    q_normal, p_normal = _diagonal_normal(q), _diagonal_normal(prior)
+    if q_normal is not None and p_normal is not None:
+        variance_ratio = (q_normal.scale / p_normal.scale).pow(2)
+        mean_term = ((q_normal.loc - p_normal.loc) / p_normal.scale).pow(2)
+        return 0.5 * (variance_ratio + mean_term - 1 - variance_ratio.log()).sum(-1)
     try:
         return kl_divergence(q, prior)
     except NotImplementedError:
@@ -63,30 +105,32 @@ def kl_to_prior(q: Distribution, prior: Distribution, z: torch.Tensor | None = N
 
 
 def elbo(model, x: torch.Tensor, y: torch.Tensor | None = None, samples: int = 1,
-         generator: torch.Generator | None = None) -> ElboTerms:
+         generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> ElboTerms:
     """SGVB estimate of the ELBO with `samples` reparameterised draws per image.
 
-    x: [batch, 784] (0/1 or [0, 1]); y: [batch] int64 class indices or None.
+    x: [batch, 784] (0/1 or [0, 1]); y: [batch] int64 class indices or None. `noise` (from
+    `standard_noise`, [samples, batch, d]) supplies the draws instead of `generator`.
     """
     q = model.encoder(x, y)
-    z = rsample(q, (samples,), generator)  # [samples, batch, d]
+    z = _draw_z(q, samples, generator, noise)  # [samples, batch, d]
     recon = model.decoder(z, y).log_prob(x).mean(0)
     kl = kl_to_prior(q, model.prior(), z)
     return ElboTerms(elbo=recon - kl, recon=recon, kl=kl)
 
 
 def log_importance_weights(model, x: torch.Tensor, y: torch.Tensor | None, samples: int,
-                           generator: torch.Generator | None, q: Distribution | None = None) -> torch.Tensor:
+                           generator: torch.Generator | None, q: Distribution | None = None,
+                           noise: torch.Tensor | None = None) -> torch.Tensor:
     """log w_i = log p(x | z_i) + log p(z_i) - log q(z_i | x) for z_i ~ q: [samples, batch]."""
     q = model.encoder(x, y) if q is None else q
-    z = rsample(q, (samples,), generator)
+    z = _draw_z(q, samples, generator, noise)
     return model.decoder(z, y).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
 
 
 def iw_bound(model, x: torch.Tensor, y: torch.Tensor | None = None, samples: int = 5,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
     """The importance-weighted bound L_k (Burda et al. 2015): [batch]. Differentiable; k = 1 is the ELBO."""
-    log_w = log_importance_weights(model, x, y, samples, generator)
+    log_w = log_importance_weights(model, x, y, samples, generator, noise=noise)
     return torch.logsumexp(log_w, dim=0) - math.log(samples)
 
 
@@ -111,19 +155,12 @@ def make_log_weights(model, compile: bool = False) -> LogWeights:
 
     if not compile:
         return eager
-    compiled = torch.compile(log_weights)
-    state = {"use_compiled": True}
+    compiled = CompiledOrEager(log_weights, "the importance weights")
 
     def fast(x, y, z, q):
         base = q.base_dist if isinstance(q, Independent) else None
-        if state["use_compiled"] and isinstance(base, Normal):
-            try:
-                return compiled(x, y, z, base.loc, base.scale)
-            except Exception as exc:  # no compiler, unsupported op...: the eager path computes the same
-                import sys
-
-                print(f"vaelab: torch.compile unavailable ({type(exc).__name__}); evaluating eagerly", file=sys.stderr)
-                state["use_compiled"] = False
+        if isinstance(base, Normal):
+            return compiled(x, y, z, base.loc, base.scale)
         return eager(x, y, z, q)
 
     return fast

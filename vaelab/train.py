@@ -10,18 +10,20 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch.distributions import Independent, Normal
 from tqdm import tqdm
 
 from . import objectives
 from .config import TrainConfig, config_from_dict
 from .data import Split, load_raw, make_splits
 from .errors import RunError, TrainingDiverged, TrainingInterrupted, VaelabError
+from .fast import CompiledOrEager, make_adam, use_compile
 from .models import VAE, build_model, decoder_mean
 from .runs import RunDir, load_checkpoint, read_json, read_metrics, save_checkpoint, write_json, write_metrics
 
@@ -57,11 +59,68 @@ def labels_for(model: VAE, y: torch.Tensor) -> torch.Tensor | None:
 
 
 def training_loss(model: VAE, x: torch.Tensor, y: torch.Tensor | None, config: TrainConfig,
-                  generator: torch.Generator) -> torch.Tensor:
-    """The bound per image being maximised, [batch] nats (ELBO or IW bound)."""
+                  generator: torch.Generator | None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """The bound per image being maximised, [batch] nats (ELBO or IW bound).
+
+    `noise` ([samples, batch, d] standard normal) gives the reparameterisation draws; without it
+    they come from `generator`.
+    """
     if config.objective == "iwae":
-        return objectives.iw_bound(model, x, y, config.samples, generator)
-    return objectives.elbo(model, x, y, config.samples, generator).elbo
+        return objectives.iw_bound(model, x, y, config.samples, generator, noise=noise)
+    return objectives.elbo(model, x, y, config.samples, generator, noise=noise).elbo
+
+
+COMPILE_FROM_STEPS = 4000  # training steps from which compiling the step pays for its start-up
+
+
+class TrainStep:
+    """The loss of one training step, eager or through torch.compile, with the same random draws.
+
+    Called with a batch of images x [batch, 784] (grayscale in [0, 1] when `dynamic`, else already
+    0/1), labels y and the run's generator. It draws the binarisation uniforms and the Gaussian
+    noise from the generator first, in the order the eager code always has (pixels, then z), and
+    then computes -mean bound (the loss to minimise) and the bound summed over the batch, so the
+    compiled and the eager step consume identical random numbers and agree to float rounding.
+
+    Compiling needs the encoder to give a Gaussian q (every vaelab model does); for any other q
+    the step runs eagerly with `rsample`. Only full batches go through the compiled function (one
+    static shape, one compilation); an epoch's short last batch runs eagerly.
+    """
+
+    def __init__(self, model: VAE, config: TrainConfig, dynamic: bool, compile: bool):
+        self.model = model
+        self.config = config
+        self.dynamic = dynamic
+        self.compiled = CompiledOrEager(self._loss, "the training step", enabled=compile, dynamic=False)
+        self._gaussian: bool | None = None
+
+    def _loss(self, x, y, uniforms, noise):
+        if uniforms is not None:  # dynamic binarisation: x ~ Bernoulli(gray level), fresh every time
+            x = (uniforms < x).to(x.dtype)
+        bound = training_loss(self.model, x, y, self.config, None, noise)
+        return -bound.mean(), bound.detach().sum()
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor | None,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss [], bound summed over the batch []) for this batch; backward() on the loss."""
+        uniforms = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) if self.dynamic else None
+        if not self._gaussian_q(x, y):
+            if uniforms is not None:
+                x = (uniforms < x).to(x.dtype)
+            bound = training_loss(self.model, x, y, self.config, generator)
+            return -bound.mean(), bound.detach().sum()
+        noise = objectives.standard_noise(self.model, x.shape[0], self.config.samples, generator, x.device, x.dtype)
+        if x.shape[0] == self.config.batch_size:
+            return self.compiled(x, y, uniforms, noise)
+        return self._loss(x, y, uniforms, noise)
+
+    def _gaussian_q(self, x: torch.Tensor, y: torch.Tensor | None) -> bool:
+        """Whether the encoder gives a (diagonal) Gaussian, which drawn noise can reparameterise."""
+        if self._gaussian is None:
+            with torch.no_grad():
+                q = self.model.encoder(x[:1], None if y is None else y[:1])
+            self._gaussian = isinstance(q.base_dist if isinstance(q, Independent) else q, Normal)
+        return self._gaussian
 
 
 @dataclass
@@ -81,13 +140,16 @@ class _Stopped(Exception):
 
 def train_epoch(model: VAE, optimizer: torch.optim.Optimizer, data: DeviceSplit, config: TrainConfig,
                 generator: torch.Generator, epoch: int, progress: bool, state: EpochState | None = None,
-                should_stop: Callable[[], bool] = lambda: False) -> tuple[float, int]:
+                should_stop: Callable[[], bool] = lambda: False,
+                step: TrainStep | None = None) -> tuple[float, int]:
     """One pass over the training set in random order. Returns (mean bound per image, steps).
 
     `state` continues an interrupted epoch. If `should_stop()` turns true, the epoch stops between
-    two steps and raises _Stopped with the state to continue from.
+    two steps and raises _Stopped with the state to continue from. `step` computes each batch's
+    loss (default: an eager TrainStep; pass one built once, compiled, to reuse it across epochs).
     """
     model.train()
+    step = step or TrainStep(model, config, dynamic=not data.binary, compile=False)
     n = data.x.shape[0]
     device = data.x.device
     if state is None:
@@ -104,15 +166,11 @@ def train_epoch(model: VAE, optimizer: torch.optim.Optimizer, data: DeviceSplit,
             if should_stop():
                 raise _Stopped(EpochState(order, steps, bound_sum))
             index = order[start : start + config.batch_size]
-            x = data.x[index]
-            if not data.binary:  # dynamic binarisation: fresh pixels every time an image is seen
-                x = (torch.rand(x.shape, generator=generator, device=x.device) < x).to(x.dtype)
-            bound = training_loss(model, x, labels_for(model, data.y[index]), config, generator)
-            loss = -bound.mean()
+            loss, batch_bound = step(data.x[index], labels_for(model, data.y[index]), generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            bound_sum += bound.detach().sum()
+            bound_sum += batch_bound
             steps += 1
             # a non-finite gradient makes the parameters, and so the next loss, non-finite too
             first_bad_step = torch.where(torch.isfinite(loss) | (first_bad_step >= 0), first_bad_step,
@@ -166,13 +224,13 @@ def grid_means(model: VAE, z: torch.Tensor, columns: int) -> tuple[np.ndarray, l
 
 
 def _check_resume_compatible(stored: TrainConfig, asked: TrainConfig, explicit: set[str]) -> TrainConfig:
-    """On --resume the stored config rules; only epochs, patience, device and sample epochs may change."""
-    changeable = {"epochs", "patience", "device", "sample_epochs"}
+    """On --resume the stored config rules; only epochs, patience, device, compile and sample epochs may change."""
+    changeable = {"epochs", "patience", "device", "sample_epochs", "compile"}
     for name in sorted(explicit - changeable):
         if getattr(stored, name) != getattr(asked, name):
             raise RunError(f"--{name.replace('_', '-')} differs from the run being resumed "
                            f"({getattr(asked, name)!r} vs {getattr(stored, name)!r}); only --epochs, --patience, "
-                           "--device and --sample-epochs may change on --resume")
+                           "--device, --compile and --sample-epochs may change on --resume")
     updates = {name: getattr(asked, name) for name in explicit & changeable}
     return config_from_dict({**stored.to_dict(), **updates})
 
@@ -210,6 +268,20 @@ def _remove_stale_temporaries(run: RunDir) -> None:
             stale.unlink(missing_ok=True)
 
 
+def new_training(config: TrainConfig, device: torch.device, dynamic: bool,
+                 compile: bool) -> tuple[VAE, torch.optim.Optimizer, torch.Generator, TrainStep]:
+    """A fresh model, its optimizer, the run's generator and its training step, as `train` makes them.
+
+    The global torch seed is set once, for the parameter initialisation; every later random draw
+    comes from the returned generator (checkpointed with the run).
+    """
+    torch.manual_seed(config.seed)
+    model = build_model(config.model_config()).to(device)
+    optimizer = make_adam(model.parameters(), config.lr)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    return model, optimizer, generator, TrainStep(model, config, dynamic, compile)
+
+
 def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: set[str] | None = None,
           log: Log = print, progress: bool = True, cache_dir: str | Path | None = None) -> list[dict]:
     """Train a model as `config` says, writing the run directory `out`. Returns the metrics rows.
@@ -241,10 +313,12 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     except OSError as exc:
         raise RunError(f"cannot write to the run directory {run.path} ({exc.strerror}); choose a writable --out") from None
 
-    torch.manual_seed(config.seed)  # parameter initialisation; everything after uses `generator`
-    model = build_model(config.model_config()).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, foreach=True)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
+    train_data = DeviceSplit.from_split(splits.train, device)
+    valid_data = DeviceSplit.from_split(splits.valid, device)
+    steps_left = (config.epochs - (checkpoint.info["epoch"] if checkpoint else 0)) * \
+        math.ceil(len(splits.train) / config.batch_size)
+    model, optimizer, generator, step = new_training(config, device, dynamic=not train_data.binary,
+                                                     compile=use_compile(config.compile, steps_left, COMPILE_FROM_STEPS))
     rows = []
     partial: EpochState | None = None
     if checkpoint is not None:
@@ -268,11 +342,10 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     else:
         write_metrics(run.metrics, [])
 
-    train_data = DeviceSplit.from_split(splits.train, device)
-    valid_data = DeviceSplit.from_split(splits.valid, device)
     grid_z = fixed_latents(model, GRID_COLUMNS, config.seed)
     log(f"training {config.model.upper()} (d = {config.latent_dim}) on {len(splits.train)} {config.dataset} images, "
-        f"{device.type}, batch {config.batch_size}, {config.epochs} epochs max -> {run.path}")
+        f"{device.type}{' (compiled step)' if step.compiled.active else ''}, batch {config.batch_size}, "
+        f"{config.epochs} epochs max -> {run.path}")
 
     from .plots import save_sample_grid  # matplotlib loads only when a run starts
 
@@ -295,7 +368,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
             images_before = min(partial.step * config.batch_size, len(splits.train)) if partial else 0
             try:
                 train_bound, steps = train_epoch(model, optimizer, train_data, config, generator, epoch, progress,
-                                                 state=partial, should_stop=stop)
+                                                 state=partial, should_stop=stop, step=step)
             except _Stopped as stopped:
                 info = {"epoch": epoch - 1, "best_valid_elbo": best_valid, "epochs_since_best": since_best,
                         "stopped_early": False, "partial_step": stopped.state.step}
