@@ -27,6 +27,7 @@ BAD_INPUT = [
     (["reconstruct", "nowhere", "-o", "r.png", "--seed", "-1"], "'-1' must be a whole number >= 0"),
     (["sample", "nowhere", "-o", "s.png", "--per-class", "0"], "'0' must be >= 1"),
     (["train", "--out", "X", "--patience", "-1"], "--patience -1 is not allowed"),
+    (["train", "--out", "X", "--compile", "fast"], "--compile 'fast' is not allowed: use one of auto, on, off"),
     (["study", "--out", "X", "--latent-dims", "3,0"], "every latent size must be >= 1"),
     (["report", "nowhere", "-o", "r.html"], "run directory nowhere does not exist"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),

@@ -128,16 +128,18 @@ def test_grayscale_likelihoods_train(tmp_path, mnist_raw, likelihood):
     assert 0.0 <= images.min() and images.max() <= 1.0  # means of a density on [0, 1]
 
 
-def test_same_seed_same_result_in_separate_processes(tmp_path, mnist_raw):
-    """Two processes, same seed: bitwise-equal weights and metrics (CPU)."""
+@pytest.mark.parametrize("compile", ["off", "on"])
+def test_same_seed_same_result_in_separate_processes(tmp_path, mnist_raw, compile):
+    """Two processes, same seed: bitwise-equal weights and metrics (CPU), eager or compiled."""
     import subprocess
     import sys
 
     for name in ("a", "b"):
         done = subprocess.run([sys.executable, "-m", "vaelab", "train", "--out", str(tmp_path / name),
-                               "--limit-train", "5000", "--epochs", "1", "--no-progress"],
+                               "--limit-train", "5000", "--epochs", "1", "--no-progress", "--compile", compile],
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
+        assert ("(compiled step)" in done.stderr) == (compile == "on"), done.stderr
     a = load_checkpoint(RunDir(tmp_path / "a").checkpoint).tensors
     b = load_checkpoint(RunDir(tmp_path / "b").checkpoint).tensors
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -209,7 +209,8 @@ def cmd_train(args) -> int:
                  log=_log, progress=not args.no_progress and sys.stderr.isatty(), cache_dir=args.cache_dir)
     if rows:
         best = max(row["valid_elbo"] for row in rows)
-        print(f"trained {len(rows)} epochs; best validation ELBO {best:.2f} nats; run directory: {args.out}")
+        epochs = f"{len(rows)} epoch{'s' if len(rows) != 1 else ''}"
+        print(f"trained {epochs}; best validation ELBO {best:.2f} nats; run directory: {args.out}")
     return 0
 
 
