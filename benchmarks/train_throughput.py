@@ -11,6 +11,9 @@ The variants take turns, one epoch each, for several rounds, and the median epoc
 a shared or throttled CPU then slows all of them alike instead of whichever ran at the time.
 Prints images/s, GFLOP/s against a measured matmul peak, and the ratios last.
 
+The last variant does only the step's matrix products, at the same shapes: the most any trainer
+could reach, so its ratio is the ceiling for the others'.
+
     python benchmarks/train_throughput.py [--images 20000] [--rounds 5] [--device cpu]
 """
 
@@ -59,6 +62,28 @@ def vaelab_epoch(data: DeviceSplit, batch_size: int, compile: bool):
     return epoch
 
 
+def matmul_floor_epoch(images: int, device, batch_size=128):
+    """The step's matrix products alone (forward and backward), a step's worth per batch: the floor.
+
+    Same shapes as the CVAE's layers (784+10 -> 500 -> 500 -> 80; 40+10 -> 500 -> 500 -> 784): per
+    layer the forward product, the weight gradient, and the input gradient except for the first
+    encoder layer, whose input (the data) needs none. No implementation of this step can be faster.
+    """
+    layers = [(794, 500), (500, 500), (500, 80), (50, 500), (500, 500), (500, 784)]
+    tensors = [(torch.randn(batch_size, k, device=device), torch.randn(n, k, device=device),
+                torch.randn(batch_size, n, device=device)) for k, n in layers]
+
+    def epoch():
+        for _ in range(0, images, batch_size):
+            for index, (inputs, weight, grad) in enumerate(tensors):
+                inputs @ weight.t()
+                grad.t() @ inputs
+                if index != 0:
+                    grad @ weight
+
+    return epoch
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20_000, help="training images per epoch")
@@ -76,6 +101,7 @@ def main():
         "vaelab trainer, batch 128": vaelab_epoch(data, 128, compile=True),
         "vaelab trainer, batch 128, not compiled": vaelab_epoch(data, 128, compile=False),
     }
+    variants["matrix products alone, batch 128 (the floor)"] = matmul_floor_epoch(args.images, device)
     if default_batch != 128:
         variants[f"vaelab trainer, default batch {default_batch}"] = vaelab_epoch(data, default_batch, compile=True)
     for name, epoch in variants.items():  # warm-up, and torch.compile's start-up
