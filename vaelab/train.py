@@ -94,21 +94,18 @@ class TrainStep:
         self.compiled = CompiledOrEager(self._loss, "the training step", enabled=compile, dynamic=False)
         self._gaussian: bool | None = None
 
-    def _loss(self, x, y, uniforms, noise):
+    def _loss(self, x, y, uniforms, noise, generator=None):
         if uniforms is not None:  # dynamic binarisation: x ~ Bernoulli(gray level), fresh every time
             x = (uniforms < x).to(x.dtype)
-        bound = training_loss(self.model, x, y, self.config, None, noise)
+        bound = training_loss(self.model, x, y, self.config, generator, noise)
         return -bound.mean(), bound.detach().sum()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss [], bound summed over the batch []) for this batch; backward() on the loss."""
         uniforms = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) if self.dynamic else None
-        if not self._gaussian_q(x, y):
-            if uniforms is not None:
-                x = (uniforms < x).to(x.dtype)
-            bound = training_loss(self.model, x, y, self.config, generator)
-            return -bound.mean(), bound.detach().sum()
+        if not self._gaussian_q(x, y):  # rsample draws z inside the loss, from the generator
+            return self._loss(x, y, uniforms, None, generator)
         noise = objectives.standard_noise(self.model, x.shape[0], self.config.samples, generator, x.device, x.dtype)
         if x.shape[0] == self.config.batch_size:
             return self.compiled(x, y, uniforms, noise)
