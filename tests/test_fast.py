@@ -135,3 +135,32 @@ def test_compiled_run_resumed_equals_the_uninterrupted_one(tmp_path, mnist_raw):
     a = load_checkpoint(RunDir(tmp_path / "full").checkpoint).tensors
     b = load_checkpoint(RunDir(tmp_path / "run").checkpoint).tensors
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_of_another_adam_implementation_resumes_with_the_fused_one(tmp_path):
+    """Runs saved with foreach Adam (vaelab before fused) resume fused, with the same moments and step."""
+    from vaelab.runs import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    old = nn.Linear(6, 3)
+    old_optimizer = torch.optim.Adam(old.parameters(), lr=1e-2, foreach=True)
+    for _ in range(3):
+        old_optimizer.zero_grad()
+        old(torch.randn(4, 6)).pow(2).mean().backward()
+        old_optimizer.step()
+    save_checkpoint(tmp_path / "c.safetensors", old, {"epoch": 1}, old_optimizer)
+    new = nn.Linear(6, 3)
+    optimizer = fast.make_adam(new.parameters(), 1e-3)
+    load_checkpoint(tmp_path / "c.safetensors").restore(new, optimizer)
+    group = optimizer.param_groups[0]
+    assert group["fused"] and not group["foreach"] and group["lr"] == 1e-2  # fast, with the stored settings
+    for p, q in zip(old.parameters(), new.parameters()):
+        torch.testing.assert_close(optimizer.state[q]["exp_avg_sq"], old_optimizer.state[p]["exp_avg_sq"])
+        assert float(optimizer.state[q]["step"]) == 3.0
+    x = torch.randn(4, 6)
+    for net, opt in ((old, old_optimizer), (new, optimizer)):
+        opt.zero_grad()
+        net(x).pow(2).mean().backward()
+        opt.step()
+    for p, q in zip(old.parameters(), new.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)

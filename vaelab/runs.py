@@ -102,6 +102,9 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")  # optimizer settings that are not the math
+
+
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
@@ -169,7 +172,12 @@ class Checkpoint:
         if optimizer is not None:
             if self.optimizer_meta is None:
                 raise RunError(f"{where} holds no optimizer state, so training cannot resume from it")
-            optimizer.load_state_dict(_optimizer_state(self.tensors, self.optimizer_meta))
+            state = _optimizer_state(self.tensors, self.optimizer_meta)
+            # the update rule's settings come from the checkpoint, how it runs (fused, foreach...) from
+            # this process: a run saved with another implementation, or on another device, resumes fast
+            for saved, live in zip(state["param_groups"], optimizer.param_groups):
+                saved.update({key: live[key] for key in IMPLEMENTATION_KEYS if key in live})
+            optimizer.load_state_dict(state)
         if generator is not None:
             if "rng.train" not in self.tensors:
                 raise RunError(f"{where} holds no random-number state, so training cannot resume from it")
