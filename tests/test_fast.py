@@ -10,7 +10,7 @@ from vaelab import fast, objectives
 from vaelab.config import make_config
 from vaelab.data import make_splits
 from vaelab.models import ReLU
-from vaelab.train import DeviceSplit, TrainStep, new_training, train_epoch, validate
+from vaelab.train import DeviceSplit, TrainStep, binarization_bits, binarize, new_training, train_epoch, validate
 
 from .conftest import SMALL
 
@@ -43,16 +43,41 @@ def test_drawn_noise_is_what_rsample_draws():
     assert torch.equal(plain.elbo, given.elbo)
 
 
+def test_binarize_draws_bernoulli_pixels_with_the_gray_level_as_probability():
+    """Two pixels per 64-bit draw: each pixel is Bernoulli(x), and the two are independent."""
+    levels = torch.tensor([0.0, 1 / 255, 0.25, 0.5, 254 / 255, 1.0])
+    x = levels.repeat(200_000 // 6 * 6 // 6 + 1)[:199_998].reshape(-1, 6)  # [33333, 6], every level per row
+    generator = torch.Generator().manual_seed(0)
+    bits = binarization_bits(x, generator)
+    assert bits.shape == ((x.numel() + 1) // 2,) and bits.dtype == torch.int64 and (bits >= 0).all()
+    pixels = binarize(x, bits)
+    assert pixels.shape == x.shape and set(pixels.unique().tolist()) <= {0.0, 1.0}
+    rate = pixels.mean(0)
+    n = x.shape[0]
+    for p, observed in zip(levels.tolist(), rate.tolist()):
+        assert abs(observed - p) <= 5 * (p * (1 - p) / n) ** 0.5 + 1e-12, (p, observed)  # exact at 0 and 1
+    # words 2i and 2i + 1 come from one 64-bit number: at level 1/2 they must not agree more than chance
+    half = binarize(torch.full((100_000,), 0.5), binarization_bits(torch.empty(100_000), generator))
+    agree = (half[0::2] == half[1::2]).float().mean().item()
+    assert abs(agree - 0.5) < 5 * (0.25 / 50_000) ** 0.5
+    # an odd number of pixels, and the same bits give the same pixels
+    odd = torch.full((3, 5), 0.5)
+    bits = binarization_bits(odd, generator)
+    assert bits.shape == (8,) and torch.equal(binarize(odd, bits), binarize(odd, bits))
+
+
 def _step_and_gradients(step, model, x, y, seed):
     model.zero_grad(set_to_none=True)
-    loss, bound_sum = step(x, y, torch.Generator().manual_seed(seed))
-    loss.backward()
-    return loss.detach(), bound_sum, {name: p.grad.clone() for name, p in model.named_parameters()}
+    loss, bound_sum = step(x, y, torch.Generator().manual_seed(seed))  # leaves the gradients in .grad
+    return loss, bound_sum, {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
 def test_compiled_step_equals_the_eager_step(mnist_raw, objective):
-    """Same weights, same batch, same generator: the compiled step gives the eager loss and gradients."""
+    """Same weights, same batch, same generator: the compiled step gives the eager loss and gradients.
+
+    Eager, the gradients come from autograd; compiled, from torch.func in one generated program.
+    """
     settings = dict(SMALL, batch_size=32, objective=objective, samples=1 if objective == "elbo" else 3)
     config = make_config(settings)
     model = new_training(config, torch.device("cpu"), dynamic=True, compile=False)[0]
@@ -97,6 +122,28 @@ def test_failed_compilation_falls_back_to_the_same_numbers(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "torch.compile is unavailable for a test (RuntimeError: no C++ compiler found)" in err
     assert wrapped(torch.tensor(4.0)).item() == 8.0 and capsys.readouterr().err == ""  # said once
+
+
+def test_a_training_step_whose_compilation_fails_gives_the_eager_gradients(monkeypatch, capsys, mnist_raw):
+    def broken_compile(fn, **_):
+        def run(*args):
+            raise RuntimeError("no C++ compiler found")
+        return run
+
+    config = make_config(dict(SMALL, batch_size=16))
+    model = new_training(config, torch.device("cpu"), dynamic=True, compile=False)[0]
+    data = DeviceSplit.from_split(make_splits(mnist_raw, limit_train=16).train, torch.device("cpu"))
+    expected = _step_and_gradients(TrainStep(model, config, dynamic=True, compile=False), model, data.x, data.y, 4)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    step = TrainStep(model, config, dynamic=True, compile=True)
+    for _ in range(2):  # the failing call (torch.func, eagerly), then autograd
+        loss, bound_sum, grads = _step_and_gradients(step, model, data.x, data.y, 4)
+        torch.testing.assert_close(loss, expected[0])
+        torch.testing.assert_close(bound_sum, expected[1])
+        for name in grads:
+            torch.testing.assert_close(grads[name], expected[2][name], rtol=1e-5, atol=1e-6)
+    assert not step.compiled.active
+    assert "torch.compile is unavailable for the training step" in capsys.readouterr().err
 
 
 def test_use_compile_and_adam():

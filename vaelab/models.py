@@ -27,11 +27,14 @@ MODEL_KINDS = ("vae", "cvae")
 
 
 class _ReLUFunction(torch.autograd.Function):
+    # forward and setup_context apart, so torch.func.grad can differentiate it too
     @staticmethod
-    def forward(ctx, x):
-        y = torch.relu(x)
-        ctx.save_for_backward(y)
-        return y
+    def forward(x):
+        return torch.relu(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
 
     @staticmethod
     def backward(ctx, grad):
