@@ -222,7 +222,8 @@ def train_epoch(model: VAE, optimizer: torch.optim.Optimizer, data: DeviceSplit,
             if should_stop():
                 raise _Stopped(EpochState(order, steps, bound_sum))
             index = order[start : start + config.batch_size]
-            loss, batch_bound = step(data.x[index], labels_for(model, data.y[index]), generator)
+            x = data.x.index_select(0, index)  # a third of the time of data.x[index] on a CPU
+            loss, batch_bound = step(x, labels_for(model, data.y[index]), generator)
             optimizer.step()
             bound_sum += batch_bound
             steps += 1
