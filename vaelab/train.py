@@ -135,8 +135,8 @@ class TrainStep:
         return torch.func.functional_call(self._as_module, parameters, (x, y, bits, noise))
 
     def _gradients(self, x, y, bits, noise):
-        """({name: d loss / d parameter}, (loss [], bound summed over the batch []))."""
-        parameters = {name: p.detach() for name, p in self._as_module.named_parameters()}
+        """({name: d loss / d parameter}, (loss [], bound summed over the batch [])), trainable parameters."""
+        parameters = {name: p.detach() for name, p in self._as_module.named_parameters() if p.requires_grad}
         return torch.func.grad_and_value(self._loss_with, has_aux=True)(parameters, x, y, bits, noise)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None,
@@ -149,7 +149,7 @@ class TrainStep:
         if x.shape[0] == self.config.batch_size and self.compiled.active:
             gradients, (loss, bound_sum) = self.compiled(x, y, bits, noise)
             for name, parameter in self._as_module.named_parameters():
-                parameter.grad = gradients[name]
+                parameter.grad = gradients.get(name)
             return loss, bound_sum
         return self._backward(*self._loss(x, y, bits, noise))
 
