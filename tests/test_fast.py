@@ -153,6 +153,14 @@ def test_use_compile_and_adam():
     assert fast.make_adam(params, 1e-3).defaults["fused"]
 
 
+def _square_loss_steps(nets_and_optimizers, x):
+    """One optimizer step of each net on the loss mean(net(x)^2), same x for all."""
+    for net, opt in nets_and_optimizers:
+        opt.zero_grad()
+        net(x).pow(2).mean().backward()
+        opt.step()
+
+
 def test_fused_adam_updates_like_the_default_adam():
     torch.manual_seed(0)
     a = nn.Linear(20, 10)
@@ -160,11 +168,7 @@ def test_fused_adam_updates_like_the_default_adam():
     b.load_state_dict(a.state_dict())
     opt_a, opt_b = fast.make_adam(a.parameters(), 1e-2), torch.optim.Adam(b.parameters(), lr=1e-2)
     for _ in range(20):
-        x = torch.randn(8, 20)
-        for net, opt in ((a, opt_a), (b, opt_b)):
-            opt.zero_grad()
-            net(x).pow(2).mean().backward()
-            opt.step()
+        _square_loss_steps(((a, opt_a), (b, opt_b)), torch.randn(8, 20))
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
@@ -192,9 +196,7 @@ def test_a_checkpoint_of_another_adam_implementation_resumes_with_the_fused_one(
     old = nn.Linear(6, 3)
     old_optimizer = torch.optim.Adam(old.parameters(), lr=1e-2, foreach=True)
     for _ in range(3):
-        old_optimizer.zero_grad()
-        old(torch.randn(4, 6)).pow(2).mean().backward()
-        old_optimizer.step()
+        _square_loss_steps(((old, old_optimizer),), torch.randn(4, 6))
     save_checkpoint(tmp_path / "c.safetensors", old, {"epoch": 1}, old_optimizer)
     new = nn.Linear(6, 3)
     optimizer = fast.make_adam(new.parameters(), 1e-3)
@@ -204,10 +206,6 @@ def test_a_checkpoint_of_another_adam_implementation_resumes_with_the_fused_one(
     for p, q in zip(old.parameters(), new.parameters()):
         torch.testing.assert_close(optimizer.state[q]["exp_avg_sq"], old_optimizer.state[p]["exp_avg_sq"])
         assert float(optimizer.state[q]["step"]) == 3.0
-    x = torch.randn(4, 6)
-    for net, opt in ((old, old_optimizer), (new, optimizer)):
-        opt.zero_grad()
-        net(x).pow(2).mean().backward()
-        opt.step()
+    _square_loss_steps(((old, old_optimizer), (new, optimizer)), torch.randn(4, 6))
     for p, q in zip(old.parameters(), new.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
