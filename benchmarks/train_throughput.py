@@ -5,7 +5,8 @@ implementation), `.item()` every step, dynamic binarisation with torch.bernoulli
 concatenated. vaelab: `vaelab.train.train_epoch` with the step `vaelab train` uses (data as device
 tensors, binarisation and noise from one generator, fused Adam, a loss read back every 25 steps,
 the loss and its gradients compiled into one program by torch.compile and torch.func), at batch
-128, at batch 128 without compilation, and at vaelab's default batch size. Both: 500-500 ReLU, d = 40, ELBO with one sample.
+128, at batch 128 without compilation, and at vaelab's default batch size. Both: 500-500 ReLU,
+d = 40, ELBO with one sample.
 
 The variants take turns, one epoch each, for several rounds, and the median epoch of each counts:
 a shared or throttled CPU then slows all of them alike instead of whichever ran at the time.

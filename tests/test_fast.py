@@ -46,7 +46,7 @@ def test_drawn_noise_is_what_rsample_draws():
 def test_binarize_draws_bernoulli_pixels_with_the_gray_level_as_probability():
     """Two pixels per 64-bit draw: each pixel is Bernoulli(x), and the two are independent."""
     levels = torch.tensor([0.0, 1 / 255, 0.25, 0.5, 254 / 255, 1.0])
-    x = levels.repeat(200_000 // 6 * 6 // 6 + 1)[:199_998].reshape(-1, 6)  # [33333, 6], every level per row
+    x = levels.repeat(33_333, 1)  # [33333, 6]: every level in every row
     generator = torch.Generator().manual_seed(0)
     bits = binarization_bits(x, generator)
     assert bits.shape == ((x.numel() + 1) // 2,) and bits.dtype == torch.int64 and (bits >= 0).all()
@@ -109,13 +109,15 @@ def test_compiled_training_follows_the_eager_training(mnist_raw):
     assert results[False][1] > results[False][0]  # it learns
 
 
-def test_failed_compilation_falls_back_to_the_same_numbers(monkeypatch, capsys):
-    def broken_compile(fn, **_):
-        def run(*args):
-            raise RuntimeError("no C++ compiler found\nmore detail")
-        return run
+def _broken_compile(fn, **_):
+    """torch.compile on a machine without a C++ compiler: fails at the first call."""
+    def run(*args):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+    return run
 
-    monkeypatch.setattr(torch, "compile", broken_compile)
+
+def test_failed_compilation_falls_back_to_the_same_numbers(monkeypatch, capsys):
+    monkeypatch.setattr(torch, "compile", _broken_compile)
     wrapped = fast.CompiledOrEager(lambda a: a * 2, "a test")
     assert wrapped(torch.tensor(3.0)).item() == 6.0
     assert not wrapped.active
@@ -125,16 +127,11 @@ def test_failed_compilation_falls_back_to_the_same_numbers(monkeypatch, capsys):
 
 
 def test_a_training_step_whose_compilation_fails_gives_the_eager_gradients(monkeypatch, capsys, mnist_raw):
-    def broken_compile(fn, **_):
-        def run(*args):
-            raise RuntimeError("no C++ compiler found")
-        return run
-
     config = make_config(dict(SMALL, batch_size=16))
     model = new_training(config, torch.device("cpu"), dynamic=True, compile=False)[0]
     data = DeviceSplit.from_split(make_splits(mnist_raw, limit_train=16).train, torch.device("cpu"))
     expected = _step_and_gradients(TrainStep(model, config, dynamic=True, compile=False), model, data.x, data.y, 4)
-    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(torch, "compile", _broken_compile)
     step = TrainStep(model, config, dynamic=True, compile=True)
     for _ in range(2):  # the failing call (torch.func, eagerly), then autograd
         loss, bound_sum, grads = _step_and_gradients(step, model, data.x, data.y, 4)
