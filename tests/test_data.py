@@ -14,18 +14,21 @@ import numpy as np
 import pytest
 
 from vaelab import data
+from vaelab.data import sources
 from vaelab.errors import DataError
 
 N_TRAIN, N_TEST = 60, 20
+MNIST = data.get_spec("mnist")
 
 
 def synthetic_arrays(seed=0):
+    """Four arrays shaped like MNIST's: images (n, 1, 28, 28) uint8, labels (n,) uint8."""
     rng = np.random.default_rng(seed)
     return {
-        "train_images": rng.integers(0, 256, (N_TRAIN, 784), dtype=np.uint8),
-        "train_labels": rng.integers(0, 10, N_TRAIN, dtype=np.uint8),
-        "test_images": rng.integers(0, 256, (N_TEST, 784), dtype=np.uint8),
-        "test_labels": rng.integers(0, 10, N_TEST, dtype=np.uint8),
+        "train_images": rng.integers(0, 256, (N_TRAIN, *MNIST.image_shape), dtype=np.uint8),
+        "train_labels": rng.integers(0, MNIST.num_classes, N_TRAIN, dtype=np.uint8),
+        "test_images": rng.integers(0, 256, (N_TEST, *MNIST.image_shape), dtype=np.uint8),
+        "test_labels": rng.integers(0, MNIST.num_classes, N_TEST, dtype=np.uint8),
     }
 
 
@@ -33,9 +36,10 @@ def idx_contents(arrays):
     return {name: data.encode_idx(arrays[key]) for key, name in zip(data.ARRAY_KEYS, data.IDX_NAMES)}
 
 
-def spec_for(arrays, mirrors=()):
+def spec_for(arrays, mirrors=(), image_shape=MNIST.image_shape):
     hashes = {name: hashlib.sha256(content).hexdigest() for name, content in idx_contents(arrays).items()}
-    return data.DatasetSpec(name="toy", content_sha256=hashes, mirrors=tuple(mirrors), class_names=tuple("0123456789"))
+    return data.DatasetSpec(name="toy", image_shape=image_shape, class_names=tuple("0123456789"),
+                            content_sha256=hashes, mirrors=tuple(mirrors))
 
 
 def write_idx_folder(folder: Path, arrays, compress=True):
@@ -53,6 +57,7 @@ def test_idx_folder_round_trip(tmp_path, compress):
     write_idx_folder(tmp_path, arrays, compress)
     loaded = data.load_idx_folder(tmp_path, spec_for(arrays))
     for key in data.ARRAY_KEYS:
+        assert loaded[key].shape == arrays[key].shape
         np.testing.assert_array_equal(loaded[key], arrays[key])
 
 
@@ -87,7 +92,8 @@ def test_folder_missing_some_files_says_which(tmp_path):
 
 
 def mnist_like_pickle(arrays) -> bytes:
-    as_float = {k: v.astype(np.float32) / 256 for k, v in arrays.items() if "images" in k}
+    """The pickle's layout: one flat row of intensities k/256 per image."""
+    as_float = {k: v.reshape(len(v), -1).astype(np.float32) / 256 for k, v in arrays.items() if "images" in k}
     splits = ((as_float["train_images"][:50], arrays["train_labels"][:50].astype(np.int64)),
               (as_float["train_images"][50:], arrays["train_labels"][50:].astype(np.int64)),
               (as_float["test_images"], arrays["test_labels"].astype(np.int64)))
@@ -98,6 +104,7 @@ def test_restricted_unpickler_reads_numpy_arrays():
     arrays = synthetic_arrays()
     loaded = data.parse_mnist_pickle(mnist_like_pickle(arrays), "toy.pkl.gz")
     for key in data.ARRAY_KEYS:
+        assert loaded[key].shape == arrays[key].shape  # flat rows come out as (n, 1, 28, 28)
         np.testing.assert_array_equal(loaded[key], arrays[key])
 
 
@@ -164,7 +171,8 @@ def test_sources_in_order_and_cache(tmp_path, monkeypatch, http_server):
     root, base = http_server
     arrays = synthetic_arrays()
     spec = spec_for(arrays, mirrors=(f"{base}/mirror/",))
-    monkeypatch.setitem(data.DATASETS, "toy", spec)
+    monkeypatch.setitem(data.DATASETS, "toy", spec)  # the registry's own dict, which every module looks up
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_DIR", tmp_path / "no-debian")  # where load_raw looks it up
     cache = tmp_path / "cache"
     # nothing anywhere: a clear error that lists what was tried
     with pytest.raises(DataError, match="could not get toy; tried:"):
@@ -173,6 +181,7 @@ def test_sources_in_order_and_cache(tmp_path, monkeypatch, http_server):
     write_idx_folder(root / "mirror", arrays)
     raw = data.load_raw("toy", cache_dir=cache, log=lambda _: None)
     assert raw.source == "mirror download" and data.cache_path(cache, "toy").is_file()
+    assert raw.train_images.shape == (N_TRAIN, *MNIST.image_shape) and raw.spec is spec
     # the cache is used next, without the mirror
     for file in (root / "mirror").iterdir():
         file.unlink()
@@ -198,6 +207,9 @@ def test_real_mnist_splits_and_binarisation(mnist_raw):
     """The classic split, the standard test class counts, and fixed binarisation of valid/test."""
     splits = data.make_splits(mnist_raw)
     assert (len(splits.train), len(splits.valid), len(splits.test)) == (50_000, 10_000, 10_000)
+    assert mnist_raw.train_images.shape == (60_000, 1, 28, 28) and mnist_raw.test_images.dtype == np.uint8
+    assert splits.test.images.shape == (10_000, 1, 28, 28) and splits.train.float_images().shape == (50_000, 1, 28, 28)
+    assert splits.spec is MNIST and splits.class_names == MNIST.class_names and splits.num_classes == 10
     assert np.bincount(splits.test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert not splits.train.binary and splits.valid.binary and splits.test.binary
     again = data.make_splits(mnist_raw)
@@ -229,7 +241,7 @@ def test_fashion_mnist_from_debian_files(tmp_path):
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-_VALID_IDX = data.encode_idx(np.arange(3 * 784, dtype=np.uint8).reshape(3, 784) % 251)
+_VALID_IDX = data.encode_idx(np.arange(3 * MNIST.pixels_per_image, dtype=np.uint8).reshape(3, *MNIST.image_shape) % 251)
 
 
 @settings(max_examples=200, deadline=None)

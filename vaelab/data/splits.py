@@ -1,0 +1,102 @@
+"""Splits and binarisation: train / validation / test from the raw arrays, pixels drawn with a fixed seed.
+
+Train = the first 50,000 training images, validation = the last 10,000 (for MNIST this is the
+classic split of `mnist.pkl.gz`), test = the 10,000 test images. Images keep their shape
+(n, channels, height, width) throughout; flattening is the business of the networks that want it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DataError
+from .registry import DatasetSpec, get_spec
+from .sources import RawData
+
+N_TRAIN_FULL = 60_000
+N_VALID = 10_000
+N_TEST = 10_000
+
+BINARIZE_MODES = ("dynamic", "static", "none")
+FIXED_BINARIZATION_SEED = 20141220  # validation/test (and static train) draws: same on every machine
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images (n, channels, height, width) uint8 and labels (n,) int64: intensities 0..255, or 0/1 draws if `binary`."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    binary: bool = False
+
+    def float_images(self) -> np.ndarray:
+        """(n, channels, height, width) float32 in [0, 1]: the 0/1 draws, or intensities / 255."""
+        return self.images.astype(np.float32) if self.binary else self.images.astype(np.float32) / 255.0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The three splits of one dataset, how they were binarised, and the dataset's spec."""
+
+    train: Split
+    valid: Split
+    test: Split
+    binarize: str
+    spec: DatasetSpec
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.spec.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.spec.image_shape
+
+
+def binarize_fixed(images: np.ndarray, seed: int) -> np.ndarray:
+    """One Bernoulli(intensity / 255) draw per pixel with numpy's PCG64: uint8 of 0/1, `images`' shape.
+
+    The uniforms fill the array in C order, so the draw depends on the number of pixels, not on the
+    shape: (n, 1, height, width) gets exactly the pixels that vaelab 0.1 drew for (n, height * width).
+    """
+    uniform = np.random.Generator(np.random.PCG64(seed)).random(images.shape, dtype=np.float32)
+    return (uniform * 255.0 < images).astype(np.uint8)
+
+
+def make_splits(raw: RawData, binarize: str = "dynamic", train_on: str = "train", limit_train: int | None = None) -> Splits:
+    """Train/validation/test splits; validation and test binarised once with a fixed seed.
+
+    binarize: "dynamic" keeps train intensities (the trainer draws fresh pixels every epoch),
+    "static" binarises train once, "none" keeps every split in grayscale.
+    train_on: "train" (50,000) or "train+valid" (60,000; validation then overlaps training).
+    """
+    if binarize not in BINARIZE_MODES:
+        raise DataError(f"unknown binarisation {binarize!r}; choose one of: {', '.join(BINARIZE_MODES)}")
+    spec = get_spec(raw.dataset)
+    n_train = N_TRAIN_FULL - N_VALID
+    train_x, train_y = raw.train_images, raw.train_labels.astype(np.int64)
+    valid = Split(train_x[n_train:], train_y[n_train:])
+    test = Split(raw.test_images, raw.test_labels.astype(np.int64))
+    if train_on == "train":
+        train = Split(train_x[:n_train], train_y[:n_train])
+    elif train_on == "train+valid":
+        train = Split(train_x, train_y)
+    else:
+        raise DataError(f"unknown --train-on {train_on!r}; choose train or train+valid")
+    if limit_train is not None:
+        train = Split(train.images[:limit_train], train.labels[:limit_train])
+    if binarize != "none":
+        valid = Split(binarize_fixed(valid.images, FIXED_BINARIZATION_SEED + 1), valid.labels, binary=True)
+        test = Split(binarize_fixed(test.images, FIXED_BINARIZATION_SEED + 2), test.labels, binary=True)
+    if binarize == "static":
+        train = Split(binarize_fixed(train.images, FIXED_BINARIZATION_SEED), train.labels, binary=True)
+    return Splits(train=train, valid=valid, test=test, binarize=binarize, spec=spec)
