@@ -188,7 +188,7 @@ def cmd_data(args) -> int:
         "train": len(splits.train),
         "valid": len(splits.valid),
         "test": len(splits.test),
-        "test_class_counts": np.bincount(splits.test.labels, minlength=10).tolist(),
+        "test_class_counts": np.bincount(splits.test.labels, minlength=splits.num_classes).tolist(),
     }
     if args.json:
         print(json.dumps(summary))
