@@ -21,7 +21,8 @@ class ReferenceCVAE(nn.Module):
                                      nn.ReLU(), nn.Linear(hidden, data_dim))
 
     def loss(self, x, y):
-        """Negative ELBO per image (nats), one reparameterised sample, analytic KL."""
+        """Negative ELBO per image (nats), one reparameterised sample, analytic KL; x [batch, 1, 28, 28] or flat."""
+        x = x.flatten(1)
         onehot = F.one_hot(y, self.classes).float()
         mu, log_var = self.encoder(torch.cat([x, onehot], 1)).chunk(2, 1)
         z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)

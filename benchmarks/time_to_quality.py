@@ -17,7 +17,7 @@ from common import ReferenceCVAE, machine
 from vaelab.config import TrainConfig
 from vaelab.data import load_raw, make_splits
 from vaelab.fast import use_compile
-from vaelab.train import COMPILE_FROM_STEPS, DeviceSplit, new_training, train_epoch, validate
+from vaelab.training import COMPILE_FROM_STEPS, DeviceSplit, new_training, train_epoch, validate
 
 THRESHOLDS = (-100.0, -95.0, -90.0)
 
@@ -66,11 +66,11 @@ def run_vaelab(train: DeviceSplit, valid: DeviceSplit, budget: float) -> list[tu
     history, start, epoch = [], time.perf_counter(), 0  # the clock includes torch.compile's start-up
     steps = int(budget * 100)  # at most ~100 steps/s here: a 5-minute budget is a long run, as `vaelab train` sees it
     compile = use_compile(config.compile, steps, COMPILE_FROM_STEPS)
-    model, optimizer, generator, step = new_training(config, train.x.device, dynamic=not train.binary, compile=compile)
+    t = new_training(config, train.x.device, dynamic=not train.binary, compile=compile)
     while time.perf_counter() - start < budget:
         epoch += 1
-        train_epoch(model, optimizer, train, config, generator, epoch, progress=False, step=step)
-        history.append((time.perf_counter() - start, validate(model, valid)["elbo"]))
+        train_epoch(t.step, t.optimizer, train, config.batch_size, t.streams)
+        history.append((time.perf_counter() - start, validate(t.model, valid)["elbo"]))
         print(f"  vaelab epoch {epoch}: {history[-1][1]:.2f} at {history[-1][0]:.0f} s", flush=True)
         if history[-1][1] >= THRESHOLDS[-1]:
             break

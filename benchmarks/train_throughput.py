@@ -2,7 +2,7 @@
 
 Reference: torch DataLoader over a TensorDataset (shuffled), batch 128, Adam (torch's default
 implementation), `.item()` every step, dynamic binarisation with torch.bernoulli, one-hot y
-concatenated. vaelab: `vaelab.train.train_epoch` with the step `vaelab train` uses (data as device
+concatenated. vaelab: `vaelab.training.train_epoch` with the step `vaelab train` uses (data as device
 tensors, binarisation and noise from one generator, fused Adam, a loss read back every 25 steps,
 the loss and its gradients compiled into one program by torch.compile and torch.func), at batch
 128, at batch 128 without compilation, and at vaelab's default batch size. Both: 500-500 ReLU,
@@ -29,7 +29,7 @@ from common import ReferenceCVAE, machine, matmul_peak_gflops, mlp_flops_per_ima
 
 from vaelab.config import TrainConfig, make_config
 from vaelab.data import load_raw, make_splits
-from vaelab.train import DeviceSplit, new_training, train_epoch
+from vaelab.training import DeviceSplit, new_training, train_epoch
 
 
 def reference_epoch(x, y, device, batch_size=128):
@@ -54,11 +54,10 @@ def reference_epoch(x, y, device, batch_size=128):
 def vaelab_epoch(data: DeviceSplit, batch_size: int, compile: bool):
     """One epoch of vaelab's trainer per call."""
     config = make_config({"batch_size": batch_size})
-    model, optimizer, generator, step = new_training(config, data.x.device, dynamic=not data.binary, compile=compile)
-    count = iter(range(1, 10**9))
+    t = new_training(config, data.x.device, dynamic=not data.binary, compile=compile)
 
     def epoch():
-        train_epoch(model, optimizer, data, config, generator, next(count), progress=False, step=step)
+        train_epoch(t.step, t.optimizer, data, batch_size, t.streams)
 
     return epoch
 

@@ -22,7 +22,7 @@ SMALL = dict(model="cvae", latent_dim=8, hidden=(128,), limit_train=3000, batch_
 def small_run(tmp_path_factory, mnist_raw):
     """A small CVAE trained for 4 epochs on 3,000 real MNIST images (a few seconds on 2 cores)."""
     from vaelab.config import make_config
-    from vaelab.train import train
+    from vaelab.training import train
 
     out = tmp_path_factory.mktemp("runs") / "small"
     train(make_config(dict(SMALL, epochs=4)), out, log=lambda _: None, progress=False)

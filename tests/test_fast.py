@@ -10,7 +10,8 @@ from vaelab import fast, objectives
 from vaelab.config import make_config
 from vaelab.data import make_splits
 from vaelab.models import ReLU
-from vaelab.train import DeviceSplit, TrainStep, binarization_bits, binarize, new_training, train_epoch, validate
+from vaelab.training import DeviceSplit, RandomStreams, TrainStep, new_training, train_epoch, validate
+from vaelab.training.step import binarization_bits, binarize
 
 from .conftest import SMALL
 
@@ -35,8 +36,8 @@ def test_closed_form_kl_matches_torch_registry():
 
 
 def test_drawn_noise_is_what_rsample_draws():
-    model = new_training(make_config(dict(SMALL)), torch.device("cpu"), dynamic=True, compile=False)[0]
-    x, y = torch.rand(6, 784).round(), torch.arange(6)
+    model = new_training(make_config(dict(SMALL)), torch.device("cpu"), dynamic=True, compile=False).model
+    x, y = torch.rand(6, 1, 28, 28).round(), torch.arange(6)
     plain = objectives.elbo(model, x, y, 3, torch.Generator().manual_seed(5))
     noise = objectives.standard_noise(model, 6, 3, torch.Generator().manual_seed(5), "cpu")
     given = objectives.elbo(model, x, y, 3, None, noise=noise)
@@ -68,7 +69,7 @@ def test_binarize_draws_bernoulli_pixels_with_the_gray_level_as_probability():
 
 def _step_and_gradients(step, model, x, y, seed):
     model.zero_grad(set_to_none=True)
-    loss, bound_sum = step(x, y, torch.Generator().manual_seed(seed))  # leaves the gradients in .grad
+    loss, bound_sum = step(x, y, RandomStreams.seeded(seed, "cpu"))  # leaves the gradients in .grad
     return loss, bound_sum, {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
@@ -76,14 +77,14 @@ def _step_and_gradients(step, model, x, y, seed):
 def test_compiled_step_equals_the_eager_step(mnist_raw, objective):
     """Same weights, same batch, same generator: the compiled step gives the eager loss and gradients.
 
-    Eager, the gradients come from autograd; compiled, from torch.func in one generated program.
+    Both compute the same torch.func function; compiled, it is one generated program.
     """
     settings = dict(SMALL, batch_size=32, objective=objective, samples=1 if objective == "elbo" else 3)
     config = make_config(settings)
-    model = new_training(config, torch.device("cpu"), dynamic=True, compile=False)[0]
+    model = new_training(config, torch.device("cpu"), dynamic=True, compile=False).model
     data = DeviceSplit.from_split(make_splits(mnist_raw, limit_train=32).train, torch.device("cpu"))
-    eager = TrainStep(model, config, dynamic=True, compile=False)
-    compiled = TrainStep(model, config, dynamic=True, compile=True)
+    eager = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic=True, compile=False)
+    compiled = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic=True, compile=True)
     loss_e, sum_e, grads_e = _step_and_gradients(eager, model, data.x, data.y, seed=3)
     loss_c, sum_c, grads_c = _step_and_gradients(compiled, model, data.x, data.y, seed=3)
     assert compiled.compiled.active  # it really compiled (no silent fallback)
@@ -101,10 +102,9 @@ def test_compiled_training_follows_the_eager_training(mnist_raw):
     valid_data = DeviceSplit.from_split(splits.valid, torch.device("cpu"))
     results = {}
     for compile in (False, True):
-        model, optimizer, generator, step = new_training(config, torch.device("cpu"), True, compile)
-        bounds = [train_epoch(model, optimizer, train_data, config, generator, epoch, False, step=step)[0]
-                  for epoch in (1, 2)]
-        results[compile] = bounds + [validate(model, valid_data)["elbo"]]
+        t = new_training(config, torch.device("cpu"), True, compile)
+        bounds = [train_epoch(t.step, t.optimizer, train_data, config.batch_size, t.streams)[0] for _ in (1, 2)]
+        results[compile] = bounds + [validate(t.model, valid_data)["elbo"]]
     assert results[True] == pytest.approx(results[False], abs=0.05)
     assert results[False][1] > results[False][0]  # it learns
 
@@ -128,12 +128,13 @@ def test_failed_compilation_falls_back_to_the_same_numbers(monkeypatch, capsys):
 
 def test_a_training_step_whose_compilation_fails_gives_the_eager_gradients(monkeypatch, capsys, mnist_raw):
     config = make_config(dict(SMALL, batch_size=16))
-    model = new_training(config, torch.device("cpu"), dynamic=True, compile=False)[0]
+    model = new_training(config, torch.device("cpu"), dynamic=True, compile=False).model
     data = DeviceSplit.from_split(make_splits(mnist_raw, limit_train=16).train, torch.device("cpu"))
-    expected = _step_and_gradients(TrainStep(model, config, dynamic=True, compile=False), model, data.x, data.y, 4)
+    arguments = (model, config.objective, config.samples, config.batch_size)
+    expected = _step_and_gradients(TrainStep(*arguments, dynamic=True, compile=False), model, data.x, data.y, 4)
     monkeypatch.setattr(torch, "compile", _broken_compile)
-    step = TrainStep(model, config, dynamic=True, compile=True)
-    for _ in range(2):  # the failing call (torch.func, eagerly), then autograd
+    step = TrainStep(*arguments, dynamic=True, compile=True)
+    for _ in range(2):  # the failing call (then eagerly), then eagerly from the start
         loss, bound_sum, grads = _step_and_gradients(step, model, data.x, data.y, 4)
         torch.testing.assert_close(loss, expected[0])
         torch.testing.assert_close(bound_sum, expected[1])
@@ -171,8 +172,9 @@ def test_fused_adam_updates_like_the_default_adam():
 
 
 def test_compiled_run_resumed_equals_the_uninterrupted_one(tmp_path, mnist_raw):
-    from vaelab.runs import RunDir, load_checkpoint
-    from vaelab.train import train
+    from vaelab.checkpoints import load_checkpoint
+    from vaelab.runs import RunDir
+    from vaelab.training import train
 
     settings = dict(SMALL, limit_train=1000, compile="on")
     quiet = {"log": lambda _: None, "progress": False}
@@ -187,7 +189,7 @@ def test_compiled_run_resumed_equals_the_uninterrupted_one(tmp_path, mnist_raw):
 
 def test_a_checkpoint_of_another_adam_implementation_resumes_with_the_fused_one(tmp_path):
     """Runs saved with foreach Adam (vaelab before fused) resume fused, with the same moments and step."""
-    from vaelab.runs import load_checkpoint, save_checkpoint
+    from vaelab.checkpoints import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     old = nn.Linear(6, 3)

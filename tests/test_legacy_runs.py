@@ -34,7 +34,7 @@ def test_a_run_of_vaelab_0_1_evaluates_to_the_same_figures(model, mnist_raw):
 
 @pytest.mark.parametrize("model", ["cvae", "vae"])
 def test_a_run_of_vaelab_0_1_resumes_as_it_would_have(model, tmp_path, mnist_raw):
-    from vaelab.train import train
+    from vaelab.training import train
 
     out = tmp_path / model
     shutil.copytree(LEGACY / model, out)

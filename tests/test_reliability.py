@@ -16,12 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vaelab
-from vaelab import train as train_module
+from vaelab.training import trainer as trainer_module
 from vaelab.cli import build_parser, main
 from vaelab.config import make_config, read_toml
 from vaelab.errors import RunError, VaelabError
-from vaelab.runs import RunDir, load_checkpoint, read_metrics, save_checkpoint
-from vaelab.train import train
+from vaelab.checkpoints import load_checkpoint, save_checkpoint
+from vaelab.runs import RunDir, read_metrics
+from vaelab.training import train
 
 SETTINGS = dict(latent_dim=8, hidden=(128,), batch_size=100, sample_epochs=(1,))
 TIMING = {"seconds", "samples_per_second"}
@@ -104,7 +105,7 @@ def test_kill_9_at_many_moments_then_resume_gives_the_uninterrupted_run(tmp_path
 
 _WRITER = """
 import sys, torch
-from vaelab.runs import save_checkpoint
+from vaelab.checkpoints import save_checkpoint
 model = torch.nn.Linear(1000, 2000)
 version = 0
 while True:
@@ -133,7 +134,7 @@ def test_kill_9_during_checkpoint_writes_leaves_a_readable_checkpoint(tmp_path):
 
 def test_full_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, mnist_raw, monkeypatch):
     out = tmp_path / "run"
-    real = train_module.save_checkpoint
+    real = trainer_module.save_checkpoint
     calls = {"n": 0}
 
     def failing(path, *args, **kwargs):
@@ -143,7 +144,7 @@ def test_full_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_pa
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "save_checkpoint", failing)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", failing)
     with pytest.raises(RunError, match=r"\(No space left on device\); the previous checkpoint is intact: free some space and resume"):
         train(make_config(dict(SETTINGS, limit_train=1000, epochs=3)), out, log=lambda _: None, progress=False)
     assert load_checkpoint(RunDir(out).checkpoint).info["epoch"] == 1
@@ -159,9 +160,9 @@ def test_unwritable_run_directory(tmp_path, mnist_raw, capsys):
 
 
 def test_checkpoint_with_other_shapes_or_config(tmp_path):
-    model = vaelab.build_model(vaelab.ModelConfig(latent_dim=4, hidden=(16,)))
+    model = vaelab.build_model("cvae", (1, 28, 28), 10, latent_dim=4, hidden=(16,))
     save_checkpoint(tmp_path / "c.safetensors", model, {"epoch": 1})
-    other = vaelab.build_model(vaelab.ModelConfig(latent_dim=4, hidden=(32,)))
+    other = vaelab.build_model("cvae", (1, 28, 28), 10, latent_dim=4, hidden=(32,))
     with pytest.raises(RunError, match="does not fit this model"):
         load_checkpoint(tmp_path / "c.safetensors").restore(other)
     run = tmp_path / "run"

@@ -14,7 +14,7 @@ from vaelab.cli import main
 from vaelab.config import make_config
 from vaelab.report import pdf_page_count, write_report
 from vaelab.runs import RunDir
-from vaelab.train import train
+from vaelab.training import train
 
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 

@@ -10,8 +10,10 @@ import vaelab
 from vaelab import objectives
 from vaelab.config import make_config
 from vaelab.errors import RunError
-from vaelab.runs import RunDir, load_checkpoint, read_metrics, save_checkpoint
-from vaelab.train import TrainingDiverged, train
+from vaelab.checkpoints import load_checkpoint, save_checkpoint
+from vaelab.errors import TrainingDiverged
+from vaelab.runs import RunDir, read_metrics
+from vaelab.training import train
 
 from .conftest import SMALL
 
@@ -86,8 +88,8 @@ def test_existing_run_needs_resume_and_settings_cannot_change(tmp_path, mnist_ra
 
 
 def test_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path):
-    small = vaelab.build_model(vaelab.ModelConfig(latent_dim=4, hidden=(16,)))
-    other = vaelab.build_model(vaelab.ModelConfig(latent_dim=5, hidden=(16,)))
+    small = vaelab.build_model("cvae", (1, 28, 28), 10, latent_dim=4, hidden=(16,))
+    other = vaelab.build_model("cvae", (1, 28, 28), 10, latent_dim=5, hidden=(16,))
     save_checkpoint(tmp_path / "c.safetensors", small, {"epoch": 1})
     with pytest.raises(RunError, match=r"has shape \(.*\), the model needs"):
         load_checkpoint(tmp_path / "c.safetensors").restore(other)
@@ -97,14 +99,14 @@ def test_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path):
 
 
 def test_non_finite_loss_stops_training_with_a_message(tmp_path, mnist_raw, monkeypatch):
-    from vaelab import train as train_module
+    from vaelab.training import step as step_module
 
-    real = train_module.training_loss
+    real = step_module.training_bound
 
-    def poisoned(model, x, y, config, generator, noise=None):
-        return real(model, x, y, config, generator, noise) * float("nan")
+    def poisoned(*args):
+        return real(*args) * float("nan")
 
-    monkeypatch.setattr(train_module, "training_loss", poisoned)
+    monkeypatch.setattr(step_module, "training_bound", poisoned)
     with pytest.raises(TrainingDiverged, match=r"non-finite in epoch 1 at step 1 of the epoch; training stopped, no checkpoint was written yet"):
         train(make_config(dict(SMALL, epochs=1)), tmp_path / "nan", log=lambda _: None, progress=False)
     assert not RunDir(tmp_path / "nan").checkpoint.exists()
@@ -162,13 +164,13 @@ def test_compiled_importance_weights_match_the_eager_ones(small_run, capsys):
 def test_python_api_as_the_readme_shows_it(small_run):
     run = vaelab.load_run(small_run)
     images, labels = run.sample(per_class=4, seed=0)
-    assert images.shape == (40, 784) and labels.tolist() == [c for c in range(10) for _ in range(4)]
+    assert images.shape == (40, 1, 28, 28) and labels.tolist() == [c for c in range(10) for _ in range(4)]
     assert 0.0 <= images.min() and images.max() <= 1.0
     test = run.test_data()
     q = run.encode(test.x[:8], test.y[:8])
     assert q.mean.shape == (8, 8) and bool((q.stddev > 0).all())
     means = run.decode(q.mean, test.y[:8])
-    assert means.shape == (8, 784)
+    assert means.shape == (8, 1, 28, 28)
     # decoding the posterior mean reconstructs the input better than a decoded prior sample does
     x = test.x[:8].numpy()
     assert ((means - x) ** 2).mean() < ((run.decode(torch.zeros(8, 8), test.y[:8]) - x) ** 2).mean()

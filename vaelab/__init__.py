@@ -2,7 +2,7 @@
 
 from .api import Run, load_run
 from .errors import VaelabError
-from .models import CVAE, VAE, ModelConfig, build_model
+from .models import CVAE, VAE, build_model
 
 __version__ = "0.1.0"
-__all__ = ["CVAE", "VAE", "ModelConfig", "Run", "VaelabError", "build_model", "load_run", "__version__"]
+__all__ = ["CVAE", "VAE", "Run", "VaelabError", "build_model", "load_run", "__version__"]

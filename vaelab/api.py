@@ -2,14 +2,17 @@
 
     >>> import vaelab
     >>> run = vaelab.load_run("runs/cvae-mnist")
-    >>> images, labels = run.sample(per_class=4, seed=0)      # (40, 784) Bernoulli means, (40,) classes
+    >>> images, labels = run.sample(per_class=4, seed=0)      # (40, 1, 28, 28) Bernoulli means, (40,) classes
     >>> q = run.encode(x, y)                                    # q(z | x, y): q.mean, q.stddev are [n, d]
-    >>> means = run.decode(q.mean, y)                           # (n, 784) in [0, 1]
+    >>> means = run.decode(q.mean, y)                           # (n, 1, 28, 28) in [0, 1]
     >>> run.evaluate(iw_samples=100)                            # dict of nats per test image
+
+Images are (n, C, H, W) as the dataset's spec gives them; flat rows of C * H * W pixels are accepted too.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +20,13 @@ import numpy as np
 import torch
 from torch.distributions import Distribution
 
-from .config import TrainConfig, config_from_dict
-from .data import DATASETS, NUM_CLASSES, load_raw, make_splits
+from .checkpoints import load_checkpoint
+from .config import TrainConfig
+from .data import get_spec, load_raw, make_splits
 from .errors import VaelabError
-from .models import VAE, build_model, decoder_mean
-from .runs import RunDir, load_checkpoint, read_json, read_metrics
-from .train import DeviceSplit, resolve_device
+from .models import Model, class_conditional, decoder_mean
+from .runs import RunDir, check_agreement, new_model, read_metrics, stored_config
+from .training import DeviceSplit, resolve_device
 
 CHECKPOINTS = ("best", "latest")
 
@@ -33,63 +37,76 @@ class Run:
 
     path: Path
     config: TrainConfig
-    model: VAE
+    model: Model
     device: torch.device
     epoch: int
     checkpoint: str
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return DATASETS[self.config.dataset].class_names
+        return get_spec(self.config.dataset).class_names
 
     @property
     def metrics(self) -> list[dict]:
         return read_metrics(RunDir(self.path).metrics)
 
-    def _tensor(self, values, dtype=torch.float32) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(values), dtype=dtype, device=self.device)
+    def _images(self, x) -> torch.Tensor:
+        """x as [n, C, H, W] float32 on the run's device, from (n, C, H, W) or flat (n, C * H * W)."""
+        x = torch.as_tensor(np.asarray(x), dtype=torch.float32, device=self.device)
+        shape = self.model.image_shape
+        if x.ndim == 2 and x.shape[1] == math.prod(shape):
+            x = x.reshape(-1, *shape)
+        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
+            raise VaelabError(f"images must be (n, {', '.join(map(str, shape))}) or (n, {math.prod(shape)}); "
+                              f"got {tuple(x.shape)}")
+        return x
 
     def _labels(self, y, n: int) -> torch.Tensor | None:
-        if not self.model.conditional:
+        """y as [n] int64 for a class-conditional model (a single class is repeated); None otherwise."""
+        if not class_conditional(self.model):
             return None
         if y is None:
             raise VaelabError("this run is class-conditional: pass the labels y")
-        labels = self._tensor(y, torch.long).reshape(-1).expand(n) if np.ndim(y) == 0 else self._tensor(y, torch.long)
-        if labels.min() < 0 or labels.max() >= self.model.num_classes:
-            raise VaelabError(f"labels must be 0..{self.model.num_classes - 1}")
+        labels = torch.as_tensor(np.asarray(y), dtype=torch.long, device=self.device)
+        labels = labels.reshape(-1).expand(n) if labels.ndim == 0 else labels
+        if labels.shape != (n,) or labels.min() < 0 or labels.max() >= self.model.num_classes:
+            raise VaelabError(f"labels must be {n} classes in 0..{self.model.num_classes - 1}")
         return labels
 
     @torch.no_grad()
     def encode(self, x, y=None) -> Distribution:
-        """q(z | x[, y]) for images x (n, 784) in [0, 1]: a distribution with .mean and .stddev [n, d]."""
-        x = self._tensor(x)
+        """q(z | x[, y]) for images x (n, C, H, W) in [0, 1]: a distribution with .mean and .stddev [n, d]."""
+        x = self._images(x)
         return self.model.encoder(x, self._labels(y, x.shape[0]))
 
     @torch.no_grad()
     def decode(self, z, y=None) -> np.ndarray:
-        """Mean images of p(x | z[, y]) for codes z (n, d): (n, 784) in [0, 1]."""
-        z = self._tensor(z)
+        """Mean images of p(x | z[, y]) for codes z (n, d): (n, C, H, W) in [0, 1]."""
+        z = torch.as_tensor(np.asarray(z), dtype=torch.float32, device=self.device)
         return decoder_mean(self.model.decoder(z, self._labels(y, z.shape[0]))).cpu().numpy()
 
     def reconstruct(self, x, y=None) -> np.ndarray:
-        """Decode the posterior mean of each image: (n, 784) in [0, 1]."""
+        """Decode the posterior mean of each image: (n, C, H, W) in [0, 1]."""
         return self.decode(self.encode(x, y).mean, y)
 
     @torch.no_grad()
     def sample(self, n: int | None = None, per_class: int | None = None, digit: int | None = None,
                seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
-        """Generated images (Bernoulli means) and their classes (None for an unconditional model).
+        """Generated images (decoder means) and their classes (None for a model without classes).
 
-        Conditional: `per_class` images of each class 0..9 in class order, or of `digit` only.
-        Unconditional: `n` images.
+        Class-conditional: `per_class` images of every class in class order, or of class `digit` only.
+        Otherwise: `n` images.
         """
         generator = torch.Generator().manual_seed(seed)
-        if self.model.conditional:
-            classes = [digit] if digit is not None else list(range(NUM_CLASSES))
-            per_class = per_class or 8
-            labels = np.repeat(np.array(classes), per_class)
+        if class_conditional(self.model):
+            if digit is not None and not 0 <= digit < self.model.num_classes:
+                raise VaelabError(f"--digit {digit} is not a class of this run: use 0..{self.model.num_classes - 1}")
+            classes = [digit] if digit is not None else list(range(self.model.num_classes))
+            labels = np.repeat(np.array(classes), per_class or 8)
             z = torch.randn(len(labels), self.model.latent_dim, generator=generator)
             return self.decode(z, labels), labels
+        if digit is not None:
+            raise VaelabError("--digit needs a class-conditional run; this model has no class label")
         z = torch.randn(n or 64, self.model.latent_dim, generator=generator)
         return self.decode(z), None
 
@@ -108,16 +125,20 @@ class Run:
 
 
 def load_run(path: str | Path, checkpoint: str = "best", device: str = "auto") -> Run:
-    """Load a run directory's model from its best (by validation ELBO) or latest checkpoint."""
+    """Load a run directory's model from its best (by validation ELBO) or latest checkpoint.
+
+    config.json and the checkpoint are checked against each other before the model is built.
+    """
     if checkpoint not in CHECKPOINTS:
         raise VaelabError(f"--checkpoint {checkpoint!r} is not allowed: use best or latest")
     run = RunDir(Path(path)).require_run()
-    config = config_from_dict(read_json(run.config))
+    config = stored_config(run)
     file = run.best if checkpoint == "best" and run.best.is_file() else run.checkpoint
     stored = load_checkpoint(file)
+    check_agreement(config, stored, run.config)
     target = resolve_device(device)
-    model = build_model(config.model_config())
-    stored.restore(model, path=file)
+    model = new_model(config)
+    stored.restore(model)
     model.to(target).eval()
     return Run(path=run.path, config=config, model=model, device=target, epoch=stored.info["epoch"],
                checkpoint="best" if file == run.best else "latest")

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import FIELD_NAMES, TrainConfig, flag, make_config, read_toml
+from .config import SETTINGS, TrainConfig, flag, make_config, read_toml
 from .errors import TrainingInterrupted, VaelabError
 from .fast import COMPILE_MODES
 
@@ -24,14 +24,8 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"vaelab: error: {message} (see: {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
+MAX_IW_SAMPLES = 100_000  # K = 5,000 is the literature's figure; 100,000 already takes days on a CPU
+MAX_IMAGES = 10_000  # pictures: images per grid
 
 
 def _int(text: str) -> int:
@@ -41,10 +35,20 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
+def _count(maximum: int):
+    """An argparse type: a whole number from 1 to `maximum`."""
+    def parse(text: str) -> int:
+        value = _int(text)
+        if not 1 <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be a whole number from 1 to {maximum:,}")
+        return value
+    return parse
+
+
 def _seed(text: str) -> int:
     value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 0")
+    if not 0 <= value <= SETTINGS["seed"].maximum:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number from 0 to {SETTINGS['seed'].maximum}")
     return value
 
 
@@ -55,37 +59,14 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
-def _digit(text: str) -> int:
+def _class(text: str) -> int:
     value = _int(text)
-    if not 0 <= value <= 9:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a class 0..9")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a class (0, 1, ...)")
     return value
 
 
-_TRAIN_HELP = {
-    "model": "vae or cvae (class-conditional)",
-    "dataset": "mnist or fashion-mnist",
-    "latent_dim": "latent size d",
-    "hidden": "hidden widths, e.g. 500,500 (encoder; the decoder mirrors it)",
-    "activation": "relu, tanh, softplus, elu or gelu",
-    "likelihood": "bernoulli (binarised data), gaussian or continuous-bernoulli (grayscale)",
-    "binarize": "dynamic (fresh draw each epoch), static (drawn once) or none (grayscale)",
-    "objective": "elbo (SGVB) or iwae (importance-weighted bound)",
-    "samples": "samples per image: L for the ELBO, k for IWAE",
-    "epochs": "maximum number of epochs",
-    "batch_size": "images per step",
-    "lr": "Adam learning rate",
-    "seed": "random seed (initialisation, order, binarisation, noise)",
-    "device": "auto, cpu or cuda",
-    "compile": "run the training step through torch.compile: on, off, or auto (for runs of 4,000+ steps)",
-    "patience": "stop after this many epochs without a better validation ELBO (0: never)",
-    "train_on": "train (50,000 images) or train+valid (60,000, as the course reports)",
-    "limit_train": "use only the first N training images (quick experiments)",
-    "sample_epochs": "epochs after which to save a sample grid, e.g. 1,10,25 (the last is always saved)",
-    "data_dir": "folder with the IDX files (else $VAELAB_DATA, the cache, then downloads)",
-}
-_TRAIN_TYPES = {"latent_dim": _int, "samples": _int, "epochs": _int, "batch_size": _int, "seed": _int,
-                "patience": _int, "limit_train": _int, "lr": _float}
+_FLAG_TYPES = {int: _int, float: _float}  # strings and lists are checked with the settings (config.check_value)
 
 
 def build_parser() -> ArgumentParser:
@@ -105,16 +86,17 @@ def build_parser() -> ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--cache-dir", help="data cache folder")
     defaults = TrainConfig()
-    for name in FIELD_NAMES:
+    for name, setting in SETTINGS.items():
         default = getattr(defaults, name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        train.add_argument(flag(name), dest=name, type=_TRAIN_TYPES.get(name, str), default=None,
-                           help=f"{_TRAIN_HELP[name]} (default: {shown})")
+        train.add_argument(flag(name), dest=name, type=_FLAG_TYPES.get(setting.kind, str), default=None,
+                           help=f"{setting.help} (default: {shown})")
 
     evaluate = commands.add_parser("evaluate", help="test-set ELBO, IS log-likelihood (and CVAE extras)")
     evaluate.add_argument("run", help="run directory")
-    evaluate.add_argument("--iw-samples", type=_positive_int, default=1000, help="importance samples K per image")
-    evaluate.add_argument("--class-samples", type=_positive_int, help="CVAE: samples per class for log p(x) "
+    evaluate.add_argument("--iw-samples", type=_count(MAX_IW_SAMPLES), default=1000,
+                          help="importance samples K per image")
+    evaluate.add_argument("--class-samples", type=_count(MAX_IW_SAMPLES), help="CVAE: samples per class for log p(x) "
                           "and accuracy (default K/10)")
     evaluate.add_argument("--checkpoint", default="best", choices=("best", "latest"))
     evaluate.add_argument("--seed", type=_seed, default=0)
@@ -127,9 +109,9 @@ def build_parser() -> ArgumentParser:
     sample = commands.add_parser("sample", help="a grid of generated images")
     sample.add_argument("run", help="run directory")
     sample.add_argument("-o", "--output", required=True, help="PNG file to write")
-    sample.add_argument("--per-class", type=_positive_int, default=8, help="CVAE: images per class")
-    sample.add_argument("--digit", type=_digit, help="CVAE: only this class")
-    sample.add_argument("-n", type=_positive_int, default=64, help="VAE: number of images")
+    sample.add_argument("--per-class", type=_count(1000), default=8, help="class-conditional: images per class")
+    sample.add_argument("--digit", type=_class, help="class-conditional: only this class")
+    sample.add_argument("-n", type=_count(MAX_IMAGES), default=64, help="without classes: number of images")
     sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--checkpoint", default="best", choices=("best", "latest"))
     sample.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -137,7 +119,7 @@ def build_parser() -> ArgumentParser:
     reconstruct = commands.add_parser("reconstruct", help="test images above their reconstructions")
     reconstruct.add_argument("run", help="run directory")
     reconstruct.add_argument("-o", "--output", required=True, help="PNG file to write")
-    reconstruct.add_argument("-n", type=_positive_int, default=10, help="number of test images")
+    reconstruct.add_argument("-n", type=_count(MAX_IMAGES), default=10, help="number of test images")
     reconstruct.add_argument("--seed", type=_seed, default=0, help="which test images (random choice)")
     reconstruct.add_argument("--checkpoint", default="best", choices=("best", "latest"))
     reconstruct.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -151,10 +133,10 @@ def build_parser() -> ArgumentParser:
     study = commands.add_parser("study", help="the assignment's study: VAE with k = 3 against k = 20, one report")
     study.add_argument("--out", required=True, help="folder for the runs and the report")
     study.add_argument("--latent-dims", type=_int_list, default=(3, 20), help="latent sizes to compare (3,20)")
-    study.add_argument("--epochs", type=_positive_int, default=100, help="maximum epochs per run (100)")
+    study.add_argument("--epochs", type=_int, default=100, help="maximum epochs per run (100)")
     study.add_argument("--patience", type=_int, default=10, help="early stopping on validation ELBO (10)")
-    study.add_argument("--iw-samples", type=_positive_int, default=1000, help="importance samples K (1000)")
-    study.add_argument("--limit-train", type=_positive_int, help="only the first N training images")
+    study.add_argument("--iw-samples", type=_count(MAX_IW_SAMPLES), default=1000, help="importance samples K (1000)")
+    study.add_argument("--limit-train", type=_int, help="only the first N training images")
     study.add_argument("--seed", type=_seed, default=0)
     study.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     study.add_argument("--no-progress", action="store_true")
@@ -166,8 +148,9 @@ def _int_list(text: str) -> tuple[int, ...]:
         values = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: every latent size must be >= 1")
+    largest = SETTINGS["latent_dim"].maximum
+    if not values or min(values) < 1 or max(values) > largest:
+        raise argparse.ArgumentTypeError(f"{text!r}: every latent size must be from 1 to {largest:,}")
     return values
 
 
@@ -199,9 +182,9 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import train
+    from .training import train
 
-    flag_values = {name: getattr(args, name) for name in FIELD_NAMES}
+    flag_values = {name: getattr(args, name) for name in SETTINGS}
     explicit = {name for name, value in flag_values.items() if value is not None}
     file_values = read_toml(args.config) if args.config else {}
     config = make_config(file_values, flag_values)
@@ -217,6 +200,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .api import load_run
     from .evaluate import evaluate_run
+    from .models import class_conditional
     from .runs import RunDir
 
     run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
@@ -225,11 +209,12 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        name = "log p(x | y)" if run.model.conditional else "log p(x)"
+        labelled = class_conditional(run.model)
+        name = "log p(x | y)" if labelled else "log p(x)"
         print(f"test ELBO {result['elbo']:.2f} (recon {result['recon']:.2f}, KL {result['kl']:.2f}); "
               f"{name} {result['log_likelihood']:.2f} with K = {args.iw_samples}"
               + (f"; log p(x) {result['log_likelihood_marginal']:.2f}; accuracy {100 * result['accuracy']:.2f}%"
-                 if run.model.conditional else "")
+                 if labelled else "")
               + f"  [nats per image, {result['n_test']} test images, {result['seconds']:.0f} s]")
         print(f"written to {RunDir(run.path).eval}")
     return 0
@@ -261,8 +246,7 @@ def cmd_reconstruct(args) -> int:
     test = run.test_data()
     pick = np.random.default_rng(args.seed).choice(test.x.shape[0], size=min(args.n, test.x.shape[0]), replace=False)
     x = test.x[pick].cpu().numpy()
-    y = test.y[pick].cpu().numpy() if run.model.conditional else None
-    means = run.reconstruct(x, y)
+    means = run.reconstruct(x, test.y[pick].cpu().numpy())
     title = f"{run.config.model.upper()} reconstructions, epoch {run.epoch} (Bernoulli means of p(x | E[z]))"
     _write_figure(args.output, lambda path: save_reconstructions(path, x, means, title))
     return 0
@@ -299,16 +283,18 @@ def cmd_study(args) -> int:
     from .evaluate import evaluate_run
     from .report import write_report
     from .runs import RunDir
-    from .train import train
+    from .training import train
 
     out = Path(args.out)
     paths = []
-    for latent_dim in args.latent_dims:
-        settings = dict(STUDY_BASE, latent_dim=latent_dim, epochs=args.epochs, patience=args.patience,
-                        seed=args.seed, device=args.device, limit_train=args.limit_train)
+    settings = {latent_dim: dict(STUDY_BASE, latent_dim=latent_dim, epochs=args.epochs, patience=args.patience,
+                                 seed=args.seed, device=args.device, limit_train=args.limit_train)
+                for latent_dim in args.latent_dims}
+    configs = {latent_dim: make_config(values) for latent_dim, values in settings.items()}  # all checked first
+    for latent_dim, config in configs.items():
         path = out / f"vae-k{latent_dim}"
         _log(f"== VAE with k = {latent_dim} -> {path}")
-        train(make_config(settings), path, resume=True, explicit=set(settings), log=_log,
+        train(config, path, resume=True, explicit=set(settings[latent_dim]), log=_log,
               progress=not args.no_progress and sys.stderr.isatty())
         run = load_run(path, device=args.device)
         done = json.loads(RunDir(path).eval.read_text()) if RunDir(path).eval.is_file() else {}

@@ -1,10 +1,15 @@
-"""Training configuration: one dataclass, checked in one place, read from defaults < TOML file < flags."""
+"""Training settings: each one defined once, in `TrainConfig`'s fields, read from defaults < TOML file < flags.
+
+A field's `setting(...)` holds its type, default, allowed values, limits and help; the dataclass,
+the TOML reader, the command line's flags (`cli.py`) and the validation all come from it. Sizes and
+counts have upper limits, so a typo cannot ask for terabytes.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 try:
@@ -15,8 +20,42 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from .data import BINARIZE_MODES, DATASETS
 from .errors import VaelabError
 from .fast import COMPILE_MODES
-from .models import ACTIVATIONS, LIKELIHOODS, MODEL_KINDS, ModelConfig
+from .models import ACTIVATIONS, FAMILIES, LIKELIHOODS, NETWORKS
 
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its type, limits and help. `kind` is int, float, str or tuple (of whole numbers)."""
+
+    kind: type
+    help: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    optional: bool = False  # None is allowed (and means "not set")
+    architecture: bool = False  # decides the model's shape: an argument of models.build_model
+    changes_on_resume: bool = False  # may differ from the stored value on --resume
+    example: str = ""
+
+    def allowed(self) -> str:
+        """What is allowed, in words, for error messages."""
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices)
+        if self.kind is float:
+            return f"a finite number > {self.minimum:g} and <= {self.maximum:g}"
+        if self.kind is str:
+            return "a folder path"
+        span = f">= {self.minimum}" if self.maximum is None else f"from {self.minimum} to {self.maximum:,}"
+        if self.kind is tuple:
+            return f"comma-separated whole numbers {span}, e.g. {self.example}"
+        return f"a whole number {span}"
+
+
+def setting(kind: type, default, help: str, **limits) -> dataclasses.Field:
+    return field(default=default, metadata={"setting": Setting(kind, help, **limits)})
+
+
+MAX_WIDTH = 10_000  # latent size and hidden widths: a 10,000 x 10,000 layer is 400 MB, 1.6 GB with Adam's moments
 OBJECTIVES = ("elbo", "iwae")
 DEVICES = ("auto", "cpu", "cuda")
 TRAIN_ON = ("train", "train+valid")
@@ -26,30 +65,46 @@ TRAIN_ON = ("train", "train+valid")
 class TrainConfig:
     """Everything a training run depends on. Stored as the run's config.json."""
 
-    model: str = "cvae"
-    dataset: str = "mnist"
-    latent_dim: int = 40
-    hidden: tuple[int, ...] = (500, 500)
-    activation: str = "relu"
-    likelihood: str = "bernoulli"
-    binarize: str = "dynamic"
-    objective: str = "elbo"
-    samples: int = 1
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    compile: str = "auto"
-    patience: int = 0
-    train_on: str = "train"
-    limit_train: int | None = None
-    sample_epochs: tuple[int, ...] = (1, 10, 25, 50, 100)
-    data_dir: str | None = None
+    model: str = setting(str, "cvae", "the model family: vae, or cvae (class-conditional)",
+                         choices=tuple(FAMILIES), architecture=True)
+    network: str = setting(str, "mlp", "the encoder and decoder networks", choices=tuple(NETWORKS),
+                           architecture=True)
+    dataset: str = setting(str, "mnist", "mnist or fashion-mnist", choices=tuple(DATASETS))
+    latent_dim: int = setting(int, 40, "latent size d", minimum=1, maximum=MAX_WIDTH, architecture=True)
+    hidden: tuple[int, ...] = setting(tuple, (500, 500), "hidden widths, e.g. 500,500 (encoder; the decoder "
+                                      "mirrors it)", minimum=1, maximum=MAX_WIDTH, architecture=True,
+                                      example="500,500")
+    activation: str = setting(str, "relu", "relu, tanh, softplus, elu or gelu", choices=tuple(ACTIVATIONS),
+                              architecture=True)
+    likelihood: str = setting(str, "bernoulli", "bernoulli (binarised data), gaussian or continuous-bernoulli "
+                              "(grayscale)", choices=LIKELIHOODS, architecture=True)
+    binarize: str = setting(str, "dynamic", "dynamic (fresh draw each epoch), static (drawn once) or none "
+                            "(grayscale)", choices=BINARIZE_MODES)
+    objective: str = setting(str, "elbo", "elbo (SGVB) or iwae (importance-weighted bound)", choices=OBJECTIVES)
+    samples: int = setting(int, 1, "samples per image: L for the ELBO, k for IWAE", minimum=1, maximum=10_000)
+    epochs: int = setting(int, 100, "maximum number of epochs", minimum=1, maximum=100_000, changes_on_resume=True)
+    batch_size: int = setting(int, 128, "images per step", minimum=1, maximum=100_000)
+    lr: float = setting(float, 1e-3, "Adam learning rate", minimum=0.0, maximum=10.0)
+    seed: int = setting(int, 0, "random seed (initialisation, order, binarisation, noise)", minimum=0,
+                        maximum=2**62)
+    device: str = setting(str, "auto", "auto, cpu or cuda", choices=DEVICES, changes_on_resume=True)
+    compile: str = setting(str, "auto", "run the training step through torch.compile: on, off, or auto (for runs "
+                           "of 4,000+ steps)", choices=COMPILE_MODES, changes_on_resume=True)
+    patience: int = setting(int, 0, "stop after this many epochs without a better validation ELBO (0: never)",
+                            minimum=0, maximum=100_000, changes_on_resume=True)
+    train_on: str = setting(str, "train", "train (50,000 images) or train+valid (60,000, as the course reports)",
+                            choices=TRAIN_ON)
+    limit_train: int | None = setting(int, None, "use only the first N training images (quick experiments)",
+                                      minimum=1, maximum=10**9, optional=True)
+    sample_epochs: tuple[int, ...] = setting(tuple, (1, 10, 25, 50, 100), "epochs after which to save a sample "
+                                             "grid, e.g. 1,10,25 (the last is always saved)", minimum=1,
+                                             maximum=100_000, changes_on_resume=True, example="1,10,25")
+    data_dir: str | None = setting(str, None, "folder with the IDX files (else $VAELAB_DATA, the cache, then "
+                                   "downloads)", optional=True)
 
-    def model_config(self) -> ModelConfig:
-        return ModelConfig(model=self.model, latent_dim=self.latent_dim, hidden=self.hidden,
-                           activation=self.activation, likelihood=self.likelihood)
+    def architecture(self) -> dict:
+        """The settings that decide the model's shape, as keyword arguments of `models.build_model`."""
+        return {name: getattr(self, name) for name, s in SETTINGS.items() if s.architecture and name != "model"}
 
     @property
     def bound_key(self) -> str:
@@ -61,36 +116,11 @@ class TrainConfig:
         return "ELBO" if self.objective == "elbo" else f"IW bound (k = {self.samples})"
 
     def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["hidden"] = list(self.hidden)
-        out["sample_epochs"] = list(self.sample_epochs)
-        return out
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name, value in dataclasses.asdict(self).items()}
 
 
-# name -> (type, allowed values or None, what is allowed, in words)
-_FIELDS = {
-    "model": (str, MODEL_KINDS, None),
-    "dataset": (str, tuple(DATASETS), None),
-    "latent_dim": (int, None, "a whole number >= 1"),
-    "hidden": (tuple, None, "comma-separated whole numbers >= 1, e.g. 500,500"),
-    "activation": (str, tuple(ACTIVATIONS), None),
-    "likelihood": (str, LIKELIHOODS, None),
-    "binarize": (str, BINARIZE_MODES, None),
-    "objective": (str, OBJECTIVES, None),
-    "samples": (int, None, "a whole number >= 1"),
-    "epochs": (int, None, "a whole number >= 1"),
-    "batch_size": (int, None, "a whole number >= 1"),
-    "lr": (float, None, "a finite number > 0"),
-    "seed": (int, None, "a whole number >= 0"),
-    "device": (str, DEVICES, None),
-    "compile": (str, COMPILE_MODES, None),
-    "patience": (int, None, "a whole number >= 0 (0 turns early stopping off)"),
-    "train_on": (str, TRAIN_ON, None),
-    "limit_train": (int, None, "a whole number >= 1"),
-    "sample_epochs": (tuple, None, "comma-separated whole numbers >= 1, e.g. 1,10,25"),
-    "data_dir": (str, None, "a folder path"),
-}
-_MINIMUM = {"latent_dim": 1, "samples": 1, "epochs": 1, "batch_size": 1, "seed": 0, "patience": 0, "limit_train": 1}
+SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in dataclasses.fields(TrainConfig)}
 
 
 def flag(name: str) -> str:
@@ -101,37 +131,45 @@ def _fail(name: str, value, allowed: str) -> VaelabError:
     return VaelabError(f"{flag(name)} {value!r} is not allowed: use {allowed}")
 
 
-def check_value(name: str, value):
-    """Return `value` converted to the field's type, or raise VaelabError saying what is allowed."""
-    kind, choices, allowed = _FIELDS[name]
-    if value is None and name in ("limit_train", "data_dir"):
+def _whole(value, setting: Setting, limits: bool = True) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, int) and value >= setting.minimum
+            and (not limits or setting.maximum is None or value <= setting.maximum))
+
+
+def check_value(name: str, value, limits: bool = True):
+    """Return `value` converted to the setting's type, or raise VaelabError saying what is allowed.
+
+    limits=False skips the upper limits on sizes and counts (for a stored config, see `runs.stored_config`).
+    """
+    s = SETTINGS[name]
+    if value is None and s.optional:
         return None
-    if choices is not None:
-        if not isinstance(value, str) or value not in choices:
-            raise _fail(name, value, "one of " + ", ".join(choices))
+    if s.choices is not None:
+        if not isinstance(value, str) or value not in s.choices:
+            raise _fail(name, value, s.allowed())
         return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < _MINIMUM[name]:
-            raise _fail(name, value, allowed)
+    if s.kind is int:
+        if not _whole(value, s, limits):
+            raise _fail(name, value, s.allowed())
         return value
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise _fail(name, value, allowed)
+    if s.kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not s.minimum < value <= s.maximum:
+            raise _fail(name, value, s.allowed())
         return float(value)
-    if kind is tuple:
+    if s.kind is tuple:
         if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
+            parts = [part.strip() for part in value.split(",") if part.strip()]
             try:
-                value = [int(part) for part in value]
+                value = [int(part) for part in parts]
             except ValueError:
-                raise _fail(name, ",".join(map(str, value)), allowed) from None
-        if not isinstance(value, (list, tuple)) or not value or any(
-            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value
-        ):
-            raise _fail(name, value, allowed)
+                raise _fail(name, ",".join(parts), s.allowed()) from None
+        if not isinstance(value, (list, tuple)) or not value or len(value) > 1000 or \
+                not all(_whole(v, s, limits) for v in value):
+            raise _fail(name, value, s.allowed())
         return tuple(value)
     if not isinstance(value, str) or not value:
-        raise _fail(name, value, allowed)
+        raise _fail(name, value, s.allowed())
     return value
 
 
@@ -147,7 +185,7 @@ def check_consistency(config: TrainConfig) -> None:
 
 
 def read_toml(path: str | Path) -> dict:
-    """A TOML config file's keys (dashes or underscores), checked against the known fields."""
+    """A TOML config file's keys (dashes or underscores), checked against the known settings."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:
@@ -159,28 +197,25 @@ def read_toml(path: str | Path) -> dict:
     out = {}
     for key, value in values.items():
         name = key.replace("-", "_")
-        if name not in _FIELDS:
-            raise VaelabError(f"config file {path}: unknown key {key!r}; known keys: {', '.join(_FIELDS)}")
+        if name not in SETTINGS:
+            raise VaelabError(f"config file {path}: unknown key {key!r}; known keys: {', '.join(SETTINGS)}")
         out[name] = value
     return out
 
 
-def make_config(file_values: dict | None = None, flag_values: dict | None = None) -> TrainConfig:
+def make_config(file_values: dict | None = None, flag_values: dict | None = None, limits: bool = True) -> TrainConfig:
     """Defaults, overridden by a config file's values, overridden by flags given on the command line."""
     merged = {**(file_values or {}), **{k: v for k, v in (flag_values or {}).items() if v is not None}}
     checked = {}
     for name, value in merged.items():
-        if name not in _FIELDS:
-            raise VaelabError(f"unknown setting {name!r}; known: {', '.join(_FIELDS)}")
-        checked[name] = check_value(name, value)
+        if name not in SETTINGS:
+            raise VaelabError(f"unknown setting {name!r}; known: {', '.join(SETTINGS)}")
+        checked[name] = check_value(name, value, limits)
     config = TrainConfig(**checked)
     check_consistency(config)
     return config
 
 
-def config_from_dict(values: dict) -> TrainConfig:
+def config_from_dict(values: dict, limits: bool = True) -> TrainConfig:
     """Rebuild a stored config (config.json), with the same checks as user input."""
-    return make_config(values, None)
-
-
-FIELD_NAMES = tuple(_FIELDS)
+    return make_config(values, None, limits)

@@ -11,15 +11,15 @@ from tqdm import tqdm
 
 from . import objectives
 from .fast import use_compile
-from .models import VAE
-from .train import DeviceSplit, labels_for
+from .models import Model, class_conditional
+from .training import DeviceSplit
 
 ROWS_PER_CHUNK = 4096  # images x samples decoded at once: big enough for fast matmuls, small enough for the caches
 COMPILE_FROM = 2_000_000  # decoder evaluations from which torch.compile's start-up (about 15 s) pays off
 
 
 @torch.no_grad()
-def evaluate_model(model: VAE, data: DeviceSplit, iw_samples: int = 1000, class_samples: int | None = None,
+def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, class_samples: int | None = None,
                    batch_size: int = 100, seed: int = 0, progress: bool = False, compile: str = "auto") -> dict:
     """Evaluate `model` on `data` (the fixed-binarised test split).
 
@@ -34,25 +34,26 @@ def evaluate_model(model: VAE, data: DeviceSplit, iw_samples: int = 1000, class_
     "off" eagerly, "auto" compiles when there are at least COMPILE_FROM decoder evaluations.
     """
     model.eval()
+    labelled = class_conditional(model)
     device = data.x.device
     generator = torch.Generator(device=device).manual_seed(seed)
     chunk = max(1, ROWS_PER_CHUNK // batch_size)
-    if model.conditional and class_samples is None:
+    if labelled and class_samples is None:
         class_samples = max(1, iw_samples // 10)
     sums = torch.zeros(6, dtype=torch.float64, device=device)
     n = data.x.shape[0]
-    evaluations = n * (iw_samples + (class_samples * model.num_classes if model.conditional else 0))
+    evaluations = n * (iw_samples + (class_samples * model.num_classes if labelled else 0))
     compiled = use_compile(compile, evaluations, COMPILE_FROM)
     log_weights = objectives.make_log_weights(model, compile=compiled)
     started = time.perf_counter()
     with tqdm(total=n, desc="evaluate", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, n, batch_size):
             x = data.x[start : start + batch_size]
-            y = labels_for(model, data.y[start : start + batch_size])
+            y = data.y[start : start + batch_size]
             terms = objectives.elbo(model, x, y, samples=1, generator=generator)
             log_likelihood = objectives.log_likelihood_is(model, x, y, iw_samples, generator, chunk, log_weights)
             row = [terms.elbo.sum(), terms.recon.sum(), terms.kl.sum(), log_likelihood.sum()]
-            if model.conditional:
+            if labelled:
                 per_class = objectives.log_likelihood_per_class(model, x, class_samples, generator, chunk, log_weights)
                 log_pi = model.class_log_prior()
                 row.append(objectives.log_marginal_likelihood(per_class, log_pi).sum())
@@ -73,7 +74,7 @@ def evaluate_model(model: VAE, data: DeviceSplit, iw_samples: int = 1000, class_
         "device": device.type,
         "compiled": compiled,
     }
-    if model.conditional:
+    if labelled:
         result.update(log_likelihood_marginal=means[4], accuracy=means[5], class_samples=class_samples)
     return result
 

@@ -1,4 +1,4 @@
-"""A run directory: the one place its layout and its file formats are defined.
+"""A run directory: the one place its layout is defined, and the model its files describe.
 
     DIR/config.json            the TrainConfig of the run
     DIR/metrics.jsonl          one JSON object per finished epoch
@@ -7,8 +7,10 @@
     DIR/samples/epoch_NNN.png  per-class (or random) sample grids from one fixed set of z
     DIR/eval.json              the output of `vaelab evaluate`
 
-Checkpoints are safetensors (tensors) plus JSON metadata; nothing in a run directory is ever
+Checkpoints are safetensors plus JSON (`checkpoints.py`); nothing in a run directory is ever
 unpickled. Every file is written atomically: temporary file, flush, fsync, rename, fsync folder.
+A run directory may come from someone else: its files are checked against each other before a
+model is built from them (`stored_config`, `check_agreement`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as safetensors_load
-from safetensors.torch import save as safetensors_save
 
-from .errors import RunError
+from .checkpoints import Checkpoint
+from .config import TrainConfig, config_from_dict
+from .data import get_spec
+from .errors import RunError, VaelabError
 from .files import atomic_write_bytes
+from .models import Model, build_model
 
 
 @dataclass(frozen=True)
@@ -97,105 +100,36 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
     atomic_write_bytes(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode())
 
 
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------
 
 
-IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")  # optimizer settings that are not the math
-
-
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, values in state["state"].items():
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{index}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict] = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = value
-    for name, value in meta.get("scalars", {}).items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def save_checkpoint(path: Path, model: torch.nn.Module, info: dict,
-                    optimizer: torch.optim.Optimizer | None = None, generator: torch.Generator | None = None,
-                    extra: dict[str, torch.Tensor] | None = None) -> None:
-    """Write model (and optimizer, RNG and `extra`) tensors with JSON `info` as one safetensors file, atomically."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"info": info}
-    if optimizer is not None:
-        optimizer_tensors, meta["optimizer"] = _optimizer_tensors(optimizer)
-        tensors.update(optimizer_tensors)
-    if generator is not None:
-        tensors["rng.train"] = generator.get_state()
-    for name, value in (extra or {}).items():
-        tensors[name] = value.detach().cpu().contiguous()
-    atomic_write_bytes(path, safetensors_save(tensors, metadata={"vaelab": json.dumps(meta)}))
-
-
-@dataclass
-class Checkpoint:
-    tensors: dict[str, torch.Tensor]
-    info: dict
-    optimizer_meta: dict | None
-
-    def model_state(self) -> dict[str, torch.Tensor]:
-        return {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
-
-    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                generator: torch.Generator | None = None, path: Path | None = None) -> None:
-        """Load the stored state into live objects; RunError if shapes or names do not fit."""
-        where = path or "checkpoint"
-        expected = model.state_dict()
-        stored = self.model_state()
-        missing = sorted(set(expected) - set(stored))
-        extra = sorted(set(stored) - set(expected))
-        if missing or extra:
-            raise RunError(f"{where} does not fit this model: missing {missing[:3]}, unexpected {extra[:3]}")
-        for name, value in stored.items():
-            if tuple(value.shape) != tuple(expected[name].shape):
-                raise RunError(f"{where} does not fit this model: {name} has shape {tuple(value.shape)},"
-                               f" the model needs {tuple(expected[name].shape)}")
-        model.load_state_dict(stored)
-        if optimizer is not None:
-            if self.optimizer_meta is None:
-                raise RunError(f"{where} holds no optimizer state, so training cannot resume from it")
-            state = _optimizer_state(self.tensors, self.optimizer_meta)
-            # the update rule's settings come from the checkpoint, how it runs (fused, foreach...) from
-            # this process: a run saved with another implementation, or on another device, resumes fast
-            for saved, live in zip(state["param_groups"], optimizer.param_groups):
-                saved.update({key: live[key] for key in IMPLEMENTATION_KEYS if key in live})
-            optimizer.load_state_dict(state)
-        if generator is not None:
-            if "rng.train" not in self.tensors:
-                raise RunError(f"{where} holds no random-number state, so training cannot resume from it")
-            generator.set_state(self.tensors["rng.train"])
-
-
-def load_checkpoint(path: Path) -> Checkpoint:
-    """Read a checkpoint written by `save_checkpoint` (safetensors only, never pickle)."""
+def stored_config(run: RunDir) -> TrainConfig:
+    """The run's config.json, checked like user input except for the upper limits on sizes (the
+    checkpoint, checked against it by `check_agreement`, says what fits)."""
+    values = read_json(run.config)
+    if not isinstance(values, dict):
+        raise RunError(f"{run.config} is not a vaelab config (not a JSON object); the file was edited or is damaged")
     try:
-        data = Path(path).read_bytes()
-        tensors = safetensors_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + header_len])
-        meta = json.loads(header.get("__metadata__", {}).get("vaelab", "{}"))
-    except FileNotFoundError:
-        raise RunError(f"checkpoint {path} does not exist") from None
-    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
-        raise RunError(f"checkpoint {path} is unreadable ({exc}); use another checkpoint or train again") from None
-    if "info" not in meta:
-        raise RunError(f"checkpoint {path} was not written by vaelab (no metadata)")
-    return Checkpoint(tensors=tensors, info=meta["info"], optimizer_meta=meta.get("optimizer"))
+        return config_from_dict(values, limits=False)
+    except VaelabError as exc:
+        raise RunError(f"{run.config}: {exc}; the file was edited or is damaged") from None
+
+
+def new_model(config: TrainConfig) -> Model:
+    """A freshly initialised model as `config` describes it, for images of its dataset (on the CPU,
+    or on torch's current default device)."""
+    spec = get_spec(config.dataset)
+    return build_model(config.model, spec.image_shape, spec.num_classes, **config.architecture())
+
+
+def check_agreement(config: TrainConfig, checkpoint: Checkpoint, config_path: Path) -> None:
+    """RunError unless `checkpoint` holds exactly the tensors of the model `config` describes.
+
+    The model is built on torch's meta device (shapes without memory), so a config.json edited to
+    absurd sizes costs nothing and is reported as what it is.
+    """
+    with torch.device("meta"):
+        expected = {name: value.shape for name, value in new_model(config).state_dict().items()}
+    problem = checkpoint.disagreement(expected)
+    if problem:
+        raise RunError(f"{config_path} and {checkpoint.path.name} disagree ({problem}); one of them was edited or "
+                       "they come from different runs: restore the run directory or train again")

