@@ -403,7 +403,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
         f"{device.type}{' (compiled step)' if step.compiled.active else ''}, batch {config.batch_size}, "
         f"{config.epochs} epochs max -> {run.path}")
 
-    from .plots import save_sample_grid  # matplotlib loads only when a run starts
+    from .report.plots import save_sample_grid  # matplotlib loads only when a run starts
 
     def save_state(info: dict, extra: dict | None = None) -> None:
         try:
