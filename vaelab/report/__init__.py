@@ -5,7 +5,7 @@ or more run directories, with a comparison section when there are several.
     figures.py    the figures of one run (Figure: a name, a caption, PNG bytes)
     analysis.py   the numbers behind the figures: latent means, 2-D projection, manifold, style transfer
     plots.py      matplotlib figures and the sample/reconstruction PNGs the trainer and the CLI write
-    html.py       the page, self-contained: images embedded as data URIs
+    html.py       the page, from templates/report.html (Jinja2, autoescaped) and templates/style.css
     pdf.py        the PDF, A4 pages drawn with matplotlib
     write.py      write_report: build once, write the HTML, the PDF and every run's figures/*.png
 """
