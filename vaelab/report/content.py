@@ -44,8 +44,8 @@ class RunSection:
         return [f for f in self.figures if f.name.startswith(EPOCH_SAMPLES)]
 
     @property
-    def model_figures(self) -> list[Figure]:
-        """The figures drawn from the trained model for the report, the curves first."""
+    def drawn_figures(self) -> list[Figure]:
+        """The figures drawn for the report, the curves first: all but the trainer's sample grids."""
         return [f for f in self.figures if not f.name.startswith(EPOCH_SAMPLES)]
 
 

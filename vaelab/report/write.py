@@ -22,7 +22,7 @@ def write_report(paths: list[str | Path], html_path: str | Path, pdf_path: str |
             raise VaelabError(f"cannot write {target}: folder {Path(target).parent} does not exist")
     report = build_report(paths, title=title, device=device)
     for section in report.runs:
-        write_run_figures(section.path, section.model_figures)
+        write_run_figures(section.path, section.drawn_figures)
     atomic_write_bytes(Path(html_path), render_html(report).encode())
     if pdf_path:
         atomic_write_bytes(Path(pdf_path), render_pdf(report))
