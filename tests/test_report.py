@@ -1,18 +1,22 @@
-"""The report: HTML that parses with every image decodable at its stated size, a PDF with the expected
-pages and the metrics in its text, and a comparison of two runs of different latent size."""
+"""The report: HTML that parses with every image decodable at its stated size, every title, name and
+caption escaped, a PDF with the expected pages and the metrics in its text, and a comparison of two
+runs of different latent size."""
 
 import base64
 import html.parser
 import io
 import json
+from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pypdf
 import pytest
 
 from vaelab.cli import main
 from vaelab.config import make_config
-from vaelab.report import pdf_page_count, write_report
+from vaelab.report import Figure, Report, RunSection, Table, pdf_page_count, render_html, write_report
+from vaelab.report.plots import mosaic
 from vaelab.runs import RunDir
 from vaelab.training import train
 
@@ -39,6 +43,70 @@ class _Checker(html.parser.HTMLParser):
             self.stack.pop()
 
 
+class _Text(html.parser.HTMLParser):
+    """The text of every element of a page, by tag, as a reader sees it (entities decoded)."""
+
+    def __init__(self):
+        super().__init__()
+        self.open, self.text = [], {}
+
+    def handle_starttag(self, tag, attrs):
+        self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        self.open.pop()
+
+    def handle_data(self, data):
+        if self.open:
+            self.text.setdefault(self.open[-1], []).append(data)
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    matplotlib.image.imsave(buffer, np.zeros((3, 4)), format="png")
+    return buffer.getvalue()
+
+
+HOSTILE = '<script>alert("x")</script> & <b>bold</b>'
+
+
+def test_titles_names_and_captions_are_escaped_in_the_html():
+    def section(name):
+        figures = [Figure(kind, f"{kind} caption {HOSTILE}", _png()) for kind in ("curves", "samples", "latent")]
+        return RunSection(name=name, path=Path("runs") / name, equations=[f"a < b & c {HOSTILE}"],
+                          tables=[Table(f"caption {HOSTILE}", ["metric", HOSTILE], [[HOSTILE, "1.00"]])],
+                          figures=figures, notes=[f"note {HOSTILE}"])
+
+    report = Report(title=f"Report {HOSTILE}", runs=[section(f"run one {HOSTILE}"), section("run & two")],
+                    comparison_tables=[Table("side by side", ["metric", "a & b"], [["x < y", "2"]])],
+                    comparison_figures=[Figure("comparison_curves", f"curves {HOSTILE}", _png())])
+    page = render_html(report)
+
+    assert "<script" not in page and "<b>" not in page  # nothing from the content became markup
+    assert "&lt;script&gt;alert(" in page and "&amp; &lt;b&gt;bold&lt;/b&gt;" in page and "run &amp; two" in page
+    checker, text = _Checker(), _Text()
+    checker.feed(page)
+    text.feed(page)
+    assert not checker.errors and checker.stack == []
+    assert text.text["title"] == text.text["h1"] == [f"Report {HOSTILE}"]  # shown as written
+    assert f"run one {HOSTILE}" in text.text["a"] and "run & two" in text.text["h2"]
+    assert f"note {HOSTILE}" in text.text["p"] and HOSTILE in text.text["td"] and HOSTILE in text.text["th"]
+    assert all(image["alt"].endswith(HOSTILE) for image in checker.images)
+
+
+def test_image_grids_are_row_major_whatever_the_images_shape():
+    images = np.arange(3 * 2 * 3, dtype=np.float32).reshape(3, 2, 3)  # three 2 x 3 images
+    canvas = mosaic(images, columns=2, pad=1)
+    assert canvas.shape == (2 * 3 - 1, 2 * 4 - 1)
+    np.testing.assert_array_equal(canvas[0:2, 0:3], images[0])
+    np.testing.assert_array_equal(canvas[0:2, 4:7], images[1])
+    np.testing.assert_array_equal(canvas[3:5, 0:3], images[2])
+    np.testing.assert_array_equal(canvas[3:5, 4:7], 0)  # no fourth image: blank
+    np.testing.assert_array_equal(mosaic(images[:, None], columns=2, pad=1), canvas)  # [n, 1, H, W]
+    with pytest.raises(ValueError, match="can only draw grey images, not 3 channels"):
+        mosaic(np.zeros((2, 3, 4, 4)), columns=2)
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, small_run, mnist_raw):
     """The small CVAE (d = 8) and a VAE with d = 2, both evaluated with a few importance samples."""
@@ -50,12 +118,14 @@ def two_runs(tmp_path_factory, small_run, mnist_raw):
     return [small_run, vae]
 
 
+@pytest.mark.slow
 def test_report_html_and_pdf(two_runs, tmp_path):
-    report = write_report(two_runs, tmp_path / "report.html", tmp_path / "report.pdf", title="Test report")
+    report = write_report(two_runs, tmp_path / "report.html", tmp_path / "report.pdf", title=f"Test {HOSTILE}")
 
-    checker = _Checker()
-    checker.feed((tmp_path / "report.html").read_text())
+    checker, page = _Checker(), (tmp_path / "report.html").read_text()
+    checker.feed(page)
     assert not checker.errors and checker.stack == []
+    assert "<script" not in page and "<title>Test &lt;script&gt;alert(" in page  # the title, escaped
     assert len(checker.images) >= 12
     for image in checker.images:
         assert image["src"].startswith("data:image/png;base64,")  # self-contained: nothing to fetch
@@ -80,6 +150,7 @@ def test_report_html_and_pdf(two_runs, tmp_path):
     assert f"{evaluation['log_likelihood']:.2f}" in text and "epoch" in text
 
 
+@pytest.mark.slow
 def test_report_comparison_has_both_runs(two_runs, tmp_path):
     write_report(two_runs, tmp_path / "r.html")
     page = (tmp_path / "r.html").read_text()
@@ -95,6 +166,7 @@ def test_report_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "r.html").exists()
 
 
+@pytest.mark.slow
 def test_study_command_runs_end_to_end(tmp_path, mnist_raw, capsys):
     code = main(["study", "--out", str(tmp_path / "study"), "--latent-dims", "2,5", "--epochs", "1",
                  "--limit-train", "1000", "--iw-samples", "3", "--no-progress"])
@@ -102,4 +174,14 @@ def test_study_command_runs_end_to_end(tmp_path, mnist_raw, capsys):
     for d in (2, 5):
         assert json.loads((tmp_path / "study" / f"vae-k{d}" / "eval.json").read_text())["iw_samples"] == 3
     page = (tmp_path / "study" / "report.html").read_text()
-    assert "k = 2 vs k = 5" in page and (tmp_path / "study" / "report.pdf").stat().st_size > 10_000
+    assert "k = 2 vs k = 5" in page
+    pdf = pypdf.PdfReader(tmp_path / "study" / "report.pdf")
+    assert len(pdf.pages) == 1 + 4 * 2 + 1
+    text = " ".join(pdf_page.extract_text() for pdf_page in pdf.pages)
+    assert "VAE on binarised MNIST: latent size k = 2 vs k = 5" in text and "The runs side by side" in text
+    for d in (2, 5):
+        evaluation = json.loads((tmp_path / "study" / f"vae-k{d}" / "eval.json").read_text())
+        assert f"vae-k{d}: VAE, d = {d}" in text
+        for key in ("elbo", "kl", "log_likelihood"):
+            assert f"{evaluation[key]:.2f}" in text
+        assert f"{-evaluation['recon']:.2f}" in text  # the reconstruction term, -E_q[log p(x|z)]

@@ -222,7 +222,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_sample(args) -> int:
     from .api import load_run
-    from .plots import save_sample_grid
+    from .report.plots import save_sample_grid
 
     run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
     images, labels = run.sample(n=args.n, per_class=args.per_class, digit=args.digit, seed=args.seed)
@@ -240,7 +240,7 @@ def cmd_reconstruct(args) -> int:
     import numpy as np
 
     from .api import load_run
-    from .plots import save_reconstructions
+    from .report.plots import save_reconstructions
 
     run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
     test = run.test_data()

@@ -235,7 +235,7 @@ class _Epochs:
         return stop_early
 
     def save_grid(self, epoch: int) -> None:
-        from ..plots import save_sample_grid  # matplotlib loads only when a grid is drawn
+        from ..report.plots import save_sample_grid  # matplotlib loads only when a grid is drawn
 
         means, row_labels = grid_means(self.training.model, self.grid_z, GRID_COLUMNS)
         save_sample_grid(self.run.sample_grid(epoch), means, GRID_COLUMNS, row_labels, self.class_names,

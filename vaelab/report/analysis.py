@@ -10,12 +10,17 @@ import numpy as np
 import torch
 from torch.distributions import Normal
 
-from .models import VAE, decoder_mean
+from ..models import Model, class_conditional, decoder_mean
+
+
+def label_classes(model: Model) -> int:
+    """How many class labels y the model is conditioned on: 0 for a model that takes no label."""
+    return model.num_classes if class_conditional(model) else 0
 
 
 @torch.no_grad()
-def latent_means(model: VAE, x: torch.Tensor, y: torch.Tensor | None, batch_size: int = 1000) -> np.ndarray:
-    """Posterior means E_q[z | x(, y)] for images x [n, 784]: (n, d)."""
+def latent_means(model: Model, x: torch.Tensor, y: torch.Tensor | None, batch_size: int = 1000) -> np.ndarray:
+    """Posterior means E_q[z | x(, y)] for images x [n, ...]: (n, d)."""
     model.eval()
     parts = []
     for start in range(0, x.shape[0], batch_size):
@@ -46,38 +51,41 @@ def project_2d(codes: np.ndarray) -> Projection:
 
 
 @torch.no_grad()
-def manifold(model: VAE, steps: int = 15, label: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded means over a grid of z for a 2-D latent space: (steps * steps, 784) row-major, top row
+def manifold(model: Model, steps: int = 15, label: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded means over a grid of z for a 2-D latent space: (steps * steps, ...) row-major, top row
     = highest z_2, and the grid's coordinates (steps,). The grid spaces the prior's quantiles
-    evenly (5% to 95%), so each cell holds the same prior mass."""
+    evenly (5% to 95%), so each cell holds the same prior mass. A class-conditional model decodes
+    every cell with `label` (class 0 if None)."""
     if model.latent_dim != 2:
         raise ValueError("the manifold figure needs a 2-D latent space")
     model.eval()
-    device = model.prior_loc.device
+    device = next(model.parameters()).device
     quantiles = torch.linspace(0.05, 0.95, steps)
     coordinates = Normal(0.0, 1.0).icdf(quantiles)
     z1, z2 = torch.meshgrid(coordinates, coordinates.flip(0), indexing="xy")
     z = torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=-1).to(device)
     y = None
-    if model.conditional:
+    if label_classes(model):
         y = torch.full((z.shape[0],), 0 if label is None else label, dtype=torch.long, device=device)
     return decoder_mean(model.decoder(z, y)).cpu().numpy(), coordinates.numpy()
 
 
 @torch.no_grad()
-def style_transfer(model: VAE, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """Encode each image with its own label, decode the same z with every label: (n, classes, 784).
+def style_transfer(model: Model, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Encode each image with its own label, decode the same z with every label: (n, classes, ...),
+    each image in the shape the decoder gives it.
 
     Shows what z holds once y is given (slant, thickness, ...), for a class-conditional model.
     """
-    if not model.conditional:
+    classes = label_classes(model)
+    if not classes:
         raise ValueError("style transfer needs a class-conditional model")
     model.eval()
     z = model.encoder(x, y).mean  # [n, d]
-    classes = model.num_classes
     z_all = z.repeat_interleave(classes, dim=0)
     y_all = torch.arange(classes, device=z.device).repeat(x.shape[0])
-    return decoder_mean(model.decoder(z_all, y_all)).cpu().numpy().reshape(x.shape[0], classes, -1)
+    images = decoder_mean(model.decoder(z_all, y_all)).cpu().numpy()
+    return images.reshape(x.shape[0], classes, *images.shape[1:])
 
 
 def pick_examples(labels: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:

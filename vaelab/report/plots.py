@@ -1,4 +1,6 @@
-"""Pictures: sample grids and reconstructions as PNG files. I/O only; the numbers come from elsewhere."""
+"""Pictures as matplotlib figures: image grids, curves, latent scatter, decoded manifold; and the two
+PNG files written outside the report (the trainer's sample grids, `vaelab reconstruct`). Drawing
+only: the numbers come from elsewhere."""
 
 from __future__ import annotations
 
@@ -11,20 +13,29 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .files import atomic_write_bytes  # noqa: E402
+from ..files import atomic_write_bytes  # noqa: E402
 
-IMAGE_SIDE = 28
+def image_stack(images: np.ndarray) -> np.ndarray:
+    """Grey images as (n, H, W), from (n, H, W) or one-channel (n, 1, H, W) arrays."""
+    images = np.asarray(images)
+    if images.ndim == 4:
+        if images.shape[1] != 1:
+            raise ValueError(f"can only draw grey images, not {images.shape[1]} channels")
+        return images[:, 0]
+    return images
 
 
 def mosaic(images: np.ndarray, columns: int, pad: int = 2) -> np.ndarray:
-    """Tile (n, 784) images in [0, 1] into one (rows * 30 - 2, columns * 30 - 2) array, row-major."""
-    n = images.shape[0]
+    """Tile n images in [0, 1] (see `image_stack`) into one (rows * (H + pad) - pad, columns * (W + pad) - pad)
+    array, row-major."""
+    stack = image_stack(images)
+    n, height, width = stack.shape
     rows = -(-n // columns)
-    step = IMAGE_SIDE + pad
-    canvas = np.zeros((rows * step - pad, columns * step - pad), dtype=np.float32)  # white once inverted
-    for index, image in enumerate(images.reshape(n, IMAGE_SIDE, IMAGE_SIDE)):
+    canvas = np.zeros((rows * (height + pad) - pad, columns * (width + pad) - pad), dtype=np.float32)  # white once inverted
+    for index, image in enumerate(stack):
         r, c = divmod(index, columns)
-        canvas[r * step : r * step + IMAGE_SIDE, c * step : c * step + IMAGE_SIDE] = image
+        top, left = r * (height + pad), c * (width + pad)
+        canvas[top : top + height, left : left + width] = image
     return canvas
 
 
@@ -103,17 +114,18 @@ def comparison_curves_figure(named_rows: list[tuple[str, list[dict]]]):
 
 def grid_figure(images: np.ndarray, columns: int, title: str, row_labels: list[str] | None = None,
                 column_labels: list[str] | None = None, row_axis: str = "class y", column_axis: str | None = None):
-    """A mosaic of 28 x 28 images with optional row and column labels."""
-    canvas = mosaic(images, columns)
+    """A mosaic of images (see `image_stack`) with optional row and column labels."""
+    pad = 2
+    canvas = mosaic(images, columns, pad)
+    _, height, width = image_stack(images).shape
     rows = -(-images.shape[0] // columns)
     figure, axes = plt.subplots(figsize=(0.42 * columns + 1.5, 0.42 * rows + 1.0))
     axes.imshow(1.0 - canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    step = IMAGE_SIDE + 2
-    axes.set_yticks([r * step + IMAGE_SIDE / 2 for r in range(rows)] if row_labels else [])
+    axes.set_yticks([r * (height + pad) + height / 2 for r in range(rows)] if row_labels else [])
     if row_labels:
         axes.set_yticklabels(row_labels, fontsize=9)
         axes.set_ylabel(row_axis)
-    axes.set_xticks([c * step + IMAGE_SIDE / 2 for c in range(columns)] if column_labels else [])
+    axes.set_xticks([c * (width + pad) + width / 2 for c in range(columns)] if column_labels else [])
     if column_labels:
         axes.set_xticklabels(column_labels, fontsize=9)
         axes.xaxis.tick_top()

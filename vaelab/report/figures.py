@@ -1,0 +1,139 @@
+"""The figures of one run, as PNG bytes with their captions: curves, the trainer's sample grids,
+fresh samples, reconstructions, the latent space, the decoded manifold (d = 2) and, for a
+class-conditional model, style transfer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..api import Run
+from ..runs import RunDir
+from . import analysis, plots
+
+LATENT_POINTS = 5000  # test images in the latent-space figure
+EPOCH_SAMPLES = "samples_epoch_"  # name prefix of the sample grids saved during training
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str  # file stem, e.g. "curves"
+    caption: str
+    png: bytes
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels, read from the PNG header."""
+        return int.from_bytes(self.png[16:20], "big"), int.from_bytes(self.png[20:24], "big")
+
+
+def run_figures(run: Run, seed: int = 0) -> list[Figure]:
+    """Every figure of one run, the curves first, then the saved sample grids in epoch order."""
+    classes = analysis.label_classes(run.model)
+    figures = [curves(run)] + saved_samples(run) + [fresh_samples(run, seed)]
+    test = run.test_data()
+    test_labels = test.y.cpu().numpy()
+    figures.append(reconstructions(run, test, test_labels, seed))
+    figures.append(latent_space(run, test, test_labels, seed))
+    if run.config.latent_dim == 2:
+        figures += manifolds(run)
+    if classes:
+        figures.append(style_transfer(run, test, test_labels, seed + 1))
+    return figures
+
+
+def curves(run: Run) -> Figure:
+    figure = plots.curves_figure(run.metrics, run.config.bound_key, run.config.bound_name)
+    return Figure("curves", "The bound per epoch (left) and the validation ELBO's reconstruction and KL terms"
+                  " (right), in nats per image.", plots.png_bytes(figure))
+
+
+def saved_samples(run: Run) -> list[Figure]:
+    """The sample grids the trainer wrote to samples/epoch_NNN.png, in epoch order."""
+    figures = []
+    for grid in sorted(RunDir(run.path).samples.glob("epoch_*.png")):
+        epoch = int(grid.stem.split("_")[1])
+        figures.append(Figure(f"{EPOCH_SAMPLES}{epoch:03d}", f"Samples after epoch {epoch} (Bernoulli means), "
+                              "from the same z at every epoch.", grid.read_bytes()))
+    return figures
+
+
+def fresh_samples(run: Run, seed: int) -> Figure:
+    model_name = run.config.model.upper()
+    images, labels = run.sample(n=64, per_class=8, seed=seed)
+    if labels is not None:
+        figure = plots.grid_figure(images, 8, f"{model_name} samples, one row per class (Bernoulli means)",
+                                   row_labels=[run.class_names[c] for c in labels[::8]])
+    else:
+        figure = plots.grid_figure(images, 8, f"{model_name} random samples (Bernoulli means)")
+    return Figure("samples", "Fresh samples from the prior (Bernoulli means, not thresholded).",
+                  plots.png_bytes(figure))
+
+
+def reconstructions(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
+    """One test image of each class over the mean of p(x | z = E_q[z])."""
+    pick = analysis.pick_examples(test_labels, 1, seed=seed)
+    x = test.x[pick].cpu().numpy()
+    y = test.y[pick].cpu().numpy() if analysis.label_classes(run.model) else None
+    both = np.concatenate([x, run.reconstruct(x, y)])
+    figure = plots.grid_figure(both, len(pick), f"{run.config.model.upper()} reconstructions",
+                               row_labels=["test image", "reconstruction"], row_axis="")
+    return Figure("reconstructions", "Test images (top) and the means of p(x | z = E_q[z]) (bottom).",
+                  plots.png_bytes(figure))
+
+
+def latent_space(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
+    """Posterior means of up to LATENT_POINTS test images in 2-D, coloured by class."""
+    conditional = bool(analysis.label_classes(run.model))
+    subset = np.random.default_rng(seed).choice(len(test_labels), size=min(LATENT_POINTS, len(test_labels)),
+                                                replace=False)
+    codes = analysis.latent_means(run.model, test.x[subset], test.y[subset] if conditional else None)
+    projection = analysis.project_2d(codes)
+    if projection.explained is None:
+        axis_names, how = ("z_1", "z_2"), "the posterior means themselves (d = 2)"
+    else:
+        axis_names = (f"PC 1 ({100 * projection.explained[0]:.0f}% of variance)",
+                      f"PC 2 ({100 * projection.explained[1]:.0f}% of variance)")
+        how = f"the first two principal components of the posterior means (d = {run.config.latent_dim})"
+    given = " given y" if conditional else ""
+    why = " The classes overlap: the label y carries the class, so z is free to hold only style." if conditional else ""
+    figure = plots.latent_figure(projection.points, test_labels[subset], run.class_names, f"Test codes E_q[z]{given}",
+                                 axis_names)
+    return Figure("latent", f"{len(subset)} test images in latent space{given}: {how}, coloured by class.{why}",
+                  plots.png_bytes(figure))
+
+
+def manifolds(run: Run) -> list[Figure]:
+    """The decoded manifold of a 2-D latent space; one per class for a class-conditional model."""
+    classes = analysis.label_classes(run.model)
+    if not classes:
+        images, coordinates = analysis.manifold(run.model, steps=15)
+        figure = plots.manifold_figure(images, coordinates, "Decoded manifold over z")
+        return [Figure("manifold", "The decoded manifold: means of p(x | z) over a grid of z at the prior's 5%-95% "
+                       "quantiles.", plots.png_bytes(figure))]
+    figures = []
+    for label in range(classes):
+        name = run.class_names[label]
+        images, coordinates = analysis.manifold(run.model, steps=10, label=label)
+        figures.append(Figure(f"manifold_class_{label}", f"Decoded manifold for class {name}.",
+                              plots.png_bytes(plots.manifold_figure(images, coordinates, f"class {name}"))))
+    return figures
+
+
+def style_transfer(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
+    """A test image of each class, encoded with its own label and decoded with every label."""
+    classes = analysis.label_classes(run.model)
+    pick = analysis.pick_examples(test_labels, 1, seed=seed)
+    x = test.x[pick]
+    transfer = analysis.style_transfer(run.model, x, test.y[pick])
+    inputs = x.cpu().numpy()
+    images = np.concatenate([np.concatenate([inputs[i : i + 1], transfer[i]]) for i in range(len(pick))])
+    figure = plots.grid_figure(images, classes + 1, "Style transfer: z from the test image, decoded with every label",
+                               row_labels=[f"test {run.class_names[c]}" for c in test_labels[pick]],
+                               column_labels=["input"] + list(run.class_names), row_axis="",
+                               column_axis="decoded with label y")
+    return Figure("style_transfer", "Each test image (left) is encoded with its own label; the same z is decoded with "
+                  "every label. What stays the same is what z holds once y is given: slant, thickness, size.",
+                  plots.png_bytes(figure))
