@@ -79,6 +79,7 @@ def _vaelab(*args, cwd):
                           timeout=600)
 
 
+@pytest.mark.slow
 def test_end_to_end_train_evaluate_sample_reconstruct(tmp_path, mnist_raw):
     config = tmp_path / "small.toml"
     config.write_text('model = "cvae"\nlatent-dim = 8\nhidden = [128]\nlimit-train = 2000\nsample-epochs = [1]\n')

@@ -73,6 +73,7 @@ def _step_and_gradients(step, model, x, y, seed):
     return loss, bound_sum, {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
 def test_compiled_step_equals_the_eager_step(mnist_raw, objective):
     """Same weights, same batch, same generator: the compiled step gives the eager loss and gradients.
@@ -94,6 +95,7 @@ def test_compiled_step_equals_the_eager_step(mnist_raw, objective):
         torch.testing.assert_close(grads_c[name], grads_e[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
+@pytest.mark.slow
 def test_compiled_training_follows_the_eager_training(mnist_raw):
     """Two epochs on 2,000 real images, compiled against eager: the same bounds to within 0.05 nats."""
     config = make_config(dict(SMALL, batch_size=50))
@@ -126,6 +128,7 @@ def test_failed_compilation_falls_back_to_the_same_numbers(monkeypatch, capsys):
     assert wrapped(torch.tensor(4.0)).item() == 8.0 and capsys.readouterr().err == ""  # said once
 
 
+@pytest.mark.slow
 def test_a_training_step_whose_compilation_fails_gives_the_eager_gradients(monkeypatch, capsys, mnist_raw):
     config = make_config(dict(SMALL, batch_size=16))
     model = new_training(config, torch.device("cpu"), dynamic=True, compile=False).model
@@ -171,6 +174,7 @@ def test_fused_adam_updates_like_the_default_adam():
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_compiled_run_resumed_equals_the_uninterrupted_one(tmp_path, mnist_raw):
     from vaelab.checkpoints import load_checkpoint
     from vaelab.runs import RunDir

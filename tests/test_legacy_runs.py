@@ -23,6 +23,7 @@ def _expected(model: str) -> dict:
     return json.loads((LEGACY / f"{model}-expected.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["cvae", "vae"])
 def test_a_run_of_vaelab_0_1_evaluates_to_the_same_figures(model, mnist_raw):
     run = vaelab.load_run(LEGACY / model, device="cpu")
@@ -32,6 +33,7 @@ def test_a_run_of_vaelab_0_1_evaluates_to_the_same_figures(model, mnist_raw):
         assert result[key] == pytest.approx(expected[key], abs=1e-4), key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["cvae", "vae"])
 def test_a_run_of_vaelab_0_1_resumes_as_it_would_have(model, tmp_path, mnist_raw):
     from vaelab.training import train

@@ -54,6 +54,7 @@ def _wait_for_epoch(out, epoch, process, timeout=120):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_saves_state_and_resume_equals_the_uninterrupted_run(tmp_path, mnist_raw, sig, code):
     settings = dict(SETTINGS, limit_train=20_000, epochs=3)
@@ -73,6 +74,7 @@ def test_signal_saves_state_and_resume_equals_the_uninterrupted_run(tmp_path, mn
     assert _rows(tmp_path / "run") == _rows(tmp_path / "full")
 
 
+@pytest.mark.slow
 def test_kill_9_at_many_moments_then_resume_gives_the_uninterrupted_run(tmp_path, mnist_raw):
     """kill -9 a training run 12 times at random moments; every checkpoint left behind loads, and the
     finished run's metrics equal an uninterrupted run's."""
@@ -117,6 +119,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_kill_9_during_checkpoint_writes_leaves_a_readable_checkpoint(tmp_path):
     """A process that does nothing but write 8 MB checkpoints, killed 10 times: the file always loads
     whole, with weights that match its own metadata."""
@@ -132,6 +135,7 @@ def test_kill_9_during_checkpoint_writes_leaves_a_readable_checkpoint(tmp_path):
         assert torch.all(checkpoint.tensors["model.weight"] == checkpoint.info["epoch"])
 
 
+@pytest.mark.slow
 def test_full_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, mnist_raw, monkeypatch):
     out = tmp_path / "run"
     real = trainer_module.save_checkpoint

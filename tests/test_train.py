@@ -24,6 +24,7 @@ def _without_timing(rows):
     return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
 
 
+@pytest.mark.slow
 def test_trained_model_bounds_are_ordered(small_run):
     """On a trained CVAE: ELBO <= IW bound (k = 5) <= IS estimate (K = 500), averaged over 500 test images."""
     run = vaelab.load_run(small_run, device="cpu")
@@ -41,6 +42,7 @@ def test_trained_model_bounds_are_ordered(small_run):
     assert -250 < elbo.mean().item() < is500.mean().item() < -60  # nats per image, plausible for MNIST
 
 
+@pytest.mark.slow
 def test_metrics_and_files(small_run):
     rows = read_metrics(RunDir(small_run).metrics)
     assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
@@ -53,6 +55,7 @@ def test_metrics_and_files(small_run):
     assert config["latent_dim"] == 8 and config["hidden"] == [128]
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_and_resume_is_exact(tmp_path, mnist_raw):
     config = make_config(dict(SMALL, epochs=3))
     full = train(config, tmp_path / "full", log=lambda _: None, progress=False)
@@ -67,6 +70,7 @@ def test_same_seed_same_metrics_and_resume_is_exact(tmp_path, mnist_raw):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_resume_drops_an_epoch_logged_after_the_last_checkpoint(tmp_path, mnist_raw):
     config = make_config(dict(SMALL, epochs=2))
     full = train(config, tmp_path / "full", log=lambda _: None, progress=False)
@@ -78,6 +82,7 @@ def test_resume_drops_an_epoch_logged_after_the_last_checkpoint(tmp_path, mnist_
     assert _without_timing(rows) == _without_timing(full)
 
 
+@pytest.mark.slow
 def test_existing_run_needs_resume_and_settings_cannot_change(tmp_path, mnist_raw):
     train(make_config(dict(SMALL, epochs=1)), tmp_path / "run", log=lambda _: None, progress=False)
     with pytest.raises(RunError, match="already holds a run; pass --resume"):
@@ -98,6 +103,7 @@ def test_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path):
         load_checkpoint(tmp_path / "bad.safetensors")
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_training_with_a_message(tmp_path, mnist_raw, monkeypatch):
     from vaelab.training import step as step_module
 
@@ -112,6 +118,7 @@ def test_non_finite_loss_stops_training_with_a_message(tmp_path, mnist_raw, monk
     assert not RunDir(tmp_path / "nan").checkpoint.exists()
 
 
+@pytest.mark.slow
 def test_iwae_objective_trains_a_vae(tmp_path, mnist_raw):
     rows = train(make_config(dict(SMALL, epochs=2, objective="iwae", samples=3, model="vae")), tmp_path / "iw",
                  log=lambda _: None, progress=False)
@@ -119,6 +126,7 @@ def test_iwae_objective_trains_a_vae(tmp_path, mnist_raw):
     assert rows[1]["train_iw_bound"] > rows[0]["train_iw_bound"] and rows[1]["valid_elbo"] > rows[0]["valid_elbo"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("likelihood", ["gaussian", "continuous-bernoulli"])
 def test_grayscale_likelihoods_train(tmp_path, mnist_raw, likelihood):
     rows = train(make_config(dict(SMALL, epochs=2, binarize="none", likelihood=likelihood)), tmp_path / "run",
@@ -130,6 +138,7 @@ def test_grayscale_likelihoods_train(tmp_path, mnist_raw, likelihood):
     assert 0.0 <= images.min() and images.max() <= 1.0  # means of a density on [0, 1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compile", ["off", "on"])
 def test_same_seed_same_result_in_separate_processes(tmp_path, mnist_raw, compile):
     """Two processes, same seed: bitwise-equal weights and metrics (CPU), eager or compiled."""
@@ -149,6 +158,7 @@ def test_same_seed_same_result_in_separate_processes(tmp_path, mnist_raw, compil
         _without_timing(read_metrics(RunDir(tmp_path / "b").metrics))
 
 
+@pytest.mark.slow
 def test_compiled_importance_weights_match_the_eager_ones(small_run, capsys):
     """The fast (torch.compile) path is the same estimator: same draws, same numbers to float precision."""
     run = vaelab.load_run(small_run, device="cpu")
@@ -161,6 +171,7 @@ def test_compiled_importance_weights_match_the_eager_ones(small_run, capsys):
     torch.testing.assert_close(fast, eager, rtol=0, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_python_api_as_the_readme_shows_it(small_run):
     run = vaelab.load_run(small_run)
     images, labels = run.sample(per_class=4, seed=0)
@@ -176,3 +187,32 @@ def test_python_api_as_the_readme_shows_it(small_run):
     assert ((means - x) ** 2).mean() < ((run.decode(torch.zeros(8, 8), test.y[:8]) - x) ** 2).mean()
     result = run.evaluate(iw_samples=5)
     assert result["n_test"] == 10_000 and result["log_likelihood"] > result["elbo"] - 1
+
+
+@pytest.fixture(scope="module")
+def label_using_run(tmp_path_factory, mnist_raw):
+    """A CVAE with d = 2, 3 epochs on 10,000 images: z has too little room to hold the class, so the
+    model must use y (a small CVAE with d = 8 lets z carry the class and draws any digit for any y)."""
+    out = tmp_path_factory.mktemp("runs") / "cvae-d2"
+    settings = dict(model="cvae", latent_dim=2, hidden=(256,), limit_train=10_000, batch_size=100,
+                    sample_epochs=(1,), epochs=3)
+    train(make_config(settings), out, log=lambda _: None, progress=False)
+    return out
+
+
+@pytest.mark.slow
+def test_the_cvae_classifies_far_above_chance_and_draws_the_digit_asked_for(label_using_run, tmp_path):
+    from vaelab.cli import main
+
+    run = vaelab.load_run(label_using_run, device="cpu")
+    assert run.evaluate(iw_samples=20)["accuracy"] > 0.6  # chance is 0.1; measured 0.81
+    assert main(["sample", str(label_using_run), "-o", str(tmp_path / "threes.png"), "--digit", "3",
+                 "--per-class", "16"]) == 0
+    assigned = []
+    for digit in range(10):
+        images, labels = run.sample(per_class=16, digit=digit, seed=0)  # for digit 3, the command's grid
+        assert images.shape == (16, 1, 28, 28) and (labels == digit).all()
+        x = torch.bernoulli(torch.as_tensor(images), generator=torch.Generator().manual_seed(0))
+        per_class = objectives.log_likelihood_per_class(run.model, x, 20, torch.Generator().manual_seed(1))
+        assigned.append((objectives.classify(per_class, run.model.class_log_prior()) == digit).float().mean().item())
+    assert assigned[3] >= 0.75 and sum(assigned) / 10 >= 0.8, assigned  # measured 0.88 and 0.95
