@@ -180,6 +180,12 @@ def test_python_api_as_the_readme_shows_it(small_run):
     test = run.test_data()
     q = run.encode(test.x[:8], test.y[:8])
     assert q.mean.shape == (8, 8) and bool((q.stddev > 0).all())
+    flat = run.encode(test.x[:8].reshape(8, 784).numpy(), test.y[:8].numpy())  # notebooks written for 0.1
+    torch.testing.assert_close(flat.mean, q.mean)
+    with pytest.raises(vaelab.VaelabError, match=r"images must be \(n, 1, 28, 28\) or \(n, 784\); got \(8, 28, 28\)"):
+        run.encode(test.x[:8, 0], test.y[:8])
+    with pytest.raises(vaelab.VaelabError, match="labels must be 8 classes in 0..9"):
+        run.encode(test.x[:8], test.y[:8] + 5)
     means = run.decode(q.mean, test.y[:8])
     assert means.shape == (8, 1, 28, 28)
     # decoding the posterior mean reconstructs the input better than a decoded prior sample does
