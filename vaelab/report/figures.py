@@ -37,7 +37,7 @@ def run_figures(run: Run, seed: int = 0) -> list[Figure]:
     test_labels = test.y.cpu().numpy()
     figures.append(reconstructions(run, test, test_labels, seed))
     figures.append(latent_space(run, test, test_labels, seed))
-    if run.config.latent_dim == 2:
+    if run.model.latent_dim == 2:
         figures += manifolds(run)
     if classes:
         figures.append(style_transfer(run, test, test_labels, seed + 1))
