@@ -1,34 +1,37 @@
 """How many CPU threads a vaelab command uses: all of them alone, a fair share beside other vaelab commands.
 
-Why thread counts and not OpenMP's wait settings. torch runs its CPU kernels on an OpenMP team
-(libgomp) whose threads, between two parallel regions, spin for about 300,000 iterations before
-they sleep. Alone that spinning is what makes a training step fast; two runs at once on a 2-core
-machine put four spinning threads on two cores, each team waits for a thread the other team keeps
-off its core, and both runs slow down about 50 times. The wait settings trade one case for the
-other (benchmarks/concurrent_runs.py, README "Performance"): `OMP_WAIT_POLICY=passive` or a short
-`GOMP_SPINCOUNT` (100 to 1,000) let two runs reach 45-60% of a solo run each, but a run alone then
-wakes sleeping threads on every parallel region and lost 2-18% of its speed (a sleeping vCPU of a
-virtual machine is slow to wake, and how slow changed from hour to hour); a spin count long enough
-to keep the solo speed (30,000 and up) leaves two runs at 10-20%. No setting met both aims (two
-runs at 40% of solo or more, one run within 5% of its speed), so vaelab sets no OpenMP variable.
+Why. torch runs its CPU kernels on an OpenMP team (libgomp) whose threads, waiting for one another
+between parallel regions, spin for about 300,000 iterations before they sleep. Alone that keeps a
+training step fast. Two runs at once on a 2-core machine put four spinning threads on two cores:
+each team waits for a thread that the other keeps off its core, and both ran 4 to 50 times slower.
 
-Instead vaelab commands that compute for long (train, evaluate, study) take turns at nothing and
-share by count: each announces itself while it runs, by holding a lock on a file in
-`<temp dir>/vaelab-<uid>/running/`, and uses `threads alone // vaelab commands running` threads
-(at least 1). One thread per process has no team to wait for, so nothing spins against anything:
-two runs on two cores go at 55-60% of a solo run each, and a run alone keeps torch's default
-threads and today's speed. A training run looks again every half second, from a hook before each
-optimizer step, so it drops to one thread within a step of another run starting and takes its
-threads back when that run ends. The numbers do not change: vaelab's kernels give bitwise the same
-results with 1 or 2 threads (tests/test_threads.py checks a training run).
+Why thread counts and not OpenMP's wait settings (measured with benchmarks/concurrent_runs.py,
+figures in the README's Performance section). `OMP_WAIT_POLICY=passive` or a short
+`GOMP_SPINCOUNT` (300 to 1,000) let two runs reach 45-60% of a solo run each, but a run alone then
+puts its threads to sleep between regions and wakes them again, and lost 2-20% of its speed (on
+this virtual machine a sleeping CPU is slow to wake, and how slow changed from hour to hour); a
+spin count long enough to keep the solo speed (30,000) leaves two runs at 10%. No wait setting met
+both aims (two runs at 40% of a solo run or more, one run within 5% of today's speed), so vaelab
+sets no OpenMP variable, and there is nothing it must do before torch is imported.
 
-What the user sets wins: `VAELAB_THREADS=off` turns this off (the command neither announces
-itself nor changes threads); with `OMP_NUM_THREADS` or `MKL_NUM_THREADS` set, the command keeps
-that thread count but still announces itself, so other vaelab commands make room. Because the
-count is changed at run time (torch.set_num_threads), this works whether or not torch was imported
-before vaelab. It does not help against other programs that use the CPUs: for those, starting
-vaelab with `OMP_WAIT_POLICY=passive` (before torch is imported) is the remedy, at a small cost
-alone.
+How. A command that computes for long (train, evaluate, study: see cli.SHARES_CPUS) announces
+itself while it runs, by holding a lock on a file in `<temp dir>/vaelab-<uid>/running/`, and uses
+`threads alone // vaelab commands running` threads (at least 1). A run alone keeps torch's threads,
+so its speed is today's; two runs on two cores take one thread each, a team of one has no one to
+wait for, and each goes at 55-65% of a solo run. A training run looks again every CHECK_EVERY
+seconds, from a hook before each optimizer step: it gives up threads within a step of another
+command starting and takes them back when that command ends, with one line on stderr each time.
+An evaluation takes its share when it starts and keeps it (its loop has no hook yet). A process
+that dies loses its lock; the next command that looks deletes its file. The numbers do not
+change: vaelab's kernels give bitwise the same results with 1 or 2 threads (tests/test_threads.py
+checks a training run; the compiled step and an evaluation were checked the same way by hand).
+
+What the user sets wins. `VAELAB_THREADS=off`: the command neither announces itself nor changes
+threads (vaelab as before). `OMP_NUM_THREADS` or `MKL_NUM_THREADS` set: the command keeps that
+count, and still announces itself so that other vaelab commands make room. The count is changed at
+run time (torch.set_num_threads), so sharing works whether or not torch was imported before
+vaelab. It knows only vaelab commands: beside other programs that compute, start Python with
+`OMP_WAIT_POLICY=passive` set (it has no effect once torch is imported), at a small cost alone.
 """
 
 from __future__ import annotations
