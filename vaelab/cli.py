@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from .config import SETTINGS, TrainConfig, flag, make_config, read_toml
 from .errors import TrainingInterrupted, VaelabError
 from .fast import COMPILE_MODES
+from .threads import share_cpus
 
 EXIT_USAGE = 2
 
@@ -311,6 +313,8 @@ def cmd_study(args) -> int:
     return 0
 
 
+# commands that compute for long share the CPUs with each other by thread counts (vaelab/threads.py)
+SHARES_CPUS = ("train", "evaluate", "study")
 COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
             "reconstruct": cmd_reconstruct, "report": cmd_report, "study": cmd_study}
 
@@ -318,7 +322,8 @@ COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "sam
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with share_cpus(_log) if args.command in SHARES_CPUS else nullcontext():
+            return COMMANDS[args.command](args)
     except TrainingInterrupted as exc:
         print(f"vaelab: {exc}", file=sys.stderr)
         return exc.exit_code
