@@ -11,7 +11,8 @@ import torch
 from torch.optim.optimizer import _global_optimizer_pre_hooks
 
 from vaelab.errors import VaelabError
-from vaelab.runs import RunDir, load_checkpoint, read_metrics
+from vaelab.checkpoints import load_checkpoint
+from vaelab.runs import RunDir, read_metrics
 from vaelab.threads import CHECK_EVERY, CpuShare, running_directory, share_cpus
 
 from .test_train import _without_timing
@@ -119,6 +120,7 @@ def test_importing_vaelab_sets_no_openmp_variable():
 
 
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs 2 CPU threads to share")
+@pytest.mark.slow
 def test_a_run_beside_another_uses_fewer_threads_and_gets_the_same_numbers(tmp_path, mnist_raw):
     """`vaelab train` beside another vaelab command takes 1 of 2 threads; weights and metrics are bitwise those of a
     run with all threads (default 500-500 CVAE, eager: the compiled step was checked the same way by hand)."""
