@@ -24,9 +24,9 @@ wait for, and each goes at 0.62-0.70 of a solo run. A training run looks again e
 seconds, from a hook before each optimizer step: it gives up threads within a step of another
 command starting and takes them back when that command ends, with one line on stderr each time
 (the first from its first step on: a command that stops at bad input prints only its error).
-An evaluation takes its share when it starts, silently, and keeps it (its loop has no hook yet). A process
-that dies loses its lock; the next command that looks deletes its file. The numbers do not
-change: vaelab's kernels give bitwise the same results with 1 or 2 threads (tests/test_threads.py
+An evaluation takes its share when it starts, silently, and keeps it (its loop has no hook yet).
+A process that dies loses its lock; the next command that looks deletes its file. The numbers do
+not change: vaelab's kernels give bitwise the same results with 1 or 2 threads (tests/test_threads.py
 checks a training run; the compiled step and an evaluation were checked the same way by hand).
 
 What the user sets wins. `VAELAB_THREADS=off`: the command neither announces itself nor changes
