@@ -13,14 +13,14 @@ regions and wakes them again, and lost 2-18% of its speed (on this virtual machi
 is slow to wake, and how slow changed through the day). `GOMP_SPINCOUNT=1000` gave pairs only
 0.42-0.50 and cost a run alone 0-9%; 30,000 spins keep the solo speed and leave a pair at 0.1. The
 targets were two runs at 0.40 of a solo run or more and one run within 5% of its speed: thread
-counts meet both with room (0.62-0.70, and the solo run unchanged), so vaelab sets no OpenMP
+counts meet both with room (0.60-0.70, and the solo run unchanged), so vaelab sets no OpenMP
 variable, and nothing has to happen before torch is imported.
 
 How. A command that computes for long (train, evaluate, study: see cli.SHARES_CPUS) announces
 itself while it runs, by holding a lock on a file in `<temp dir>/vaelab-<uid>/running/`, and uses
 `threads alone // vaelab commands running` threads (at least 1). A run alone keeps torch's threads,
 so its speed is today's; two runs on two cores take one thread each, a team of one has no one to
-wait for, and each goes at 0.62-0.70 of a solo run. A training run looks again every CHECK_EVERY
+wait for, and each goes at 0.60-0.70 of a solo run. A training run looks again every CHECK_EVERY
 seconds, from a hook before each optimizer step: it gives up threads within a step of another
 command starting and takes them back when that command ends, with one line on stderr each time
 (the first from its first step on: a command that stops at bad input prints only its error).
