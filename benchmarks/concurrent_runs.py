@@ -169,7 +169,7 @@ def pair(env: dict[str, str], epochs: int, limit_train: int) -> list[tuple[float
     with tempfile.TemporaryDirectory(prefix="vaelab-concurrent-") as tmp:
         start = time.perf_counter()
         clock = lambda: time.perf_counter() - start  # noqa: E731
-        first = Run(Path(tmp), "first", env, 100_000, limit_train, clock)
+        first, second = Run(Path(tmp), "first", env, 100_000, limit_train, clock), None
         try:
             while not first.rows:
                 first.read()
@@ -184,6 +184,8 @@ def pair(env: dict[str, str], epochs: int, limit_train: int) -> list[tuple[float
         finally:
             stopped = clock()
             first.process.send_signal(signal.SIGTERM)  # it saves its state and exits 143
+            if second is not None and not second.done:
+                second.process.kill()
             first.process.wait()
     speeds = []
     for mine, other, other_ended in ((first, second, second.rows[-1]["seen"]), (second, first, stopped)):
@@ -215,6 +217,7 @@ def main():
     parser.add_argument("--slow-limit-train", type=int, default=1_280, help="images per epoch of pairs that spin")
     parser.add_argument("--only", choices=("solo", "pairs"), help="measure only solo runs or only pairs")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that held runs are released and ended
     variants = args.variants.split(",")
     envs = {name: variant_environment(name) for name in variants}
     solo: dict[str, list] = {name: [] for name in variants}

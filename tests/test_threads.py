@@ -41,18 +41,39 @@ def test_alone_a_command_keeps_its_threads_and_commands_running_together_divide_
         with second:
             assert second.threads == 2 and second_calls == [2]  # sees the first at once
             first.update()
-            assert first.threads == 4  # looks again only after CHECK_EVERY seconds
-            clock.now += CHECK_EVERY
-            first.update()
-            assert first.threads == 2 and first_calls == [2]
+            assert first.threads == 2 and first_calls == [2]  # its first step looks at once
             third, _ = _share(tmp_path, clock)
             with third:
-                assert third.threads == 1  # 4 // 3
+                first.update()
+                assert first.threads == 2  # then only after CHECK_EVERY seconds
+                clock.now += CHECK_EVERY
+                first.update()
+                assert first.threads == 1 and first_calls == [2, 1]  # 4 // 3
         assert second_calls == [2, 4]  # its own count back on exit
         clock.now += CHECK_EVERY
         first.update()
-        assert first.threads == 4 and first_calls == [2, 4]  # alone again
+        assert first.threads == 4 and first_calls == [2, 1, 4]  # alone again
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_share_is_reported_from_the_first_step_on_and_bad_input_stays_one_line(tmp_path, monkeypatch, capsys):
+    from vaelab.cli import main
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("VAELAB_THREADS", raising=False)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    with CpuShare(running_directory(), 2, None):  # another vaelab command, running
+        assert main(["train", "--out", str(tmp_path / "run"), "--latent-dim", "0"]) == 2
+        assert capsys.readouterr().err.count("\n") == 1  # the error alone
+        lines = []
+        share = CpuShare(running_directory(), 2, lambda _: None, lines.append)
+        with share:
+            assert lines == []  # set on entry, silently
+            share.update()
+            assert lines == ["vaelab: 2 vaelab commands share the CPUs: using 1 of 2 threads"]
+            share.update()
+            assert len(lines) == 1
 
 
 def test_a_training_step_looks_again_and_the_hook_goes_with_the_command(tmp_path):
@@ -72,6 +93,7 @@ def test_a_training_step_looks_again_and_the_hook_goes_with_the_command(tmp_path
     assert len(_global_optimizer_pre_hooks) == hooks_before
 
 
+@pytest.mark.slow
 def test_a_command_that_died_no_longer_counts_and_its_file_is_removed(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
                                "from vaelab.threads import CpuShare\n"
@@ -111,6 +133,7 @@ def test_the_user_settings_win(tmp_path, monkeypatch):
         share_cpus(environ={"VAELAB_THREADS": "2"})
 
 
+@pytest.mark.slow
 def test_importing_vaelab_sets_no_openmp_variable():
     code = ("import os; before = dict(os.environ); import vaelab, vaelab.cli, torch; "
             "print(sorted(k for k in os.environ if os.environ.get(k) != before.get(k)))")

@@ -3,27 +3,30 @@
 Why. torch runs its CPU kernels on an OpenMP team (libgomp) whose threads, waiting for one another
 between parallel regions, spin for about 300,000 iterations before they sleep. Alone that keeps a
 training step fast. Two runs at once on a 2-core machine put four spinning threads on two cores:
-each team waits for a thread that the other keeps off its core, and both ran 4 to 50 times slower.
+each team waits for a thread that the other keeps off its core, and both ran 4 to 12 times slower
+(50 times in the issue that asked for this).
 
 Why thread counts and not OpenMP's wait settings (measured with benchmarks/concurrent_runs.py,
-figures in the README's Performance section). `OMP_WAIT_POLICY=passive` or a short
-`GOMP_SPINCOUNT` (300 to 1,000) let two runs reach 45-60% of a solo run each, but a run alone then
-puts its threads to sleep between regions and wakes them again, and lost 2-20% of its speed (on
-this virtual machine a sleeping CPU is slow to wake, and how slow changed from hour to hour); a
-spin count long enough to keep the solo speed (30,000) leaves two runs at 10%. No wait setting met
-both aims (two runs at 40% of a solo run or more, one run within 5% of today's speed), so vaelab
-sets no OpenMP variable, and there is nothing it must do before torch is imported.
+figures in the README's Performance section). `OMP_WAIT_POLICY=passive` lets two runs reach
+0.5-0.65 of a solo run each, but a run alone then puts its threads to sleep between parallel
+regions and wakes them again, and lost 2-18% of its speed (on this virtual machine a sleeping CPU
+is slow to wake, and how slow changed through the day). `GOMP_SPINCOUNT=1000` gave pairs only
+0.42-0.50 and cost a run alone 0-9%; 30,000 spins keep the solo speed and leave a pair at 0.1. The
+targets were two runs at 0.40 of a solo run or more and one run within 5% of its speed: thread
+counts meet both with room (0.60-0.70, and the solo run unchanged), so vaelab sets no OpenMP
+variable, and nothing has to happen before torch is imported.
 
 How. A command that computes for long (train, evaluate, study: see cli.SHARES_CPUS) announces
 itself while it runs, by holding a lock on a file in `<temp dir>/vaelab-<uid>/running/`, and uses
 `threads alone // vaelab commands running` threads (at least 1). A run alone keeps torch's threads,
 so its speed is today's; two runs on two cores take one thread each, a team of one has no one to
-wait for, and each goes at 55-65% of a solo run. A training run looks again every CHECK_EVERY
+wait for, and each goes at 0.60-0.70 of a solo run. A training run looks again every CHECK_EVERY
 seconds, from a hook before each optimizer step: it gives up threads within a step of another
-command starting and takes them back when that command ends, with one line on stderr each time.
-An evaluation takes its share when it starts and keeps it (its loop has no hook yet). A process
-that dies loses its lock; the next command that looks deletes its file. The numbers do not
-change: vaelab's kernels give bitwise the same results with 1 or 2 threads (tests/test_threads.py
+command starting and takes them back when that command ends, with one line on stderr each time
+(the first from its first step on: a command that stops at bad input prints only its error).
+An evaluation takes its share when it starts, silently, and keeps it (its loop has no hook yet).
+A process that dies loses its lock; the next command that looks deletes its file. The numbers do
+not change: vaelab's kernels give bitwise the same results with 1 or 2 threads (tests/test_threads.py
 checks a training run; the compiled step and an evaluation were checked the same way by hand).
 
 What the user sets wins. `VAELAB_THREADS=off`: the command neither announces itself nor changes
@@ -31,7 +34,7 @@ threads (vaelab as before). `OMP_NUM_THREADS` or `MKL_NUM_THREADS` set: the comm
 count, and still announces itself so that other vaelab commands make room. The count is changed at
 run time (torch.set_num_threads), so sharing works whether or not torch was imported before
 vaelab. It knows only vaelab commands: beside other programs that compute, start Python with
-`OMP_WAIT_POLICY=passive` set (it has no effect once torch is imported), at a small cost alone.
+`OMP_WAIT_POLICY=passive` set (it has no effect once torch is imported), at 2-18% alone.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class CpuShare:
         self.log = log
         self.clock = clock
         self.threads = threads_alone
+        self.reported = threads_alone
         self.next_check = -float("inf")
         self._file = None
         self._path: Path | None = None
@@ -97,7 +101,8 @@ class CpuShare:
             self._close()
             return self
         if self.set_threads is not None:
-            self.update()
+            self.update(report=False)
+            self.next_check = -float("inf")  # the first step looks again, and reports
             self._hook = register_optimizer_step_pre_hook(lambda *_: self.update())
         return self
 
@@ -140,8 +145,13 @@ class CpuShare:
                 pass
         return count
 
-    def update(self) -> None:
-        """Set the thread count to this process's share, at most every CHECK_EVERY seconds."""
+    def update(self, report: bool = True) -> None:
+        """Set the thread count to this process's share, at most every CHECK_EVERY seconds.
+
+        With `report`, a share that differs from the last one reported (at first: all threads) is
+        logged. The look on entry does not report, so a command that fails on bad input says
+        only what is wrong; the training loop's first look reports the share it started with.
+        """
         now = self.clock()
         if now < self.next_check or self._file is None or self.set_threads is None:
             return
@@ -151,6 +161,8 @@ class CpuShare:
         if threads != self.threads:
             self.set_threads(threads)
             self.threads = threads
+        if report and self.threads != self.reported:
+            self.reported = self.threads
             self.log(f"vaelab: {running} vaelab commands share the CPUs: using {threads} of {self.threads_alone} "
                      f"threads" if running > 1 else f"vaelab: running alone again: using {threads} threads")
 
