@@ -23,14 +23,24 @@ def _expected(model: str) -> dict:
     return json.loads((LEGACY / f"{model}-expected.json").read_text())
 
 
+# How far 0.1's evaluation of the CVAE may be from today's. Since 0.1 the other classes' per-class
+# draws are taken together (the true class's come from its K), so the draws after the first test
+# batch moved: the figures agree within Monte-Carlo noise, whose seed-to-seed standard deviation was
+# measured at 0.010 nats (ELBO), 0.002 (log p(x | y), log p(x)) and 0.003 (accuracy). The analytic KL
+# draws nothing and stays exact; the VAE draws as 0.1 did and stays exact throughout.
+CVAE_NOISE = {"elbo": 0.05, "recon": 0.05, "kl": 1e-4, "log_likelihood": 0.01, "log_likelihood_marginal": 0.01,
+              "accuracy": 0.015}
+VAE_EXACT = {"elbo": 1e-4, "recon": 1e-4, "kl": 1e-4, "log_likelihood": 1e-4}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["cvae", "vae"])
 def test_a_run_of_vaelab_0_1_evaluates_to_the_same_figures(model, mnist_raw):
     run = vaelab.load_run(LEGACY / model, device="cpu")
     result = run.evaluate(iw_samples=20, seed=0, compile="off")
     expected = _expected(model)["evaluate_iw_samples_20_seed_0"]
-    for key in ("elbo", "recon", "kl", "log_likelihood"):  # nats per image, same draws
-        assert result[key] == pytest.approx(expected[key], abs=1e-4), key
+    for key, tolerance in (CVAE_NOISE if model == "cvae" else VAE_EXACT).items():  # nats per image
+        assert result[key] == pytest.approx(expected[key], abs=tolerance), key
 
 
 @pytest.mark.slow

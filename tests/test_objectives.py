@@ -165,3 +165,69 @@ def test_rsample_continuous_bernoulli_matches_its_mean_and_refuses_the_unknown()
     torch.testing.assert_close(draws.mean(0), dist.base_dist.mean, atol=0.005, rtol=0)
     with pytest.raises(TypeError, match="cannot draw from Exponential"):
         objectives.rsample(Exponential(torch.ones(2)), (3,), None)
+
+
+def test_prefix_estimates_use_the_first_n_of_one_sequence_of_draws():
+    model = LinearGaussian(num_classes=3, posterior_shift=0.4)  # a wrong q: every estimate is noisy
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    y = torch.tensor([0, 2, 1, 2])
+    k, n, chunk = 10, 4, 2
+    long, short = objectives.log_likelihood_prefixes(model, x, y, (k, n), torch.Generator().manual_seed(9), chunk)
+    g = torch.Generator().manual_seed(9)
+    q = model.encoder(x, y)
+    z = torch.cat([objectives.rsample(q, (chunk,), g) for _ in range(k // chunk)])  # the same draws, by hand
+    log_w = model.decoder(z, y).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
+    torch.testing.assert_close(long, torch.logsumexp(log_w, 0) - math.log(k), rtol=0, atol=1e-12)
+    torch.testing.assert_close(short, torch.logsumexp(log_w[:n], 0) - math.log(n), rtol=0, atol=1e-12)
+    alone = objectives.log_likelihood_is(model, x, y, k, torch.Generator().manual_seed(9), chunk)
+    torch.testing.assert_close(alone, long, rtol=0, atol=0)
+
+
+def test_per_class_estimates_keep_what_is_known_and_draw_the_other_classes():
+    model = LinearGaussian(num_classes=3, posterior_shift=0.0)  # exact posterior: every estimate exact
+    g = torch.Generator().manual_seed(10)
+    y = torch.tensor([0, 1, 2, 1, 0, 2])
+    x = model.decoder(torch.randn(6, 3, generator=g, dtype=torch.float64), y).sample()
+    exact = torch.stack([model.exact_log_likelihood(x, torch.full((6,), c)) for c in range(3)], -1)
+    marker = torch.arange(6, dtype=torch.float64) - 100.0  # not an estimate: shows where "known" lands
+    shared = objectives.log_likelihood_per_class(model, x, 4, g, chunk=3, known=(y, marker))
+    torch.testing.assert_close(shared.gather(1, y[:, None]).squeeze(1), marker, rtol=0, atol=0)
+    others = torch.ones_like(shared, dtype=torch.bool).scatter_(1, y[:, None], False)
+    torch.testing.assert_close(shared[others], exact[others], rtol=0, atol=1e-9)
+
+
+class CountingLinearGaussian(LinearGaussian):
+    """A class-conditional vaelab model (the whole interface) that counts decoder evaluations."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.image_shape = (1, 1, self.W.shape[0])  # images x are [batch, 5] here; the decoder ignores this
+        self.evaluations = 0
+
+    def equations(self):
+        return ["p(x | z, y) = N(W z + b_y, s^2 I)"]
+
+    def decoder(self, z, y=None):
+        self.evaluations += z.shape[:-1].numel()
+        return super().decoder(z, y)
+
+
+def test_evaluation_shares_the_true_class_draws_and_stays_exact():
+    from vaelab.evaluate import decoder_passes, evaluate_model
+    from vaelab.training import DeviceSplit
+
+    model = CountingLinearGaussian(num_classes=3, posterior_shift=0.0)
+    g = torch.Generator().manual_seed(11)
+    y = torch.tensor([0, 1, 2, 1, 0, 2, 2, 1, 0, 0])
+    x = model.decoder(torch.randn(10, 3, generator=g, dtype=torch.float64), y).sample()
+    model.evaluations = 0
+    result = evaluate_model(model, DeviceSplit(x=x, y=y, binary=False), iw_samples=8, class_samples=3,
+                            batch_size=4, compile="off")
+    exact = torch.stack([model.exact_log_likelihood(x, torch.full((10,), c)) for c in range(3)], -1)
+    assert result["log_likelihood"] == pytest.approx(exact.gather(1, y[:, None]).mean().item(), abs=1e-9)
+    marginal = torch.logsumexp(exact + model.class_log_prior(), -1).mean().item()
+    assert result["log_likelihood_marginal"] == pytest.approx(marginal, abs=1e-9)
+    assert result["accuracy"] == pytest.approx((exact.argmax(-1) == y).double().mean().item())
+    # one ELBO draw, the true class's 8 draws (its per-class 3 among them), 3 for each other class
+    assert decoder_passes(model, 8, 3) == 8 + 3 * 2
+    assert model.evaluations == 10 * (1 + decoder_passes(model, 8, 3))

@@ -28,7 +28,9 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
       q as proposal and `iw_samples` samples per image.
     - conditional models also get log_likelihood_marginal = log sum_y pi_y p(x | y) and accuracy of
       argmax_y p(y | x); these estimate p(x | y) for every class with `class_samples` samples each
-      (default iw_samples // 10), the same number for every class so no class is favoured.
+      (default iw_samples // 10), the same number for every class so no class is favoured. The true
+      class's estimate is made from the first class_samples of its iw_samples draws (decoded once for
+      both), the other classes get class_samples fresh draws each: `decoder_passes` per image.
 
     compile: "on" evaluates the importance weights through torch.compile (same estimator, faster),
     "off" eagerly, "auto" compiles when there are at least COMPILE_FROM decoder evaluations.
@@ -42,7 +44,7 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
         class_samples = max(1, iw_samples // 10)
     sums = torch.zeros(6, dtype=torch.float64, device=device)
     n = data.x.shape[0]
-    evaluations = n * (iw_samples + (class_samples * model.num_classes if labelled else 0))
+    evaluations = n * (decoder_passes(model, iw_samples, class_samples) if labelled else iw_samples)
     compiled = use_compile(compile, evaluations, COMPILE_FROM)
     log_weights = objectives.make_log_weights(model, compile=compiled)
     started = time.perf_counter()
@@ -51,15 +53,19 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
             x = data.x[start : start + batch_size]
             y = data.y[start : start + batch_size]
             terms = objectives.elbo(model, x, y, samples=1, generator=generator)
-            log_likelihood = objectives.log_likelihood_is(model, x, y, iw_samples, generator, chunk, log_weights)
-            row = [terms.elbo.sum(), terms.recon.sum(), terms.kl.sum(), log_likelihood.sum()]
-            if labelled:
-                per_class = objectives.log_likelihood_per_class(model, x, class_samples, generator, chunk, log_weights)
+            row = [terms.elbo.sum(), terms.recon.sum(), terms.kl.sum()]
+            if labelled:  # the true class's first class_samples draws serve its per-class estimate
+                log_likelihood, true_class = objectives.log_likelihood_prefixes(
+                    model, x, y, (iw_samples, class_samples), generator, chunk, log_weights)
+                per_class = objectives.log_likelihood_per_class(model, x, class_samples, generator, chunk,
+                                                                log_weights, known=(y, true_class))
                 log_pi = model.class_log_prior()
+                row.append(log_likelihood.sum())
                 row.append(objectives.log_marginal_likelihood(per_class, log_pi).sum())
                 row.append((objectives.classify(per_class, log_pi) == y).sum().to(torch.float32))
             else:
-                row += [torch.zeros((), device=device)] * 2
+                log_likelihood = objectives.log_likelihood_is(model, x, y, iw_samples, generator, chunk, log_weights)
+                row += [log_likelihood.sum()] + [torch.zeros((), device=device)] * 2
             sums += torch.stack(row).double()
             bar.update(x.shape[0])
     means = (sums / n).tolist()
@@ -77,6 +83,11 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
     if labelled:
         result.update(log_likelihood_marginal=means[4], accuracy=means[5], class_samples=class_samples)
     return result
+
+
+def decoder_passes(model, iw_samples: int, class_samples: int) -> int:
+    """Decoder evaluations per test image for a class-conditional model, as `evaluate_model` makes them."""
+    return max(iw_samples, class_samples) + class_samples * (model.num_classes - 1)
 
 
 def evaluate_run(run, iw_samples: int = 1000, class_samples: int | None = None, seed: int = 0,

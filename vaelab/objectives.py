@@ -7,6 +7,7 @@ Randomness comes only from the `generator` argument (a torch.Generator on the da
     iw_bound(...)          log (1/k) sum_i p(x, z_i) / q(z_i | x)                 (IWAE bound, k samples)
     log_likelihood_is(...) the same importance-sampled estimate of log p(x), chunked so that
                            K = 1000 or more fits in memory
+    log_likelihood_prefixes(...) that estimate from the first n draws for several n, from one set of draws
     log_likelihood_per_class / log_marginal_likelihood / classify: the class-conditional extras,
                            log p(x) = logsumexp_y [log p(x | y) + log pi_y] and argmax_y p(y | x)
 """
@@ -108,7 +109,7 @@ def elbo(model, x: torch.Tensor, y: torch.Tensor | None = None, samples: int = 1
          generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> ElboTerms:
     """SGVB estimate of the ELBO with `samples` reparameterised draws per image.
 
-    x: [batch, 784] (0/1 or [0, 1]); y: [batch] int64 class indices or None. `noise` (from
+    x: [batch, *image_shape] (0/1 or [0, 1]); y: [batch] int64 class indices or None. `noise` (from
     `standard_noise`, [samples, batch, d]) supplies the draws instead of `generator`.
     """
     q = model.encoder(x, y)
@@ -172,32 +173,63 @@ def log_likelihood_is(model, x: torch.Tensor, y: torch.Tensor | None = None, sam
     """Importance-sampled log p(x) (log p(x | y) for a conditional model) with q as proposal: [batch].
 
     Draws `samples` z per image in chunks of `chunk`, keeping a running logsumexp, so memory is
-    O(chunk * batch * 784) whatever `samples` is. A stochastic lower bound on log p(x) whose gap
+    O(chunk * batch * pixels) whatever `samples` is. A stochastic lower bound on log p(x) whose gap
     shrinks as `samples` grows (it equals iw_bound with k = samples). `log_weights` (from
     `make_log_weights`) may supply a compiled evaluation of the weights.
     """
+    return log_likelihood_prefixes(model, x, y, (samples,), generator, chunk, log_weights)[0]
+
+
+def log_likelihood_prefixes(model, x: torch.Tensor, y: torch.Tensor | None, sizes: tuple[int, ...],
+                            generator: torch.Generator | None = None, chunk: int = 250,
+                            log_weights: LogWeights | None = None) -> list[torch.Tensor]:
+    """`log_likelihood_is` from the first n of one sequence of draws, for each n in `sizes`: [batch] each.
+
+    max(sizes) draws are decoded once; the estimate for n uses draws 1..n, so it is exactly the
+    estimate `log_likelihood_is` gives with n samples and the same generator. Evaluation uses this
+    to serve log p(x | y) with K samples and the per-class estimate with fewer from the same decoder
+    passes.
+    """
     log_weights = log_weights or make_log_weights(model)
+    total = max(sizes)
     with torch.inference_mode():
         q = model.encoder(x, y)
-        total = None
+        running: list[torch.Tensor | None] = [None] * len(sizes)
         done = 0
-        while done < samples:
-            size = min(chunk, samples - done)
-            z = rsample(q, (size,), generator)
-            part = torch.logsumexp(log_weights(x, y, z, q), dim=0)
-            total = part if total is None else torch.logaddexp(total, part)
+        while done < total:
+            size = min(chunk, total - done)
+            log_w = log_weights(x, y, rsample(q, (size,), generator), q)  # [size, batch]
+            for i, n in enumerate(sizes):
+                if n > done:
+                    part = torch.logsumexp(log_w[: n - done], dim=0)
+                    running[i] = part if running[i] is None else torch.logaddexp(running[i], part)
             done += size
-        return total - math.log(samples)
+        return [value - math.log(n) for value, n in zip(running, sizes)]
 
 
 def log_likelihood_per_class(model, x: torch.Tensor, samples: int, generator: torch.Generator | None = None,
-                             chunk: int = 250, log_weights: LogWeights | None = None) -> torch.Tensor:
-    """log p(x | y) for every class y, each with `samples` importance samples: [batch, num_classes]."""
-    columns = []
-    for label in range(model.num_classes):
-        y = torch.full((x.shape[0],), label, dtype=torch.long, device=x.device)
-        columns.append(log_likelihood_is(model, x, y, samples, generator, chunk, log_weights))
-    return torch.stack(columns, dim=-1)
+                             chunk: int = 250, log_weights: LogWeights | None = None,
+                             known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """log p(x | y) for every class y, each from `samples` importance samples: [batch, num_classes].
+
+    All (image, class) pairs are decoded together, `chunk` draws at a time for each of them.
+    known = (labels [batch], estimates [batch]): one class per image whose estimate, made with
+    `samples` draws, is already at hand (the true class, whose K draws evaluation decodes anyway);
+    only the other classes are drawn. Every class still gets exactly `samples` draws, so the
+    classifier built on these estimates favours none.
+    """
+    batch, classes = x.shape[0], model.num_classes
+    offsets = torch.arange(0 if known is None else 1, classes, device=x.device)
+    labels = offsets.expand(batch, -1) if known is None else (known[0][:, None] + offsets) % classes
+    pairs = labels.shape[1]
+    x_pairs = x[:, None].expand(batch, pairs, *x.shape[1:]).reshape(batch * pairs, *x.shape[1:])
+    estimates = log_likelihood_is(model, x_pairs, labels.reshape(-1), samples, generator,
+                                  max(1, chunk // pairs), log_weights).view(batch, pairs)
+    result = torch.empty(batch, classes, dtype=estimates.dtype, device=x.device)
+    result.scatter_(1, labels, estimates)
+    if known is not None:
+        result.scatter_(1, known[0][:, None], known[1][:, None].to(estimates.dtype))
+    return result
 
 
 def log_marginal_likelihood(log_px_given_y: torch.Tensor, class_log_prior: torch.Tensor) -> torch.Tensor:
