@@ -44,6 +44,24 @@ def test_drawn_noise_is_what_rsample_draws():
     assert torch.equal(plain.elbo, given.elbo)
 
 
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_the_eager_step_by_autograd_gives_what_torch_func_gives(objective):
+    config = make_config(dict(SMALL, objective=objective, samples=3))
+    training = new_training(config, torch.device("cpu"), dynamic=True, compile=False)
+    step = training.step
+    step.loss.double()  # in float64, so that the two orders of summation agree far below any real difference
+    x, y = torch.rand(8, 1, 28, 28, dtype=torch.float64), torch.arange(8) % 10
+    bits = binarization_bits(x, torch.Generator().manual_seed(1))
+    noise = objectives.standard_noise(step.model, 8, 3, torch.Generator().manual_seed(2), "cpu", torch.float64)
+    by_func, (loss_func, sum_func) = step.loss_and_gradients(x, y, bits, noise)
+    by_autograd, (loss_autograd, sum_autograd) = step.eager_loss_and_gradients(x, y, bits, noise)
+    assert by_func.keys() == by_autograd.keys() and len(by_func) == len(step.parameters)
+    torch.testing.assert_close((loss_autograd, sum_autograd), (loss_func, sum_func), rtol=1e-12, atol=1e-10)
+    for name in by_func:
+        torch.testing.assert_close(by_autograd[name], by_func[name], rtol=1e-9, atol=1e-12)
+    assert not loss_autograd.requires_grad and all(not g.requires_grad for g in by_autograd.values())
+
+
 def test_binarize_draws_bernoulli_pixels_with_the_gray_level_as_probability():
     """Two pixels per 64-bit draw: each pixel is Bernoulli(x), and the two are independent."""
     levels = torch.tensor([0.0, 1 / 255, 0.25, 0.5, 254 / 255, 1.0])

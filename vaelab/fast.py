@@ -27,14 +27,17 @@ def use_compile(mode: str, work: int, threshold: int) -> bool:
 
 
 class CompiledOrEager:
-    """`fn` through torch.compile, falling back to `fn` itself if compilation fails.
+    """`fn` through torch.compile, falling back to running eagerly if compilation fails.
 
     Compilation needs a C++ compiler on a CPU and may meet an operation it cannot handle; the first
     failure prints one line on stderr and every later call runs eagerly. Same results either way.
+    `eager` (default: `fn` itself) is what runs eagerly: a function that computes what `fn` does
+    in a way that is faster without a compiler.
     """
 
-    def __init__(self, fn: Callable, what: str, enabled: bool = True, dynamic: bool | None = None):
-        self.fn = fn
+    def __init__(self, fn: Callable, what: str, enabled: bool = True, dynamic: bool | None = None,
+                 eager: Callable | None = None):
+        self.fn = fn if eager is None else eager
         self.what = what
         self.compiled = torch.compile(fn, dynamic=dynamic) if enabled else None
 
