@@ -101,6 +101,8 @@ def kl_to_prior(q: Distribution, prior: Distribution, z: torch.Tensor | None = N
     sum_j [log(s_p / s_q) + (s_q^2 + (m_q - m_p)^2) / (2 s_p^2) - 1/2], the formula torch's
     registry holds: the registry's lookup cannot be traced by torch.compile.
     """
+    if z is not None and getattr(prior, "monte_carlo_kl", False):  # no closed form, and no registry lookup to trace
+        return (q.log_prob(z) - prior.log_prob(z)).mean(0)
     q_normal, p_normal = _diagonal_normal(q), _diagonal_normal(prior)
     if q_normal is not None and p_normal is not None:
         variance_ratio = (q_normal.scale / p_normal.scale).pow(2)
