@@ -291,9 +291,9 @@ def test_real_mnist_validation_and_test_pixels_are_those_of_vaelab_0_1(mnist_raw
     splits = data.make_splits(mnist_raw)
     flat_train = mnist_raw.train_images.reshape(len(mnist_raw.train_images), -1)
     flat_test = mnist_raw.test_images.reshape(len(mnist_raw.test_images), -1)
-    expected_valid = _binarize_flat_as_in_vaelab_0_1(flat_train[-data.N_VALID:], data.FIXED_BINARIZATION_SEED + 1)
+    expected_valid = _binarize_flat_as_in_vaelab_0_1(flat_train[-10_000:], data.FIXED_BINARIZATION_SEED + 1)
     expected_test = _binarize_flat_as_in_vaelab_0_1(flat_test, data.FIXED_BINARIZATION_SEED + 2)
-    np.testing.assert_array_equal(splits.valid.images.reshape(data.N_VALID, -1), expected_valid)
+    np.testing.assert_array_equal(splits.valid.images.reshape(10_000, -1), expected_valid)
     np.testing.assert_array_equal(splits.test.images.reshape(len(flat_test), -1), expected_test)
     # and the draws are those vaelab 0.1 wrote into every run's figures (SHA-256 of the flat bytes)
     assert hashlib.sha256(expected_valid.tobytes()).hexdigest()[:16] == "316ca9488ab03010"

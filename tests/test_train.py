@@ -110,7 +110,8 @@ def test_non_finite_loss_stops_training_with_a_message(tmp_path, mnist_raw, monk
     real = step_module.training_bound
 
     def poisoned(*args):
-        return real(*args) * float("nan")
+        maximised, bound = real(*args)
+        return maximised * float("nan"), bound * float("nan")
 
     monkeypatch.setattr(step_module, "training_bound", poisoned)
     with pytest.raises(TrainingDiverged, match=r"non-finite in epoch 1 at step 1 of the epoch; training stopped, no checkpoint was written yet"):

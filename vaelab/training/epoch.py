@@ -53,9 +53,10 @@ class Stopped(Exception):
 def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceSplit, batch_size: int,
                 streams: RandomStreams, state: EpochState | None = None,
                 should_stop: Callable[[], bool] = lambda: False, label: str = "epoch",
-                progress: bool = False) -> tuple[float, int]:
+                progress: bool = False, kl_weight: float = 1.0) -> tuple[float, int]:
     """One pass over `data` in the `order` stream's random order: (mean bound per image, steps taken).
 
+    kl_weight < 1 is KL warm-up (see `step.training_bound`); the mean bound is the true one.
     `state` continues an interrupted epoch. If `should_stop()` turns true, the epoch stops between
     two steps and raises Stopped with the state to continue from. A non-finite loss raises
     TrainingDiverged naming the step (`label` names the epoch in messages and the progress bar).
@@ -74,7 +75,8 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
                 raise Stopped(EpochState(order, steps, bound_sum))
             index = order[start : start + batch_size]
             # index_select: a third of the time of data.x[index] on a CPU
-            loss, batch_bound = step(data.x.index_select(0, index), data.y.index_select(0, index), streams)
+            loss, batch_bound = step(data.x.index_select(0, index), data.y.index_select(0, index), streams,
+                                     kl_weight)
             optimizer.step()
             bound_sum += batch_bound
             steps += 1

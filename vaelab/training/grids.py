@@ -1,21 +1,27 @@
-"""The sample grids saved during training: the same latent codes at every epoch, so epochs compare."""
+"""The sample grids saved during training: the same draws from p(z) at every epoch, so epochs compare."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from .. import objectives
 from ..models import Model, class_conditional, decoder_mean
 
 GRID_COLUMNS = 8  # samples per row
 
 
-def fixed_latents(model: Model, columns: int, seed: int) -> torch.Tensor:
-    """The z of every sample grid of a run, drawn once from N(0, I): [rows * columns, d], rows = one per
-    class for a class-conditional model (whose grid uses the first `columns` codes in every row), else `columns`."""
+def grid_latents(model: Model, columns: int, seed: int) -> torch.Tensor:
+    """The z of a run's sample grid: [rows * columns, d] from p(z), rows = one per class for a
+    class-conditional model (whose grid uses the first `columns` codes in every row), else `columns`.
+
+    The same seed every epoch: under N(0, I) the very same codes, under a learned prior the same
+    components and noise of the prior as it is now.
+    """
     rows = model.num_classes if class_conditional(model) else columns
-    generator = torch.Generator().manual_seed(seed + 7919)
-    return torch.randn(rows * columns, model.latent_dim, generator=generator)
+    device = next(model.parameters()).device
+    model.eval()
+    return objectives.sample_prior(model, rows * columns, torch.Generator(device=device).manual_seed(seed + 7919))
 
 
 @torch.no_grad()

@@ -42,11 +42,17 @@ def binarize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
 
 
 def training_bound(model: Model, x: torch.Tensor, y: torch.Tensor, objective: str, samples: int,
-                   noise: torch.Tensor) -> torch.Tensor:
-    """The bound per image being maximised, [batch] nats: the ELBO (L = samples) or the IW bound (k = samples)."""
+                   noise: torch.Tensor, kl_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(what is maximised, the bound), each [batch] nats: the ELBO (L = samples) or the IW bound (k = samples).
+
+    During KL warm-up (kl_weight < 1) the maximised objective weighs log p(z) - log q(z | x) by
+    kl_weight: recon - kl_weight * KL for the ELBO, log mean_k p(x | z_k) (p(z_k) / q(z_k | x))^kl_weight
+    for the IW bound. The bound returned beside it is always the true one (kl_weight = 1).
+    """
     if objective == "iwae":
-        return objectives.iw_bound(model, x, y, samples, noise=noise)
-    return objectives.elbo(model, x, y, samples, noise=noise).elbo
+        return objectives.iw_bound(model, x, y, samples, noise=noise, kl_weight=kl_weight)
+    terms = objectives.elbo(model, x, y, samples, noise=noise)
+    return terms.recon - kl_weight * terms.kl, terms.elbo
 
 
 class Loss(torch.nn.Module):
@@ -56,12 +62,12 @@ class Loss(torch.nn.Module):
         super().__init__()
         self.model, self.objective, self.samples = model, objective, samples
 
-    def forward(self, x, y, bits, noise) -> tuple[torch.Tensor, torch.Tensor]:
-        """(-mean bound [], bound summed over the batch []) for images x [batch, C, H, W]."""
+    def forward(self, x, y, bits, noise, kl_weight) -> tuple[torch.Tensor, torch.Tensor]:
+        """(-mean objective [], bound summed over the batch []) for images x [batch, C, H, W]."""
         if bits is not None:  # dynamic binarisation: x ~ Bernoulli(gray level), fresh every time
             x = binarize(x, bits)
-        bound = training_bound(self.model, x, y, self.objective, self.samples, noise)
-        return -bound.mean(), bound.detach().sum()
+        maximised, bound = training_bound(self.model, x, y, self.objective, self.samples, noise, kl_weight)
+        return -maximised.mean(), bound.detach().sum()
 
 
 class TrainStep:
@@ -82,7 +88,7 @@ class TrainStep:
         self.compiled = CompiledOrEager(self.loss_and_gradients, "the training step", enabled=compile, dynamic=False,
                                         eager=self.eager_loss_and_gradients)
 
-    def loss_and_gradients(self, x, y, bits, noise):
+    def loss_and_gradients(self, x, y, bits, noise, kl_weight):
         """({name: d loss / d parameter}, (loss [], bound summed over the batch [])): the whole step's math.
 
         torch.func computes the loss and its gradients as one function, so under torch.compile they
@@ -91,11 +97,11 @@ class TrainStep:
         parameters = {name: p.detach() for name, p in self.parameters}
 
         def loss(values):
-            return torch.func.functional_call(self.loss, values, (x, y, bits, noise))
+            return torch.func.functional_call(self.loss, values, (x, y, bits, noise, kl_weight))
 
         return torch.func.grad_and_value(loss, has_aux=True)(parameters)
 
-    def eager_loss_and_gradients(self, x, y, bits, noise):
+    def eager_loss_and_gradients(self, x, y, bits, noise, kl_weight):
         """`loss_and_gradients` by ordinary autograd: the same loss and gradients to float rounding.
 
         Run where nothing is compiled (`--compile off`, a failed compilation, an epoch's short last
@@ -103,15 +109,17 @@ class TrainStep:
         20 ms against 12 ms for a CVAE step at batch 128 on a 2-core CPU.
         """
         with torch.enable_grad():
-            loss, bound_sum = self.loss(x, y, bits, noise)
+            loss, bound_sum = self.loss(x, y, bits, noise, kl_weight)
             gradients = torch.autograd.grad(loss, [p for _, p in self.parameters])
         return {name: g for (name, _), g in zip(self.parameters, gradients)}, (loss.detach(), bound_sum)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, streams: RandomStreams) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, streams: RandomStreams,
+                 kl_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         bits = binarization_bits(x, streams.pixels) if self.dynamic else None
         noise = objectives.standard_noise(self.model, x.shape[0], self.samples, streams.noise, x.device, x.dtype)
+        weight = torch.full((), kl_weight, dtype=x.dtype, device=x.device)  # a tensor: no recompilation per value
         run = self.compiled if x.shape[0] == self.batch_size else self.eager_loss_and_gradients
-        gradients, (loss, bound_sum) = run(x, y, bits, noise)
+        gradients, (loss, bound_sum) = run(x, y, bits, noise, weight)
         for name, parameter in self.parameters:
             parameter.grad = gradients[name]
         return loss, bound_sum

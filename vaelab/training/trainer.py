@@ -23,7 +23,8 @@ from ..fast import make_adam, use_compile
 from ..models import Model
 from ..runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json, write_metrics
 from .epoch import DeviceSplit, EpochState, Stopped, train_epoch, validate
-from .grids import GRID_COLUMNS, fixed_latents, grid_means
+from .schedules import kl_weight, learning_rate
+from .grids import GRID_COLUMNS, grid_latents, grid_means
 from .randomness import RandomStreams
 from .signals import StopSignals
 from .step import TrainStep
@@ -170,18 +171,22 @@ class _Epochs:
                  valid_data: DeviceSplit, class_names: tuple[str, ...], log: Log, progress: bool):
         self.config, self.run, self.training, self.log, self.progress = config, run, training, log, progress
         self.train_data, self.valid_data, self.class_names = train_data, valid_data, class_names
-        self.grid_z = fixed_latents(training.model, GRID_COLUMNS, config.seed)
 
     def loop(self, first_epoch: int, history: _History, partial: EpochState | None) -> None:
         config, t = self.config, self.training
+        began = time.perf_counter()
         with StopSignals() as stop:
             for epoch in range(first_epoch, config.epochs + 1):
                 started = time.perf_counter()
                 images_before = min(partial.step * config.batch_size, len(self.train_data.x)) if partial else 0
+                lr = learning_rate(config.lr, config.lr_schedule, epoch, config.epochs)
+                for group in t.optimizer.param_groups:
+                    group["lr"] = lr
                 try:
                     train_bound, steps = train_epoch(t.step, t.optimizer, self.train_data, config.batch_size,
                                                      t.streams, state=partial, should_stop=stop,
-                                                     label=f"epoch {epoch}", progress=self.progress)
+                                                     label=f"epoch {epoch}", progress=self.progress,
+                                                     kl_weight=kl_weight(config.warmup, epoch))
                 except Stopped as stopped:
                     info = {"epoch": epoch - 1, "best_valid_elbo": history.best, "epochs_since_best": history.since_best,
                             "stopped_early": False, "partial_step": stopped.state.step}
@@ -193,6 +198,11 @@ class _Epochs:
                 partial = None
                 seconds = time.perf_counter() - started
                 if self.end_of_epoch(epoch, history, train_bound, steps, seconds, images_before):
+                    break
+                if config.time_limit is not None and time.perf_counter() - began >= 60 * config.time_limit:
+                    if epoch < config.epochs:
+                        self.log(f"time limit: {config.time_limit:g} minutes of training reached after epoch {epoch}"
+                                 "; --resume continues")
                     break
                 if stop():
                     raise self.interrupted(stop, f"after epoch {epoch}")
@@ -211,7 +221,8 @@ class _Epochs:
         row = {"epoch": epoch, config.bound_key: train_bound, "valid_elbo": valid["elbo"],
                "valid_recon": valid["recon"], "valid_kl": valid["kl"], "seconds": seconds,
                "samples_per_second": (len(self.train_data.x) - images_before) / seconds,
-               "steps": (history.rows[-1]["steps"] if history.rows else 0) + steps}
+               "steps": (history.rows[-1]["steps"] if history.rows else 0) + steps,
+               "lr": self.training.optimizer.param_groups[0]["lr"], "kl_weight": kl_weight(config.warmup, epoch)}
         history.rows.append(row)
         info = {"epoch": epoch, "best_valid_elbo": history.best, "epochs_since_best": history.since_best,
                 "stopped_early": stop_early}
@@ -237,7 +248,8 @@ class _Epochs:
     def save_grid(self, epoch: int) -> None:
         from ..report.plots import save_sample_grid  # matplotlib loads only when a grid is drawn
 
-        means, row_labels = grid_means(self.training.model, self.grid_z, GRID_COLUMNS)
+        model = self.training.model
+        means, row_labels = grid_means(model, grid_latents(model, GRID_COLUMNS, self.config.seed), GRID_COLUMNS)
         save_sample_grid(self.run.sample_grid(epoch), means, GRID_COLUMNS, row_labels, self.class_names,
                          title=f"{self.config.model.upper()} samples, epoch {epoch} (Bernoulli means)")
 

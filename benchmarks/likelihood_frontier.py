@@ -1,0 +1,111 @@
+"""Which network and prior is best per minute: each trained for the same wall-clock budget, then
+test log p(x) (VAE) and log p(x | y) (CVAE) by importance sampling, next to published numbers.
+
+Every variant trains on the same data (dynamically binarised MNIST, 50,000 training images) with
+the same settings apart from --network and --prior, for --minutes of training (the epoch that
+crosses the budget finishes), then its best checkpoint (by validation ELBO) is evaluated on the
+test set with K importance samples. Runs go to --out/<model>-<network>-<prior>; a variant whose
+run already holds an evaluation with this K is read back, not trained again, so the benchmark can
+be stopped and continued.
+
+    python benchmarks/likelihood_frontier.py --minutes 60 [--models vae,cvae]
+        [--variants mlp/standard,mlp/vamp,conv/standard,conv/vamp,resnet/standard,resnet/vamp]
+        [--iw-samples 1000] [--set warmup=20 --set pseudo-inputs=100 ...] [--out runs/frontier]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from common import machine
+
+import vaelab
+from vaelab.config import SETTINGS, check_value, make_config
+from vaelab.runs import RunDir
+from vaelab.training import train
+
+PUBLISHED = [  # test log p(x), dynamically binarised MNIST, nats (REFERENCE.md)
+    ("MLP VAE, 3,280 epochs (Burda et al. 2015)", "-86.76"),
+    ("MLP IWAE, k = 50 (Burda et al. 2015)", "-84.78"),
+    ("class-conditional MLP, log p(x | y), k = 1 / k = 50 (nbip/IWAE)", "-82.32 / -80.78"),
+    ("ResNet VAE (Kingma et al. 2016)", "-81.08"),
+    ("ResNet VAE + IAF (Kingma et al. 2016)", "-79.10"),
+    ("ResNet VAE + RealNVP prior (Xu et al. 2019)", "-78.49"),
+]
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    settings = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        name = key.strip().replace("-", "_")
+        if name not in SETTINGS:
+            raise SystemExit(f"--set {pair}: no such setting")
+        kind = SETTINGS[name].kind
+        settings[name] = check_value(name, kind(value) if kind in (int, float) else value)
+    return settings
+
+
+def run_variant(model: str, network: str, prior: str, args, common: dict) -> dict:
+    out = Path(args.out) / f"{model}-{network}-{prior}"
+    run = RunDir(out)
+    if run.eval.is_file():
+        done = json.loads(run.eval.read_text())
+        if done.get("iw_samples") == args.iw_samples and done.get("time_limit") == args.minutes:
+            return done
+    settings = dict(common, model=model, network=network, prior=prior, time_limit=args.minutes,
+                    epochs=100_000, sample_epochs=(1,))
+    started = time.perf_counter()
+
+    def log(line: str) -> None:  # the run's own lines, without one per epoch
+        if not line.startswith("epoch"):
+            print(f"  {out.name}: {line}", flush=True)
+
+    rows = train(make_config(settings), out, resume=run.config.is_file(), explicit=set(settings), log=log,
+                 progress=False)
+    trained = time.perf_counter() - started
+    loaded = vaelab.load_run(out, device=args.device)
+    result = loaded.evaluate(iw_samples=args.iw_samples)
+    result.update(epochs=len(rows), train_minutes=trained / 60, time_limit=args.minutes,
+                  best_valid_elbo=max(row["valid_elbo"] for row in rows), network=network, prior=prior, model=model)
+    run.eval.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=60.0, help="training budget per variant (60)")
+    parser.add_argument("--models", default="vae,cvae")
+    parser.add_argument("--variants", default="mlp/standard,mlp/vamp,conv/standard,conv/vamp,resnet/standard,"
+                                              "resnet/vamp", help="network/prior pairs")
+    parser.add_argument("--iw-samples", type=int, default=1000)
+    parser.add_argument("--set", action="append", default=[], help="another setting for every variant, key=value")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default="runs/frontier")
+    args = parser.parse_args()
+    common = parse_sets(args.set)
+    common.setdefault("device", args.device)
+    results = []
+    for model in args.models.split(","):
+        for variant in args.variants.split(","):
+            network, prior = variant.split("/")
+            print(f"{model} {network} {prior}: training for {args.minutes:g} minutes", flush=True)
+            results.append(run_variant(model, network, prior, args, common))
+    print(f"\nmachine: {machine()}; {args.minutes:g} minutes of training each; K = {args.iw_samples}; "
+          f"common settings: {common or 'defaults'}")
+    print(f"{'model':5s} {'network':7s} {'prior':8s} {'epochs':>6s} {'min':>5s} {'valid ELBO':>10s} "
+          f"{'test ELBO':>9s} {'log p(x|y) or log p(x)':>22s} {'log p(x), CVAE':>14s}")
+    for r in results:
+        marginal = f"{r['log_likelihood_marginal']:14.2f}" if "log_likelihood_marginal" in r else f"{'':14s}"
+        print(f"{r['model']:5s} {r['network']:7s} {r['prior']:8s} {r['epochs']:6d} {r['train_minutes']:5.1f} "
+              f"{r['best_valid_elbo']:10.2f} {r['elbo']:9.2f} {r['log_likelihood']:22.2f} {marginal}")
+    print("\npublished (test log p(x), nats):")
+    for name, value in PUBLISHED:
+        print(f"  {name:66s} {value}")
+
+
+if __name__ == "__main__":
+    main()

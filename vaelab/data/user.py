@@ -1,0 +1,171 @@
+"""Users' own images: `--dataset` given as an .npz file or as a folder of PNG images, one subfolder per class.
+
+    .npz    `images` uint8 [N, H, W] or [N, C, H, W] (0..255), `labels` integers [N] in 0..K-1;
+            optionally `class_names`, K strings (else "0".."K-1")
+    folder  one subfolder per class, named for it (sorted by name: the first is class 0), holding
+            .png images all of one size; all grayscale gives C = 1, any colour image C = 3 (RGB)
+
+Every class from 0 to K-1 needs at least one image, and the data at least MIN_IMAGES. The images
+are split once, by a fixed permutation, into test (the last tenth), validation (the tenth before)
+and training (the rest), and binarised (or kept in grayscale) exactly as MNIST is. Anything
+malformed is a DataError that names the file and what to fix; nothing is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .spec import DatasetSpec
+
+MIN_IMAGES = 20  # a tenth for validation and a tenth for test: at least two images each
+MAX_SIDE = 1024  # pixels per side
+MAX_CHANNELS = 4
+SPLIT_SEED = 20250101  # the fixed permutation that splits a user's images
+GRAY_MODES = {"1", "L", "I", "I;16", "F", "LA"}
+
+
+def is_user_dataset(dataset: str) -> bool:
+    """Whether `dataset` names a user's .npz file or folder rather than a registered dataset."""
+    return dataset.endswith(".npz") or os.sep in dataset or "/" in dataset or Path(dataset).is_dir()
+
+
+def _fingerprint(path: Path) -> tuple:
+    """What identifies the data's current state cheaply: paths, sizes and modification times."""
+    if path.is_file():
+        stat = path.stat()
+        return (str(path), stat.st_size, stat.st_mtime_ns)
+    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(path.rglob("*")) if f.is_file())
+
+
+def read_user_dataset(dataset: str) -> tuple[DatasetSpec, np.ndarray, np.ndarray]:
+    """(spec, images [N, C, H, W] uint8, labels [N] int64) of a user's .npz file or PNG folder."""
+    path = Path(dataset).expanduser()
+    if not path.exists():
+        raise DataError(f"--dataset {dataset}: no such file or folder; give a registered name (mnist, "
+                        "fashion-mnist), an .npz file or a folder of class subfolders")
+    return _read(str(path.resolve()), _fingerprint(path.resolve()))
+
+
+@lru_cache(maxsize=4)
+def _read(resolved: str, fingerprint: tuple) -> tuple[DatasetSpec, np.ndarray, np.ndarray]:
+    path = Path(resolved)
+    if path.is_dir():
+        images, labels, class_names, digest = _read_folder(path)
+    elif path.suffix == ".npz":
+        images, labels, class_names, digest = _read_npz(path)
+    else:
+        raise DataError(f"--dataset {path}: not an .npz file or a folder")
+    _check(path, images, labels, class_names)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    spec = DatasetSpec(name=resolved, image_shape=tuple(int(s) for s in images.shape[1:]),
+                       class_names=tuple(class_names), content_sha256={"data": digest}, mirrors=(),
+                       valid_size=len(images) // 10)
+    return spec, images, labels
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError) as exc:  # not a zip, a truncated file, an object array
+        raise DataError(f"{path}: not a readable .npz of plain arrays ({exc}); save it with "
+                        "numpy.savez(path, images=..., labels=...)") from None
+    missing = [key for key in ("images", "labels") if key not in arrays]
+    if missing:
+        raise DataError(f"{path}: no {' or '.join(missing)} array (it holds {', '.join(arrays) or 'nothing'}); "
+                        "save it with numpy.savez(path, images=..., labels=...)")
+    images, labels = arrays["images"], arrays["labels"]
+    if images.dtype != np.uint8:
+        raise DataError(f"{path}: images are {images.dtype}; give uint8 intensities 0..255 "
+                        "(for floats in [0, 1]: (images * 255).round().astype(numpy.uint8))")
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4:
+        raise DataError(f"{path}: images have shape {images.shape}; give [N, H, W] or [N, C, H, W]")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: labels are {labels.dtype} of shape {labels.shape}; give integers of shape [N]")
+    if len(labels) != len(images):
+        raise DataError(f"{path}: {len(images)} images but {len(labels)} labels; give one label per image")
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"{path}: label {labels.min()} is negative; labels are classes 0..K-1")
+    classes = int(labels.max()) + 1 if len(labels) else 0
+    names = [str(c) for c in range(classes)]
+    if "class_names" in arrays:
+        given = arrays["class_names"]
+        if given.ndim != 1 or given.dtype.kind not in "U" or len(given) != classes:
+            raise DataError(f"{path}: class_names must be {classes} strings, one per class 0..{classes - 1}")
+        names = [str(name) for name in given]
+    return (np.ascontiguousarray(images), labels.astype(np.int64), names,
+            hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def _read_folder(path: Path) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+    from PIL import Image, UnidentifiedImageError
+
+    folders = sorted(child for child in path.iterdir() if child.is_dir() and not child.name.startswith("."))
+    if not folders:
+        raise DataError(f"{path}: no class subfolders; put the images of each class in a subfolder named for it")
+    files, labels = [], []
+    for label, folder in enumerate(folders):
+        pngs = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() == ".png")
+        if not pngs:
+            raise DataError(f"{folder}: no .png images; every class subfolder needs at least one")
+        files += pngs
+        labels += [label] * len(pngs)
+    pictures, digest = [], hashlib.sha256()
+    for file in files:
+        content = file.read_bytes()
+        digest.update(f"{file.relative_to(path).as_posix()}\0{len(content)}\0".encode())
+        digest.update(content)
+        try:
+            with Image.open(file) as image:
+                image.load()
+                pictures.append(image.copy())
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise DataError(f"{file}: not a readable PNG ({exc}); remove or replace it") from None
+    size = pictures[0].size
+    for file, picture in zip(files, pictures):
+        if picture.size != size:
+            raise DataError(f"{file} is {picture.size[0]}x{picture.size[1]} pixels but {files[0]} is "
+                            f"{size[0]}x{size[1]}; give every image one size")
+    gray = all(picture.mode in GRAY_MODES for picture in pictures)
+    arrays = [np.asarray(picture.convert("L" if gray else "RGB"), dtype=np.uint8) for picture in pictures]
+    images = np.stack(arrays)[:, None] if gray else np.stack(arrays).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64), [f.name for f in folders], \
+        digest.hexdigest()
+
+
+def _check(path: Path, images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> None:
+    channels, height, width = images.shape[1:]
+    if len(images) < MIN_IMAGES:
+        raise DataError(f"{path}: {len(images)} images; give at least {MIN_IMAGES} (a tenth each is kept for "
+                        "validation and test)")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise DataError(f"{path}: images have {channels} channels; give 1 to {MAX_CHANNELS}")
+    if max(height, width) > MAX_SIDE:
+        raise DataError(f"{path}: images are {height}x{width}; give at most {MAX_SIDE} pixels per side")
+    counts = np.bincount(labels, minlength=len(class_names))
+    if (counts == 0).any():
+        empty = int(np.flatnonzero(counts == 0)[0])
+        raise DataError(f"{path}: class {empty} ({class_names[empty]}) has no images; labels must use every "
+                        f"class 0..{len(class_names) - 1}")
+
+
+def user_arrays(dataset: str) -> dict[str, np.ndarray]:
+    """A user's images as the four arrays every source gives: train (validation included, last) and test.
+
+    A fixed permutation orders the N images; the last N // 10 are the test split, and the
+    `valid_size` = N // 10 before them become the validation split (see `splits.make_splits`).
+    """
+    spec, images, labels = read_user_dataset(dataset)
+    order = np.random.Generator(np.random.PCG64(SPLIT_SEED)).permutation(len(images))
+    train, test = order[: len(order) - len(order) // 10], order[len(order) - len(order) // 10 :]
+    return {"train_images": images[train], "train_labels": labels[train],
+            "test_images": images[test], "test_labels": labels[test]}

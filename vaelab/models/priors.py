@@ -1,0 +1,80 @@
+"""Priors p(z) (`--prior`): the standard Gaussian, and the VampPrior of Tomczak & Welling (2018).
+
+The VampPrior is the mixture p(z) = (1/K) sum_k q(z | u_k) of the encoder's posteriors at K learned
+pseudo-inputs u_k (`--pseudo-inputs K`), images of the data's shape. It has no closed-form KL to a
+Gaussian q, so the ELBO's KL term becomes a Monte-Carlo estimate (`objectives.kl_to_prior`); the
+importance-sampled log-likelihood keeps its definition with log p(z) of the mixture.
+
+For a family with a class label, the pseudo-inputs are shared by all classes and each carries one
+fixed label (round-robin over the classes), so the prior stays p(z), independent of y, as the
+class-conditional model's generative story has it: y ~ pi and z ~ p(z) independently, and the
+same z written under every class keeps its meaning (style transfer). It costs K encoder passes
+per evaluation of the prior; a prior per class, p(z | y), would tie the style to the class.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, constraints
+
+PRIORS = ("standard", "vamp")
+PSEUDO_MEAN, PSEUDO_STD = 0.05, 0.01  # initial pixel values of the pseudo-inputs, as Tomczak & Welling's code
+
+
+class GaussianMixture(Distribution):
+    """(1/K) sum_k N(loc_k, diag scale_k^2): loc, scale [K, d]; batch shape [], event [d].
+
+    log_prob expands the squares into matrix products, [..., d] x [d, K], so that many z against
+    many components cost a product rather than a [..., K, d] tensor. `draw` samples with an
+    explicit generator (a component uniformly, then its Gaussian).
+    """
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = constraints.real_vector
+    has_rsample = False
+    monte_carlo_kl = True  # no closed-form KL: objectives.kl_to_prior estimates it at the drawn z
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor):
+        self.loc, self.scale = loc, scale
+        super().__init__(batch_shape=torch.Size(), event_shape=loc.shape[-1:], validate_args=False)
+
+    def component_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z; loc_k, diag scale_k^2) for every component: z [..., d] -> [..., K]."""
+        precision = self.scale.pow(-2)  # [K, d]
+        shifted = self.loc * precision
+        constant = (-0.5 * (self.loc * shifted).sum(-1) - self.scale.log().sum(-1)
+                    - 0.5 * self.loc.shape[-1] * math.log(2 * math.pi))  # [K]
+        return -0.5 * (z * z) @ precision.T + z @ shifted.T + constant
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z): z [..., d] -> [...], nats."""
+        return torch.logsumexp(self.component_log_prob(z), dim=-1) - math.log(self.loc.shape[0])
+
+    def draw(self, sample_shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+        """sample_shape + [d] draws: uniform components, then loc + scale * eps."""
+        count = math.prod(sample_shape)
+        components = torch.randint(self.loc.shape[0], (count,), generator=generator, device=self.loc.device)
+        eps = torch.randn((count, self.loc.shape[-1]), generator=generator, device=self.loc.device,
+                          dtype=self.loc.dtype)
+        return (self.loc[components] + self.scale[components] * eps).view(*sample_shape, -1)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.draw(tuple(sample_shape), None)
+
+
+class PseudoInputs(nn.Module):
+    """K learned images u_k in [0, 1] (hardtanh of free parameters) and, with classes, their fixed labels."""
+
+    def __init__(self, count: int, image_shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        self.values = nn.Parameter(torch.empty(count, *image_shape).normal_(PSEUDO_MEAN, PSEUDO_STD))
+        labels = torch.arange(count) % num_classes if num_classes else None
+        self.register_buffer("labels", labels, persistent=False)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(u [K, C, H, W] in [0, 1], labels [K] int64 or None)."""
+        return nn.functional.hardtanh(self.values, 0.0, 1.0), self.labels
