@@ -42,9 +42,30 @@ def fold(inputs: torch.Tensor, event_dims: int) -> tuple[torch.Tensor, torch.Siz
     return inputs.reshape(math.prod(batch), *inputs.shape[len(batch):]), batch
 
 
-class ConvEncoder(nn.Module):
-    """Images [*batch, C, H, W] (and y) -> [*batch, out_features]. The label adds a learned bias
-    per class to each of the first convolution's maps (`ClassBias`)."""
+class ImageEncoder(nn.Module):
+    """Images [*batch, C, H, W] (and y) -> [*batch, out_features] through `stem` (a convolution),
+    `label` (a `ClassBias` on its maps), `body` (to flat features) and `head` (dense); the batch
+    dimensions are folded into one on the way. Subclasses build the four parts."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        images, batch = fold(x, 3)
+        features = self.label(self.stem(images), flat_labels(y, batch))
+        return self.head(self.body(features)).view(*batch, -1)
+
+
+class CodeDecoder(nn.Module):
+    """Codes [*batch, d] (and y) -> [*batch, C, H, W] through `first` (a `ConditionalLinear` to the
+    `start` feature maps) and `body` (to the pixels); the batch dimensions are folded into one on
+    the way. Subclasses build the parts."""
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        codes, batch = fold(self.first(z, y), 1)
+        return self.body(codes.view(-1, *self.start)).view(*batch, *self.image_shape)
+
+
+class ConvEncoder(ImageEncoder):
+    """The conv encoder. The label adds a learned bias per class to each of the first convolution's
+    maps (`ClassBias`)."""
 
     def __init__(self, image_shape: tuple[int, int, int], out_features: int, num_classes: int,
                  channels: int = 32, depth: int = 1, activation: str = "relu"):
@@ -65,15 +86,10 @@ class ConvEncoder(nn.Module):
         self.head = Dense(2 * channels * math.prod(sizes[-1]), out_features)
         self.description = f"conv {channels}-{2 * channels} channels, depth {depth}, {activation}"
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        images, batch = fold(x, 3)
-        features = self.label(self.stem(images), flat_labels(y, batch))
-        return self.head(self.body(features)).view(*batch, -1)
 
-
-class ConvDecoder(nn.Module):
-    """Codes [*batch, d] (and y) -> [*batch, C, H, W] per-pixel parameters. The label enters the
-    first (dense) layer as a learned row per class (`ConditionalLinear`)."""
+class ConvDecoder(CodeDecoder):
+    """The conv decoder. The label enters the first (dense) layer as a learned row per class
+    (`ConditionalLinear`)."""
 
     def __init__(self, latent_dim: int, image_shape: tuple[int, int, int], num_classes: int,
                  channels: int = 32, depth: int = 1, activation: str = "relu"):
@@ -93,7 +109,3 @@ class ConvDecoder(nn.Module):
         layers += [ACTIVATIONS[activation](), nn.Conv2d(channels, planes, 3, padding=1)]
         self.body = nn.Sequential(*layers)
         self.description = f"transposed conv {2 * channels}-{channels} channels, depth {depth}, {activation}"
-
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        codes, batch = fold(self.first(z, y), 1)
-        return self.body(codes.view(-1, *self.start)).view(*batch, *self.image_shape)

@@ -16,8 +16,8 @@ import math
 import torch
 from torch import nn
 
-from .conv import fold, resolutions, upsample
-from .layers import ACTIVATIONS, ClassBias, ConditionalLinear, Dense, flat_labels
+from .conv import CodeDecoder, ImageEncoder, resolutions, upsample
+from .layers import ACTIVATIONS, ClassBias, ConditionalLinear, Dense
 
 
 class ResidualBlock(nn.Module):
@@ -39,9 +39,9 @@ def _blocks(channels: int, depth: int, activation: str) -> list[nn.Module]:
     return [ResidualBlock(channels, activation) for _ in range(depth)]
 
 
-class ResNetEncoder(nn.Module):
-    """Images [*batch, C, H, W] (and y) -> [*batch, out_features]. The label adds a learned bias
-    per class to each of the first convolution's maps (`ClassBias`)."""
+class ResNetEncoder(ImageEncoder):
+    """The residual encoder. The label adds a learned bias per class to each of the first
+    convolution's maps (`ClassBias`)."""
 
     def __init__(self, image_shape: tuple[int, int, int], out_features: int, num_classes: int,
                  channels: int = 32, depth: int = 2, activation: str = "relu"):
@@ -56,15 +56,10 @@ class ResNetEncoder(nn.Module):
         self.head = Dense(channels * math.prod(sizes[-1]), out_features)
         self.description = f"ResNet {channels} channels, {depth} blocks per resolution, {activation}"
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        images, batch = fold(x, 3)
-        features = self.label(self.stem(images), flat_labels(y, batch))
-        return self.head(self.body(features)).view(*batch, -1)
 
-
-class ResNetDecoder(nn.Module):
-    """Codes [*batch, d] (and y) -> [*batch, C, H, W] per-pixel parameters. The label enters the
-    first (dense) layer as a learned row per class (`ConditionalLinear`)."""
+class ResNetDecoder(CodeDecoder):
+    """The residual decoder. The label enters the first (dense) layer as a learned row per class
+    (`ConditionalLinear`)."""
 
     def __init__(self, latent_dim: int, image_shape: tuple[int, int, int], num_classes: int,
                  channels: int = 32, depth: int = 2, activation: str = "relu"):
@@ -80,7 +75,3 @@ class ResNetDecoder(nn.Module):
                                   upsample(channels, channels, sizes[1], sizes[0]), ACTIVATIONS[activation](),
                                   nn.Conv2d(channels, planes, 3, padding=1))
         self.description = f"ResNet {channels} channels, {depth} blocks per resolution, {activation}"
-
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        codes, batch = fold(self.first(z, y), 1)
-        return self.body(codes.view(-1, *self.start)).view(*batch, *self.image_shape)
