@@ -5,8 +5,9 @@ Every variant trains on the same data (dynamically binarised MNIST, 50,000 train
 the same settings apart from --network and --prior, for --minutes of training (the epoch that
 crosses the budget finishes), then its best checkpoint (by validation ELBO) is evaluated on the
 test set with K importance samples. Runs go to --out/<model>-<network>-<prior>; a variant whose
-run already holds an evaluation with this K is read back, not trained again, so the benchmark can
-be stopped and continued.
+run already holds an evaluation with this K is read back, and one that has finished its budget
+(trained.json) is evaluated, not trained again, so the benchmark can be stopped and continued,
+and the evaluation redone with another K or test subset.
 
     python benchmarks/likelihood_frontier.py --minutes 60 [--models vae,cvae]
         [--variants mlp/standard,mlp/vamp,conv/standard,conv/vamp,resnet/standard,resnet/vamp]
@@ -26,7 +27,7 @@ from common import machine
 import vaelab
 from vaelab.config import SETTINGS, check_value, make_config
 from vaelab.evaluate import evaluate_model
-from vaelab.runs import RunDir
+from vaelab.runs import RunDir, read_metrics
 from vaelab.training import DeviceSplit, train
 
 PUBLISHED = [  # test log p(x), dynamically binarised MNIST, nats (REFERENCE.md)
@@ -61,15 +62,21 @@ def run_variant(model: str, network: str, prior: str, args, common: dict) -> dic
             return done
     settings = dict(common, model=model, network=network, prior=prior, time_limit=args.minutes,
                     epochs=100_000, sample_epochs=(1,))
-    started = time.perf_counter()
+    marker = out / "trained.json"
+    if marker.is_file() and json.loads(marker.read_text())["time_limit"] == args.minutes:
+        trained = json.loads(marker.read_text())["seconds"]
+        rows = read_metrics(run.metrics)
+    else:
+        started = time.perf_counter()
 
-    def log(line: str) -> None:  # the run's own lines, without one per epoch
-        if not line.startswith("epoch"):
-            print(f"  {out.name}: {line}", flush=True)
+        def log(line: str) -> None:  # the run's own lines, without one per epoch
+            if not line.startswith("epoch"):
+                print(f"  {out.name}: {line}", flush=True)
 
-    rows = train(make_config(settings), out, resume=run.config.is_file(), explicit=set(settings), log=log,
-                 progress=False)
-    trained = time.perf_counter() - started
+        rows = train(make_config(settings), out, resume=run.config.is_file(), explicit=set(settings), log=log,
+                     progress=False)
+        trained = time.perf_counter() - started
+        marker.write_text(json.dumps({"time_limit": args.minutes, "seconds": trained}))
     loaded = vaelab.load_run(out, device=args.device)
     test = loaded.test_data()
     if args.test_images:  # a convolutional decoder costs 10-20 times an MLP's per code: a subset keeps K
@@ -99,7 +106,7 @@ def main():
     for model in args.models.split(","):
         for variant in args.variants.split(","):
             network, prior = variant.split("/")
-            print(f"{model} {network} {prior}: training for {args.minutes:g} minutes", flush=True)
+            print(f"{model} {network} {prior}: {args.minutes:g} minutes of training", flush=True)
             results.append(run_variant(model, network, prior, args, common))
     print(f"\nmachine: {machine()}; {args.minutes:g} minutes of training each; K = {args.iw_samples} on "
           f"{args.test_images or 10_000} test images; common settings: {common or 'defaults'}")

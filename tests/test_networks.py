@@ -163,6 +163,21 @@ def test_each_network_learns_on_a_small_slice(network, tmp_path, mnist_raw):
                     epochs=3, compile="off", sample_epochs=(3,))
     rows = train(make_config(settings), tmp_path / network, **_quiet())
     assert rows[-1]["valid_elbo"] > rows[0]["valid_elbo"] + 5, [r["valid_elbo"] for r in rows]  # nats per image
+    # the estimators keep their order on the trained network: ELBO < IW(5) < IS(K = 500), each tighter
+    import vaelab
+
+    run = vaelab.load_run(tmp_path / network, device="cpu")
+    test = run.test_data()
+    x, y = test.x[:200], test.y[:200]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        elbo = objectives.elbo(run.model, x, y, samples=50, generator=g).elbo
+        iw5 = torch.stack([objectives.iw_bound(run.model, x, y, 5, g) for _ in range(10)]).mean(0)
+        is_estimate = objectives.log_likelihood_is(run.model, x, y, 500, g)
+    for lower, upper in ((elbo, iw5), (iw5, is_estimate)):
+        gap = upper - lower  # per image; its mean must be clearly above zero
+        assert gap.mean() > 4 * gap.std() / math.sqrt(len(gap)) and gap.mean() > 0.1, (elbo.mean(), iw5.mean(),
+                                                                                       is_estimate.mean())
 
 
 @pytest.mark.slow
