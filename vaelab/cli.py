@@ -217,6 +217,8 @@ def cmd_evaluate(args) -> int:
               f"{name} {result['log_likelihood']:.2f} with K = {args.iw_samples}"
               + (f"; log p(x) {result['log_likelihood_marginal']:.2f}; accuracy {100 * result['accuracy']:.2f}%"
                  if labelled else "")
+              + (f" (Bayes rule), {100 * result['classifier_accuracy']:.2f}% (q(y | x)); bound with y summed out "
+                 f"{result['unlabelled_elbo']:.2f}" if "classifier_accuracy" in result else "")
               + f"  [nats per image, {result['n_test']} test images, {result['seconds']:.0f} s]")
         print(f"written to {RunDir(run.path).eval}")
     return 0

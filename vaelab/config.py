@@ -70,7 +70,7 @@ LR_SCHEDULES = ("constant", "cosine")
 class TrainConfig:
     """Everything a training run depends on. Stored as the run's config.json."""
 
-    model: str = setting(str, "cvae", "the model family: vae, or cvae (class-conditional)",
+    model: str = setting(str, "cvae", "the model family: vae, cvae (class-conditional) or m2 (semi-supervised)",
                          choices=tuple(FAMILIES), architecture=True)
     network: str = setting(str, "mlp", "the encoder and decoder networks", choices=tuple(NETWORKS),
                            architecture=True)
@@ -121,6 +121,15 @@ class TrainConfig:
     sample_epochs: tuple[int, ...] = setting(tuple, (1, 10, 25, 50, 100), "epochs after which to save a sample "
                                              "grid, e.g. 1,10,25 (the last is always saved)", minimum=1,
                                              maximum=100_000, changes_on_resume=True, example="1,10,25")
+    labels: int | None = setting(int, None, "semi-supervised (--model m2): keep the labels of only N training "
+                                 "images, balanced over the classes (default: every label)", minimum=1,
+                                 maximum=10**9, optional=True,
+                                 describe="a whole number of labelled training images, at least the number of "
+                                 "classes")
+    label_seed: int = setting(int, 0, "which images keep their labels (with --labels)", minimum=0, maximum=2**62)
+    alpha: float | None = setting(float, None, "weight of log q(y | x) per labelled image (M2); default: 0.1 x "
+                                  "training images / labelled images (Kingma et al.'s alpha = 0.1 N)",
+                                  minimum=0.0, maximum=1e6, optional=True)
     data_dir: str | None = setting(str, None, "folder with the IDX files (else $VAELAB_DATA, the cache, then "
                                    "downloads)", optional=True)
 
@@ -206,6 +215,9 @@ def check_consistency(config: TrainConfig) -> None:
                           "or continuous-bernoulli with --binarize none")
     if config.likelihood != "bernoulli" and config.binarize != "none":
         raise VaelabError(f"--likelihood {config.likelihood} models grayscale pixels: use it with --binarize none")
+    if config.labels is not None and not hasattr(FAMILIES[config.model], "classifier"):
+        raise VaelabError(f"--labels needs a model that infers missing labels (--model m2); --model {config.model} "
+                          "trains on every label: drop --labels")
     if config.objective == "iwae" and config.samples < 2:
         raise VaelabError("--objective iwae needs --samples k >= 2 (k = 1 is the ELBO)")
 

@@ -1,5 +1,7 @@
-"""Test-set evaluation: ELBO with its terms, importance-sampled log-likelihood, and for the CVAE the
-marginal log-likelihood and the classification accuracy. All figures are mean nats per test image.
+"""Test-set evaluation: ELBO with its terms, importance-sampled log-likelihood, for a class-conditional
+model the marginal log-likelihood and the Bayes classifier's accuracy, and for a model with a
+classifier q(y | x) (M2) that classifier's accuracy and confusion matrix and the bound with y summed
+out. All figures are mean nats per test image.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from tqdm import tqdm
 
 from . import objectives
 from .fast import use_compile
-from .models import Model, class_conditional
+from .models import Classifies, Model, class_conditional
 from .training import DeviceSplit
 
 ROWS_PER_CHUNK = 4096  # images x samples decoded at once: big enough for fast matmuls, small enough for the caches
@@ -26,6 +28,7 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
     - elbo, recon, kl: the ELBO with one reparameterised sample per image and the analytic KL.
     - log_likelihood: log p(x) (log p(x | y) for a conditional model) by importance sampling with
       q as proposal and `iw_samples` samples per image.
+    - a model with a classifier q(y | x) also gets `classifier_terms`.
     - conditional models also get log_likelihood_marginal = log sum_y pi_y p(x | y) and accuracy of
       argmax_y p(y | x); these estimate p(x | y) for every class with `class_samples` samples each
       (default iw_samples // 10), the same number for every class so no class is favoured. The true
@@ -82,7 +85,30 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
     }
     if labelled:
         result.update(log_likelihood_marginal=means[4], accuracy=means[5], class_samples=class_samples)
+    if isinstance(model, Classifies):
+        result.update(classifier_terms(model, data, batch_size, generator))
     return result
+
+
+@torch.no_grad()
+def classifier_terms(model, data: DeviceSplit, batch_size: int, generator: torch.Generator) -> dict:
+    """For a family with a classifier q(y | x): its accuracy (a fraction) and confusion matrix
+    (confusion[true][predicted], image counts), and the bound on log p(x) with y summed out
+    (`objectives.unlabelled_elbo`, one draw of z per class) with its terms, mean nats per image."""
+    classes = model.num_classes
+    confusion = torch.zeros(classes * classes, dtype=torch.int64, device=data.x.device)
+    sums = torch.zeros(4, dtype=torch.float64, device=data.x.device)
+    for start in range(0, data.x.shape[0], batch_size):
+        x, y = data.x[start : start + batch_size], data.y[start : start + batch_size]
+        predicted = model.classifier(x).logits.argmax(-1)
+        confusion += torch.bincount(y * classes + predicted, minlength=classes * classes)
+        terms = objectives.unlabelled_elbo(model, x, generator=generator)
+        sums += torch.stack([terms.elbo.sum(), terms.recon.sum(), terms.kl.sum(), terms.label_kl.sum()]).double()
+    elbo, recon, kl, label_kl = (sums / data.x.shape[0]).tolist()
+    confusion = confusion.view(classes, classes)
+    return {"classifier_accuracy": confusion.diagonal().sum().item() / data.x.shape[0],
+            "confusion": confusion.tolist(), "unlabelled_elbo": elbo, "unlabelled_recon": recon,
+            "unlabelled_kl": kl, "unlabelled_label_kl": label_kl}
 
 
 def decoder_passes(model, iw_samples: int, class_samples: int) -> int:

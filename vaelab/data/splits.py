@@ -2,7 +2,8 @@
 
 Train = the first 50,000 training images, validation = the last 10,000 (for MNIST this is the
 classic split of `mnist.pkl.gz`), test = the 10,000 test images; a user's dataset holds out its
-spec's `valid_size` instead. Images keep their shape
+spec's `valid_size` instead. For semi-supervised training, `labelled_subset` picks the training
+images whose labels are kept. Images keep their shape
 (n, channels, height, width) throughout; flattening is the business of the networks that want it.
 """
 
@@ -98,3 +99,29 @@ def make_splits(raw: RawData, binarize: str = "dynamic", train_on: str = "train"
     if binarize == "static":
         train = Split(binarize_fixed(train.images, FIXED_BINARIZATION_SEED), train.labels, binary=True)
     return Splits(train=train, valid=valid, test=test, binarize=binarize, spec=spec)
+
+
+def labelled_subset(labels: np.ndarray, count: int, num_classes: int, seed: int) -> np.ndarray:
+    """Which `count` training images keep their labels: sorted int64 indices into `labels` [n].
+
+    Balanced over the classes: each gets count // num_classes images, and count % num_classes
+    classes (drawn with `seed`) get one more; within a class the images are drawn with `seed`.
+    The same (labels, count, seed) always give the same images, on every machine (numpy's PCG64).
+    """
+    if count < num_classes:
+        raise DataError(f"--labels {count} is fewer than the {num_classes} classes: the semi-supervised model needs "
+                        f"at least one labelled image per class; use --labels {num_classes} or more")
+    if count > len(labels):
+        raise DataError(f"--labels {count:,} is more than the {len(labels):,} training images; use at most "
+                        f"{len(labels):,}")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    per_class = np.full(num_classes, count // num_classes)
+    per_class[rng.permutation(num_classes)[: count % num_classes]] += 1
+    chosen = []
+    for label in range(num_classes):
+        members = np.flatnonzero(labels == label)
+        if len(members) < per_class[label]:
+            raise DataError(f"--labels {count} asks for {per_class[label]} labelled images of class {label}, but the "
+                            f"training split holds only {len(members)}; use fewer --labels")
+        chosen.append(rng.permutation(members)[: per_class[label]])
+    return np.sort(np.concatenate(chosen)).astype(np.int64)

@@ -4,12 +4,12 @@
     networks.py     encoder and decoder networks (--network), built as parts: layers, mlp, conv, resnet
     priors.py       p(z) (--prior): the standard Gaussian, the VampPrior
     likelihoods.py  p(x | z) per pixel (--likelihood)
-    families.py     VAE and CVAE (--model), put together from those parts
+    families.py     VAE, CVAE and M2 (--model), put together from those parts
 """
 
 from __future__ import annotations
 
-from .families import CVAE, FAMILIES, VAE
+from .families import CVAE, FAMILIES, M2, VAE
 from .interface import ClassConditional, Classifies, Model, class_conditional
 from .likelihoods import LIKELIHOODS, decoder_mean
 from .networks import ACTIVATIONS, NETWORKS, ConditionalLinear, ReLU
@@ -29,5 +29,5 @@ def build_model(family: str, image_shape: tuple[int, int, int], num_classes: int
     return FAMILIES[family].for_data(image_shape, num_classes, **given)
 
 
-__all__ = ["ACTIVATIONS", "CVAE", "FAMILIES", "GaussianMixture", "LIKELIHOODS", "NETWORKS", "PRIORS", "VAE", "ClassConditional", "Classifies",
+__all__ = ["ACTIVATIONS", "CVAE", "FAMILIES", "GaussianMixture", "LIKELIHOODS", "M2", "NETWORKS", "PRIORS", "VAE", "ClassConditional", "Classifies",
            "ConditionalLinear", "Model", "ReLU", "build_model", "class_conditional", "decoder_mean"]

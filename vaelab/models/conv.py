@@ -45,11 +45,19 @@ def fold(inputs: torch.Tensor, event_dims: int) -> tuple[torch.Tensor, torch.Siz
 class ImageEncoder(nn.Module):
     """Images [*batch, C, H, W] (and y) -> [*batch, out_features] through `stem` (a convolution),
     `label` (a `ClassBias` on its maps), `body` (to flat features) and `head` (dense); the batch
-    dimensions are folded into one on the way. Subclasses build the four parts."""
+    dimensions are folded into one on the way. Labels y may have more leading dimensions than x's
+    batch (y [classes, batch] with x [batch, C, H, W]: each image under every class); the output
+    then has their broadcast batch shape. Subclasses build the four parts."""
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         images, batch = fold(x, 3)
-        features = self.label(self.stem(images), flat_labels(y, batch))
+        features = self.stem(images)
+        if y is not None and y.dim() > len(batch):  # more labels than images (every class for each image):
+            # the stem ran once per image; its maps are shared by the labels, copied only from here on
+            labelled = torch.broadcast_shapes(batch, y.shape)
+            features = features.view(*batch, *features.shape[1:]).expand(*labelled, *features.shape[1:])
+            features, batch = fold(features, 3)
+        features = self.label(features, flat_labels(y, batch))
         return self.head(self.body(features)).view(*batch, -1)
 
 

@@ -1,8 +1,8 @@
-"""The model families: Kingma & Welling's VAE, and the class-conditional VAE.
+"""The model families: Kingma & Welling's VAE, the class-conditional VAE and the semi-supervised M2.
 
 Each is put together from an encoder network and a decoder network (`networks.NETWORKS`, chosen
 by `--network`) and a pixel likelihood (`likelihoods.LIKELIHOODS`), and declares the members of
-`interface.Model` (the CVAE also those of `interface.ClassConditional`).
+`interface.Model` (the CVAE also those of `interface.ClassConditional`, M2 also `interface.Classifies`).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import math
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from .likelihoods import EQUATIONS, LIKELIHOODS, pixel_distribution
-from .networks import build_networks
+from .networks import build_classifier, build_networks
 from .priors import PRIORS, GaussianMixture, PseudoInputs
 
 
@@ -128,5 +128,32 @@ class CVAE(VAE):
         ]
 
 
+class M2(CVAE):
+    """Kingma et al. (2014)'s semi-supervised M2: the CVAE's generative model, and a classifier q(y | x).
+
+    Where an image comes without its label, y is a latent variable: the bound on log p(x) sums the
+    CVAE's bound over the classes, weighted by q(y | x) (`objectives.unlabelled_elbo`). The
+    classifier is the chosen network's encoder with one output per class (`networks.build_classifier`).
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 40,
+                 network: str = "mlp", **architecture):
+        super().__init__(image_shape, num_classes, latent_dim, network=network, **architecture)
+        self.classifier_net = build_classifier(network, self.image_shape, num_classes, **architecture)
+
+    def classifier(self, x: torch.Tensor) -> Categorical:
+        """q(y | x) for images x [*batch, C, H, W]: batch shape [*batch], num_classes categories."""
+        return Categorical(logits=self.classifier_net(x), validate_args=False)
+
+    def equations(self) -> list[str]:
+        lines = super().equations()
+        return lines[:-1] + [
+            f"q_φ(y | x) = Categorical(softmax g_φ(x)),  g_φ: {self.classifier_net.description}",
+            "labelled:  log p(x, y) ≥ ELBO(x, y) + log π_y,  trained with + α log q_φ(y | x)",
+            "unlabelled:  log p(x) ≥ Σ_y q_φ(y | x) [ELBO(x, y) + log π_y] + H(q_φ(y | x))",
+            lines[-1].replace("ŷ(x) = argmax_y π_y p_θ(x | y)", "ŷ(x) = argmax_y q_φ(y | x) or argmax_y π_y p_θ(x | y)"),
+        ]
+
+
 # name (--model) -> family; a new family adds a line here
-FAMILIES: dict[str, type[VAE]] = {"vae": VAE, "cvae": CVAE}
+FAMILIES: dict[str, type[VAE]] = {"vae": VAE, "cvae": CVAE, "m2": M2}

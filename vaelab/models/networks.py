@@ -57,4 +57,16 @@ def build_networks(network: str, image_shape: tuple[int, int, int], latent_dim: 
             make_decoder(latent_dim, image_shape, num_classes, **_settings_of(make_decoder, settings)))
 
 
-__all__ = ["ACTIVATIONS", "NETWORKS", "ConditionalLinear", "Dense", "ReLU", "build_networks"]
+def build_classifier(network: str, image_shape: tuple[int, int, int], num_classes: int, **settings) -> nn.Module:
+    """A classifier of kind `network`: images [*batch, C, H, W] -> logits [*batch, num_classes].
+
+    It is the network's encoder with `num_classes` outputs and no label input, so every network
+    that encodes also classifies (q(y | x) of the semi-supervised M2).
+    """
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}; choose one of {', '.join(NETWORKS)}")
+    make_encoder = NETWORKS[network][0]
+    return make_encoder(image_shape, num_classes, 0, **_settings_of(make_encoder, settings))
+
+
+__all__ = ["ACTIVATIONS", "NETWORKS", "ConditionalLinear", "Dense", "ReLU", "build_classifier", "build_networks"]

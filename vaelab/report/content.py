@@ -93,14 +93,17 @@ METRIC_ROWS = [
     ("kl", "KL term"),
     ("log_likelihood", "log-likelihood (IS)"),
     ("log_likelihood_marginal", "marginal log p(x) = log Σ_y π_y p(x|y)"),
-    ("accuracy", "classification accuracy, argmax_y p(y|x)"),
+    ("accuracy", "classification accuracy, Bayes rule argmax_y π_y p(x|y)"),
+    ("classifier_accuracy", "classification accuracy, argmax_y q(y|x)"),
+    ("unlabelled_elbo", "bound on log p(x) with y summed out, Σ_y q(y|x)[ELBO(x, y) + log π_y] + H"),
 ]
+PERCENT = ("accuracy", "classifier_accuracy")
 
 
 def metric_value(metrics: dict, key: str) -> str:
     if key not in metrics:
         return "–"
-    if key == "accuracy":
+    if key in PERCENT:
         return f"{100 * metrics[key]:.2f}%"
     if key == "recon":
         return _fmt(-metrics[key])
@@ -131,7 +134,8 @@ def config_table(run: Run) -> Table:
             ["objective", c.objective + (f", k = {c.samples}" if c.objective == "iwae" else "")
              + (f", KL warm-up over {c.warmup} epochs" if c.warmup else "")],
             ["optimiser", f"Adam, learning rate {c.lr:g} ({c.lr_schedule}), batch {c.batch_size}"],
-            ["training set", f"{c.train_on}" + (f", first {c.limit_train} images" if c.limit_train else "")],
+            ["training set", f"{c.train_on}" + (f", first {c.limit_train} images" if c.limit_train else "")
+             + (f", labels of {c.labels} images (label seed {c.label_seed}), the rest unlabelled" if c.labels else "")],
             ["epochs", f"{len(run.metrics)} (max {c.epochs}, patience {c.patience or 'off'})"], ["seed", str(c.seed)]]
     return Table(caption="Configuration", header=["setting", "value"], rows=rows)
 

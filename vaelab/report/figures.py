@@ -1,6 +1,7 @@
 """The figures of one run, as PNG bytes with their captions: curves, the trainer's sample grids,
-fresh samples, reconstructions, the latent space, the decoded manifold (d = 2) and, for a
-class-conditional model, style transfer.
+fresh samples, reconstructions, the latent space, the decoded manifold (d = 2), for a
+class-conditional model style transfer, and for a model with a classifier q(y | x) its accuracy per
+epoch and confusion matrix.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..api import Run
+from ..models import Classifies
 from ..runs import RunDir
 from . import analysis, plots
 
@@ -41,7 +43,23 @@ def run_figures(run: Run, seed: int = 0) -> list[Figure]:
         figures += manifolds(run)
     if classes:
         figures.append(style_transfer(run, test, test_labels, seed + 1))
+    if isinstance(run.model, Classifies):
+        figures += classifier_figures(run, test)
     return figures
+
+
+def classifier_figures(run: Run, test) -> list[Figure]:
+    """The validation error of q(y | x) per epoch, and its confusion matrix on the test set."""
+    confusion = analysis.confusion_matrix(run.model, test.x, test.y)
+    accuracy = np.trace(confusion) / confusion.sum()
+    labels = f" from {run.config.labels} labelled images" if run.config.labels else ""
+    return [
+        Figure("accuracy", f"Validation error of the classifier q(y | x) per epoch{labels}.",
+               plots.png_bytes(plots.accuracy_figure(run.metrics))),
+        Figure("confusion", f"Test images by true class (rows) and the class q(y | x) names (columns): "
+               f"{100 * accuracy:.2f}% right.",
+               plots.png_bytes(plots.confusion_figure(confusion, run.class_names, "Confusion matrix of q(y | x)"))),
+    ]
 
 
 def curves(run: Run) -> Figure:

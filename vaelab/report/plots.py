@@ -163,3 +163,36 @@ def manifold_figure(images: np.ndarray, coordinates: np.ndarray, title: str):
     axes.set(xlabel="z_1", ylabel="z_2", title=title)
     figure.tight_layout()
     return figure
+
+
+def accuracy_figure(rows: list[dict]):
+    """The validation accuracy of q(y | x) per epoch (a family with a classifier)."""
+    figure, axes = plt.subplots(figsize=(6, 3.4))
+    epochs = [row["epoch"] for row in rows if "valid_accuracy" in row]
+    axes.plot(epochs, [100 * (1 - row["valid_accuracy"]) for row in rows if "valid_accuracy" in row],
+              marker="o", ms=3, color="#c00000")
+    axes.set(xlabel="epoch", ylabel="validation error (%)", title="Classification error of q(y | x) per epoch")
+    axes.set_yscale("log")
+    axes.grid(alpha=0.3, which="both")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.tight_layout()
+    return figure
+
+
+def confusion_figure(confusion: np.ndarray, class_names: tuple[str, ...], title: str):
+    """A confusion matrix (rows: true class, columns: predicted), each cell its count, shaded by row share."""
+    confusion = np.asarray(confusion)
+    share = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    size = 0.45 * len(class_names) + 1.8
+    figure, axes = plt.subplots(figsize=(size, size - 0.4))
+    axes.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for (row, column), count in np.ndenumerate(confusion):
+        if count:
+            axes.text(column, row, str(count), ha="center", va="center", fontsize=7,
+                      color="white" if share[row, column] > 0.5 else "black")
+    ticks = range(len(class_names))
+    axes.set_xticks(ticks, class_names, fontsize=8)
+    axes.set_yticks(ticks, class_names, fontsize=8)
+    axes.set(xlabel="predicted class", ylabel="true class", title=title)
+    figure.tight_layout()
+    return figure

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from .. import objectives
 from ..errors import TrainingDiverged
-from ..models import Model
+from ..models import Classifies, Model
 from .randomness import RandomStreams
 from .step import TrainStep
 
@@ -21,11 +21,16 @@ VALIDATION_SEED = 1234  # validation ELBO draws the same z every epoch, so epoch
 
 @dataclass
 class DeviceSplit:
-    """A split as device tensors: x [n, C, H, W] float32 in [0, 1], y [n] int64."""
+    """A split as device tensors: x [n, C, H, W] float32 in [0, 1], y [n] int64.
+
+    labelled [n] bool, for semi-supervised training: which images' labels the model may see (the
+    others' y is kept only to measure accuracy); None: every label is seen.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
     binary: bool
+    labelled: torch.Tensor | None = None
 
     @classmethod
     def from_split(cls, split, device: torch.device) -> "DeviceSplit":
@@ -50,6 +55,28 @@ class Stopped(Exception):
         self.state = state
 
 
+def batch_plan(order: torch.Tensor, labelled: torch.Tensor | None, batch_size: int) -> list[tuple[torch.Tensor, bool]]:
+    """An epoch's batches in `order`: [(indices [<= batch_size] int64, whether their labels are seen), ...].
+
+    Every label seen: consecutive slices of `order`. Otherwise the labelled and the unlabelled
+    images each make their own batches, in the order they have in `order`, and the labelled
+    batches are spread evenly between the unlabelled ones: every image, labelled or not, is in
+    exactly one batch per epoch.
+    """
+    if labelled is None:
+        return [(order[start : start + batch_size], True) for start in range(0, len(order), batch_size)]
+    mask = labelled[order]
+    known, unknown = order[mask], order[~mask]
+    known_batches = [known[start : start + batch_size] for start in range(0, len(known), batch_size)]
+    unknown_batches = [unknown[start : start + batch_size] for start in range(0, len(unknown), batch_size)]
+    total = len(known_batches) + len(unknown_batches)
+    slots = {(2 * j + 1) * total // (2 * len(known_batches)) for j in range(len(known_batches))}
+    plan, known_iter, unknown_iter = [], iter(known_batches), iter(unknown_batches)
+    for position in range(total):
+        plan.append((next(known_iter), True) if position in slots else (next(unknown_iter), False))
+    return plan
+
+
 def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceSplit, batch_size: int,
                 streams: RandomStreams, state: EpochState | None = None,
                 should_stop: Callable[[], bool] = lambda: False, label: str = "epoch",
@@ -57,6 +84,7 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
     """One pass over `data` in the `order` stream's random order: (mean bound per image, steps taken).
 
     kl_weight < 1 is KL warm-up (see `step.training_bound`); the mean bound is the true one.
+    Batches follow `batch_plan`: an unlabelled batch (data.labelled) goes to the step without y.
     `state` continues an interrupted epoch. If `should_stop()` turns true, the epoch stops between
     two steps and raises Stopped with the state to continue from. A non-finite loss raises
     TrainingDiverged naming the step (`label` names the epoch in messages and the progress bar).
@@ -67,24 +95,25 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
         state = EpochState(torch.randperm(n, generator=streams.order, device=data.x.device), 0,
                            torch.zeros((), device=data.x.device))
     order, bound_sum, steps = state.order, state.bound_sum, state.step
+    plan = batch_plan(order, data.labelled, batch_size)
+    seen = sum(len(index) for index, _ in plan[:steps])
     first_bad_step = torch.full((), -1, dtype=torch.long, device=data.x.device)  # tracked without a host sync
-    with tqdm(total=n, initial=min(steps * batch_size, n), desc=label, unit="img", leave=False,
+    with tqdm(total=n, initial=seen, desc=label, unit="img", leave=False,
               disable=not progress, dynamic_ncols=True) as bar:
-        for start in range(steps * batch_size, n, batch_size):
+        for index, has_labels in plan[steps:]:
             if should_stop():
                 raise Stopped(EpochState(order, steps, bound_sum))
-            index = order[start : start + batch_size]
             # index_select: a third of the time of data.x[index] on a CPU
-            loss, batch_bound = step(data.x.index_select(0, index), data.y.index_select(0, index), streams,
-                                     kl_weight)
+            y = data.y.index_select(0, index) if has_labels else None
+            loss, batch_bound = step(data.x.index_select(0, index), y, streams, kl_weight)
             optimizer.step()
             bound_sum += batch_bound
             steps += 1
+            seen += len(index)
             # a non-finite gradient makes the parameters, and so the next loss, non-finite too
             first_bad_step = torch.where(torch.isfinite(loss) | (first_bad_step >= 0), first_bad_step,
                                          first_bad_step.new_full((), steps))
-            if steps % SYNC_EVERY == 0 or start + batch_size >= n:
-                seen = min(start + batch_size, n)
+            if steps % SYNC_EVERY == 0 or steps == len(plan):
                 running = bound_sum.item() / seen
                 if not math.isfinite(running):
                     raise TrainingDiverged(f"the loss became non-finite in {label} at step "
@@ -96,7 +125,8 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
 
 @torch.no_grad()
 def validate(model: Model, data: DeviceSplit, batch_size: int = 1000, seed: int = VALIDATION_SEED) -> dict:
-    """ELBO and its terms on a fixed split with a fixed seed: mean nats per image."""
+    """ELBO and its terms on a fixed split with a fixed seed: mean nats per image; for a family with a
+    classifier also the accuracy of q(y | x) (a fraction)."""
     model.eval()
     generator = torch.Generator(device=data.x.device).manual_seed(seed)
     sums = torch.zeros(3, dtype=torch.float64, device=data.x.device)
@@ -105,4 +135,10 @@ def validate(model: Model, data: DeviceSplit, batch_size: int = 1000, seed: int 
                                 samples=1, generator=generator)
         sums += torch.stack([terms.elbo.sum(), terms.recon.sum(), terms.kl.sum()]).double()
     elbo, recon, kl = (sums / data.x.shape[0]).tolist()
-    return {"elbo": elbo, "recon": recon, "kl": kl}
+    result = {"elbo": elbo, "recon": recon, "kl": kl}
+    if isinstance(model, Classifies):  # M2: how often q(y | x) names the right class
+        correct = sum((model.classifier(data.x[start : start + batch_size]).logits.argmax(-1)
+                       == data.y[start : start + batch_size]).sum().item()
+                      for start in range(0, data.x.shape[0], batch_size))
+        result["accuracy"] = correct / data.x.shape[0]
+    return result

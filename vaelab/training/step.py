@@ -14,7 +14,7 @@ import torch
 
 from .. import objectives
 from ..fast import CompiledOrEager
-from ..models import Model
+from ..models import Classifies, Model
 from .randomness import RandomStreams
 
 
@@ -41,14 +41,35 @@ def binarize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     return (uniforms < x).to(x.dtype)
 
 
-def training_bound(model: Model, x: torch.Tensor, y: torch.Tensor, objective: str, samples: int,
-                   noise: torch.Tensor, kl_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def training_bound(model: Model, x: torch.Tensor, y: torch.Tensor | None, objective: str, samples: int,
+                   noise: torch.Tensor, kl_weight: torch.Tensor,
+                   classifier_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(what is maximised, the bound), each [batch] nats: the ELBO (L = samples) or the IW bound (k = samples).
 
     During KL warm-up (kl_weight < 1) the maximised objective weighs log p(z) - log q(z | x) by
     kl_weight: recon - kl_weight * KL for the ELBO, log mean_k p(x | z_k) (p(z_k) / q(z_k | x))^kl_weight
     for the IW bound. The bound returned beside it is always the true one (kl_weight = 1).
+
+    A family with a classifier q(y | x) (`Classifies`, the M2) bounds log p(x, y) where the label
+    is known, and adds classifier_weight * log q(y | x) to what is maximised (Kingma et al.'s
+    alpha); where y is None the label is summed out (`objectives.sum_over_labels`, noise then
+    [samples, classes, batch, d]) and the bound is on log p(x).
     """
+    if y is None:
+        labels = objectives.every_class(model.num_classes, x.shape[0], x.device)
+        maximised, bound = _given_labels(model, x, labels, objective, samples, noise, kl_weight)  # [classes, batch]
+        q_y, log_pi = model.classifier(x), model.class_log_prior()
+        return objectives.sum_over_labels(q_y, log_pi, maximised), objectives.sum_over_labels(q_y, log_pi, bound)
+    maximised, bound = _given_labels(model, x, y, objective, samples, noise, kl_weight)
+    if isinstance(model, Classifies):
+        log_pi = model.class_log_prior()[y]
+        maximised = maximised + log_pi + classifier_weight * model.classifier(x).log_prob(y)
+        bound = bound + log_pi
+    return maximised, bound
+
+
+def _given_labels(model, x, y, objective, samples, noise, kl_weight) -> tuple[torch.Tensor, torch.Tensor]:
+    """(maximised, bound) on log p(x | y), [*y's batch]: the ELBO or the IW bound, KL weighed by kl_weight."""
     if objective == "iwae":
         return objectives.iw_bound(model, x, y, samples, noise=noise, kl_weight=kl_weight)
     terms = objectives.elbo(model, x, y, samples, noise=noise)
@@ -58,15 +79,17 @@ def training_bound(model: Model, x: torch.Tensor, y: torch.Tensor, objective: st
 class Loss(torch.nn.Module):
     """The training loss as a module (parameters "model.*"), so torch.func can differentiate it."""
 
-    def __init__(self, model: Model, objective: str, samples: int):
+    def __init__(self, model: Model, objective: str, samples: int, classifier_weight: float = 0.0):
         super().__init__()
         self.model, self.objective, self.samples = model, objective, samples
+        self.classifier_weight = classifier_weight
 
     def forward(self, x, y, bits, noise, kl_weight) -> tuple[torch.Tensor, torch.Tensor]:
-        """(-mean objective [], bound summed over the batch []) for images x [batch, C, H, W]."""
+        """(-mean objective [], bound summed over the batch []) for images x [batch, C, H, W], y [batch] or None."""
         if bits is not None:  # dynamic binarisation: x ~ Bernoulli(gray level), fresh every time
             x = binarize(x, bits)
-        maximised, bound = training_bound(self.model, x, y, self.objective, self.samples, noise, kl_weight)
+        maximised, bound = training_bound(self.model, x, y, self.objective, self.samples, noise, kl_weight,
+                                          self.classifier_weight)
         return -maximised.mean(), bound.detach().sum()
 
 
@@ -81,9 +104,10 @@ class TrainStep:
     (one static shape, one compilation); an epoch's short last batch runs it eagerly.
     """
 
-    def __init__(self, model: Model, objective: str, samples: int, batch_size: int, dynamic: bool, compile: bool):
+    def __init__(self, model: Model, objective: str, samples: int, batch_size: int, dynamic: bool, compile: bool,
+                 classifier_weight: float = 0.0):
         self.model, self.samples, self.batch_size, self.dynamic = model, samples, batch_size, dynamic
-        self.loss = Loss(model, objective, samples)
+        self.loss = Loss(model, objective, samples, classifier_weight)
         self.parameters = [(name, p) for name, p in self.loss.named_parameters() if p.requires_grad]
         self.compiled = CompiledOrEager(self.loss_and_gradients, "the training step", enabled=compile, dynamic=False,
                                         eager=self.eager_loss_and_gradients)
@@ -113,10 +137,12 @@ class TrainStep:
             gradients = torch.autograd.grad(loss, [p for _, p in self.parameters])
         return {name: g for (name, _), g in zip(self.parameters, gradients)}, (loss.detach(), bound_sum)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, streams: RandomStreams,
+    def __call__(self, x: torch.Tensor, y: torch.Tensor | None, streams: RandomStreams,
                  kl_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """y None: an unlabelled batch, whose label the family sums out (see `training_bound`)."""
         bits = binarization_bits(x, streams.pixels) if self.dynamic else None
-        noise = objectives.standard_noise(self.model, x.shape[0], self.samples, streams.noise, x.device, x.dtype)
+        batch = x.shape[0] if y is not None else (self.model.num_classes, x.shape[0])
+        noise = objectives.standard_noise(self.model, batch, self.samples, streams.noise, x.device, x.dtype)
         weight = torch.full((), kl_weight, dtype=x.dtype, device=x.device)  # a tensor: no recompilation per value
         run = self.compiled if x.shape[0] == self.batch_size else self.eager_loss_and_gradients
         gradients, (loss, bound_sum) = run(x, y, bits, noise, weight)

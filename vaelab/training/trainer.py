@@ -17,12 +17,12 @@ import torch
 
 from ..checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from ..config import SETTINGS, TrainConfig, config_from_dict, flag
-from ..data import load_raw, make_splits
+from ..data import labelled_subset, load_raw, make_splits
 from ..errors import RunError, TrainingDiverged, TrainingInterrupted, VaelabError
 from ..fast import make_adam, use_compile
 from ..models import Model
 from ..runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json, write_metrics
-from .epoch import DeviceSplit, EpochState, Stopped, train_epoch, validate
+from .epoch import DeviceSplit, EpochState, Stopped, batch_plan, train_epoch, validate
 from .schedules import kl_weight, learning_rate
 from .grids import GRID_COLUMNS, grid_latents, grid_means
 from .randomness import RandomStreams
@@ -51,7 +51,19 @@ class Training:
     step: TrainStep
 
 
-def new_training(config: TrainConfig, device: torch.device, dynamic: bool, compile: bool) -> Training:
+def classifier_weight(config: TrainConfig, train_images: int) -> float:
+    """alpha, the weight of log q(y | x) per labelled image (a family with a classifier; see `step.training_bound`).
+
+    Default 0.1 x train_images / labelled images: Kingma et al.'s alpha = 0.1 N on the mean over
+    the labelled images, spread over the labelled images, each seen once per epoch.
+    """
+    if config.alpha is not None:
+        return config.alpha
+    return 0.1 * train_images / (config.labels or train_images)
+
+
+def new_training(config: TrainConfig, device: torch.device, dynamic: bool, compile: bool,
+                 train_images: int = 1) -> Training:
     """A fresh model, its optimizer, the run's random streams and its training step, as `train` makes them.
 
     The global torch seed is set once, for the parameter initialisation; every later random draw
@@ -59,7 +71,8 @@ def new_training(config: TrainConfig, device: torch.device, dynamic: bool, compi
     """
     torch.manual_seed(config.seed)
     model = new_model(config).to(device)
-    step = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic, compile)
+    step = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic, compile,
+                     classifier_weight(config, train_images))
     return Training(model, make_adam(model.parameters(), config.lr), RandomStreams.seeded(config.seed, device), step)
 
 
@@ -118,6 +131,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     # the data first: a failure here leaves no half-made run directory behind
     raw = load_raw(config.dataset, data_dir=config.data_dir, cache_dir=cache_dir, log=log)
     splits = make_splits(raw, config.binarize, config.train_on, config.limit_train)
+    if config.labels is not None:  # checked before anything is written
+        labelled_images = labelled_subset(splits.train.labels, config.labels, splits.num_classes, config.label_seed)
     try:
         run.path.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(run)
@@ -126,11 +141,15 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
         raise RunError(f"cannot write to the run directory {run.path} ({exc.strerror}); choose a writable --out") from None
 
     train_data = DeviceSplit.from_split(splits.train, device)
+    if config.labels is not None:  # only these images' labels are seen
+        train_data.labelled = torch.zeros(len(splits.train), dtype=torch.bool, device=device)
+        train_data.labelled[torch.from_numpy(labelled_images).to(device)] = True
     valid_data = DeviceSplit.from_split(splits.valid, device)
     done_epochs = checkpoint.info["epoch"] if checkpoint else 0
     steps_left = (config.epochs - done_epochs) * math.ceil(len(splits.train) / config.batch_size)
     training = new_training(config, device, dynamic=not train_data.binary,
-                            compile=use_compile(config.compile, steps_left, COMPILE_FROM_STEPS))
+                            compile=use_compile(config.compile, steps_left, COMPILE_FROM_STEPS),
+                            train_images=len(splits.train))
     history = _History(rows=[], best=-math.inf, since_best=0)
     partial = None
     if checkpoint is not None:
@@ -149,7 +168,9 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
         log(f"resuming {run.path} from {where}")
     else:
         write_metrics(run.metrics, [])
-    log(f"training {config.model.upper()} (d = {config.latent_dim}) on {len(splits.train)} {config.dataset} images, "
+    labelled = f" ({config.labels} of them labelled)" if config.labels is not None else ""
+    log(f"training {config.model.upper()} (d = {config.latent_dim}) on {len(splits.train)} {config.dataset} images"
+        f"{labelled}, "
         f"{device.type}{' (compiled step)' if training.step.compiled.active else ''}, batch {config.batch_size}, "
         f"{config.epochs} epochs max -> {run.path}")
     _Epochs(config, run, training, train_data, valid_data, splits.class_names, log, progress).loop(
@@ -178,7 +199,8 @@ class _Epochs:
         with StopSignals() as stop:
             for epoch in range(first_epoch, config.epochs + 1):
                 started = time.perf_counter()
-                images_before = min(partial.step * config.batch_size, len(self.train_data.x)) if partial else 0
+                images_before = sum(len(index) for index, _ in batch_plan(
+                    partial.order, self.train_data.labelled, config.batch_size)[: partial.step]) if partial else 0
                 lr = learning_rate(config.lr, config.lr_schedule, epoch, config.epochs)
                 for group in t.optimizer.param_groups:
                     group["lr"] = lr
@@ -223,6 +245,8 @@ class _Epochs:
                "samples_per_second": (len(self.train_data.x) - images_before) / seconds,
                "steps": (history.rows[-1]["steps"] if history.rows else 0) + steps,
                "lr": self.training.optimizer.param_groups[0]["lr"], "kl_weight": kl_weight(config.warmup, epoch)}
+        if "accuracy" in valid:
+            row["valid_accuracy"] = valid["accuracy"]
         history.rows.append(row)
         info = {"epoch": epoch, "best_valid_elbo": history.best, "epochs_since_best": history.since_best,
                 "stopped_early": stop_early}
@@ -238,7 +262,9 @@ class _Epochs:
                            f"{self.run.path} --resume") from None
         self.save_state(info)
         self.log(f"epoch {epoch:3d}  train {config.bound_name} {train_bound:8.2f}  valid ELBO {valid['elbo']:8.2f} "
-                 f"(recon {valid['recon']:.2f}, KL {valid['kl']:.2f})  {seconds:5.1f} s  "
+                 f"(recon {valid['recon']:.2f}, KL {valid['kl']:.2f})  "
+                 + (f"accuracy {100 * valid['accuracy']:.2f}%  " if "accuracy" in valid else "")
+                 + f"{seconds:5.1f} s  "
                  f"{row['samples_per_second']:,.0f} img/s")
         if stop_early:
             self.log(f"early stop: validation ELBO has not improved for {config.patience} epochs "

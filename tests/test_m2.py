@@ -1,0 +1,204 @@
+"""The semi-supervised M2: its bound with the label summed out, the labelled subset, the epoch's
+batches, the bad --labels, and (slow) training, resuming and evaluating on a real MNIST slice."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vaelab import objectives
+from vaelab.cli import main
+from vaelab.data import labelled_subset
+from vaelab.errors import DataError
+from vaelab.models import Classifies, build_model
+from vaelab.training.epoch import batch_plan
+from vaelab.training.step import training_bound
+
+SHAPE = (1, 6, 5)
+
+
+def small_m2(network="mlp", seed=0, **settings):
+    torch.manual_seed(seed)
+    arch = dict(latent_dim=3, hidden=(16,)) if network == "mlp" else dict(latent_dim=3, channels=4)
+    return build_model("m2", SHAPE, 4, network=network, **arch, **settings).eval()
+
+
+def binary_images(batch, seed=1):
+    return torch.bernoulli(torch.full((batch, *SHAPE), 0.4), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("network", ["mlp", "conv"])
+def test_unlabelled_bound_is_the_explicit_sum_over_classes(network):
+    model, x = small_m2(network), binary_images(5)
+    noise = torch.randn(2, 4, 5, 3, generator=torch.Generator().manual_seed(2))
+    terms = objectives.unlabelled_elbo(model, x, samples=2, noise=noise)
+    q_y = model.classifier(x)
+    explicit = torch.zeros(5, dtype=torch.float64)
+    for c in range(4):  # one class at a time, each image on its own: nothing shared, nothing broadcast
+        y = torch.full((5,), c)
+        per_class = objectives.elbo(model, x, y, samples=2, noise=noise[:, c]).elbo
+        explicit += (q_y.probs[:, c] * (per_class + math.log(1 / 4) - q_y.probs[:, c].log())).double()
+    torch.testing.assert_close(terms.elbo.double(), explicit, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(terms.recon - terms.kl, terms.elbo)
+    assert (terms.label_kl >= 0).all()
+    # the training step's bound (no warm-up) is the same number, and warm-up lowers what is maximised
+    maximised, bound = training_bound(model, x, None, "elbo", 2, noise, torch.tensor(1.0))
+    torch.testing.assert_close(bound, terms.elbo)
+    torch.testing.assert_close(maximised, terms.elbo)
+    annealed, _ = training_bound(model, x, None, "elbo", 2, noise, torch.tensor(0.5))
+    assert (annealed > bound).all()  # a KL weighed by 1/2 costs less
+
+
+def test_exact_enumeration_against_sampling_the_label():
+    """sum_y q(y|x) [B(x, y) + log pi_y - log q(y|x)] is E_{y ~ q}[...]: a Monte-Carlo mean over y approaches it."""
+    model, x = small_m2(), binary_images(3)
+    noise = torch.randn(1, 4, 3, 3, generator=torch.Generator().manual_seed(3))
+    exact = objectives.unlabelled_elbo(model, x, noise=noise).elbo
+    labels = objectives.every_class(4, 3, "cpu")
+    per_class = objectives.elbo(model, x, labels, noise=noise).elbo  # [4, 3], fixed z per class
+    q_y = model.classifier(x)
+    y = q_y.sample((200_000,))  # [draws, 3]
+    values = per_class.T.gather(1, y.T).T + math.log(1 / 4) - q_y.log_prob(y)
+    estimate, error = values.mean(0), values.std(0) / math.sqrt(y.shape[0])
+    assert ((estimate - exact).abs() < 5 * error + 1e-4).all(), (estimate, exact, error)
+
+
+def test_iw_bound_with_the_label_summed_out_lies_above_the_mean_log_weight():
+    """Per class, log mean w >= mean log w for the same draws (Jensen); summing y out keeps the order."""
+    model, x = small_m2(), binary_images(4)
+    noise = torch.randn(8, 4, 4, 3, generator=torch.Generator().manual_seed(4))
+    _, iw = training_bound(model, x, None, "iwae", 8, noise, torch.tensor(1.0))
+    log_w = objectives.log_importance_weights(model, x, objectives.every_class(4, 4, "cpu"), 8, None, noise=noise)
+    mean_log_w = objectives.sum_over_labels(model.classifier(x), model.class_log_prior(), log_w.mean(0))
+    assert (iw >= mean_log_w - 1e-4).all() and (iw > mean_log_w + 1e-3).any()
+
+
+def test_labelled_bound_adds_the_class_prior_and_alpha_times_the_classifier():
+    model, x, y = small_m2(), binary_images(4), torch.tensor([0, 1, 2, 3])
+    noise = torch.randn(1, 4, 3, generator=torch.Generator().manual_seed(5))
+    maximised, bound = training_bound(model, x, y, "elbo", 1, noise, torch.tensor(1.0), classifier_weight=2.5)
+    elbo = objectives.elbo(model, x, y, noise=noise).elbo
+    torch.testing.assert_close(bound, elbo + math.log(1 / 4))
+    torch.testing.assert_close(maximised, bound + 2.5 * model.classifier(x).log_prob(y))
+
+
+def test_m2_has_a_classifier_for_every_network():
+    for network in ("mlp", "conv", "resnet"):
+        model = small_m2(network)
+        assert isinstance(model, Classifies)
+        assert model.classifier(binary_images(2)).probs.shape == (2, 4)
+
+
+def test_labelled_subset_is_balanced_and_reproducible():
+    labels = np.repeat(np.arange(10), 50)[np.random.default_rng(0).permutation(500)]
+    chosen = labelled_subset(labels, 25, 10, seed=3)
+    counts = np.bincount(labels[chosen], minlength=10)
+    assert len(chosen) == 25 == len(set(chosen.tolist())) and set(counts.tolist()) == {2, 3}
+    assert (chosen == labelled_subset(labels, 25, 10, seed=3)).all()
+    assert not (chosen == labelled_subset(labels, 25, 10, seed=4)).all()
+    for count, message in [(5, "fewer than the 10 classes"), (501, "more than the 500 training images"),
+                           (500 - 1, None)]:
+        if message is None:
+            assert len(labelled_subset(labels, count, 10, 0)) == count
+            continue
+        with pytest.raises(DataError, match=message):
+            labelled_subset(labels, count, 10, 0)
+    few_threes = np.concatenate([labels[labels != 3], [3] * 10])
+    with pytest.raises(DataError, match="class 3, but the training split holds only 10"):
+        labelled_subset(few_threes, 200, 10, 0)
+
+
+def test_each_labelled_image_is_seen_once_per_epoch():
+    n, batch = 1000, 64
+    labelled = torch.zeros(n, dtype=torch.bool)
+    labelled[torch.randperm(n, generator=torch.Generator().manual_seed(0))[:150]] = True
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+    plan = batch_plan(order, labelled, batch)
+    seen = torch.cat([index for index, _ in plan])
+    assert sorted(seen.tolist()) == list(range(n))  # every image exactly once
+    for index, has_labels in plan:  # a batch is all labelled or all unlabelled
+        assert (labelled[index] == has_labels).all() and len(index) <= batch
+    positions = [i for i, (_, has_labels) in enumerate(plan) if has_labels]
+    assert len(positions) == 3 and positions[0] > 0 and positions[-1] < len(plan) - 1  # spread, not bunched
+    assert [len(index) for index, _ in plan] == [len(index) for index, _ in batch_plan(order, labelled, batch)]
+    # every label known: the plain consecutive batches
+    assert all(has for _, has in batch_plan(order, None, batch))
+    assert torch.equal(torch.cat([index for index, _ in batch_plan(order, None, batch)]), order)
+
+
+BAD_LABELS = [
+    (["--model", "m2", "--labels", "0"], "--labels 0 is not allowed: use a whole number of labelled training images"),
+    (["--model", "m2", "--labels", "-5"], "--labels -5 is not allowed"),
+    (["--model", "cvae", "--labels", "100"], "--labels needs a model that infers missing labels (--model m2)"),
+    (["--model", "vae", "--labels", "100"], "--model vae trains on every label"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_LABELS)
+def test_bad_labels_are_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vaelab: error:") and err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("labels, message", [("60000", "more than the 50,000 training images"),
+                                             ("7", "fewer than the 10 classes")])
+def test_labels_that_do_not_fit_the_data(labels, message, tmp_path, capsys, mnist_raw):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--model", "m2", "--labels", labels]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()  # nothing written
+
+
+M2_SMALL = dict(model="m2", latent_dim=8, hidden=(128,), labels=100, limit_train=4000, batch_size=50,
+                sample_epochs=(1,), compile="off")
+
+
+@pytest.mark.slow
+def test_m2_learns_resumes_mid_epoch_and_evaluates(tmp_path, mnist_raw):
+    """On 4,000 real images with 100 labels: the classifier learns, a SIGTERM in epoch 2 then --resume gives
+    the uninterrupted run, and evaluate, sample, reconstruct and report work on the run."""
+    import json
+    import signal
+    import time
+
+    import vaelab
+    from tests.test_reliability import _rows, _start, _wait_for_epoch
+    from vaelab.config import make_config
+    from vaelab.report import write_report
+    from vaelab.training import train
+
+    settings = dict(M2_SMALL, epochs=3)
+    full = train(make_config(settings), tmp_path / "full", log=lambda _: None, progress=False)
+    assert full[-1]["valid_accuracy"] > max(0.25, full[0]["valid_accuracy"] + 0.1)  # chance is 0.1
+    assert all(math.isfinite(row["train_elbo"]) for row in full)
+    process = _start(tmp_path / "run", settings, resume=False)
+    _wait_for_epoch(tmp_path / "run", 1, process)
+    time.sleep(0.5)  # somewhere in epoch 2
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    done = _start(tmp_path / "run", settings)
+    _, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    assert _rows(tmp_path / "run") == _rows(tmp_path / "full")
+
+    assert main(["evaluate", str(tmp_path / "full"), "--iw-samples", "20", "--no-progress"]) == 0
+    result = json.loads((tmp_path / "full" / "eval.json").read_text())
+    assert result["classifier_accuracy"] == pytest.approx(np.trace(result["confusion"]) / 10_000)
+    assert result["unlabelled_elbo"] <= result["log_likelihood_marginal"] + 1.0  # a bound, up to IS noise
+    assert 0.25 < result["classifier_accuracy"]  # the Bayes rule needs a better decoder than 3 short epochs give
+    run = vaelab.load_run(tmp_path / "full", device="cpu")
+    images, labels = run.sample(per_class=2, seed=0)
+    assert images.shape == (20, 1, 28, 28) and list(labels) == [c for c in range(10) for _ in range(2)]
+    assert main(["reconstruct", str(tmp_path / "full"), "-o", str(tmp_path / "r.png")]) == 0
+    assert main(["sample", str(tmp_path / "full"), "-o", str(tmp_path / "s.png"), "--digit", "3"]) == 0
+    assert (tmp_path / "r.png").stat().st_size > 1000 and (tmp_path / "s.png").stat().st_size > 1000
+    report = tmp_path / "report.html"
+    write_report([tmp_path / "full"], report)
+    page = report.read_text()
+    assert "argmax_y q(y|x)" in page and "the class q(y | x) names" in page and "Validation error of the classifier" in page
