@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: the tutorial-style reference CVAE and a matmul peak estimate."""
+"""Shared pieces of the benchmarks: the tutorial-style reference CVAE, a matmul peak estimate, and the flags and
+shared settings of the benchmarks that train runs."""
 
 from __future__ import annotations
 
@@ -57,3 +58,26 @@ def machine() -> str:
 
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, " \
            f"{torch.get_num_threads()} threads"
+
+
+def add_run_arguments(parser, out: str) -> None:
+    """The flags of a benchmark that trains runs: --set key=value (repeatable), --device, --out."""
+    parser.add_argument("--set", action="append", default=[], help="another setting for every run, key=value")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default=out)
+
+
+def common_settings(args) -> dict:
+    """The settings every run of the benchmark shares, from --set and --device, checked as vaelab checks them."""
+    from vaelab.config import SETTINGS, check_value
+
+    settings = {}
+    for pair in args.set:
+        key, _, value = pair.partition("=")
+        name = key.strip().replace("-", "_")
+        if name not in SETTINGS:
+            raise SystemExit(f"--set {pair}: no such setting")
+        kind = SETTINGS[name].kind
+        settings[name] = check_value(name, kind(value) if kind in (int, float) else value)
+    settings.setdefault("device", args.device)
+    return settings

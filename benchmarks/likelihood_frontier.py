@@ -22,10 +22,10 @@ import json
 import time
 from pathlib import Path
 
-from common import machine
+from common import add_run_arguments, common_settings, machine
 
 import vaelab
-from vaelab.config import SETTINGS, check_value, make_config
+from vaelab.config import make_config
 from vaelab.evaluate import evaluate_model
 from vaelab.runs import RunDir, read_metrics
 from vaelab.training import DeviceSplit, train
@@ -38,18 +38,6 @@ PUBLISHED = [  # test log p(x), dynamically binarised MNIST, nats (REFERENCE.md)
     ("ResNet VAE + IAF (Kingma et al. 2016)", "-79.10"),
     ("ResNet VAE + RealNVP prior (Xu et al. 2019)", "-78.49"),
 ]
-
-
-def parse_sets(pairs: list[str]) -> dict:
-    settings = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        name = key.strip().replace("-", "_")
-        if name not in SETTINGS:
-            raise SystemExit(f"--set {pair}: no such setting")
-        kind = SETTINGS[name].kind
-        settings[name] = check_value(name, kind(value) if kind in (int, float) else value)
-    return settings
 
 
 def run_variant(model: str, network: str, prior: str, args, common: dict) -> dict:
@@ -96,12 +84,9 @@ def main():
                                               "resnet/vamp", help="network/prior pairs")
     parser.add_argument("--iw-samples", type=int, default=1000)
     parser.add_argument("--test-images", type=int, default=0, help="evaluate on the first N test images (0: all)")
-    parser.add_argument("--set", action="append", default=[], help="another setting for every variant, key=value")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default="runs/frontier")
+    add_run_arguments(parser, out="runs/frontier")
     args = parser.parse_args()
-    common = parse_sets(args.set)
-    common.setdefault("device", args.device)
+    common = common_settings(args)
     results = []
     for model in args.models.split(","):
         for variant in args.variants.split(","):

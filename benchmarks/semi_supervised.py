@@ -19,8 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
-from common import machine
-from likelihood_frontier import parse_sets
+from common import add_run_arguments, common_settings, machine
 
 import vaelab
 from vaelab.config import make_config
@@ -67,12 +66,9 @@ def main():
     parser.add_argument("--draws", type=int, default=3, help="label draws (and seeds) per number of labels")
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--minutes", type=float, default=None, help="also stop a run after this much training")
-    parser.add_argument("--set", action="append", default=[], help="another setting for every run, key=value")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default="runs/semi")
+    add_run_arguments(parser, out="runs/semi")
     args = parser.parse_args()
-    common = parse_sets(args.set)
-    common.setdefault("device", args.device)
+    common = common_settings(args)
     results: dict[int, list[dict]] = {}
     for labels in [int(n) for n in args.labels.split(",")]:
         for draw in range(args.draws):
