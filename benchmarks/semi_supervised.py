@@ -23,7 +23,7 @@ from common import add_run_arguments, common_settings, machine
 
 import vaelab
 from vaelab.config import make_config
-from vaelab.report.analysis import confusion_matrix
+from vaelab.objectives import confusion_matrix
 from vaelab.runs import RunDir
 from vaelab.training import train
 
@@ -50,7 +50,7 @@ def run_one(labels: int, draw: int, args, common: dict) -> dict:
     seconds = time.perf_counter() - started
     run = vaelab.load_run(out, checkpoint="latest", device=args.device)
     test = run.test_data()
-    confusion = confusion_matrix(run.model, test.x, test.y)
+    confusion = confusion_matrix(run.model.eval(), test.x, test.y).cpu().numpy()
     result = {"labels": labels, "draw": draw, "epochs": len(rows), "seconds": seconds,
               "seconds_per_epoch": statistics.median(row["seconds"] for row in rows),
               "test_error": 100 * (1 - confusion.trace() / confusion.sum()),

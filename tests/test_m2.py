@@ -83,6 +83,16 @@ def test_labelled_bound_adds_the_class_prior_and_alpha_times_the_classifier():
     torch.testing.assert_close(maximised, bound + 2.5 * model.classifier(x).log_prob(y))
 
 
+def test_confusion_matrix_counts_true_against_predicted_classes():
+    model, x = small_m2(), binary_images(37)
+    y = torch.arange(37) % 4
+    predicted = model.classifier(x).probs.argmax(-1)
+    expected = torch.zeros(4, 4, dtype=torch.int64)
+    for true, guess in zip(y.tolist(), predicted.tolist()):
+        expected[true, guess] += 1
+    assert torch.equal(objectives.confusion_matrix(model, x, y, batch_size=10), expected)
+
+
 def test_m2_has_a_classifier_for_every_network():
     for network in ("mlp", "conv", "resnet"):
         model = small_m2(network)

@@ -95,17 +95,12 @@ def classifier_terms(model, data: DeviceSplit, batch_size: int, generator: torch
     """For a family with a classifier q(y | x): its accuracy (a fraction) and confusion matrix
     (confusion[true][predicted], image counts), and the bound on log p(x) with y summed out
     (`objectives.unlabelled_elbo`, one draw of z per class) with its terms, mean nats per image."""
-    classes = model.num_classes
-    confusion = torch.zeros(classes * classes, dtype=torch.int64, device=data.x.device)
     sums = torch.zeros(4, dtype=torch.float64, device=data.x.device)
     for start in range(0, data.x.shape[0], batch_size):
-        x, y = data.x[start : start + batch_size], data.y[start : start + batch_size]
-        predicted = model.classifier(x).logits.argmax(-1)
-        confusion += torch.bincount(y * classes + predicted, minlength=classes * classes)
-        terms = objectives.unlabelled_elbo(model, x, generator=generator)
+        terms = objectives.unlabelled_elbo(model, data.x[start : start + batch_size], generator=generator)
         sums += torch.stack([terms.elbo.sum(), terms.recon.sum(), terms.kl.sum(), terms.label_kl.sum()]).double()
     elbo, recon, kl, label_kl = (sums / data.x.shape[0]).tolist()
-    confusion = confusion.view(classes, classes)
+    confusion = objectives.confusion_matrix(model, data.x, data.y, batch_size)
     return {"classifier_accuracy": confusion.diagonal().sum().item() / data.x.shape[0],
             "confusion": confusion.tolist(), "unlabelled_elbo": elbo, "unlabelled_recon": recon,
             "unlabelled_kl": kl, "unlabelled_label_kl": label_kl}

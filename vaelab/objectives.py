@@ -12,6 +12,7 @@ Randomness comes only from the `generator` argument (a torch.Generator on the da
                            log p(x) = logsumexp_y [log p(x | y) + log pi_y] and argmax_y p(y | x)
     sum_over_labels / unlabelled_elbo: for a family with a classifier q(y | x) (M2), a bound on
                            log p(x | y) becomes one on log p(x) by summing over every class y
+    confusion_matrix:      how often q(y | x) names each class for each true class
 """
 
 from __future__ import annotations
@@ -304,3 +305,17 @@ def unlabelled_elbo(model, x: torch.Tensor, samples: int = 1, generator: torch.G
     recon = (probs * per_class.recon).sum(0)
     kl = (probs * per_class.kl).sum(0) + label_kl
     return ElboTerms(elbo=recon - kl, recon=recon, kl=kl, label_kl=label_kl)
+
+
+@torch.no_grad()
+def confusion_matrix(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Counts of (true class y, argmax_y q(y | x)) for a family with a classifier: [classes, classes] int64.
+
+    x: [n, *image_shape], y: [n] int64; rows are the true classes, so the trace over n is the accuracy.
+    """
+    classes = model.num_classes
+    counts = torch.zeros(classes * classes, dtype=torch.int64, device=x.device)
+    for start in range(0, x.shape[0], batch_size):
+        predicted = model.classifier(x[start : start + batch_size]).logits.argmax(-1)
+        counts += torch.bincount(y[start : start + batch_size] * classes + predicted, minlength=classes * classes)
+    return counts.view(classes, classes)

@@ -1,6 +1,5 @@
 """What a trained model holds, as arrays for the figures: latent codes, their 2-D projection, the
-decoded manifold of a 2-D latent space, the CVAE's style transfer and a classifier's confusion
-matrix. Pure computation, no files.
+decoded manifold of a 2-D latent space, and the CVAE's style transfer. Pure computation, no files.
 """
 
 from __future__ import annotations
@@ -95,14 +94,3 @@ def pick_examples(labels: np.ndarray, per_class: int, seed: int = 0) -> np.ndarr
     chosen = [rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False) for c in np.unique(labels)]
     return np.concatenate(chosen)
 
-
-@torch.no_grad()
-def confusion_matrix(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
-    """Counts of (true class, argmax_y q(y | x)) over images x [n, ...] with labels y [n]: (classes, classes)."""
-    model.eval()
-    classes = model.num_classes
-    counts = torch.zeros(classes * classes, dtype=torch.int64)
-    for start in range(0, x.shape[0], batch_size):
-        predicted = model.classifier(x[start : start + batch_size]).logits.argmax(-1).cpu()
-        counts += torch.bincount(y[start : start + batch_size].cpu() * classes + predicted, minlength=classes**2)
-    return counts.view(classes, classes).numpy()

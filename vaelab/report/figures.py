@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import objectives
 from ..api import Run
 from ..models import Classifies
 from ..runs import RunDir
@@ -50,7 +51,8 @@ def run_figures(run: Run, seed: int = 0) -> list[Figure]:
 
 def classifier_figures(run: Run, test) -> list[Figure]:
     """The validation error of q(y | x) per epoch, and its confusion matrix on the test set."""
-    confusion = analysis.confusion_matrix(run.model, test.x, test.y)
+    run.model.eval()
+    confusion = objectives.confusion_matrix(run.model, test.x, test.y).cpu().numpy()
     accuracy = np.trace(confusion) / confusion.sum()
     labels = f" from {run.config.labels} labelled images" if run.config.labels else ""
     return [

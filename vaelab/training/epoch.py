@@ -137,8 +137,6 @@ def validate(model: Model, data: DeviceSplit, batch_size: int = 1000, seed: int 
     elbo, recon, kl = (sums / data.x.shape[0]).tolist()
     result = {"elbo": elbo, "recon": recon, "kl": kl}
     if isinstance(model, Classifies):  # M2: how often q(y | x) names the right class
-        correct = sum((model.classifier(data.x[start : start + batch_size]).logits.argmax(-1)
-                       == data.y[start : start + batch_size]).sum().item()
-                      for start in range(0, data.x.shape[0], batch_size))
-        result["accuracy"] = correct / data.x.shape[0]
+        confusion = objectives.confusion_matrix(model, data.x, data.y, batch_size)
+        result["accuracy"] = confusion.trace().item() / data.x.shape[0]
     return result
