@@ -83,6 +83,17 @@ def test_labelled_bound_adds_the_class_prior_and_alpha_times_the_classifier():
     torch.testing.assert_close(maximised, bound + 2.5 * model.classifier(x).log_prob(y))
 
 
+def test_a_mixed_step_is_its_unlabelled_and_its_labelled_images_apart():
+    """A step's batch: the first images unlabelled, the last ones with labels; one noise tensor for all."""
+    model, x, y = small_m2(), binary_images(5), torch.tensor([2, 0])
+    noise = torch.randn(2, 4 * 3 + 2, 3, generator=torch.Generator().manual_seed(6))  # 3 unlabelled x 4 classes, 2 labelled
+    maximised, bound = training_bound(model, x, y, "elbo", 2, noise, torch.tensor(0.5), classifier_weight=3.0)
+    unlabelled = training_bound(model, x[:3], None, "elbo", 2, noise[:, :12].reshape(2, 4, 3, 3), torch.tensor(0.5))
+    labelled = training_bound(model, x[3:], y, "elbo", 2, noise[:, 12:], torch.tensor(0.5), classifier_weight=3.0)
+    torch.testing.assert_close(maximised, torch.cat([unlabelled[0], labelled[0]]))
+    torch.testing.assert_close(bound, torch.cat([unlabelled[1], labelled[1]]))
+
+
 def test_confusion_matrix_counts_true_against_predicted_classes():
     model, x = small_m2(), binary_images(37)
     y = torch.arange(37) % 4
@@ -125,16 +136,21 @@ def test_each_labelled_image_is_seen_once_per_epoch():
     labelled[torch.randperm(n, generator=torch.Generator().manual_seed(0))[:150]] = True
     order = torch.randperm(n, generator=torch.Generator().manual_seed(1))
     plan = batch_plan(order, labelled, batch)
-    seen = torch.cat([index for index, _ in plan])
+    seen = torch.cat([b.index for b in plan])
     assert sorted(seen.tolist()) == list(range(n))  # every image exactly once
-    for index, has_labels in plan:  # a batch is all labelled or all unlabelled
-        assert (labelled[index] == has_labels).all() and len(index) <= batch
-    positions = [i for i, (_, has_labels) in enumerate(plan) if has_labels]
-    assert len(positions) == 3 and positions[0] > 0 and positions[-1] < len(plan) - 1  # spread, not bunched
-    assert [len(index) for index, _ in plan] == [len(index) for index, _ in batch_plan(order, labelled, batch)]
+    for index, known, _ in plan:  # the labels seen are those of the last `known` images, and only theirs
+        assert labelled[index[len(index) - known :]].all() and not labelled[index[: len(index) - known]].any()
+    shares = [b.labelled for b in plan]
+    assert len(plan) == 16 and set(shares) == {9, 10}  # every step carries an even share of the labels
+    assert [len(b.index) - b.labelled for b in plan[:-1]] == [54] * 15 and not plan[-1].regular
+    assert len(plan[-1].index) - plan[-1].labelled == 850 - 15 * 54  # the short last step
+    assert all(b.regular for b in plan[:-1])
+    # the order decides which images share a step: a resumed epoch rebuilds the same plan
+    assert all(torch.equal(a.index, b.index) for a, b in zip(plan, batch_plan(order, labelled, batch)))
     # every label known: the plain consecutive batches
-    assert all(has for _, has in batch_plan(order, None, batch))
-    assert torch.equal(torch.cat([index for index, _ in batch_plan(order, None, batch)]), order)
+    plain = batch_plan(order, None, batch)
+    assert all(len(b.index) == b.labelled for b in plain) and torch.equal(torch.cat([b.index for b in plain]), order)
+    assert [b.regular for b in plain] == [True] * 15 + [False]
 
 
 BAD_LABELS = [

@@ -127,8 +127,8 @@ class TrainConfig:
                                  describe="a whole number of labelled training images, at least the number of "
                                  "classes")
     label_seed: int = setting(int, 0, "which images keep their labels (with --labels)", minimum=0, maximum=2**62)
-    alpha: float | None = setting(float, None, "weight of log q(y | x) per labelled image (M2); default: 0.1 x "
-                                  "training images / labelled images (Kingma et al.'s alpha = 0.1 N)",
+    alpha: float | None = setting(float, None, "weight of log q(y | x) per labelled image (M2); default: 4 x "
+                                  "training images / labelled images (40 x Kingma et al.'s alpha = 0.1 N)",
                                   minimum=0.0, maximum=1e6, optional=True)
     data_dir: str | None = setting(str, None, "folder with the IDX files (else $VAELAB_DATA, the cache, then "
                                    "downloads)", optional=True)

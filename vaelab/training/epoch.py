@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from tqdm import tqdm
@@ -55,25 +56,38 @@ class Stopped(Exception):
         self.state = state
 
 
-def batch_plan(order: torch.Tensor, labelled: torch.Tensor | None, batch_size: int) -> list[tuple[torch.Tensor, bool]]:
-    """An epoch's batches in `order`: [(indices [<= batch_size] int64, whether their labels are seen), ...].
+class Batch(NamedTuple):
+    """One training step's images: `index` [n] int64 into the split; the labels of its last
+    `labelled` images are seen, the others' are not (always 0 < n); `regular`: the epoch's usual
+    shape (compiled), False for a short last batch."""
 
-    Every label seen: consecutive slices of `order`. Otherwise the labelled and the unlabelled
-    images each make their own batches, in the order they have in `order`, and the labelled
-    batches are spread evenly between the unlabelled ones: every image, labelled or not, is in
-    exactly one batch per epoch.
+    index: torch.Tensor
+    labelled: int
+    regular: bool
+
+
+def batch_plan(order: torch.Tensor, labelled: torch.Tensor | None, batch_size: int) -> list[Batch]:
+    """An epoch's steps, images taken in `order`: every image, labelled or not, in exactly one step.
+
+    Every label seen (`labelled` None): consecutive slices of `batch_size`. Semi-supervised
+    (`labelled` [n] bool): about n / batch_size steps, each with a fixed number of unlabelled images
+    (the last step fewer) and an even share of the labelled ones, so every step carries both
+    terms of the objective. This is how Kingma et al. (2014) mixed them; labelled batches of their
+    own, one every few hundred steps when labels are few, leave q(y | x) to the unlabelled term,
+    and with Adam a rare batch cannot make up in weight what it lacks in frequency.
     """
-    if labelled is None:
-        return [(order[start : start + batch_size], True) for start in range(0, len(order), batch_size)]
+    if labelled is None or bool(labelled.all()):
+        slices = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        return [Batch(index, len(index), len(index) == batch_size) for index in slices]
     mask = labelled[order]
     known, unknown = order[mask], order[~mask]
-    known_batches = [known[start : start + batch_size] for start in range(0, len(known), batch_size)]
-    unknown_batches = [unknown[start : start + batch_size] for start in range(0, len(unknown), batch_size)]
-    total = len(known_batches) + len(unknown_batches)
-    slots = {(2 * j + 1) * total // (2 * len(known_batches)) for j in range(len(known_batches))}
-    plan, known_iter, unknown_iter = [], iter(known_batches), iter(unknown_batches)
-    for position in range(total):
-        plan.append((next(known_iter), True) if position in slots else (next(unknown_iter), False))
+    per_step = math.ceil(len(unknown) / math.ceil(len(order) / batch_size))
+    steps = math.ceil(len(unknown) / per_step)
+    plan = []
+    for k in range(steps):
+        index = unknown[k * per_step : (k + 1) * per_step]
+        share = known[k * len(known) // steps : (k + 1) * len(known) // steps]
+        plan.append(Batch(torch.cat([index, share]), len(share), len(index) == per_step))
     return plan
 
 
@@ -84,7 +98,7 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
     """One pass over `data` in the `order` stream's random order: (mean bound per image, steps taken).
 
     kl_weight < 1 is KL warm-up (see `step.training_bound`); the mean bound is the true one.
-    Batches follow `batch_plan`: an unlabelled batch (data.labelled) goes to the step without y.
+    Steps follow `batch_plan`: the step sees the labels of a batch's labelled images only.
     `state` continues an interrupted epoch. If `should_stop()` turns true, the epoch stops between
     two steps and raises Stopped with the state to continue from. A non-finite loss raises
     TrainingDiverged naming the step (`label` names the epoch in messages and the progress bar).
@@ -96,16 +110,16 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
                            torch.zeros((), device=data.x.device))
     order, bound_sum, steps = state.order, state.bound_sum, state.step
     plan = batch_plan(order, data.labelled, batch_size)
-    seen = sum(len(index) for index, _ in plan[:steps])
+    seen = sum(len(batch.index) for batch in plan[:steps])
     first_bad_step = torch.full((), -1, dtype=torch.long, device=data.x.device)  # tracked without a host sync
     with tqdm(total=n, initial=seen, desc=label, unit="img", leave=False,
               disable=not progress, dynamic_ncols=True) as bar:
-        for index, has_labels in plan[steps:]:
+        for index, labelled, regular in plan[steps:]:
             if should_stop():
                 raise Stopped(EpochState(order, steps, bound_sum))
             # index_select: a third of the time of data.x[index] on a CPU
-            y = data.y.index_select(0, index) if has_labels else None
-            loss, batch_bound = step(data.x.index_select(0, index), y, streams, kl_weight)
+            y = data.y.index_select(0, index[len(index) - labelled :]) if labelled else None
+            loss, batch_bound = step(data.x.index_select(0, index), y, streams, kl_weight, regular)
             optimizer.step()
             bound_sum += batch_bound
             steps += 1

@@ -46,26 +46,41 @@ def training_bound(model: Model, x: torch.Tensor, y: torch.Tensor | None, object
                    classifier_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(what is maximised, the bound), each [batch] nats: the ELBO (L = samples) or the IW bound (k = samples).
 
+    x [batch, C, H, W]; y [m] are the labels of x's last m images (m = batch: every label known;
+    y None: none). noise: [samples, classes * (batch - m) + m, d] standard normal draws, the
+    unlabelled images' (class-major, as [samples, classes, batch - m, d]) then the labelled ones'.
+
     During KL warm-up (kl_weight < 1) the maximised objective weighs log p(z) - log q(z | x) by
     kl_weight: recon - kl_weight * KL for the ELBO, log mean_k p(x | z_k) (p(z_k) / q(z_k | x))^kl_weight
     for the IW bound. The bound returned beside it is always the true one (kl_weight = 1).
 
     A family with a classifier q(y | x) (`Classifies`, the M2) bounds log p(x, y) where the label
     is known, and adds classifier_weight * log q(y | x) to what is maximised (Kingma et al.'s
-    alpha); where y is None the label is summed out (`objectives.sum_over_labels`, noise then
-    [samples, classes, batch, d]) and the bound is on log p(x).
+    alpha); where it is not, the label is summed out (`objectives.sum_over_labels`) and the bound
+    is on log p(x).
     """
-    if y is None:
-        labels = objectives.every_class(model.num_classes, x.shape[0], x.device)
-        maximised, bound = _given_labels(model, x, labels, objective, samples, noise, kl_weight)  # [classes, batch]
-        q_y, log_pi = model.classifier(x), model.class_log_prior()
-        return objectives.sum_over_labels(q_y, log_pi, maximised), objectives.sum_over_labels(q_y, log_pi, bound)
-    maximised, bound = _given_labels(model, x, y, objective, samples, noise, kl_weight)
-    if isinstance(model, Classifies):
-        log_pi = model.class_log_prior()[y]
-        maximised = maximised + log_pi + classifier_weight * model.classifier(x).log_prob(y)
-        bound = bound + log_pi
-    return maximised, bound
+    known = 0 if y is None else y.shape[0]
+    unknown = x.shape[0] - known
+    noise = noise.reshape(noise.shape[0], -1, noise.shape[-1])
+    parts = []
+    if unknown:
+        x_u, noise_u = x[:unknown], noise[:, : model.num_classes * unknown]
+        labels = objectives.every_class(model.num_classes, unknown, x.device)
+        maximised, bound = _given_labels(model, x_u, labels, objective, samples,
+                                         noise_u.reshape(noise.shape[0], model.num_classes, unknown, -1), kl_weight)
+        q_y, log_pi = model.classifier(x_u), model.class_log_prior()  # [classes, unknown] above
+        parts.append((objectives.sum_over_labels(q_y, log_pi, maximised), objectives.sum_over_labels(q_y, log_pi, bound)))
+    if known:
+        x_l = x[unknown:]
+        maximised, bound = _given_labels(model, x_l, y, objective, samples, noise[:, noise.shape[1] - known :], kl_weight)
+        if isinstance(model, Classifies):
+            log_pi = model.class_log_prior()[y]
+            maximised = maximised + log_pi + classifier_weight * model.classifier(x_l).log_prob(y)
+            bound = bound + log_pi
+        parts.append((maximised, bound))
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([parts[0][0], parts[1][0]]), torch.cat([parts[0][1], parts[1][1]])
 
 
 def _given_labels(model, x, y, objective, samples, noise, kl_weight) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +100,8 @@ class Loss(torch.nn.Module):
         self.classifier_weight = classifier_weight
 
     def forward(self, x, y, bits, noise, kl_weight) -> tuple[torch.Tensor, torch.Tensor]:
-        """(-mean objective [], bound summed over the batch []) for images x [batch, C, H, W], y [batch] or None."""
+        """(-mean objective [], bound summed over the batch []) for images x [batch, C, H, W] and the labels
+        y [m] of the last m of them, or None (see `training_bound`)."""
         if bits is not None:  # dynamic binarisation: x ~ Bernoulli(gray level), fresh every time
             x = binarize(x, bits)
         maximised, bound = training_bound(self.model, x, y, self.objective, self.samples, noise, kl_weight,
@@ -138,13 +154,19 @@ class TrainStep:
         return {name: g for (name, _), g in zip(self.parameters, gradients)}, (loss.detach(), bound_sum)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None, streams: RandomStreams,
-                 kl_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """y None: an unlabelled batch, whose label the family sums out (see `training_bound`)."""
+                 kl_weight: float = 1.0, regular: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """y [m]: the labels of x's last m images; the family sums out the others' (see `training_bound`).
+
+        regular: whether the batch has the epoch's usual shape and goes through the compiled function
+        (default: x holds batch_size images); each new shape compiles once.
+        """
         bits = binarization_bits(x, streams.pixels) if self.dynamic else None
-        batch = x.shape[0] if y is not None else (self.model.num_classes, x.shape[0])
+        known = 0 if y is None else y.shape[0]
+        batch = self.model.num_classes * (x.shape[0] - known) + known if known < x.shape[0] else known
         noise = objectives.standard_noise(self.model, batch, self.samples, streams.noise, x.device, x.dtype)
         weight = torch.full((), kl_weight, dtype=x.dtype, device=x.device)  # a tensor: no recompilation per value
-        run = self.compiled if x.shape[0] == self.batch_size else self.eager_loss_and_gradients
+        regular = x.shape[0] == self.batch_size if regular is None else regular
+        run = self.compiled if regular else self.eager_loss_and_gradients
         gradients, (loss, bound_sum) = run(x, y, bits, noise, weight)
         for name, parameter in self.parameters:
             parameter.grad = gradients[name]

@@ -54,12 +54,14 @@ class Training:
 def classifier_weight(config: TrainConfig, train_images: int) -> float:
     """alpha, the weight of log q(y | x) per labelled image (a family with a classifier; see `step.training_bound`).
 
-    Default 0.1 x train_images / labelled images: Kingma et al.'s alpha = 0.1 N on the mean over
-    the labelled images, spread over the labelled images, each seen once per epoch.
+    Default 4 x train_images / labelled images, so that the labels weigh the same in all, however
+    many they are: 40 x Kingma et al.'s alpha = 0.1 N on the mean over the labelled images (2,000
+    per image with 100 labels). Measured with 100 labels (MLP 500 softplus, d = 50, lr 4.2e-4):
+    77% validation accuracy of q(y | x) after 8 epochs with 2,000, 66% with Pyro's 46.
     """
     if config.alpha is not None:
         return config.alpha
-    return 0.1 * train_images / (config.labels or train_images)
+    return 4 * train_images / (config.labels or train_images)
 
 
 def new_training(config: TrainConfig, device: torch.device, dynamic: bool, compile: bool,
@@ -199,7 +201,7 @@ class _Epochs:
         with StopSignals() as stop:
             for epoch in range(first_epoch, config.epochs + 1):
                 started = time.perf_counter()
-                images_before = sum(len(index) for index, _ in batch_plan(
+                images_before = sum(len(batch.index) for batch in batch_plan(
                     partial.order, self.train_data.labelled, config.batch_size)[: partial.step]) if partial else 0
                 lr = learning_rate(config.lr, config.lr_schedule, epoch, config.epochs)
                 for group in t.optimizer.param_groups:
