@@ -3,11 +3,13 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import matplotlib.image
 import pytest
 
 from vaelab.cli import main
+from vaelab.config import make_config, read_toml
 
 BAD_INPUT = [
     (["train", "--out", "X", "--latent-dim", "0"], "--latent-dim 0 is not allowed"),
@@ -67,6 +69,14 @@ def test_bad_config_file(tmp_path, content, message, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not (tmp_path / "r").exists()  # nothing written for a rejected command
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.toml")))
+def test_every_shipped_recipe_is_a_valid_config(recipe):
+    """The README's recipes load as they are (M2's with the --labels its comment asks for)."""
+    settings = read_toml(Path(__file__).parents[1] / "configs" / recipe)
+    config = make_config(settings, {"labels": 100} if settings.get("model") == "m2" else {})
+    assert config.epochs >= 1
 
 
 def test_folder_without_a_run(tmp_path, capsys):
