@@ -6,8 +6,8 @@ the error of argmax_y q(y | x) on the 10,000 test images (the run's last epoch; 
 used for anything else). Prints the mean +- sd over the draws next to the published figures, with
 the time per epoch and in all, and next to the same classifier network trained on the N labelled
 images alone (cross-entropy, the run's Adam learning rate, 2,000 steps of up to 128 freshly
-binarised images): what the unlabelled images add. Runs go to --out/labels-N-draw-D; a finished run is read back, not
-trained again, so the benchmark can be stopped and continued.
+binarised images): what the unlabelled images add. Runs go to --out/labels-N-draw-D; a finished
+run is read back, not trained again, so the benchmark can be stopped and continued.
 
     python benchmarks/semi_supervised.py [--labels 100,600,1000,3000] [--draws 3] [--epochs 50]
         [--minutes M] [--set network=conv --set alpha=50 ...] [--out runs/semi]
@@ -23,9 +23,9 @@ from pathlib import Path
 
 from common import add_run_arguments, common_settings, machine
 
-import vaelab
 import torch
 
+import vaelab
 from vaelab.config import make_config
 from vaelab.data import labelled_subset, load_raw, make_splits
 from vaelab.objectives import confusion_matrix

@@ -71,10 +71,10 @@ def batch_plan(order: torch.Tensor, labelled: torch.Tensor | None, batch_size: i
 
     Every label seen (`labelled` None): consecutive slices of `batch_size`. Semi-supervised
     (`labelled` [n] bool): about n / batch_size steps, each with a fixed number of unlabelled images
-    (the last step fewer) and an even share of the labelled ones, so every step carries both
-    terms of the objective. This is how Kingma et al. (2014) mixed them; labelled batches of their
-    own, one every few hundred steps when labels are few, leave q(y | x) to the unlabelled term,
-    and with Adam a rare batch cannot make up in weight what it lacks in frequency.
+    (the last step fewer) and an even share of the labelled ones (with 100 labels in 390 steps,
+    one image in every fourth step or so), as Kingma et al. (2014) mixed them. Labelled batches of
+    their own, one step in hundreds when labels are few, leave q(y | x) to the unlabelled term:
+    with Adam a rare step cannot make up in weight what it lacks in frequency.
     """
     if labelled is None or bool(labelled.all()):
         slices = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
