@@ -54,8 +54,9 @@ def test_the_eager_step_by_autograd_gives_what_torch_func_gives(objective):
     bits = binarization_bits(x, torch.Generator().manual_seed(1))
     noise = objectives.standard_noise(step.model, 8, 3, torch.Generator().manual_seed(2), "cpu", torch.float64)
     weight = torch.tensor(0.7, dtype=torch.float64)  # during KL warm-up
-    by_func, (loss_func, sum_func) = step.loss_and_gradients(x, y, bits, noise, weight)
-    by_autograd, (loss_autograd, sum_autograd) = step.eager_loss_and_gradients(x, y, bits, noise, weight)
+    scale = torch.tensor(1 / 8, dtype=torch.float64)
+    by_func, (loss_func, sum_func) = step.loss_and_gradients(x, y, bits, noise, weight, scale)
+    by_autograd, (loss_autograd, sum_autograd) = step.eager_loss_and_gradients(x, y, bits, noise, weight, scale)
     assert by_func.keys() == by_autograd.keys() and len(by_func) == len(step.parameters)
     torch.testing.assert_close((loss_autograd, sum_autograd), (loss_func, sum_func), rtol=1e-12, atol=1e-10)
     for name in by_func:

@@ -21,10 +21,11 @@ import torch
 from torch.distributions import Distribution
 
 from . import objectives
-from .checkpoints import load_checkpoint
-from .config import TrainConfig
+from .checkpoints import parse_checkpoint
+from .config import TrainConfig, config_from_dict
 from .data import get_spec, load_raw, make_splits
-from .errors import VaelabError
+from .distributed import SINGLE, Processes
+from .errors import RunError, VaelabError
 from .models import Model, class_conditional, decoder_mean
 from .runs import RunDir, check_agreement, new_model, read_metrics, stored_config
 from .training import DeviceSplit, resolve_device
@@ -117,29 +118,51 @@ class Run:
         return DeviceSplit.from_split(make_splits(raw, self.config.binarize).test, self.device)
 
     def evaluate(self, iw_samples: int = 1000, class_samples: int | None = None, seed: int = 0,
-                 progress: bool = False, compile: str = "auto") -> dict:
+                 progress: bool = False, compile: str = "auto", processes: Processes = SINGLE) -> dict:
         """Test-set metrics in nats per image; see `vaelab.evaluate.evaluate_model`."""
         from .evaluate import evaluate_model
 
-        return evaluate_model(self.model, self.test_data(), iw_samples=iw_samples, class_samples=class_samples,
-                              seed=seed, progress=progress, compile=compile)
+        with processes.agreement("loading the test data"):
+            data = self.test_data()
+        return evaluate_model(self.model, data, iw_samples=iw_samples, class_samples=class_samples,
+                              seed=seed, progress=progress, compile=compile, processes=processes)
 
 
-def load_run(path: str | Path, checkpoint: str = "best", device: str = "auto") -> Run:
+def _read_run(path: Path, checkpoint: str) -> tuple[TrainConfig, bytes, Path]:
+    """A run directory's config and the bytes of its chosen checkpoint, checked against each other."""
+    run = RunDir(path).require_run()
+    config = stored_config(run)
+    file = run.best if checkpoint == "best" and run.best.is_file() else run.checkpoint
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise RunError(f"checkpoint {file} is unreadable ({exc.strerror}); use another checkpoint or train again") \
+            from None
+    check_agreement(config, parse_checkpoint(data, file), run.config)
+    return config, data, file
+
+
+def load_run(path: str | Path, checkpoint: str = "best", device: str = "auto",
+             processes: Processes = SINGLE) -> Run:
     """Load a run directory's model from its best (by validation ELBO) or latest checkpoint.
 
-    config.json and the checkpoint are checked against each other before the model is built.
+    config.json and the checkpoint are checked against each other before the model is built. In a
+    group of processes (`vaelab.distributed`) process 0 reads the run directory and sends the
+    others its config and checkpoint: they need no access to it.
     """
     if checkpoint not in CHECKPOINTS:
         raise VaelabError(f"--checkpoint {checkpoint!r} is not allowed: use best or latest")
-    run = RunDir(Path(path)).require_run()
-    config = stored_config(run)
-    file = run.best if checkpoint == "best" and run.best.is_file() else run.checkpoint
-    stored = load_checkpoint(file)
-    check_agreement(config, stored, run.config)
+    opened = None
+    with processes.agreement("opening the run directory"):
+        if processes.main:
+            opened = _read_run(Path(path), checkpoint)
+    shared = processes.broadcast_json(opened and {"config": opened[0].to_dict(), "file": str(opened[2])})
+    config = opened[0] if processes.main else config_from_dict(shared["config"], limits=False)
+    file = Path(shared["file"])
+    stored = parse_checkpoint(processes.broadcast_bytes(opened[1] if processes.main else None), file)
     target = resolve_device(device)
     model = new_model(config)
     stored.restore(model)
     model.to(target).eval()
-    return Run(path=run.path, config=config, model=model, device=target, epoch=stored.info["epoch"],
-               checkpoint="best" if file == run.best else "latest")
+    return Run(path=Path(path), config=config, model=model, device=target, epoch=stored.info["epoch"],
+               checkpoint="best" if file.name == RunDir(Path(path)).best.name else "latest")

@@ -102,13 +102,21 @@ def load_checkpoint(path: Path) -> Checkpoint:
     """Read a checkpoint written by `save_checkpoint` (safetensors only, never pickle)."""
     try:
         data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise RunError(f"checkpoint {path} does not exist") from None
+    except OSError as exc:
+        raise RunError(f"checkpoint {path} is unreadable ({exc}); use another checkpoint or train again") from None
+    return parse_checkpoint(data, path)
+
+
+def parse_checkpoint(data: bytes, path: Path) -> Checkpoint:
+    """A checkpoint from the bytes of its file (`path` names it in messages): what `load_checkpoint` reads."""
+    try:
         tensors = safetensors_load(data)
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
         meta = json.loads(header.get("__metadata__", {}).get("vaelab", "{}"))
-    except FileNotFoundError:
-        raise RunError(f"checkpoint {path} does not exist") from None
-    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
+    except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
         raise RunError(f"checkpoint {path} is unreadable ({exc}); use another checkpoint or train again") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("info"), dict):
         raise RunError(f"checkpoint {path} was not written by vaelab (no metadata)")

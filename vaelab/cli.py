@@ -1,17 +1,22 @@
 """The `vaelab` command: data, train, evaluate, sample, reconstruct.
 
 Bad input ends in one line on stderr ("vaelab: error: ...") and exit code 2, never a traceback.
+Started by torchrun (several processes), `train` and `evaluate` join the group
+(`vaelab.distributed`); process 0 prints, the others only what they alone know.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
-from contextlib import nullcontext
+from contextlib import nullcontext, redirect_stderr
 from pathlib import Path
 
 from .config import SETTINGS, TrainConfig, flag, make_config, read_toml
+from .distributed import SINGLE, group
 from .errors import TrainingInterrupted, VaelabError
 from .fast import COMPILE_MODES
 from .threads import share_cpus
@@ -191,7 +196,8 @@ def cmd_train(args) -> int:
     file_values = read_toml(args.config) if args.config else {}
     config = make_config(file_values, flag_values)
     rows = train(config, args.out, resume=args.resume, explicit=explicit | set(file_values),
-                 log=_log, progress=not args.no_progress and sys.stderr.isatty(), cache_dir=args.cache_dir)
+                 log=_log, progress=not args.no_progress and sys.stderr.isatty(), cache_dir=args.cache_dir,
+                 processes=args.processes)
     if rows:
         best = max(row["valid_elbo"] for row in rows)
         epochs = f"{len(rows)} epoch{'s' if len(rows) != 1 else ''}"
@@ -205,9 +211,13 @@ def cmd_evaluate(args) -> int:
     from .models import class_conditional
     from .runs import RunDir
 
-    run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
+    run = load_run(args.run, checkpoint=args.checkpoint, device=args.device, processes=args.processes)
+    main = args.processes.main
     result = evaluate_run(run, iw_samples=args.iw_samples, class_samples=args.class_samples, seed=args.seed,
-                          progress=not args.no_progress and sys.stderr.isatty(), compile=args.compile)
+                          progress=main and not args.no_progress and sys.stderr.isatty(), compile=args.compile,
+                          processes=args.processes)
+    if not main:
+        return 0
     if args.json:
         print(json.dumps(result))
     else:
@@ -321,16 +331,37 @@ COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "sam
             "reconstruct": cmd_reconstruct, "report": cmd_report, "study": cmd_study}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+# commands that run in a group of processes started by torchrun (vaelab/distributed.py)
+IN_GROUPS = ("train", "evaluate")
+
+
+def _rank(environ=os.environ) -> int:
+    """This process's rank in torchrun's group (0 outside one): only rank 0 prints what all know."""
     try:
-        with share_cpus(_log) if args.command in SHARES_CPUS else nullcontext():
+        return int(environ.get("RANK", "0")) if int(environ.get("WORLD_SIZE", "1")) > 1 else 0
+    except ValueError:
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    rank = _rank()
+    with redirect_stderr(io.StringIO()) if rank else nullcontext():  # the same usage error: rank 0 says it
+        args = build_parser().parse_args(argv)
+    try:
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and args.command not in IN_GROUPS:
+            raise VaelabError(f"`vaelab {args.command}` runs in one process: start it without torchrun "
+                              f"(only {' and '.join(IN_GROUPS)} run in several)")
+        with group() if args.command in IN_GROUPS else nullcontext(SINGLE) as processes, \
+                share_cpus(_log if rank == 0 else lambda _: None) if args.command in SHARES_CPUS else nullcontext():
+            args.processes = processes
             return COMMANDS[args.command](args)
     except TrainingInterrupted as exc:
-        print(f"vaelab: {exc}", file=sys.stderr)
+        if rank == 0:
+            print(f"vaelab: {exc}", file=sys.stderr)
         return exc.exit_code
     except VaelabError as exc:
-        print(f"vaelab: error: {exc}", file=sys.stderr)
+        if rank == 0 or (exc.local and not exc.quiet):
+            print(f"vaelab: error{f' (process {rank})' if rank else ''}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("vaelab: interrupted", file=sys.stderr)

@@ -6,7 +6,14 @@ Anything else that escapes is a bug in vaelab.
 
 
 class VaelabError(Exception):
-    """A problem with the user's input, files or environment, with a message saying what to do."""
+    """A problem with the user's input, files or environment, with a message saying what to do.
+
+    In a group of processes (`vaelab.distributed`) process 0 prints it; another process prints it
+    too where `local` says that only it met the problem, and none where `quiet` says another does.
+    """
+
+    local = False
+    quiet = False
 
 
 class DataError(VaelabError):

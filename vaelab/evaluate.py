@@ -6,15 +6,18 @@ out. All figures are mean nats per test image.
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
 from tqdm import tqdm
 
 from . import objectives
+from .distributed import SINGLE, Processes
 from .fast import use_compile
 from .models import Classifies, Model, class_conditional
 from .training import DeviceSplit
+from .training.randomness import chunk_generator
 
 ROWS_PER_CHUNK = 4096  # images x samples decoded at once: big enough for fast matmuls, small enough for the caches
 COMPILE_FROM = 2_000_000  # decoder evaluations from which torch.compile's start-up (about 15 s) pays off
@@ -22,7 +25,8 @@ COMPILE_FROM = 2_000_000  # decoder evaluations from which torch.compile's start
 
 @torch.no_grad()
 def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, class_samples: int | None = None,
-                   batch_size: int = 100, seed: int = 0, progress: bool = False, compile: str = "auto") -> dict:
+                   batch_size: int = 100, seed: int = 0, progress: bool = False, compile: str = "auto",
+                   processes: Processes = SINGLE) -> dict:
     """Evaluate `model` on `data` (the fixed-binarised test split).
 
     - elbo, recon, kl: the ELBO with one reparameterised sample per image and the analytic KL.
@@ -37,11 +41,14 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
 
     compile: "on" evaluates the importance weights through torch.compile (same estimator, faster),
     "off" eagerly, "auto" compiles when there are at least COMPILE_FROM decoder evaluations.
+
+    Batch b of batch_size images draws from its own generator (`chunk_generator(seed, b)`), so in
+    a group of processes (`vaelab.distributed`) each takes its share of the batches, and the sums
+    they reduce give the one-process figures (to float64 summation order).
     """
     model.eval()
     labelled = class_conditional(model)
     device = data.x.device
-    generator = torch.Generator(device=device).manual_seed(seed)
     chunk = max(1, ROWS_PER_CHUNK // batch_size)
     if labelled and class_samples is None:
         class_samples = max(1, iw_samples // 10)
@@ -51,8 +58,12 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
     compiled = use_compile(compile, evaluations, COMPILE_FROM)
     log_weights = objectives.make_log_weights(model, compile=compiled)
     started = time.perf_counter()
-    with tqdm(total=n, desc="evaluate", unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        for start in range(0, n, batch_size):
+    batches = range(math.ceil(n / batch_size))
+    mine = batches[processes.rows(len(batches))]
+    with tqdm(total=min(n, len(mine) * batch_size), desc="evaluate", unit="img", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for batch in mine:
+            start, generator = batch * batch_size, chunk_generator(seed, batch, device)
             x = data.x[start : start + batch_size]
             y = data.y[start : start + batch_size]
             terms = objectives.elbo(model, x, y, samples=1, generator=generator)
@@ -71,7 +82,7 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
                 row += [log_likelihood.sum()] + [torch.zeros((), device=device)] * 2
             sums += torch.stack(row).double()
             bar.update(x.shape[0])
-    means = (sums / n).tolist()
+    means = (processes.sum(sums) / n).tolist()
     result = {
         "elbo": means[0],
         "recon": means[1],
@@ -82,25 +93,33 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
         "seconds": time.perf_counter() - started,
         "device": device.type,
         "compiled": compiled,
+        "processes": processes.count,
     }
     if labelled:
         result.update(log_likelihood_marginal=means[4], accuracy=means[5], class_samples=class_samples)
     if isinstance(model, Classifies):
-        result.update(classifier_terms(model, data, batch_size, generator))
+        result.update(classifier_terms(model, data, batch_size, seed, len(batches), processes))
     return result
 
 
 @torch.no_grad()
-def classifier_terms(model, data: DeviceSplit, batch_size: int, generator: torch.Generator) -> dict:
+def classifier_terms(model, data: DeviceSplit, batch_size: int, seed: int, first_chunk: int,
+                     processes: Processes = SINGLE) -> dict:
     """For a family with a classifier q(y | x): its accuracy (a fraction) and confusion matrix
     (confusion[true][predicted], image counts), and the bound on log p(x) with y summed out
-    (`objectives.unlabelled_elbo`, one draw of z per class) with its terms, mean nats per image."""
-    sums = torch.zeros(4, dtype=torch.float64, device=data.x.device)
-    for start in range(0, data.x.shape[0], batch_size):
-        terms = objectives.unlabelled_elbo(model, data.x[start : start + batch_size], generator=generator)
+    (`objectives.unlabelled_elbo`, one draw of z per class) with its terms, mean nats per image.
+    Batch b draws from `chunk_generator(seed, first_chunk + b)`; the processes share the batches."""
+    device = data.x.device
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    confusion = torch.zeros(model.num_classes, model.num_classes, dtype=torch.int64, device=device)
+    batches = range(math.ceil(data.x.shape[0] / batch_size))
+    for batch in batches[processes.rows(len(batches))]:
+        x, y = data.x[batch * batch_size : (batch + 1) * batch_size], data.y[batch * batch_size : (batch + 1) * batch_size]
+        terms = objectives.unlabelled_elbo(model, x, generator=chunk_generator(seed, first_chunk + batch, device))
         sums += torch.stack([terms.elbo.sum(), terms.recon.sum(), terms.kl.sum(), terms.label_kl.sum()]).double()
-    elbo, recon, kl, label_kl = (sums / data.x.shape[0]).tolist()
-    confusion = objectives.confusion_matrix(model, data.x, data.y, batch_size)
+        confusion += objectives.confusion_matrix(model, x, y, batch_size)
+    elbo, recon, kl, label_kl = (processes.sum(sums) / data.x.shape[0]).tolist()
+    confusion = processes.sum(confusion)
     return {"classifier_accuracy": confusion.diagonal().sum().item() / data.x.shape[0],
             "confusion": confusion.tolist(), "unlabelled_elbo": elbo, "unlabelled_recon": recon,
             "unlabelled_kl": kl, "unlabelled_label_kl": label_kl}
@@ -112,12 +131,14 @@ def decoder_passes(model, iw_samples: int, class_samples: int) -> int:
 
 
 def evaluate_run(run, iw_samples: int = 1000, class_samples: int | None = None, seed: int = 0,
-                 progress: bool = False, compile: str = "auto") -> dict:
-    """Evaluate a loaded `vaelab.api.Run` and record the result as the run's eval.json."""
+                 progress: bool = False, compile: str = "auto", processes: Processes = SINGLE) -> dict:
+    """Evaluate a loaded `vaelab.api.Run` and record the result as the run's eval.json (process 0 writes it)."""
     from .runs import RunDir, write_json
 
     result = run.evaluate(iw_samples=iw_samples, class_samples=class_samples, seed=seed, progress=progress,
-                          compile=compile)
+                          compile=compile, processes=processes)
     result.update(checkpoint=run.checkpoint, epoch=run.epoch, model=run.config.model, dataset=run.config.dataset)
-    write_json(RunDir(run.path).eval, result)
+    with processes.agreement("writing eval.json"):
+        if processes.main:
+            write_json(RunDir(run.path).eval, result)
     return result

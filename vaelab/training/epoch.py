@@ -11,9 +11,10 @@ import torch
 from tqdm import tqdm
 
 from .. import objectives
+from ..distributed import SINGLE, Processes
 from ..errors import TrainingDiverged
 from ..models import Classifies, Model
-from .randomness import RandomStreams
+from .randomness import RandomStreams, chunk_generator
 from .step import TrainStep
 
 SYNC_EVERY = 25  # reading the loss back forces a host sync: do it rarely
@@ -138,19 +139,28 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
 
 
 @torch.no_grad()
-def validate(model: Model, data: DeviceSplit, batch_size: int = 1000, seed: int = VALIDATION_SEED) -> dict:
+def validate(model: Model, data: DeviceSplit, batch_size: int = 1000, seed: int = VALIDATION_SEED,
+             processes: Processes = SINGLE) -> dict:
     """ELBO and its terms on a fixed split with a fixed seed: mean nats per image; for a family with a
-    classifier also the accuracy of q(y | x) (a fraction)."""
+    classifier also the accuracy of q(y | x) (a fraction).
+
+    Chunk c of batch_size images draws its z from its own generator (`chunk_generator(seed, c)`),
+    so the processes of a group each take their share of the chunks and the sums they reduce
+    give the one-process figures (to float64 summation order).
+    """
     model.eval()
-    generator = torch.Generator(device=data.x.device).manual_seed(seed)
-    sums = torch.zeros(3, dtype=torch.float64, device=data.x.device)
-    for start in range(0, data.x.shape[0], batch_size):
-        terms = objectives.elbo(model, data.x[start : start + batch_size], data.y[start : start + batch_size],
-                                samples=1, generator=generator)
-        sums += torch.stack([terms.elbo.sum(), terms.recon.sum(), terms.kl.sum()]).double()
-    elbo, recon, kl = (sums / data.x.shape[0]).tolist()
+    device = data.x.device
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    chunks = range(math.ceil(data.x.shape[0] / batch_size))
+    for chunk in chunks[processes.rows(len(chunks))]:
+        x, y = data.x[chunk * batch_size : (chunk + 1) * batch_size], data.y[chunk * batch_size : (chunk + 1) * batch_size]
+        terms = objectives.elbo(model, x, y, samples=1, generator=chunk_generator(seed, chunk, device))
+        row = [terms.elbo.sum(), terms.recon.sum(), terms.kl.sum()]
+        if isinstance(model, Classifies):  # M2: how often q(y | x) names the right class
+            row.append(objectives.confusion_matrix(model, x, y, batch_size).trace())
+        sums[: len(row)] += torch.stack(row).double()
+    elbo, recon, kl, right = (processes.sum(sums) / data.x.shape[0]).tolist()
     result = {"elbo": elbo, "recon": recon, "kl": kl}
-    if isinstance(model, Classifies):  # M2: how often q(y | x) names the right class
-        confusion = objectives.confusion_matrix(model, data.x, data.y, batch_size)
-        result["accuracy"] = confusion.trace().item() / data.x.shape[0]
+    if isinstance(model, Classifies):
+        result["accuracy"] = right
     return result

@@ -11,8 +11,10 @@ is faster than torch.func's transforms without a compiler.
 from __future__ import annotations
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from .. import objectives
+from ..distributed import SINGLE, Processes, ProcessLost, lost_message
 from ..fast import CompiledOrEager
 from ..models import Classifies, Model
 from .randomness import RandomStreams
@@ -78,6 +80,9 @@ def training_bound(model: Model, x: torch.Tensor, y: torch.Tensor | None, object
             maximised = maximised + log_pi + classifier_weight * model.classifier(x_l).log_prob(y)
             bound = bound + log_pi
         parts.append((maximised, bound))
+    if not parts:  # no image at all: a process's empty share of a short batch
+        empty = x.new_zeros(0)
+        return empty, empty
     if len(parts) == 1:
         return parts[0]
     return torch.cat([parts[0][0], parts[1][0]]), torch.cat([parts[0][1], parts[1][1]])
@@ -99,14 +104,36 @@ class Loss(torch.nn.Module):
         self.model, self.objective, self.samples = model, objective, samples
         self.classifier_weight = classifier_weight
 
-    def forward(self, x, y, bits, noise, kl_weight) -> tuple[torch.Tensor, torch.Tensor]:
-        """(-mean objective [], bound summed over the batch []) for images x [batch, C, H, W] and the labels
-        y [m] of the last m of them, or None (see `training_bound`)."""
+    def forward(self, x, y, bits, noise, kl_weight, scale) -> tuple[torch.Tensor, torch.Tensor]:
+        """(-scale * objective summed over the batch [], bound summed over the batch []) for images
+        x [batch, C, H, W] and the labels y [m] of the last m of them, or None (see `training_bound`).
+
+        scale [] is 1 / the images of the whole step (of all processes): the loss is then the
+        mean over the step, and the processes' losses add up to it."""
         if bits is not None:  # dynamic binarisation: x ~ Bernoulli(gray level), fresh every time
             x = binarize(x, bits)
         maximised, bound = training_bound(self.model, x, y, self.objective, self.samples, noise, kl_weight,
                                           self.classifier_weight)
-        return -maximised.mean(), bound.detach().sum()
+        return -maximised.sum() * scale, bound.detach().sum()
+
+
+def process_share(processes: Processes, num_classes: int, x: torch.Tensor, y: torch.Tensor | None,
+                  noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """This process's rows of a whole step: (x, y, noise) as `training_bound` takes them.
+
+    The step's unlabelled images (x's first) and its labelled ones (the last y.shape[0]) are
+    shared out apart, each in rank order (`Processes.rows`), with their noise rows: noise is
+    [samples, classes * unlabelled + labelled, d], class by class for the unlabelled images.
+    """
+    known = 0 if y is None else y.shape[0]
+    unknown = x.shape[0] - known
+    u, k = processes.rows(unknown), processes.rows(known)
+    samples, d = noise.shape[0], noise.shape[-1]
+    noise = noise.reshape(samples, -1, d)
+    noise_u = noise[:, : num_classes * unknown].reshape(samples, num_classes, unknown, d)[:, :, u]
+    noise_k = noise[:, num_classes * unknown :][:, k]
+    return (torch.cat([x[:unknown][u], x[unknown:][k]]), None if y is None else y[k],
+            torch.cat([noise_u.reshape(samples, -1, d), noise_k], dim=1))
 
 
 class TrainStep:
@@ -118,17 +145,31 @@ class TrainStep:
     `loss_and_gradients`, so the compiled and the eager function consume identical random numbers
     and agree to float rounding. Only batches of `batch_size` go through the compiled function
     (one static shape, one compilation); an epoch's short last batch runs it eagerly.
+
+    In a group of processes (`vaelab.distributed`) every process is called with the whole step,
+    draws all its random numbers, and computes on its share (`process_share`); the loss, the bound
+    and the gradients returned are the whole step's, the same as one process computes. Eagerly
+    the gradients are summed by DistributedDataParallel (its buckets overlap the backward pass);
+    the compiled function (torch.func, which DDP's autograd hooks do not see) sums them with one
+    all_reduce of all of them at once.
     """
 
     def __init__(self, model: Model, objective: str, samples: int, batch_size: int, dynamic: bool, compile: bool,
-                 classifier_weight: float = 0.0):
+                 classifier_weight: float = 0.0, processes: Processes = SINGLE):
         self.model, self.samples, self.batch_size, self.dynamic = model, samples, batch_size, dynamic
+        self.processes = processes
         self.loss = Loss(model, objective, samples, classifier_weight)
         self.parameters = [(name, p) for name, p in self.loss.named_parameters() if p.requires_grad]
         self.compiled = CompiledOrEager(self.loss_and_gradients, "the training step", enabled=compile, dynamic=False,
                                         eager=self.eager_loss_and_gradients)
+        self.ddp = None
+        if processes.count > 1:
+            device = next(model.parameters()).device
+            # gradients averaged over processes: the loss is scaled by count to make that a sum
+            self.ddp = DistributedDataParallel(self.loss, device_ids=[device] if device.type == "cuda" else None,
+                                               forward_sync_buffers=False)
 
-    def loss_and_gradients(self, x, y, bits, noise, kl_weight):
+    def loss_and_gradients(self, x, y, bits, noise, kl_weight, scale):
         """({name: d loss / d parameter}, (loss [], bound summed over the batch [])): the whole step's math.
 
         torch.func computes the loss and its gradients as one function, so under torch.compile they
@@ -137,11 +178,11 @@ class TrainStep:
         parameters = {name: p.detach() for name, p in self.parameters}
 
         def loss(values):
-            return torch.func.functional_call(self.loss, values, (x, y, bits, noise, kl_weight))
+            return torch.func.functional_call(self.loss, values, (x, y, bits, noise, kl_weight, scale))
 
         return torch.func.grad_and_value(loss, has_aux=True)(parameters)
 
-    def eager_loss_and_gradients(self, x, y, bits, noise, kl_weight):
+    def eager_loss_and_gradients(self, x, y, bits, noise, kl_weight, scale):
         """`loss_and_gradients` by ordinary autograd: the same loss and gradients to float rounding.
 
         Run where nothing is compiled (`--compile off`, a failed compilation, an epoch's short last
@@ -149,8 +190,9 @@ class TrainStep:
         20 ms against 12 ms for a CVAE step at batch 128 on a 2-core CPU.
         """
         with torch.enable_grad():
-            loss, bound_sum = self.loss(x, y, bits, noise, kl_weight)
-            gradients = torch.autograd.grad(loss, [p for _, p in self.parameters])
+            loss, bound_sum = self.loss(x, y, bits, noise, kl_weight, scale)
+            gradients = torch.autograd.grad(loss, [p for _, p in self.parameters], allow_unused=True,
+                                            materialize_grads=True)
         return {name: g for (name, _), g in zip(self.parameters, gradients)}, (loss.detach(), bound_sum)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None, streams: RandomStreams,
@@ -165,9 +207,38 @@ class TrainStep:
         batch = self.model.num_classes * (x.shape[0] - known) + known if known < x.shape[0] else known
         noise = objectives.standard_noise(self.model, batch, self.samples, streams.noise, x.device, x.dtype)
         weight = torch.full((), kl_weight, dtype=x.dtype, device=x.device)  # a tensor: no recompilation per value
+        scale = torch.full((), 1 / x.shape[0], dtype=x.dtype, device=x.device)
         regular = x.shape[0] == self.batch_size if regular is None else regular
+        if self.processes.count > 1:
+            if bits is not None:
+                x, bits = binarize(x, bits), None
+            x, y, noise = process_share(self.processes, self.model.num_classes, x, y, noise)
+            if not (regular and self.compiled.active):
+                return self._data_parallel(x, y, noise, weight, scale)
         run = self.compiled if regular else self.eager_loss_and_gradients
-        gradients, (loss, bound_sum) = run(x, y, bits, noise, weight)
+        gradients, (loss, bound_sum) = run(x, y, bits, noise, weight, scale)
+        if self.processes.count > 1:  # one all_reduce for the gradients, the loss and the bound
+            flat = self.processes.sum(torch.cat([gradients[name].reshape(-1) for name, _ in self.parameters]
+                                                + [loss.reshape(1), bound_sum.reshape(1)]))
+            loss, bound_sum = flat[-2], flat[-1]
+            pieces = flat[:-2].split([p.numel() for _, p in self.parameters])
+            gradients = {name: piece.view_as(p) for (name, p), piece in zip(self.parameters, pieces)}
         for name, parameter in self.parameters:
             parameter.grad = gradients[name]
         return loss, bound_sum
+
+    def _data_parallel(self, x, y, noise, weight, scale) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step on this process's share through DistributedDataParallel: the whole step's (loss, bound)."""
+        for _, parameter in self.parameters:
+            parameter.grad = None
+        count = self.processes.count
+        try:
+            with torch.enable_grad():
+                loss, bound_sum = self.ddp(x, y, None, noise, weight, scale * count)
+                if x.shape[0] == 0:  # an empty share still takes part in every parameter's all_reduce
+                    loss = loss + sum(p.sum() for _, p in self.parameters) * 0
+                loss.backward()
+        except RuntimeError as exc:
+            raise ProcessLost(lost_message(exc)) from None
+        totals = self.processes.sum(torch.stack([loss.detach() / count, bound_sum]))
+        return totals[0], totals[1]

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from ..checkpoints import Checkpoint, parse_checkpoint, save_checkpoint
 from ..config import SETTINGS, TrainConfig, config_from_dict, flag
 from ..data import labelled_subset, load_raw, make_splits
+from ..distributed import SINGLE, Processes, ProcessLost
 from ..errors import RunError, TrainingDiverged, TrainingInterrupted, VaelabError
 from ..fast import make_adam, use_compile
 from ..models import Model
@@ -26,7 +27,7 @@ from .epoch import DeviceSplit, EpochState, Stopped, batch_plan, train_epoch, va
 from .schedules import kl_weight, learning_rate
 from .grids import GRID_COLUMNS, grid_latents, grid_means
 from .randomness import RandomStreams
-from .signals import StopSignals
+from .signals import AgreedStop, StopSignals
 from .step import TrainStep
 
 Log = Callable[[str], None]
@@ -65,7 +66,7 @@ def classifier_weight(config: TrainConfig, train_images: int) -> float:
 
 
 def new_training(config: TrainConfig, device: torch.device, dynamic: bool, compile: bool,
-                 train_images: int = 1) -> Training:
+                 train_images: int = 1, processes: Processes = SINGLE) -> Training:
     """A fresh model, its optimizer, the run's random streams and its training step, as `train` makes them.
 
     The global torch seed is set once, for the parameter initialisation; every later random draw
@@ -74,7 +75,7 @@ def new_training(config: TrainConfig, device: torch.device, dynamic: bool, compi
     torch.manual_seed(config.seed)
     model = new_model(config).to(device)
     step = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic, compile,
-                     classifier_weight(config, train_images))
+                     classifier_weight(config, train_images), processes)
     return Training(model, make_adam(model.parameters(), config.lr), RandomStreams.seeded(config.seed, device), step)
 
 
@@ -110,37 +111,67 @@ def _restore(training: Training, checkpoint: Checkpoint, device: torch.device) -
                       checkpoint.tensors["partial.bound_sum"].to(device))
 
 
+def _open_run(run: RunDir, config: TrainConfig, resume: bool, explicit: set[str]) -> tuple[TrainConfig, bytes | None]:
+    """The config to train with and the bytes of the checkpoint to resume from (None: a new run)."""
+    if not (run.checkpoint.is_file() or run.config.is_file()):
+        return config, None
+    if not resume:
+        raise RunError(f"{run.path} already holds a run; pass --resume to continue it, or choose another --out")
+    if not run.checkpoint.is_file():
+        return config, None
+    try:
+        data = run.checkpoint.read_bytes()
+    except OSError as exc:
+        raise RunError(f"checkpoint {run.checkpoint} is unreadable ({exc.strerror}); restore it or train again") from None
+    stored, checkpoint = stored_config(run), parse_checkpoint(data, run.checkpoint)
+    check_agreement(stored, checkpoint, run.config)
+    return _resume_config(stored, config, explicit), data
+
+
 def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: set[str] | None = None,
-          log: Log = print, progress: bool = True, cache_dir: str | Path | None = None) -> list[dict]:
+          log: Log = print, progress: bool = True, cache_dir: str | Path | None = None,
+          processes: Processes = SINGLE) -> list[dict]:
     """Train a model as `config` says, writing the run directory `out`. Returns the metrics rows.
 
     resume=True continues the run in `out` from its latest checkpoint (or starts it, if it has none).
     `explicit` names the settings the user gave on this call (checked against the stored config).
     SIGINT or SIGTERM saves the state mid-epoch and raises TrainingInterrupted; resuming then gives
     exactly the run that was not interrupted.
+
+    In a group of processes (torchrun; `vaelab.distributed`) every process calls this with the same
+    arguments and computes its share of every step; process 0 alone reads and writes `out` and
+    logs (the others return no rows), and sends the others the config and checkpoint it resumes.
+    A run may resume with another number of processes than it started with.
     """
     run = RunDir(Path(out))
     explicit = explicit or set()
-    checkpoint = None
-    if run.checkpoint.is_file() or run.config.is_file():
-        if not resume:
-            raise RunError(f"{run.path} already holds a run; pass --resume to continue it, or choose another --out")
-        if run.checkpoint.is_file():
-            stored, checkpoint = stored_config(run), load_checkpoint(run.checkpoint)
-            check_agreement(stored, checkpoint, run.config)
-            config = _resume_config(stored, config, explicit)
+    if not processes.main:
+        log, progress = (lambda _: None), False
+    opened = None
+    with processes.agreement("opening the run directory"):
+        if processes.main:
+            opened = _open_run(run, config, resume, explicit)
+    shared = processes.broadcast_json(opened and {"config": opened[0].to_dict(), "resume": opened[1] is not None})
+    config = config_from_dict(shared["config"], limits=False) if not processes.main else opened[0]
+    data = processes.broadcast_bytes(opened[1] if processes.main else None) if shared["resume"] else None
+    checkpoint = parse_checkpoint(data, run.checkpoint) if data else None
     device = resolve_device(config.device)
     # the data first: a failure here leaves no half-made run directory behind
-    raw = load_raw(config.dataset, data_dir=config.data_dir, cache_dir=cache_dir, log=log)
-    splits = make_splits(raw, config.binarize, config.train_on, config.limit_train)
-    if config.labels is not None:  # checked before anything is written
-        labelled_images = labelled_subset(splits.train.labels, config.labels, splits.num_classes, config.label_seed)
-    try:
-        run.path.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temporaries(run)
-        write_json(run.config, config.to_dict())
-    except OSError as exc:
-        raise RunError(f"cannot write to the run directory {run.path} ({exc.strerror}); choose a writable --out") from None
+    with processes.agreement("loading the data"):
+        raw = load_raw(config.dataset, data_dir=config.data_dir, cache_dir=cache_dir, log=log)
+        splits = make_splits(raw, config.binarize, config.train_on, config.limit_train)
+        if config.labels is not None:  # checked before anything is written
+            labelled_images = labelled_subset(splits.train.labels, config.labels, splits.num_classes,
+                                              config.label_seed)
+    with processes.agreement("writing the run directory"):
+        if processes.main:
+            try:
+                run.path.mkdir(parents=True, exist_ok=True)
+                _remove_stale_temporaries(run)
+                write_json(run.config, config.to_dict())
+            except OSError as exc:
+                raise RunError(f"cannot write to the run directory {run.path} ({exc.strerror}); choose a writable "
+                               "--out") from None
 
     train_data = DeviceSplit.from_split(splits.train, device)
     if config.labels is not None:  # only these images' labels are seen
@@ -151,15 +182,16 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     steps_left = (config.epochs - done_epochs) * math.ceil(len(splits.train) / config.batch_size)
     training = new_training(config, device, dynamic=not train_data.binary,
                             compile=use_compile(config.compile, steps_left, COMPILE_FROM_STEPS),
-                            train_images=len(splits.train))
+                            train_images=len(splits.train), processes=processes)
     history = _History(rows=[], best=-math.inf, since_best=0)
     partial = None
     if checkpoint is not None:
         partial = _restore(training, checkpoint, device)
         info = checkpoint.info
-        history = _History([row for row in read_metrics(run.metrics) if row["epoch"] <= info["epoch"]],
-                           info["best_valid_elbo"], info["epochs_since_best"])
-        write_metrics(run.metrics, history.rows)  # drop an epoch logged after the last checkpoint
+        rows = [row for row in read_metrics(run.metrics) if row["epoch"] <= info["epoch"]] if processes.main else []
+        history = _History(rows, info["best_valid_elbo"], info["epochs_since_best"])
+        if processes.main:
+            write_metrics(run.metrics, history.rows)  # drop an epoch logged after the last checkpoint
         if info.get("stopped_early") and done_epochs < config.epochs and "patience" not in explicit:
             log(f"{run.path}: stopped early at epoch {done_epochs}; nothing to resume")
             return history.rows
@@ -168,16 +200,17 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
             return history.rows
         where = f"epoch {done_epochs + 1}, step {partial.step}" if partial else f"the end of epoch {done_epochs}"
         log(f"resuming {run.path} from {where}")
-    else:
+    elif processes.main:
         write_metrics(run.metrics, [])
     labelled = f" ({config.labels} of them labelled)" if config.labels is not None else ""
+    group = f" x {processes.count} processes" if processes.count > 1 else ""
     log(f"training {config.model.upper()} (d = {config.latent_dim}) on {len(splits.train)} {config.dataset} images"
         f"{labelled}, "
-        f"{device.type}{' (compiled step)' if training.step.compiled.active else ''}, batch {config.batch_size}, "
+        f"{device.type}{group}{' (compiled step)' if training.step.compiled.active else ''}, batch {config.batch_size}, "
         f"{config.epochs} epochs max -> {run.path}")
-    _Epochs(config, run, training, train_data, valid_data, splits.class_names, log, progress).loop(
+    _Epochs(config, run, training, train_data, valid_data, splits.class_names, log, progress, processes).loop(
         done_epochs + 1, history, partial)
-    return history.rows
+    return history.rows if processes.main else []
 
 
 @dataclass
@@ -191,14 +224,25 @@ class _Epochs:
     """The epoch loop of `train`, with what it writes after each epoch and on a signal."""
 
     def __init__(self, config: TrainConfig, run: RunDir, training: Training, train_data: DeviceSplit,
-                 valid_data: DeviceSplit, class_names: tuple[str, ...], log: Log, progress: bool):
+                 valid_data: DeviceSplit, class_names: tuple[str, ...], log: Log, progress: bool,
+                 processes: Processes = SINGLE):
         self.config, self.run, self.training, self.log, self.progress = config, run, training, log, progress
         self.train_data, self.valid_data, self.class_names = train_data, valid_data, class_names
+        self.processes = processes
 
     def loop(self, first_epoch: int, history: _History, partial: EpochState | None) -> None:
+        try:
+            self._loop(first_epoch, history, partial)
+        except ProcessLost as exc:
+            where = f"; {self.last_good()}; resume with: vaelab train --out {self.run.path} --resume" \
+                if self.processes.main else ""
+            raise ProcessLost(f"{exc}{where}") from None
+
+    def _loop(self, first_epoch: int, history: _History, partial: EpochState | None) -> None:
         config, t = self.config, self.training
         began = time.perf_counter()
-        with StopSignals() as stop:
+        with StopSignals() as signals:
+            stop = AgreedStop(signals, self.processes)  # every process stops at the same step
             for epoch in range(first_epoch, config.epochs + 1):
                 started = time.perf_counter()
                 images_before = sum(len(batch.index) for batch in batch_plan(
@@ -214,8 +258,10 @@ class _Epochs:
                 except Stopped as stopped:
                     info = {"epoch": epoch - 1, "best_valid_elbo": history.best, "epochs_since_best": history.since_best,
                             "stopped_early": False, "partial_step": stopped.state.step}
-                    self.save_state(info, {"partial.order": stopped.state.order,
-                                           "partial.bound_sum": stopped.state.bound_sum})
+                    with self.processes.agreement("saving the state"):
+                        if self.processes.main:
+                            self.save_state(info, {"partial.order": stopped.state.order,
+                                                   "partial.bound_sum": stopped.state.bound_sum})
                     raise self.interrupted(stop, f"in epoch {epoch} after step {stopped.state.step}") from None
                 except TrainingDiverged as exc:
                     raise TrainingDiverged(f"{exc}; training stopped, {self.last_good()}") from None
@@ -223,7 +269,8 @@ class _Epochs:
                 seconds = time.perf_counter() - started
                 if self.end_of_epoch(epoch, history, train_bound, steps, seconds, images_before):
                     break
-                if config.time_limit is not None and time.perf_counter() - began >= 60 * config.time_limit:
+                if config.time_limit is not None and self.processes.main_decides(
+                        time.perf_counter() - began >= 60 * config.time_limit):
                     if epoch < config.epochs:
                         self.log(f"time limit: {config.time_limit:g} minutes of training reached after epoch {epoch}"
                                  "; --resume continues")
@@ -235,7 +282,7 @@ class _Epochs:
                      images_before: int) -> bool:
         """Validate, log, write the epoch's files and checkpoint; True if training stops early."""
         config, model = self.config, self.training.model
-        valid = validate(model, self.valid_data)
+        valid = validate(model, self.valid_data, processes=self.processes)
         if not all(math.isfinite(v) for v in valid.values()):
             raise TrainingDiverged(f"the validation ELBO became non-finite after epoch {epoch}; training "
                                    f"stopped, {self.last_good()}")
@@ -246,23 +293,26 @@ class _Epochs:
                "valid_recon": valid["recon"], "valid_kl": valid["kl"], "seconds": seconds,
                "samples_per_second": (len(self.train_data.x) - images_before) / seconds,
                "steps": (history.rows[-1]["steps"] if history.rows else 0) + steps,
-               "lr": self.training.optimizer.param_groups[0]["lr"], "kl_weight": kl_weight(config.warmup, epoch)}
+               "lr": self.training.optimizer.param_groups[0]["lr"], "kl_weight": kl_weight(config.warmup, epoch),
+               "processes": self.processes.count}
         if "accuracy" in valid:
             row["valid_accuracy"] = valid["accuracy"]
         history.rows.append(row)
         info = {"epoch": epoch, "best_valid_elbo": history.best, "epochs_since_best": history.since_best,
                 "stopped_early": stop_early}
-        try:
-            if improved:
-                save_checkpoint(self.run.best, model, info)
-            if epoch == 1 or epoch in config.sample_epochs or epoch == config.epochs or stop_early:
-                self.save_grid(epoch)
-            write_metrics(self.run.metrics, history.rows)
-        except OSError as exc:
-            raise RunError(f"could not write to {self.run.path} after epoch {epoch} ({exc.strerror}); the last "
-                           f"checkpoint is intact: free some space and resume with: vaelab train --out "
-                           f"{self.run.path} --resume") from None
-        self.save_state(info)
+        with self.processes.agreement(f"writing the files of epoch {epoch}"):
+            if self.processes.main:
+                try:
+                    if improved:
+                        save_checkpoint(self.run.best, model, info)
+                    if epoch == 1 or epoch in config.sample_epochs or epoch == config.epochs or stop_early:
+                        self.save_grid(epoch)
+                    write_metrics(self.run.metrics, history.rows)
+                except OSError as exc:
+                    raise RunError(f"could not write to {self.run.path} after epoch {epoch} ({exc.strerror}); the "
+                                   f"last checkpoint is intact: free some space and resume with: vaelab train --out "
+                                   f"{self.run.path} --resume") from None
+                self.save_state(info)
         self.log(f"epoch {epoch:3d}  train {config.bound_name} {train_bound:8.2f}  valid ELBO {valid['elbo']:8.2f} "
                  f"(recon {valid['recon']:.2f}, KL {valid['kl']:.2f})  "
                  + (f"accuracy {100 * valid['accuracy']:.2f}%  " if "accuracy" in valid else "")
@@ -282,6 +332,7 @@ class _Epochs:
                          title=f"{self.config.model.upper()} samples, epoch {epoch} (Bernoulli means)")
 
     def save_state(self, info: dict, extra: dict | None = None) -> None:
+        """Write the checkpoint (process 0's job)."""
         t = self.training
         try:
             save_checkpoint(self.run.checkpoint, t.model, info, t.optimizer, {**t.streams.state_tensors(), **(extra or {})})
@@ -291,6 +342,8 @@ class _Epochs:
                            f"free some space and resume with: vaelab train --out {self.run.path} --resume") from None
 
     def last_good(self) -> str:
+        if not self.processes.main:
+            return "process 0 says where the last good checkpoint is"
         return f"the last good checkpoint is {self.run.checkpoint}" if self.run.checkpoint.is_file() else \
             "no checkpoint was written yet"
 
