@@ -23,14 +23,15 @@ def _expected(model: str) -> dict:
     return json.loads((LEGACY / f"{model}-expected.json").read_text())
 
 
-# How far 0.1's evaluation of the CVAE may be from today's. Since 0.1 the other classes' per-class
-# draws are taken together (the true class's come from its K), so the draws after the first test
-# batch moved: the figures agree within Monte-Carlo noise, whose seed-to-seed standard deviation was
-# measured at 0.010 nats (ELBO), 0.002 (log p(x | y), log p(x)) and 0.003 (accuracy). The analytic KL
-# draws nothing and stays exact; the VAE draws as 0.1 did and stays exact throughout.
+# How far 0.1's evaluation may be from today's. Since 0.1 the CVAE's other classes' per-class draws
+# are taken together (the true class's come from its K), and every test batch draws from a
+# generator of its own (so that processes can share the batches): the figures agree within
+# Monte-Carlo noise, whose seed-to-seed standard deviation was measured at 0.010 nats (ELBO), 0.002
+# (log p(x | y), log p(x)) and 0.003 (accuracy) for the CVAE, and 0.12 (ELBO) and 0.005 (log p(x))
+# for the VAE (6 seeds of 0.1's scheme, 4 of today's). The analytic KL draws nothing and stays exact.
 CVAE_NOISE = {"elbo": 0.05, "recon": 0.05, "kl": 1e-4, "log_likelihood": 0.01, "log_likelihood_marginal": 0.01,
               "accuracy": 0.015}
-VAE_EXACT = {"elbo": 1e-4, "recon": 1e-4, "kl": 1e-4, "log_likelihood": 1e-4}
+VAE_NOISE = {"elbo": 0.5, "recon": 0.5, "kl": 1e-4, "log_likelihood": 0.02}
 
 
 @pytest.mark.slow
@@ -39,7 +40,7 @@ def test_a_run_of_vaelab_0_1_evaluates_to_the_same_figures(model, mnist_raw):
     run = vaelab.load_run(LEGACY / model, device="cpu")
     result = run.evaluate(iw_samples=20, seed=0, compile="off")
     expected = _expected(model)["evaluate_iw_samples_20_seed_0"]
-    for key, tolerance in (CVAE_NOISE if model == "cvae" else VAE_EXACT).items():  # nats per image
+    for key, tolerance in (CVAE_NOISE if model == "cvae" else VAE_NOISE).items():  # nats per image
         assert result[key] == pytest.approx(expected[key], abs=tolerance), key
 
 
@@ -57,6 +58,6 @@ def test_a_run_of_vaelab_0_1_resumes_as_it_would_have(model, tmp_path, mnist_raw
     expected = _expected(model)["metrics_after_resume_to_epoch_2"]
     assert [row["epoch"] for row in rows] == [1, 2]
     for row, want in zip(rows, expected):
-        assert want.keys() <= row.keys() and row.keys() - want.keys() <= {"lr", "kl_weight"}  # logged since 0.1
+        assert want.keys() <= row.keys() and row.keys() - want.keys() <= {"lr", "kl_weight", "processes"}  # logged since 0.1
         for key in want:
             assert row[key] == pytest.approx(want[key], rel=1e-6, abs=1e-6), (row["epoch"], key)

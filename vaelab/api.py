@@ -160,7 +160,8 @@ def load_run(path: str | Path, checkpoint: str = "best", device: str = "auto",
     config = opened[0] if processes.main else config_from_dict(shared["config"], limits=False)
     file = Path(shared["file"])
     stored = parse_checkpoint(processes.broadcast_bytes(opened[1] if processes.main else None), file)
-    target = resolve_device(device)
+    with processes.agreement("choosing the device"):
+        target = processes.device(resolve_device(device))
     model = new_model(config)
     stored.restore(model)
     model.to(target).eval()

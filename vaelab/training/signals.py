@@ -12,6 +12,7 @@ class StopSignals:
 
     def __init__(self):
         self.received: int | None = None
+        self.ignore_after = False  # on exit ignore both signals (a process of a group that is stopping)
         self._previous = {}
 
     def __call__(self) -> bool:
@@ -30,7 +31,7 @@ class StopSignals:
 
     def __exit__(self, *exc) -> None:
         for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
+            signal.signal(sig, signal.SIG_IGN if self.ignore_after else previous)
 
     @property
     def name(self) -> str:
@@ -58,6 +59,10 @@ class AgreedStop:
                 got[0 if self.signals.received == signal.SIGINT else 1] = 1
             interrupt, terminate = self.processes.sum(got).tolist()
             self.received = signal.SIGINT if interrupt else signal.SIGTERM if terminate else None
+        if self.received is not None and self.processes.count > 1:
+            # torchrun answers the first process to exit by sending SIGTERM to the others: they are
+            # stopping already, and must not die of it before they exit with their own code
+            self.signals.ignore_after = True
         return self.received is not None
 
     @property

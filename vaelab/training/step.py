@@ -117,21 +117,22 @@ class Loss(torch.nn.Module):
         return -maximised.sum() * scale, bound.detach().sum()
 
 
-def process_share(processes: Processes, num_classes: int, x: torch.Tensor, y: torch.Tensor | None,
+def process_share(processes: Processes, copies: int, x: torch.Tensor, y: torch.Tensor | None,
                   noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """This process's rows of a whole step: (x, y, noise) as `training_bound` takes them.
 
     The step's unlabelled images (x's first) and its labelled ones (the last y.shape[0]) are
     shared out apart, each in rank order (`Processes.rows`), with their noise rows: noise is
-    [samples, classes * unlabelled + labelled, d], class by class for the unlabelled images.
+    [samples, copies * unlabelled + labelled, d], class by class (copies = the classes) for the
+    unlabelled images.
     """
     known = 0 if y is None else y.shape[0]
     unknown = x.shape[0] - known
     u, k = processes.rows(unknown), processes.rows(known)
     samples, d = noise.shape[0], noise.shape[-1]
     noise = noise.reshape(samples, -1, d)
-    noise_u = noise[:, : num_classes * unknown].reshape(samples, num_classes, unknown, d)[:, :, u]
-    noise_k = noise[:, num_classes * unknown :][:, k]
+    noise_u = noise[:, : copies * unknown].reshape(samples, copies, unknown, d)[:, :, u]
+    noise_k = noise[:, copies * unknown :][:, k]
     return (torch.cat([x[:unknown][u], x[unknown:][k]]), None if y is None else y[k],
             torch.cat([noise_u.reshape(samples, -1, d), noise_k], dim=1))
 
@@ -204,15 +205,16 @@ class TrainStep:
         """
         bits = binarization_bits(x, streams.pixels) if self.dynamic else None
         known = 0 if y is None else y.shape[0]
-        batch = self.model.num_classes * (x.shape[0] - known) + known if known < x.shape[0] else known
-        noise = objectives.standard_noise(self.model, batch, self.samples, streams.noise, x.device, x.dtype)
+        copies = self.model.num_classes if known < x.shape[0] else 1  # an unlabelled image is taken in every class
+        noise = objectives.standard_noise(self.model, copies * (x.shape[0] - known) + known, self.samples,
+                                          streams.noise, x.device, x.dtype)
         weight = torch.full((), kl_weight, dtype=x.dtype, device=x.device)  # a tensor: no recompilation per value
         scale = torch.full((), 1 / x.shape[0], dtype=x.dtype, device=x.device)
         regular = x.shape[0] == self.batch_size if regular is None else regular
         if self.processes.count > 1:
             if bits is not None:
                 x, bits = binarize(x, bits), None
-            x, y, noise = process_share(self.processes, self.model.num_classes, x, y, noise)
+            x, y, noise = process_share(self.processes, copies, x, y, noise)
             if not (regular and self.compiled.active):
                 return self._data_parallel(x, y, noise, weight, scale)
         run = self.compiled if regular else self.eager_loss_and_gradients

@@ -108,7 +108,7 @@ def _restore(training: Training, checkpoint: Checkpoint, device: torch.device) -
     if "partial_step" not in checkpoint.info:
         return None
     return EpochState(checkpoint.tensors["partial.order"].to(device), checkpoint.info["partial_step"],
-                      checkpoint.tensors["partial.bound_sum"].to(device))
+                      checkpoint.tensors["partial.bound_sum"].to(device, torch.float64))
 
 
 def _open_run(run: RunDir, config: TrainConfig, resume: bool, explicit: set[str]) -> tuple[TrainConfig, bytes | None]:
@@ -155,7 +155,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     config = config_from_dict(shared["config"], limits=False) if not processes.main else opened[0]
     data = processes.broadcast_bytes(opened[1] if processes.main else None) if shared["resume"] else None
     checkpoint = parse_checkpoint(data, run.checkpoint) if data else None
-    device = resolve_device(config.device)
+    with processes.agreement("choosing the device"):
+        device = processes.device(resolve_device(config.device))
     # the data first: a failure here leaves no half-made run directory behind
     with processes.agreement("loading the data"):
         raw = load_raw(config.dataset, data_dir=config.data_dir, cache_dir=cache_dir, log=log)
@@ -231,52 +232,54 @@ class _Epochs:
         self.processes = processes
 
     def loop(self, first_epoch: int, history: _History, partial: EpochState | None) -> None:
-        try:
-            self._loop(first_epoch, history, partial)
-        except ProcessLost as exc:
-            where = f"; {self.last_good()}; resume with: vaelab train --out {self.run.path} --resume" \
-                if self.processes.main else ""
-            raise ProcessLost(f"{exc}{where}") from None
-
-    def _loop(self, first_epoch: int, history: _History, partial: EpochState | None) -> None:
-        config, t = self.config, self.training
         began = time.perf_counter()
         with StopSignals() as signals:
             stop = AgreedStop(signals, self.processes)  # every process stops at the same step
-            for epoch in range(first_epoch, config.epochs + 1):
-                started = time.perf_counter()
-                images_before = sum(len(batch.index) for batch in batch_plan(
-                    partial.order, self.train_data.labelled, config.batch_size)[: partial.step]) if partial else 0
-                lr = learning_rate(config.lr, config.lr_schedule, epoch, config.epochs)
-                for group in t.optimizer.param_groups:
-                    group["lr"] = lr
-                try:
-                    train_bound, steps = train_epoch(t.step, t.optimizer, self.train_data, config.batch_size,
-                                                     t.streams, state=partial, should_stop=stop,
-                                                     label=f"epoch {epoch}", progress=self.progress,
-                                                     kl_weight=kl_weight(config.warmup, epoch))
-                except Stopped as stopped:
-                    info = {"epoch": epoch - 1, "best_valid_elbo": history.best, "epochs_since_best": history.since_best,
-                            "stopped_early": False, "partial_step": stopped.state.step}
-                    with self.processes.agreement("saving the state"):
-                        if self.processes.main:
-                            self.save_state(info, {"partial.order": stopped.state.order,
-                                                   "partial.bound_sum": stopped.state.bound_sum})
-                    raise self.interrupted(stop, f"in epoch {epoch} after step {stopped.state.step}") from None
-                except TrainingDiverged as exc:
-                    raise TrainingDiverged(f"{exc}; training stopped, {self.last_good()}") from None
-                partial = None
-                seconds = time.perf_counter() - started
-                if self.end_of_epoch(epoch, history, train_bound, steps, seconds, images_before):
-                    break
-                if config.time_limit is not None and self.processes.main_decides(
-                        time.perf_counter() - began >= 60 * config.time_limit):
-                    if epoch < config.epochs:
-                        self.log(f"time limit: {config.time_limit:g} minutes of training reached after epoch {epoch}"
-                                 "; --resume continues")
-                    break
-                if stop():
-                    raise self.interrupted(stop, f"after epoch {epoch}")
+            try:
+                self._epochs(first_epoch, history, partial, stop, began)
+            except ProcessLost as exc:
+                signals.ignore_after = True  # torchrun's SIGTERM must not cut this process's message short
+                where = f"; {self.last_good()}; resume with: vaelab train --out {self.run.path} --resume" \
+                    if self.processes.main else ""
+                raise ProcessLost(f"{exc}{where}") from None
+
+    def _epochs(self, first_epoch: int, history: _History, partial: EpochState | None, stop: AgreedStop,
+                began: float) -> None:
+        config, t = self.config, self.training
+        for epoch in range(first_epoch, config.epochs + 1):
+            started = time.perf_counter()
+            images_before = sum(len(batch.index) for batch in batch_plan(
+                partial.order, self.train_data.labelled, config.batch_size)[: partial.step]) if partial else 0
+            lr = learning_rate(config.lr, config.lr_schedule, epoch, config.epochs)
+            for group in t.optimizer.param_groups:
+                group["lr"] = lr
+            try:
+                train_bound, steps = train_epoch(t.step, t.optimizer, self.train_data, config.batch_size,
+                                                 t.streams, state=partial, should_stop=stop,
+                                                 label=f"epoch {epoch}", progress=self.progress,
+                                                 kl_weight=kl_weight(config.warmup, epoch))
+            except Stopped as stopped:
+                info = {"epoch": epoch - 1, "best_valid_elbo": history.best, "epochs_since_best": history.since_best,
+                        "stopped_early": False, "partial_step": stopped.state.step}
+                with self.processes.agreement("saving the state"):
+                    if self.processes.main:
+                        self.save_state(info, {"partial.order": stopped.state.order,
+                                               "partial.bound_sum": stopped.state.bound_sum})
+                raise self.interrupted(stop, f"in epoch {epoch} after step {stopped.state.step}") from None
+            except TrainingDiverged as exc:
+                raise TrainingDiverged(f"{exc}; training stopped, {self.last_good()}") from None
+            partial = None
+            seconds = time.perf_counter() - started
+            if self.end_of_epoch(epoch, history, train_bound, steps, seconds, images_before):
+                break
+            if config.time_limit is not None and self.processes.main_decides(
+                    time.perf_counter() - began >= 60 * config.time_limit):
+                if epoch < config.epochs:
+                    self.log(f"time limit: {config.time_limit:g} minutes of training reached after epoch {epoch}"
+                             "; --resume continues")
+                break
+            if stop():
+                raise self.interrupted(stop, f"after epoch {epoch}")
 
     def end_of_epoch(self, epoch: int, history: _History, train_bound: float, steps: int, seconds: float,
                      images_before: int) -> bool:
@@ -347,6 +350,6 @@ class _Epochs:
         return f"the last good checkpoint is {self.run.checkpoint}" if self.run.checkpoint.is_file() else \
             "no checkpoint was written yet"
 
-    def interrupted(self, stop: StopSignals, where: str) -> TrainingInterrupted:
+    def interrupted(self, stop: AgreedStop, where: str) -> TrainingInterrupted:
         return TrainingInterrupted(f"{stop.name} received {where}; the state is saved in {self.run.checkpoint}. "
                                    f"Resume with: vaelab train --out {self.run.path} --resume", 128 + stop.received)

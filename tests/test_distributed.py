@@ -1,0 +1,306 @@
+"""Several processes through torchrun (gloo on CPU, every address on the loopback): the same run as one
+process, resumed across process counts, stopped by a signal to one process, and a process killed."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from vaelab import objectives
+from vaelab.checkpoints import load_checkpoint
+from vaelab.cli import main
+from vaelab.config import make_config
+from vaelab.distributed import Processes
+from vaelab.runs import RunDir, read_metrics
+from vaelab.training import new_training, train
+from vaelab.training.step import process_share, training_bound
+
+from .test_reliability import TIMING, _flags
+
+SETTINGS = dict(latent_dim=8, hidden=(64,), batch_size=100, sample_epochs=(1,), compile="off")
+LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(command: list[str], nproc: int, *, nodes: str | None = None) -> subprocess.Popen:
+    """`torchrun` (as `python -m torch.distributed.run`) on the loopback: one node with nproc processes,
+    or, with nodes = "rendezvous-id:port", one of two nodes meeting at a c10d rendezvous."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+                "--local-addr", "127.0.0.1", "--monitor-interval", "0.1"]
+    if nodes is None:
+        launcher += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    else:
+        run_id, port = nodes.split(":")
+        launcher += ["--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                     "--rdzv-id", run_id]
+    return subprocess.Popen(launcher + ["-m", "vaelab", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, **LOOPBACK}, start_new_session=True)
+
+
+def _train(out, settings, nproc: int, resume=True) -> subprocess.Popen:
+    command = ["train", "--out", str(out), "--no-progress", *_flags(settings)] + (["--resume"] if resume else [])
+    if nproc == 1:
+        return subprocess.Popen([sys.executable, "-m", "vaelab", *command], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    return _launch(command, nproc)
+
+
+def _finish(process, timeout=300) -> str:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err
+    return out + err
+
+
+def _close(rows_a, rows_b, tolerance=1e-4):
+    """metrics.jsonl rows equal but for `processes` and float-reduction noise (nats)."""
+    assert len(rows_a) == len(rows_b)
+    for a, b in zip(rows_a, rows_b):
+        a, b = dict(a), dict(b)
+        a.pop("processes"), b.pop("processes")
+        assert a.keys() == b.keys()
+        for key in a.keys() - TIMING:
+            assert a[key] == pytest.approx(b[key], abs=tolerance), key
+
+
+def _worker_pids(launcher: subprocess.Popen) -> list[int]:
+    """The processes torchrun started (its children), in rank order (they start in that order)."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        children = open(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read().split()
+        if len(children) >= 2:
+            return sorted(int(pid) for pid in children)
+        time.sleep(0.1)
+    raise AssertionError("torchrun started no processes")
+
+
+def _rank_of(pid: int) -> int:
+    environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    return int(next(item for item in environ if item.startswith(b"RANK=")).split(b"=")[1])
+
+
+def _vaelab_traceback(err: str) -> bool:
+    """Whether a vaelab process printed a traceback (torchrun prints its own when a process fails)."""
+    return any(line.strip().startswith("File") and "/vaelab/" in line for line in err.splitlines())
+
+
+def _wait_for_epoch(out, epoch, process, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if len(read_metrics(RunDir(out).metrics)) >= epoch:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"epoch {epoch} never finished")
+
+
+# ---- the math of sharing a step, in one process ----
+
+@pytest.mark.parametrize("model, labelled", [("vae", 7), ("cvae", 7), ("m2", 3), ("m2", 0)])
+def test_the_shares_of_a_step_sum_to_the_whole_steps_bound_and_gradient(model, labelled):
+    """Every process's share (images, labels, noise rows) of a step, taken by 3 processes, gives
+    bounds and gradients that add up to those of the whole step."""
+    config = make_config(dict(SETTINGS, model=model, **({"labels": 100} if model == "m2" else {})))
+    loss = new_training(config, torch.device("cpu"), dynamic=False, compile=False, train_images=1000).step.loss
+    loss.double()
+    n = 7
+    x = torch.rand(n, 1, 28, 28, dtype=torch.float64).round()
+    y = torch.arange(n)[n - labelled :] % 10 if model == "m2" else torch.arange(n) % 10
+    rows = 10 * (n - labelled) + labelled if model == "m2" else n
+    noise = objectives.standard_noise(loss.model, rows, 1, torch.Generator().manual_seed(3), "cpu", torch.float64)
+    weight, scale = torch.tensor(1.0, dtype=torch.float64), torch.tensor(1 / n, dtype=torch.float64)
+
+    def gradients(*arguments):
+        total, bound = loss(*arguments, weight, scale)
+        return torch.autograd.grad(total, list(loss.parameters()), allow_unused=True, materialize_grads=True), bound
+
+    whole, whole_bound = gradients(x, y, None, noise)
+    shares = []
+    for rank in range(3):
+        x_r, y_r, noise_r = process_share(Processes(rank, 3), 10 if model == "m2" else 1, x, y, noise)
+        shares.append(gradients(x_r, y_r, None, noise_r))
+    for index, expected in enumerate(whole):
+        torch.testing.assert_close(sum(share[0][index] for share in shares), expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(sum(share[1] for share in shares), whole_bound, rtol=1e-10, atol=1e-10)
+
+
+def test_a_process_with_no_image_of_a_short_step_computes_nothing():
+    config = make_config(dict(SETTINGS, model="m2", labels=100))
+    model = new_training(config, torch.device("cpu"), dynamic=False, compile=False, train_images=1000).model
+    x, y = torch.rand(1, 1, 28, 28).round(), torch.zeros(0, dtype=torch.long)
+    noise = torch.randn(1, 10, 8)
+    share = process_share(Processes(0, 2), 10, x, y, noise)
+    assert share[0].shape[0] == 0 and share[2].shape[1] == 0
+    maximised, bound = training_bound(model, *share[:2], "elbo", 1, share[2], 1.0)
+    assert maximised.shape == bound.shape == (0,)
+
+
+def test_rows_share_out_every_index_once():
+    for n in (0, 1, 5, 128):
+        for count in (1, 2, 3, 8):
+            covered = [i for rank in range(count) for i in range(n)[Processes(rank, count).rows(n)]]
+            assert covered == list(range(n))
+
+
+def test_commands_that_run_in_one_process_say_so_under_torchrun(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(["sample", "nowhere", "-o", "x.png"]) == 2
+    assert "runs in one process: start it without torchrun" in capsys.readouterr().err
+
+
+def test_a_group_without_torchruns_variables_is_a_clear_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setenv("RANK", "0")
+    assert main(["train", "--out", str(tmp_path / "run"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "start several processes with torchrun" in err and "Traceback" not in err
+
+
+# ---- torchrun, end to end ----
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, mnist_raw):
+    """The uninterrupted one-process runs the tests compare against."""
+    root = tmp_path_factory.mktemp("one")
+    runs = {}
+    for name, settings in BASELINES.items():
+        train(make_config(settings), root / name, log=lambda _: None, progress=False)
+        runs[name] = root / name
+    return runs
+
+
+BASELINES = {
+    "cvae": dict(SETTINGS, limit_train=1000, epochs=2),
+    "m2-compiled": dict(SETTINGS, model="m2", labels=100, limit_train=1000, epochs=2, compile="on"),
+    "m2-eager": dict(SETTINGS, model="m2", labels=100, limit_train=450, epochs=2),
+    "long": dict(SETTINGS, limit_train=12_000, epochs=3),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cvae", "m2-eager", "m2-compiled"])
+def test_two_processes_give_the_one_process_run(tmp_path, one_process, name):
+    """Eagerly through DDP, and the compiled step with its own all_reduce; the M2's steps mix
+    labelled and unlabelled images, which are shared out apart."""
+    output = _finish(_train(tmp_path / "run", BASELINES[name], 2, resume=False))
+    rows = read_metrics(RunDir(tmp_path / "run").metrics)
+    assert [row["processes"] for row in rows] == [2] * len(rows)
+    _close(rows, read_metrics(RunDir(one_process[name]).metrics))
+    assert output.count("trained 2 epochs") == 1  # process 0 alone prints
+
+
+@pytest.mark.slow
+def test_two_machines_give_the_one_process_run(tmp_path, one_process):
+    """--nnodes 2: two launchers meet at a c10d rendezvous on 127.0.0.1, one process each."""
+    command = ["train", "--out", str(tmp_path / "run"), "--no-progress", *_flags(BASELINES["cvae"])]
+    nodes = f"vaelab-test:{_free_port()}"
+    launchers = [_launch(command, 1, nodes=nodes), _launch(command, 1, nodes=nodes)]
+    for launcher in launchers:
+        _finish(launcher)
+    _close(read_metrics(RunDir(tmp_path / "run").metrics), read_metrics(RunDir(one_process["cvae"]).metrics))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_one_process_stops_all_then_one_process_resumes(tmp_path, one_process, sig, code):
+    """The signal goes to process 1 only; both stop at the same step, process 0 saves one checkpoint
+    and says so once; one process then finishes the run as if nothing had happened."""
+    settings, out = BASELINES["long"], tmp_path / "run"
+    launcher = _train(out, settings, 2, resume=False)
+    workers = _worker_pids(launcher)
+    _wait_for_epoch(out, 1, launcher)
+    time.sleep(0.3)  # somewhere in epoch 2
+    os.kill(next(pid for pid in workers if _rank_of(pid) == 1), sig)
+    _, err = launcher.communicate(timeout=120)
+    assert err.count("Resume with: vaelab train --out") == 1, err
+    assert f"exitcode  : {code}" in err  # torchrun's report of both processes
+    assert "vaelab: error" not in err and not _vaelab_traceback(err)
+    assert load_checkpoint(RunDir(out).checkpoint).info["epoch"] >= 1
+    _finish(_train(out, settings, 1))
+    _close(read_metrics(RunDir(out).metrics), read_metrics(RunDir(one_process["long"]).metrics))
+
+
+@pytest.mark.slow
+def test_one_process_stopped_then_two_resume(tmp_path, one_process):
+    settings, out = BASELINES["long"], tmp_path / "run"
+    process = _train(out, settings, 1, resume=False)
+    _wait_for_epoch(out, 1, process)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=120)
+    assert process.returncode == 143
+    _finish(_train(out, settings, 2))
+    rows = read_metrics(RunDir(out).metrics)
+    assert rows[-1]["processes"] == 2
+    _close(rows, read_metrics(RunDir(one_process["long"]).metrics))
+
+
+@pytest.mark.slow
+def test_kill_9_of_one_process_ends_the_others_with_a_clear_error_then_resume(tmp_path, one_process):
+    settings, out = BASELINES["long"], tmp_path / "run"
+    launcher = _train(out, settings, 2, resume=False)
+    workers = _worker_pids(launcher)
+    _wait_for_epoch(out, 1, launcher)
+    time.sleep(0.3)
+    killed = time.time()
+    os.kill(next(pid for pid in workers if _rank_of(pid) == 1), signal.SIGKILL)
+    _, err = launcher.communicate(timeout=120)
+    assert time.time() - killed < 60
+    assert launcher.returncode != 0
+    assert "vaelab: error: lost contact with the other training processes" in err, err
+    assert "resume with: vaelab train --out" in err
+    assert not _vaelab_traceback(err)
+    assert load_checkpoint(RunDir(out).checkpoint).info["epoch"] >= 1  # intact
+    _finish(_train(out, settings, 2))
+    _close(read_metrics(RunDir(out).metrics), read_metrics(RunDir(one_process["long"]).metrics))
+
+
+@pytest.mark.slow
+def test_evaluation_split_over_two_processes_gives_the_one_process_figures(tmp_path, one_process):
+    run = one_process["m2-compiled"]
+    flags = ["--iw-samples", "20", "--class-samples", "5", "--json", "--no-progress", "--compile", "off"]
+    single = subprocess.run([sys.executable, "-m", "vaelab", "evaluate", str(run), *flags], capture_output=True,
+                            text=True, check=True)
+    one = json.loads(single.stdout)
+    output = _finish(_launch(["evaluate", str(run), *flags], 2))
+    two = json.loads(RunDir(run).eval.read_text())
+    assert output.count('"elbo"') == 1  # process 0 alone prints
+    assert two.pop("processes") == 2 and one.pop("processes") == 1
+    for key, value in one.items():
+        if key != "seconds" and isinstance(value, float):
+            assert two[key] == pytest.approx(value, abs=1e-5), key
+        elif key != "seconds":
+            assert two[key] == value, key
+
+
+def test_cuda_tensors_go_through_nccl_where_torch_has_it(monkeypatch):
+    """What a CPU can check of --device cuda in a group: the backend string torch is asked for."""
+    from vaelab import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(distributed.dist, "is_nccl_available", lambda: True)
+    assert distributed.backend() == "cpu:gloo,cuda:nccl"
+    monkeypatch.setattr(distributed.dist, "is_nccl_available", lambda: False)
+    assert distributed.backend() == "gloo"
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    from vaelab.errors import VaelabError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert Processes(3, 4, 1).device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert Processes(0, 1, 0).device(torch.device("cuda")) == torch.device("cuda")
+    assert Processes(2, 4, 2).device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(VaelabError, match="start at most one process per GPU"):
+        Processes(2, 4, 2).device(torch.device("cuda"))
