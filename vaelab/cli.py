@@ -364,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"vaelab: error{f' (process {rank})' if rank else ''}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("vaelab: interrupted", file=sys.stderr)
+        if rank == 0:
+            print("vaelab: interrupted", file=sys.stderr)
         return 130
 
 

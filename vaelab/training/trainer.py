@@ -23,7 +23,7 @@ from ..errors import RunError, TrainingDiverged, TrainingInterrupted, VaelabErro
 from ..fast import make_adam, use_compile
 from ..models import Model
 from ..runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json, write_metrics
-from .epoch import DeviceSplit, EpochState, Stopped, batch_plan, train_epoch, validate
+from .epoch import SYNC_EVERY, DeviceSplit, EpochState, Stopped, batch_plan, train_epoch, validate
 from .schedules import kl_weight, learning_rate
 from .grids import GRID_COLUMNS, grid_latents, grid_means
 from .randomness import RandomStreams
@@ -234,7 +234,7 @@ class _Epochs:
     def loop(self, first_epoch: int, history: _History, partial: EpochState | None) -> None:
         began = time.perf_counter()
         with StopSignals() as signals:
-            stop = AgreedStop(signals, self.processes)  # every process stops at the same step
+            stop = AgreedStop(signals, self.processes, SYNC_EVERY)  # every process stops at the same step
             try:
                 self._epochs(first_epoch, history, partial, stop, began)
             except ProcessLost as exc:
@@ -278,7 +278,7 @@ class _Epochs:
                     self.log(f"time limit: {config.time_limit:g} minutes of training reached after epoch {epoch}"
                              "; --resume continues")
                 break
-            if stop():
+            if stop(force=True):
                 raise self.interrupted(stop, f"after epoch {epoch}")
 
     def end_of_epoch(self, epoch: int, history: _History, train_bound: float, steps: int, seconds: float,
