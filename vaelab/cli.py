@@ -96,6 +96,10 @@ def build_parser() -> ArgumentParser:
     for name, setting in SETTINGS.items():
         default = getattr(defaults, name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        if setting.kind is bool:  # --tensorboard / --no-tensorboard
+            train.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"{setting.help} (default: {'on' if default else 'off'})")
+            continue
         train.add_argument(flag(name), dest=name, type=_FLAG_TYPES.get(setting.kind, str), default=None,
                            help=f"{setting.help} (default: {shown})")
 

@@ -26,7 +26,7 @@ from .models import ACTIVATIONS, FAMILIES, LIKELIHOODS, NETWORKS, PRIORS
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: its type, limits and help. `kind` is int, float, str or tuple (of whole numbers)."""
+    """One setting: its type, limits and help. `kind` is int, float, str, bool or tuple (of whole numbers)."""
 
     kind: type
     help: str
@@ -45,6 +45,8 @@ class Setting:
             return self.describe
         if self.choices is not None:
             return "one of " + ", ".join(self.choices)
+        if self.kind is bool:
+            return "true or false"
         if self.kind is float:
             return f"a finite number > {self.minimum:g} and <= {self.maximum:g}"
         if self.kind is str:
@@ -132,6 +134,8 @@ class TrainConfig:
                                   minimum=0.0, maximum=1e6, optional=True)
     data_dir: str | None = setting(str, None, "folder with the IDX files (else $VAELAB_DATA, the cache, then "
                                    "downloads)", optional=True)
+    tensorboard: bool = setting(bool, False, "also write TensorBoard event files to DIR/tensorboard/ (needs the "
+                                "tensorboard extra)", changes_on_resume=True)
 
     def architecture(self) -> dict:
         """The settings that decide the model's shape, as keyword arguments of `models.build_model`."""
@@ -177,6 +181,10 @@ def check_value(name: str, value, limits: bool = True):
         return None
     if s.choices is not None:
         if not isinstance(value, str) or value not in s.choices:
+            raise _fail(name, value, s.allowed())
+        return value
+    if s.kind is bool:
+        if not isinstance(value, bool):
             raise _fail(name, value, s.allowed())
         return value
     if s.kind is int:

@@ -6,6 +6,7 @@
     DIR/best.safetensors       model with the best validation ELBO so far
     DIR/samples/epoch_NNN.png  per-class (or random) sample grids from one fixed set of z
     DIR/eval.json              the output of `vaelab evaluate`
+    DIR/tensorboard/           TensorBoard event files (with --tensorboard)
 
 Checkpoints are safetensors plus JSON (`checkpoints.py`); nothing in a run directory is ever
 unpickled. Every file is written atomically: temporary file, flush, fsync, rename, fsync folder.
@@ -52,6 +53,10 @@ class RunDir:
     @property
     def samples(self) -> Path:
         return self.path / "samples"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
 
     @property
     def eval(self) -> Path:

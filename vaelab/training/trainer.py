@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ..models import Model
 from ..runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json, write_metrics
 from .epoch import SYNC_EVERY, DeviceSplit, EpochState, Stopped, batch_plan, train_epoch, validate
 from .schedules import kl_weight, learning_rate
+from .dashboard import Dashboard, summary_writer_class
 from .grids import GRID_COLUMNS, grid_latents, grid_means
 from .randomness import RandomStreams
 from .signals import AgreedStop, StopSignals
@@ -151,6 +153,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     with processes.agreement("opening the run directory"):
         if processes.main:
             opened = _open_run(run, config, resume, explicit)
+            if opened[0].tensorboard:
+                summary_writer_class()  # or say what to install, before anything is written
     shared = processes.broadcast_json(opened and {"config": opened[0].to_dict(), "resume": opened[1] is not None})
     config = config_from_dict(shared["config"], limits=False) if not processes.main else opened[0]
     data = processes.broadcast_bytes(opened[1] if processes.main else None) if shared["resume"] else None
@@ -230,10 +234,13 @@ class _Epochs:
         self.config, self.run, self.training, self.log, self.progress = config, run, training, log, progress
         self.train_data, self.valid_data, self.class_names = train_data, valid_data, class_names
         self.processes = processes
+        self.dashboard: Dashboard | None = None  # TensorBoard, on process 0 with --tensorboard
 
     def loop(self, first_epoch: int, history: _History, partial: EpochState | None) -> None:
         began = time.perf_counter()
-        with StopSignals() as signals:
+        if self.config.tensorboard and self.processes.main:
+            self.dashboard = Dashboard(self.run.tensorboard, first_epoch)
+        with StopSignals() as signals, self.dashboard or nullcontext():
             stop = AgreedStop(signals, self.processes, SYNC_EVERY)  # every process stops at the same step
             try:
                 self._epochs(first_epoch, history, partial, stop, began)
@@ -308,9 +315,12 @@ class _Epochs:
                 try:
                     if improved:
                         save_checkpoint(self.run.best, model, info)
-                    if epoch == 1 or epoch in config.sample_epochs or epoch == config.epochs or stop_early:
+                    grid = epoch == 1 or epoch in config.sample_epochs or epoch == config.epochs or stop_early
+                    if grid:
                         self.save_grid(epoch)
                     write_metrics(self.run.metrics, history.rows)
+                    if self.dashboard is not None:
+                        self.dashboard.epoch(row, self.run.sample_grid(epoch) if grid else None)
                 except OSError as exc:
                     raise RunError(f"could not write to {self.run.path} after epoch {epoch} ({exc.strerror}); the "
                                    f"last checkpoint is intact: free some space and resume with: vaelab train --out "

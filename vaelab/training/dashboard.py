@@ -1,0 +1,67 @@
+"""TensorBoard event files of a run (`--tensorboard`): the metrics of every epoch and the sample grids.
+
+Written by process 0 after each epoch, to DIR/tensorboard/, through torch.utils.tensorboard; the
+`tensorboard` package is an optional extra (`pip install 'vaelab[tensorboard]'`, which `make install`
+installs). Open them with: tensorboard --logdir DIR/tensorboard
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import VaelabError
+
+# metrics.jsonl key -> TensorBoard tag: bounds together, their terms together, then speed and schedules
+TAGS = {
+    "train_elbo": "bound/train_elbo",
+    "train_iw_bound": "bound/train_iw_bound",
+    "valid_elbo": "bound/valid_elbo",
+    "valid_recon": "terms/valid_recon",
+    "valid_kl": "terms/valid_kl",
+    "valid_accuracy": "classifier/valid_accuracy",
+    "samples_per_second": "speed/images_per_second",
+    "seconds": "speed/seconds_per_epoch",
+    "lr": "schedule/learning_rate",
+    "kl_weight": "schedule/kl_weight",
+}
+GRID_TAG = "samples"
+
+
+def summary_writer_class():
+    """torch's SummaryWriter, or a VaelabError saying what to install."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise VaelabError("--tensorboard needs the tensorboard package: pip install 'vaelab[tensorboard]' "
+                          "(make install installs it)") from None
+    return SummaryWriter
+
+
+class Dashboard:
+    """The event files of one run directory. first_epoch: the epoch training goes on from; events
+    logged at it or later by an interrupted call are dropped (they were not checkpointed)."""
+
+    def __init__(self, folder: Path, first_epoch: int):
+        self.writer = summary_writer_class()(str(folder), purge_step=first_epoch)
+
+    def epoch(self, row: dict, grid: Path | None = None) -> None:
+        """One metrics.jsonl row as scalars at step = its epoch, and the epoch's sample grid (a PNG) if any."""
+        epoch = row["epoch"]
+        for key, tag in TAGS.items():
+            if key in row:
+                self.writer.add_scalar(tag, row[key], epoch)
+        if grid is not None and grid.is_file():
+            from PIL import Image
+
+            with Image.open(grid) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            self.writer.add_image(GRID_TAG, pixels, epoch, dataformats="HWC")
+        self.writer.flush()
+
+    def __enter__(self) -> "Dashboard":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.writer.close()
