@@ -21,7 +21,7 @@ import torch
 from torch.distributions import Distribution
 
 from . import objectives
-from .checkpoints import parse_checkpoint
+from .checkpoints import Checkpoint, parse_checkpoint
 from .config import TrainConfig, config_from_dict
 from .data import get_spec, load_raw, make_splits
 from .distributed import SINGLE, Processes
@@ -128,8 +128,8 @@ class Run:
                               seed=seed, progress=progress, compile=compile, processes=processes)
 
 
-def _read_run(path: Path, checkpoint: str) -> tuple[TrainConfig, bytes, Path]:
-    """A run directory's config and the bytes of its chosen checkpoint, checked against each other."""
+def _read_run(path: Path, checkpoint: str) -> tuple[TrainConfig, bytes, Path, Checkpoint]:
+    """A run directory's config and its chosen checkpoint (bytes, file, contents), checked against each other."""
     run = RunDir(path).require_run()
     config = stored_config(run)
     file = run.best if checkpoint == "best" and run.best.is_file() else run.checkpoint
@@ -138,8 +138,9 @@ def _read_run(path: Path, checkpoint: str) -> tuple[TrainConfig, bytes, Path]:
     except OSError as exc:
         raise RunError(f"checkpoint {file} is unreadable ({exc.strerror}); use another checkpoint or train again") \
             from None
-    check_agreement(config, parse_checkpoint(data, file), run.config)
-    return config, data, file
+    stored = parse_checkpoint(data, file)
+    check_agreement(config, stored, run.config)
+    return config, data, file, stored
 
 
 def load_run(path: str | Path, checkpoint: str = "best", device: str = "auto",
@@ -159,7 +160,8 @@ def load_run(path: str | Path, checkpoint: str = "best", device: str = "auto",
     shared = processes.broadcast_json(opened and {"config": opened[0].to_dict(), "file": str(opened[2])})
     config = opened[0] if processes.main else config_from_dict(shared["config"], limits=False)
     file = Path(shared["file"])
-    stored = parse_checkpoint(processes.broadcast_bytes(opened[1] if processes.main else None), file)
+    data = processes.broadcast_bytes(opened[1] if processes.main else None)
+    stored = opened[3] if processes.main else parse_checkpoint(data, file)
     with processes.agreement("choosing the device"):
         target = processes.device(resolve_device(device))
     model = new_model(config)

@@ -63,7 +63,7 @@ def chunk_generator(seed: int, chunk: int, device: torch.device | str) -> torch.
     """The generator of one chunk of an evaluation (chunk = its index): its own stream, spawned from seed.
 
     Chunks drawing from generators of their own give the same numbers whichever process, and in
-    whichever order, computes them: what lets validation and evaluation split across processes.
+    whichever order, computes them: what lets an evaluation split across processes.
     """
     state = np.random.SeedSequence([seed, chunk]).generate_state(1, np.uint64)[0]
     return torch.Generator(device=device).manual_seed(int(state))

@@ -113,21 +113,22 @@ def _restore(training: Training, checkpoint: Checkpoint, device: torch.device) -
                       checkpoint.tensors["partial.bound_sum"].to(device, torch.float64))
 
 
-def _open_run(run: RunDir, config: TrainConfig, resume: bool, explicit: set[str]) -> tuple[TrainConfig, bytes | None]:
-    """The config to train with and the bytes of the checkpoint to resume from (None: a new run)."""
+def _open_run(run: RunDir, config: TrainConfig, resume: bool,
+              explicit: set[str]) -> tuple[TrainConfig, bytes | None, Checkpoint | None]:
+    """The config to train with and the checkpoint to resume from, as bytes and read (None: a new run)."""
     if not (run.checkpoint.is_file() or run.config.is_file()):
-        return config, None
+        return config, None, None
     if not resume:
         raise RunError(f"{run.path} already holds a run; pass --resume to continue it, or choose another --out")
     if not run.checkpoint.is_file():
-        return config, None
+        return config, None, None
     try:
         data = run.checkpoint.read_bytes()
     except OSError as exc:
         raise RunError(f"checkpoint {run.checkpoint} is unreadable ({exc.strerror}); restore it or train again") from None
     stored, checkpoint = stored_config(run), parse_checkpoint(data, run.checkpoint)
     check_agreement(stored, checkpoint, run.config)
-    return _resume_config(stored, config, explicit), data
+    return _resume_config(stored, config, explicit), data, checkpoint
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: set[str] | None = None,
@@ -157,8 +158,10 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
                 summary_writer_class()  # or say what to install, before anything is written
     shared = processes.broadcast_json(opened and {"config": opened[0].to_dict(), "resume": opened[1] is not None})
     config = config_from_dict(shared["config"], limits=False) if not processes.main else opened[0]
-    data = processes.broadcast_bytes(opened[1] if processes.main else None) if shared["resume"] else None
-    checkpoint = parse_checkpoint(data, run.checkpoint) if data else None
+    checkpoint = opened[2] if processes.main else None
+    if shared["resume"]:  # the others get process 0's checkpoint
+        data = processes.broadcast_bytes(opened[1] if processes.main else None)
+        checkpoint = checkpoint or parse_checkpoint(data, run.checkpoint)
     with processes.agreement("choosing the device"):
         device = processes.device(resolve_device(config.device))
     # the data first: a failure here leaves no half-made run directory behind
