@@ -21,7 +21,7 @@ from vaelab.runs import RunDir, read_metrics
 from vaelab.training import new_training, train
 from vaelab.training.step import process_share, training_bound
 
-from .test_reliability import TIMING, _flags
+from .test_reliability import TIMING, _flags, _wait_for_epoch
 
 SETTINGS = dict(latent_dim=8, hidden=(64,), batch_size=100, sample_epochs=(1,), compile="off")
 LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
@@ -92,15 +92,6 @@ def _rank_of(pid: int) -> int:
 def _vaelab_traceback(err: str) -> bool:
     """Whether a vaelab process printed a traceback (torchrun prints its own when a process fails)."""
     return any(line.strip().startswith("File") and "/vaelab/" in line for line in err.splitlines())
-
-
-def _wait_for_epoch(out, epoch, process, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None:
-        if len(read_metrics(RunDir(out).metrics)) >= epoch:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"epoch {epoch} never finished")
 
 
 # ---- the math of sharing a step, in one process ----
