@@ -12,7 +12,7 @@ install: $(STAMP)
 # torch is pinned in constraints.txt to the CPU build (a looser range would download the CUDA build).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,tensorboard]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,tensorboard,explore]'
 	touch $(STAMP)
 
 # Train (or finish training) the default CVAE, evaluate it with K = 1000, save pictures and the report.

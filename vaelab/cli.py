@@ -52,6 +52,13 @@ def _count(maximum: int):
     return parse
 
 
+def _port(text: str) -> int:
+    value = _int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: use 1 to 65535")
+    return value
+
+
 def _seed(text: str) -> int:
     value = _int(text)
     if not 0 <= value <= SETTINGS["seed"].maximum:
@@ -140,6 +147,13 @@ def build_parser() -> ArgumentParser:
     report.add_argument("--pdf", help="also write this PDF file")
     report.add_argument("--title", help="the report's title")
     report.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+    explore = commands.add_parser("explore", help="a local web page to move through trained models' z (the "
+                                  "explore extra)")
+    explore.add_argument("runs", nargs="+", help="run directories; several are shown side by side")
+    explore.add_argument("--port", type=_port, default=8765, help="port to serve on (8765)")
+    explore.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1: this machine only)")
+    explore.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
     study = commands.add_parser("study", help="the assignment's study: VAE with k = 3 against k = 20, one report")
     study.add_argument("--out", required=True, help="folder for the runs and the report")
@@ -295,6 +309,28 @@ STUDY_BASE = dict(model="vae", hidden=(500,), activation="tanh", likelihood="ber
                   batch_size=100, lr=1e-3, sample_epochs=(1, 10, 25, 50, 100))
 
 
+def cmd_explore(args) -> int:
+    import socket
+
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise VaelabError("vaelab explore needs the explore extra: pip install 'vaelab[explore]' "
+                          "(make install installs it)") from None
+    from .explore.server import serve
+    from .explore.session import explore_runs
+
+    try:  # a port in use is the user's to change, before the runs are loaded
+        with socket.create_server((args.host, args.port)):
+            pass
+    except OSError as exc:
+        raise VaelabError(f"cannot serve on {args.host}:{args.port} ({exc.strerror}); pass another --port or "
+                          "--host") from None
+    serve(explore_runs(args.runs, args.device), args.host, args.port, log=_log)
+    return 0
+
+
 def cmd_study(args) -> int:
     """Train a VAE per latent size (resuming what exists), evaluate each, and write one comparison report."""
     from .api import load_run
@@ -332,7 +368,7 @@ def cmd_study(args) -> int:
 # commands that compute for long share the CPUs with each other by thread counts (vaelab/threads.py)
 SHARES_CPUS = ("train", "evaluate", "study")
 COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
-            "reconstruct": cmd_reconstruct, "report": cmd_report, "study": cmd_study}
+            "reconstruct": cmd_reconstruct, "report": cmd_report, "study": cmd_study, "explore": cmd_explore}
 
 
 # commands that run in a group of processes started by torchrun (vaelab/distributed.py)

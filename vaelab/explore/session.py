@@ -1,0 +1,148 @@
+"""What the explorer computes, apart from HTTP: loaded runs, the main directions of z, and each interaction.
+
+Every function takes and returns plain numbers (lists, numpy arrays); images come back as uint8
+[H, W] or [H, W, C] (round(255 * decoder mean)), so the page shows exactly what the decoder gives.
+Nothing here writes: runs are read once at start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import objectives
+from ..api import Run, load_run
+from ..models import Classifies, class_conditional, decoder_mean
+
+DIRECTIONS = 8  # sliders: the main directions of the test posteriors' means
+DIRECTION_IMAGES = 2000  # test images whose posterior means give the directions
+INTERPOLATION_STEPS = (2, 32)
+POSTERIOR_SAMPLES = 50  # importance samples per class for the CVAE's p(y | x) of a drawn digit
+
+
+@dataclass
+class Explored:
+    """One run as the explorer holds it: the run, and the directions of its sliders.
+
+    mean [d], directions [k, d] (orthonormal rows), scales [k]: the standard deviation of the test
+    posteriors' means along each direction, so slider value s moves z by s * scale * direction.
+    """
+
+    name: str
+    run: Run
+    mean: np.ndarray
+    directions: np.ndarray
+    scales: np.ndarray
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.run.class_names) if class_conditional(self.run.model) else []
+
+    def describe(self) -> dict:
+        model = self.run.model
+        return {"name": self.name, "model": self.run.config.model, "latent_dim": model.latent_dim,
+                "image_shape": list(model.image_shape), "classes": self.classes,
+                "directions": len(self.scales), "test_images": int(self.test_x.shape[0]),
+                "epoch": self.run.epoch}
+
+
+def explore_runs(paths: list[str | Path], device: str = "auto") -> list[Explored]:
+    """Load each run (best checkpoint) and find its sliders' directions from the test set."""
+    explored, names = [], set()
+    for path in paths:
+        run = load_run(path, device=device)
+        name = Path(path).resolve().name
+        while name in names:
+            name += "'"
+        names.add(name)
+        data = run.test_data()
+        mean, directions, scales = main_directions(run, data.x[:DIRECTION_IMAGES], data.y[:DIRECTION_IMAGES])
+        explored.append(Explored(name, run, mean, directions, scales, data.x, data.y))
+    return explored
+
+
+@torch.no_grad()
+def main_directions(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The principal directions of the posterior means of images x (under their labels y):
+    mean [d], directions [k, d], standard deviations [k], k = min(DIRECTIONS, d)."""
+    labels = y if class_conditional(run.model) else None
+    means = run.model.encoder(x, labels).mean.double().cpu().numpy()
+    centre = means.mean(0)
+    _, singular, rows = np.linalg.svd(means - centre, full_matrices=False)
+    k = min(DIRECTIONS, means.shape[1])
+    return centre, rows[:k], singular[:k] / np.sqrt(max(1, means.shape[0] - 1))
+
+
+def to_pixels(means: torch.Tensor) -> np.ndarray:
+    """Decoder means [n, C, H, W] in [0, 1] -> uint8 [n, H, W] (one channel) or [n, H, W, C]."""
+    pixels = (means.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return pixels[:, 0] if pixels.shape[1] == 1 else pixels.transpose(0, 2, 3, 1)
+
+
+@torch.no_grad()
+def decode(explored: Explored, z: np.ndarray, label: int | None) -> np.ndarray:
+    """Images [n, H, W(, C)] uint8 for codes z [n, d] under class `label` (None for a model without classes)."""
+    run = explored.run
+    z = torch.as_tensor(np.asarray(z), dtype=torch.float32, device=run.device)
+    labels = None if label is None else torch.full((z.shape[0],), label, dtype=torch.long, device=run.device)
+    return to_pixels(decoder_mean(run.model.decoder(z, labels)))
+
+
+def slider_code(explored: Explored, values: list[float]) -> np.ndarray:
+    """z [d] for slider values (standard deviations along each main direction)."""
+    return explored.mean + (np.asarray(values) * explored.scales) @ explored.directions
+
+
+def random_code(explored: Explored, seed: int) -> np.ndarray:
+    """z [d] ~ p(z), drawn with `seed`."""
+    generator = torch.Generator(device=explored.run.device).manual_seed(seed)
+    return objectives.sample_prior(explored.run.model, 1, generator)[0].double().cpu().numpy()
+
+
+@torch.no_grad()
+def interpolation_codes(explored: Explored, first: int, last: int, steps: int) -> np.ndarray:
+    """z [steps, d] on the line between the posterior means of test images `first` and `last`
+    (each encoded under its own label, for a model with classes)."""
+    run = explored.run
+    index = torch.tensor([first, last], device=run.device)
+    labels = explored.test_y[index] if class_conditional(run.model) else None
+    ends = run.model.encoder(explored.test_x[index], labels).mean.double().cpu().numpy()
+    weights = np.linspace(0, 1, steps)[:, None]
+    return (1 - weights) * ends[0] + weights * ends[1]
+
+
+@torch.no_grad()
+def analyse(explored: Explored, image: np.ndarray, seed: int = 0) -> dict:
+    """A drawn image [H, W] (or [H, W, C]) in [0, 1]: its class posterior, reconstruction, and style.
+
+    posterior: q(y | x) for a family with a classifier (M2); for a class-conditional model without
+    one, the Bayes rule p(y | x) ~ pi_y p(x | y), log p(x | y) by importance sampling with
+    POSTERIOR_SAMPLES draws per class; none without classes. The reconstruction decodes the
+    posterior mean under the most probable class, and `style` decodes that same z under every class.
+    """
+    run, model = explored.run, explored.run.model
+    x = torch.as_tensor(np.asarray(image), dtype=torch.float32, device=run.device)
+    x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
+    if run.config.binarize != "none":  # the model saw 0/1 pixels: so does a drawing
+        x = (x >= 0.5).to(x.dtype)
+    if not class_conditional(model):
+        z = model.encoder(x, None).mean
+        return {"posterior": [], "label": None, "z": z[0].tolist(), "reconstruction": to_pixels(
+            decoder_mean(model.decoder(z, None)))[0]}
+    if isinstance(model, Classifies):
+        posterior = model.classifier(x).probs[0]
+    else:
+        generator = torch.Generator(device=run.device).manual_seed(seed)
+        per_class = objectives.log_likelihood_per_class(model, x, POSTERIOR_SAMPLES, generator)
+        posterior = torch.softmax(per_class[0] + model.class_log_prior(), 0)
+    label = int(posterior.argmax())
+    z = model.encoder(x, torch.tensor([label], device=run.device)).mean
+    classes = torch.arange(model.num_classes, device=run.device)
+    style = to_pixels(decoder_mean(model.decoder(z.expand(model.num_classes, -1), classes)))
+    return {"posterior": posterior.tolist(), "label": label, "z": z[0].tolist(), "reconstruction": style[label],
+            "style": style}
