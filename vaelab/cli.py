@@ -1,4 +1,5 @@
-"""The `vaelab` command: data, train, evaluate, sample, reconstruct.
+"""The `vaelab` command: what data, train, evaluate, sample, reconstruct, report, explore and study do
+(their flags: `arguments.py`).
 
 Bad input ends in one line on stderr ("vaelab: error: ...") and exit code 2, never a traceback.
 Started by torchrun (several processes), `train` and `evaluate` join the group
@@ -7,7 +8,6 @@ Started by torchrun (several processes), `train` and `evaluate` join the group
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -15,169 +15,11 @@ import sys
 from contextlib import nullcontext, redirect_stderr
 from pathlib import Path
 
-from .config import SETTINGS, TrainConfig, flag, make_config, read_toml
+from .arguments import EXIT_USAGE, build_parser
+from .config import SETTINGS, make_config, read_toml
 from .distributed import SINGLE, group
 from .errors import TrainingInterrupted, VaelabError
-from .fast import COMPILE_MODES
 from .threads import share_cpus
-
-EXIT_USAGE = 2
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line that says where to find help."""
-
-    def error(self, message: str):
-        self.exit(EXIT_USAGE, f"vaelab: error: {message} (see: {self.prog} --help)\n")
-
-
-MAX_IW_SAMPLES = 100_000  # K = 5,000 is the literature's figure; 100,000 already takes days on a CPU
-MAX_IMAGES = 10_000  # pictures: images per grid
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-
-
-def _count(maximum: int):
-    """An argparse type: a whole number from 1 to `maximum`."""
-    def parse(text: str) -> int:
-        value = _int(text)
-        if not 1 <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"{text!r} must be a whole number from 1 to {maximum:,}")
-        return value
-    return parse
-
-
-def _port(text: str) -> int:
-    value = _int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port: use 1 to 65535")
-    return value
-
-
-def _seed(text: str) -> int:
-    value = _int(text)
-    if not 0 <= value <= SETTINGS["seed"].maximum:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number from 0 to {SETTINGS['seed'].maximum}")
-    return value
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-
-
-def _class(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a class (0, 1, ...)")
-    return value
-
-
-_FLAG_TYPES = {int: _int, float: _float}  # strings and lists are checked with the settings (config.check_value)
-
-
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="vaelab", description="Variational autoencoders on MNIST-family images.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
-
-    data = commands.add_parser("data", help="fetch, verify and cache a dataset; print a summary")
-    data.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist")
-    data.add_argument("--data-dir", help="folder with the IDX files")
-    data.add_argument("--cache-dir", help="cache folder (default $VAELAB_CACHE or ~/.cache/vaelab)")
-    data.add_argument("--json", action="store_true", help="print the summary as JSON")
-
-    train = commands.add_parser("train", help="train a model, writing a run directory")
-    train.add_argument("--config", help="TOML file of settings (flags override it)")
-    train.add_argument("--out", required=True, help="run directory to write")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("--cache-dir", help="data cache folder")
-    defaults = TrainConfig()
-    for name, setting in SETTINGS.items():
-        default = getattr(defaults, name)
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        if setting.kind is bool:  # --tensorboard / --no-tensorboard
-            train.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"{setting.help} (default: {'on' if default else 'off'})")
-            continue
-        train.add_argument(flag(name), dest=name, type=_FLAG_TYPES.get(setting.kind, str), default=None,
-                           help=f"{setting.help} (default: {shown})")
-
-    evaluate = commands.add_parser("evaluate", help="test-set ELBO, IS log-likelihood (and CVAE extras)")
-    evaluate.add_argument("run", help="run directory")
-    evaluate.add_argument("--iw-samples", type=_count(MAX_IW_SAMPLES), default=1000,
-                          help="importance samples K per image")
-    evaluate.add_argument("--class-samples", type=_count(MAX_IW_SAMPLES), help="CVAE: samples per class for log p(x) "
-                          "and accuracy (default K/10)")
-    evaluate.add_argument("--checkpoint", default="best", choices=("best", "latest"))
-    evaluate.add_argument("--seed", type=_seed, default=0)
-    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    evaluate.add_argument("--compile", default="auto", choices=COMPILE_MODES,
-                          help="evaluate the importance weights through torch.compile (auto: for large K)")
-    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.add_argument("--no-progress", action="store_true")
-
-    sample = commands.add_parser("sample", help="a grid of generated images")
-    sample.add_argument("run", help="run directory")
-    sample.add_argument("-o", "--output", required=True, help="PNG file to write")
-    sample.add_argument("--per-class", type=_count(1000), default=8, help="class-conditional: images per class")
-    sample.add_argument("--digit", type=_class, help="class-conditional: only this class")
-    sample.add_argument("-n", type=_count(MAX_IMAGES), default=64, help="without classes: number of images")
-    sample.add_argument("--seed", type=_seed, default=0)
-    sample.add_argument("--checkpoint", default="best", choices=("best", "latest"))
-    sample.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-
-    reconstruct = commands.add_parser("reconstruct", help="test images above their reconstructions")
-    reconstruct.add_argument("run", help="run directory")
-    reconstruct.add_argument("-o", "--output", required=True, help="PNG file to write")
-    reconstruct.add_argument("-n", type=_count(MAX_IMAGES), default=10, help="number of test images")
-    reconstruct.add_argument("--seed", type=_seed, default=0, help="which test images (random choice)")
-    reconstruct.add_argument("--checkpoint", default="best", choices=("best", "latest"))
-    reconstruct.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    report = commands.add_parser("report", help="an HTML (and PDF) report of one or more runs")
-    report.add_argument("runs", nargs="+", help="run directories; several get a comparison section")
-    report.add_argument("-o", "--output", required=True, help="HTML file to write")
-    report.add_argument("--pdf", help="also write this PDF file")
-    report.add_argument("--title", help="the report's title")
-    report.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-
-    explore = commands.add_parser("explore", help="a local web page to move through trained models' z (the "
-                                  "explore extra)")
-    explore.add_argument("runs", nargs="+", help="run directories; several are shown side by side")
-    explore.add_argument("--port", type=_port, default=8765, help="port to serve on (8765)")
-    explore.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1: this machine only)")
-    explore.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-
-    study = commands.add_parser("study", help="the assignment's study: VAE with k = 3 against k = 20, one report")
-    study.add_argument("--out", required=True, help="folder for the runs and the report")
-    study.add_argument("--latent-dims", type=_int_list, default=(3, 20), help="latent sizes to compare (3,20)")
-    study.add_argument("--epochs", type=_int, default=100, help="maximum epochs per run (100)")
-    study.add_argument("--patience", type=_int, default=10, help="early stopping on validation ELBO (10)")
-    study.add_argument("--iw-samples", type=_count(MAX_IW_SAMPLES), default=1000, help="importance samples K (1000)")
-    study.add_argument("--limit-train", type=_int, help="only the first N training images")
-    study.add_argument("--seed", type=_seed, default=0)
-    study.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    study.add_argument("--no-progress", action="store_true")
-    return parser
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
-    largest = SETTINGS["latent_dim"].maximum
-    if not values or min(values) < 1 or max(values) > largest:
-        raise argparse.ArgumentTypeError(f"{text!r}: every latent size must be from 1 to {largest:,}")
-    return values
-
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
