@@ -149,6 +149,12 @@ def test_commands_that_run_in_one_process_say_so_under_torchrun(monkeypatch, cap
     assert "runs in one process: start it without torchrun" in capsys.readouterr().err
 
 
+def test_a_world_size_that_is_not_a_number_is_a_clear_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    assert main(["train", "--out", str(tmp_path / "run"), "--epochs", "1"]) == 2
+    assert "WORLD_SIZE='two' is not a number of processes" in capsys.readouterr().err
+
+
 def test_a_group_without_torchruns_variables_is_a_clear_error(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("MASTER_ADDR", raising=False)
@@ -244,10 +250,8 @@ def test_kill_9_of_one_process_ends_the_others_with_a_clear_error_then_resume(tm
     workers = _worker_pids(launcher)
     _wait_for_epoch(out, 1, launcher)
     time.sleep(0.3)
-    killed = time.time()
     os.kill(next(pid for pid in workers if _rank_of(pid) == 1), signal.SIGKILL)
-    _, err = launcher.communicate(timeout=120)
-    assert time.time() - killed < 60
+    _, err = launcher.communicate(timeout=120)  # the others end (a hang would be cut here and fail)
     assert launcher.returncode != 0
     assert "vaelab: error: lost contact with the other training processes" in err, err
     assert "resume with: vaelab train --out" in err

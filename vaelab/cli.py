@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .arguments import EXIT_USAGE, build_parser
 from .config import SETTINGS, make_config, read_toml
-from .distributed import SINGLE, group
+from .distributed import SINGLE, group, group_size
 from .errors import TrainingInterrupted, VaelabError
 from .threads import share_cpus
 
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     with redirect_stderr(io.StringIO()) if rank else nullcontext():  # the same usage error: rank 0 says it
         args = build_parser().parse_args(argv)
     try:
-        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and args.command not in IN_GROUPS:
+        if group_size() > 1 and args.command not in IN_GROUPS:
             raise VaelabError(f"`vaelab {args.command}` runs in one process: start it without torchrun "
                               f"(only {' and '.join(IN_GROUPS)} run in several)")
         with group() if args.command in IN_GROUPS else nullcontext(SINGLE) as processes, \

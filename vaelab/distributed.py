@@ -162,12 +162,21 @@ def backend() -> str:
     return "gloo"
 
 
+def group_size(environ=os.environ) -> int:
+    """WORLD_SIZE as torchrun sets it: the number of processes in the group (1 outside one)."""
+    text = environ.get("WORLD_SIZE", "") or "1"
+    if not text.isdigit() or int(text) < 1:
+        raise VaelabError(f"WORLD_SIZE={text!r} is not a number of processes: start several processes with "
+                          "torchrun, or unset it")
+    return int(text)
+
+
 def joined(environ=os.environ) -> Processes:
     """Join the group torchrun describes in `environ`; SINGLE when there is none (or it has one process).
 
     A process with a CUDA GPU per local rank takes GPU LOCAL_RANK as its current device.
     """
-    count = int(environ.get("WORLD_SIZE", "1") or 1)
+    count = group_size(environ)
     if count <= 1:
         return SINGLE
     missing = [name for name in GROUP_VARIABLES if name not in environ]

@@ -234,13 +234,13 @@ class TrainStep:
         for _, parameter in self.parameters:
             parameter.grad = None
         count = self.processes.count
-        try:
-            with torch.enable_grad():
-                loss, bound_sum = self.ddp(x, y, None, noise, weight, scale * count)
-                if x.shape[0] == 0:  # an empty share still takes part in every parameter's all_reduce
-                    loss = loss + sum(p.sum() for _, p in self.parameters) * 0
+        with torch.enable_grad():
+            loss, bound_sum = self.ddp(x, y, None, noise, weight, scale * count)
+            if x.shape[0] == 0:  # an empty share still takes part in every parameter's all_reduce
+                loss = loss + sum(p.sum() for _, p in self.parameters) * 0
+            try:  # the backward pass is where DDP's all_reduces run (gloo reports a lost peer as a RuntimeError)
                 loss.backward()
-        except RuntimeError as exc:
-            raise ProcessLost(lost_message(exc)) from None
+            except RuntimeError as exc:
+                raise ProcessLost(lost_message(exc)) from None
         totals = self.processes.sum(torch.stack([loss.detach() / count, bound_sum]))
         return totals[0], totals[1]
