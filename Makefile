@@ -5,14 +5,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN    ?= runs/cvae-mnist
 
-.PHONY: install run test clean
+.PHONY: install run test docs clean
 
 install: $(STAMP)
 
 # torch is pinned in constraints.txt to the CPU build (a looser range would download the CUDA build).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,tensorboard,explore]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,tensorboard,explore,docs]'
 	touch $(STAMP)
 
 # Train (or finish training) the default CVAE, evaluate it with K = 1000, save pictures and the report.
@@ -28,5 +28,9 @@ run: install
 test: install
 	$(PY) -m pytest -q
 
+# The documentation site (MkDocs, Material theme) into site/; --strict turns every warning into an error.
+docs: install
+	$(PY) -m mkdocs build --strict -d site
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache
