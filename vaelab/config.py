@@ -116,7 +116,8 @@ class TrainConfig:
                                        optional=True, changes_on_resume=True)
     patience: int = setting(int, 0, "stop after this many epochs without a better validation ELBO (0: never)",
                             minimum=0, maximum=100_000, changes_on_resume=True)
-    train_on: str = setting(str, "train", "train (50,000 images) or train+valid (60,000, as the course reports)",
+    train_on: str = setting(str, "train", "train (50,000 images) or train+valid (60,000: the training and validation "
+                            "images together)",
                             choices=TRAIN_ON)
     limit_train: int | None = setting(int, None, "use only the first N training images (quick experiments)",
                                       minimum=1, maximum=10**9, optional=True)
@@ -160,6 +161,35 @@ SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in dataclass
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def flags_table(settings: dict[str, Setting], defaults: dict[str, object]) -> str:
+    """The `vaelab train` flags of `settings` as a Markdown table, one row per setting, in their order.
+
+    Columns: the flag, its default (`defaults[name]`, as it would be typed; "not set" for None), what
+    is allowed (`Setting.allowed()`), the help, and whether it may change on `--resume`. Pure: the docs
+    site builds its flag table with it (`docs/hooks.py`), so the page cannot drift from the parser.
+    """
+    def cell(text: str) -> str:  # a table cell: no pipes that would split it, no tags
+        return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+    def shown(value) -> str:
+        if value is None:
+            return "not set"
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, (tuple, list)):
+            return "`" + ",".join(map(str, value)) + "`"
+        if isinstance(value, float):
+            return f"`{value:g}`"
+        return f"`{value}`"
+
+    rows = ["| flag | default | allowed | what | may change on `--resume` |", "|---|---|---|---|---|"]
+    for name, s in settings.items():
+        name_flag = f"`{flag(name)}` / `--no-{flag(name)[2:]}`" if s.kind is bool else f"`{flag(name)}`"
+        rows.append(f"| {name_flag} | {shown(defaults[name])} | {cell(s.allowed())} | {cell(s.help)} | "
+                    f"{'yes' if s.changes_on_resume else 'no'} |")
+    return "\n".join(rows) + "\n"
 
 
 def _fail(name: str, value, allowed: str) -> VaelabError:
