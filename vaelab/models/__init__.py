@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from .families import CVAE, FAMILIES, M2, VAE
 from .interface import ClassConditional, Classifies, Model, class_conditional
-from .likelihoods import LIKELIHOODS, decoder_mean
+from .likelihoods import LIKELIHOODS, decoder_mean, mean_words
 from .networks import ACTIVATIONS, NETWORKS, ConditionalLinear, ReLU
-from .priors import PRIORS, GaussianMixture
+from .priors import PRIORS, GaussianMixture, analytic_kl, describe_prior
 
 
 def build_model(family: str, image_shape: tuple[int, int, int], num_classes: int, **architecture) -> Model:
@@ -30,4 +30,5 @@ def build_model(family: str, image_shape: tuple[int, int, int], num_classes: int
 
 
 __all__ = ["ACTIVATIONS", "CVAE", "FAMILIES", "GaussianMixture", "LIKELIHOODS", "M2", "NETWORKS", "PRIORS", "VAE", "ClassConditional", "Classifies",
-           "ConditionalLinear", "Model", "ReLU", "build_model", "class_conditional", "decoder_mean"]
+           "ConditionalLinear", "Model", "ReLU", "analytic_kl", "build_model", "class_conditional", "decoder_mean",
+           "describe_prior", "mean_words"]

@@ -13,8 +13,13 @@ from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, In
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous-bernoulli")
 
 # the decoder's distribution as a line of the report's equations; {inputs} is what f_θ reads
-EQUATIONS = {"bernoulli": "Bernoulli(σ(f_θ({inputs})))", "gaussian": "N(σ(f_θ({inputs})), diag s²)",
+EQUATIONS = {"bernoulli": "Bernoulli(σ(f_θ({inputs})))",
+             "gaussian": "N(σ(f_θ({inputs})), diag s²),  s = softplus(a learned number per pixel) + 0.01",
              "continuous-bernoulli": "ContinuousBernoulli(σ(f_θ({inputs})))"}
+
+# what the decoder's mean image is, in words, for every picture and caption that shows one
+MEAN_WORDS = {"bernoulli": "Bernoulli means", "gaussian": "Gaussian means",
+              "continuous-bernoulli": "continuous-Bernoulli means"}
 
 MIN_SCALE = 0.01  # the Gaussian's standard deviation stays above this, so its density cannot collapse
 
@@ -41,3 +46,11 @@ def pixel_distribution(likelihood: str, logits: torch.Tensor, raw_scale: torch.T
 def decoder_mean(distribution: Distribution) -> torch.Tensor:
     """The mean image of p(x | z): Bernoulli probabilities, Gaussian means, continuous-Bernoulli means."""
     return distribution.base_dist.mean if isinstance(distribution, Independent) else distribution.mean
+
+
+def mean_words(likelihood: str) -> str:
+    """The decoder's mean image of a `likelihood` (--likelihood) in words: "Bernoulli means", "Gaussian
+    means" or "continuous-Bernoulli means" (what `decoder_mean` gives, never thresholded samples)."""
+    if likelihood not in MEAN_WORDS:
+        raise ValueError(f"unknown likelihood {likelihood!r}")
+    return MEAN_WORDS[likelihood]

@@ -18,7 +18,7 @@ import math
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, constraints
+from torch.distributions import Distribution, Independent, Normal, constraints
 
 PRIORS = ("standard", "vamp")
 PSEUDO_MEAN, PSEUDO_STD = 0.05, 0.01  # initial pixel values of the pseudo-inputs, as Tomczak & Welling's code
@@ -64,6 +64,28 @@ class GaussianMixture(Distribution):
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             return self.draw(tuple(sample_shape), None)
+
+    @property
+    def description(self) -> str:
+        return (f"VampPrior (1/K) Σ_k q(z | u_k), a mixture of the encoder's posteriors at K = {self.loc.shape[0]} "
+                "learned pseudo-inputs")
+
+
+def analytic_kl(prior: Distribution) -> bool:
+    """Whether the ELBO's KL(q(z | x) || p(z)) to this prior is computed in closed form (True: N(0, I)
+    against vaelab's diagonal-Gaussian q), or estimated by Monte Carlo as log q(z | x) - log p(z) at
+    the drawn z (False: a prior marked `monte_carlo_kl`, the VampPrior); see `objectives.kl_to_prior`."""
+    return not getattr(prior, "monte_carlo_kl", False)
+
+
+def describe_prior(prior: Distribution) -> str:
+    """The prior in words, for the report: "N(0, I)" for the standard Gaussian, else its own description."""
+    if isinstance(prior, Independent) and isinstance(prior.base_dist, Normal):
+        base = prior.base_dist
+        if bool((base.loc == 0).all()) and bool((base.scale == 1).all()):
+            return "N(0, I)"
+        return "N(μ, diag σ²), a diagonal Gaussian"
+    return getattr(prior, "description", type(prior).__name__)
 
 
 class PseudoInputs(nn.Module):
