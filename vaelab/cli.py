@@ -96,6 +96,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_sample(args) -> int:
     from .api import load_run
+    from .models import mean_words
     from .report.plots import save_sample_grid
 
     run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
@@ -105,7 +106,7 @@ def cmd_sample(args) -> int:
         rows = sorted(set(labels.tolist()))
     else:
         columns, rows = min(8, args.n), None
-    title = f"{run.config.model.upper()} samples, epoch {run.epoch} (Bernoulli means)"
+    title = f"{run.config.model.upper()} samples, epoch {run.epoch} ({mean_words(run.config.likelihood)})"
     _write_figure(args.output, lambda path: save_sample_grid(path, images, columns, rows, run.class_names, title))
     return 0
 
@@ -114,6 +115,7 @@ def cmd_reconstruct(args) -> int:
     import numpy as np
 
     from .api import load_run
+    from .models import mean_words
     from .report.plots import save_reconstructions
 
     run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
@@ -121,7 +123,8 @@ def cmd_reconstruct(args) -> int:
     pick = np.random.default_rng(args.seed).choice(test.x.shape[0], size=min(args.n, test.x.shape[0]), replace=False)
     x = test.x[pick].cpu().numpy()
     means = run.reconstruct(x, test.y[pick].cpu().numpy())
-    title = f"{run.config.model.upper()} reconstructions, epoch {run.epoch} (Bernoulli means of p(x | E[z]))"
+    title = (f"{run.config.model.upper()} reconstructions, epoch {run.epoch} "
+             f"({mean_words(run.config.likelihood)} of p(x | z = E_q[z]))")
     _write_figure(args.output, lambda path: save_reconstructions(path, x, means, title))
     return 0
 

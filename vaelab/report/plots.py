@@ -1,42 +1,84 @@
 """Pictures as matplotlib figures: image grids, curves, latent scatter, decoded manifold; and the two
 PNG files written outside the report (the trainer's sample grids, `vaelab reconstruct`). Drawing
-only: the numbers come from elsewhere."""
+only: the numbers come from elsewhere.
+
+Images of any channel count are drawn (see `image_stack`): one channel as grey, inverted so that
+ink is black on white; three channels in their true colours on a neutral grey padding; any other
+count (2, 4, ...) as its channels side by side, each a grey image drawn as one-channel images are.
+
+Every figure is a `matplotlib.figure.Figure` of its own, written through the Agg canvas by
+`Figure.savefig`: no pyplot, no backend switch, nothing of the caller's matplotlib state changes
+(a notebook's backend and figures stay as they were).
+"""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from ..files import atomic_write_bytes
 
-from ..files import atomic_write_bytes  # noqa: E402
+GREY_PADDING = 0.0  # the background of grey images: white once inverted
+COLOUR_PADDING = 0.5  # mid grey between colour images, neither of their extremes
+CHANNEL_GAP = 1  # pixels between the channels of an image drawn side by side ...
+CHANNEL_GAP_VALUE = 0.5  # ... in mid grey, so that an image's channels read as one block between white padding
+
 
 def image_stack(images: np.ndarray) -> np.ndarray:
-    """Grey images as (n, H, W), from (n, H, W) or one-channel (n, 1, H, W) arrays."""
+    """Images as they are drawn, from (n, H, W) or (n, C, H, W) arrays in [0, 1]:
+
+    - C = 1 (or no C): grey, (n, H, W);
+    - C = 3: colour, (n, H, W, 3) with channels red, green, blue;
+    - any other C: each image's channels side by side, left to right in channel order, with
+      a mid-grey line of CHANNEL_GAP pixels between them: grey, (n, H, C * W + (C - 1) * CHANNEL_GAP).
+    """
     images = np.asarray(images)
-    if images.ndim == 4:
-        if images.shape[1] != 1:
-            raise ValueError(f"can only draw grey images, not {images.shape[1]} channels")
+    if images.ndim == 3:
+        return images
+    if images.ndim != 4:
+        raise ValueError(f"images must be (n, H, W) or (n, C, H, W), not of shape {images.shape}")
+    n, channels, height, width = images.shape
+    if channels == 1:
         return images[:, 0]
-    return images
+    if channels == 3:
+        return images.transpose(0, 2, 3, 1)
+    strips = np.full((n, height, channels * (width + CHANNEL_GAP) - CHANNEL_GAP), CHANNEL_GAP_VALUE,
+                     dtype=np.result_type(images.dtype, np.float32))
+    for channel in range(channels):
+        left = channel * (width + CHANNEL_GAP)
+        strips[:, :, left : left + width] = images[:, channel]
+    return strips
 
 
 def mosaic(images: np.ndarray, columns: int, pad: int = 2) -> np.ndarray:
-    """Tile n images in [0, 1] (see `image_stack`) into one (rows * (H + pad) - pad, columns * (W + pad) - pad)
-    array, row-major."""
+    """Tile n images in [0, 1] (see `image_stack`) into one canvas, row-major: grey
+    (rows * (H + pad) - pad, columns * (W + pad) - pad), or for colour images the same with a last
+    axis of 3 (red, green, blue). Padding and missing cells hold the background: GREY_PADDING for
+    grey images, COLOUR_PADDING for colour ones."""
     stack = image_stack(images)
-    n, height, width = stack.shape
+    colour = stack.ndim == 4
+    n, height, width = stack.shape[:3]
     rows = -(-n // columns)
-    canvas = np.zeros((rows * (height + pad) - pad, columns * (width + pad) - pad), dtype=np.float32)  # white once inverted
+    shape = (rows * (height + pad) - pad, columns * (width + pad) - pad) + ((3,) if colour else ())
+    canvas = np.full(shape, COLOUR_PADDING if colour else GREY_PADDING, dtype=np.float32)
     for index, image in enumerate(stack):
         r, c = divmod(index, columns)
         top, left = r * (height + pad), c * (width + pad)
         canvas[top : top + height, left : left + width] = image
     return canvas
+
+
+def show_canvas(axes, canvas: np.ndarray, **options) -> None:
+    """Draw a `mosaic` on `axes`: grey inverted (ink black on white), colour as it is."""
+    if canvas.ndim == 3:
+        axes.imshow(np.clip(canvas, 0.0, 1.0), **options)
+    else:
+        axes.imshow(1.0 - canvas, cmap="gray", vmin=0, vmax=1, **options)
 
 
 def save_figure(path: Path, figure) -> None:
@@ -61,24 +103,23 @@ def save_reconstructions(path: Path, originals: np.ndarray, reconstructions: np.
 # Report figures. Each returns a matplotlib Figure; `png_bytes` turns it into a PNG.
 # ---------------------------------------------------------------------------------------------
 
-CLASS_COLORS = plt.get_cmap("tab10").colors  # one colour per class, in every figure
+CLASS_COLORS = matplotlib.colormaps["tab10"].colors  # one colour per class, in every figure
 RUN_COLORS = ("#1f4e79", "#c55a11", "#548235", "#7030a0", "#bf9000", "#2e75b6")
 NATS = "nats per image"
 
 
-def png_bytes(figure, dpi: int = 110) -> bytes:
-    import io
-
+def png_bytes(figure: Figure, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes (the Agg canvas draws it; no pyplot is involved, so nothing to close)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(figure)
     return buffer.getvalue()
 
 
 def curves_figure(rows: list[dict], bound_key: str, bound_name: str):
     """The bound per epoch (training and validation) and the validation ELBO's two terms."""
     epochs = [row["epoch"] for row in rows]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    figure = Figure(figsize=(10, 3.8))
+    left, right = figure.subplots(1, 2)
     left.plot(epochs, [row[bound_key] for row in rows], marker="o", ms=3, label=f"training {bound_name}")
     left.plot(epochs, [row["valid_elbo"] for row in rows], marker="s", ms=3, label="validation ELBO")
     left.set(xlabel="epoch", ylabel=f"bound ({NATS})", title="Lower bound per epoch (higher is better)")
@@ -100,7 +141,8 @@ def curves_figure(rows: list[dict], bound_key: str, bound_name: str):
 
 def comparison_curves_figure(named_rows: list[tuple[str, list[dict]]]):
     """Validation ELBO per epoch for several runs on one plot."""
-    figure, axes = plt.subplots(figsize=(7, 3.8))
+    figure = Figure(figsize=(7, 3.8))
+    axes = figure.subplots()
     for index, (name, rows) in enumerate(named_rows):
         axes.plot([row["epoch"] for row in rows], [row["valid_elbo"] for row in rows], marker="o", ms=3,
                   color=RUN_COLORS[index % len(RUN_COLORS)], label=name)
@@ -117,10 +159,12 @@ def grid_figure(images: np.ndarray, columns: int, title: str, row_labels: list[s
     """A mosaic of images (see `image_stack`) with optional row and column labels."""
     pad = 2
     canvas = mosaic(images, columns, pad)
-    _, height, width = image_stack(images).shape
+    height, width = image_stack(images).shape[1:3]
     rows = -(-images.shape[0] // columns)
-    figure, axes = plt.subplots(figsize=(0.42 * columns + 1.5, 0.42 * rows + 1.0))
-    axes.imshow(1.0 - canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    aspect = width / height  # wider cells for channels side by side
+    figure = Figure(figsize=(0.42 * columns * max(1.0, aspect) + 1.5, 0.42 * rows + 1.0))
+    axes = figure.subplots()
+    show_canvas(axes, canvas, interpolation="nearest")
     axes.set_yticks([r * (height + pad) + height / 2 for r in range(rows)] if row_labels else [])
     if row_labels:
         axes.set_yticklabels(row_labels, fontsize=9)
@@ -140,7 +184,8 @@ def grid_figure(images: np.ndarray, columns: int, title: str, row_labels: list[s
 def latent_figure(points: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], title: str,
                   axis_names: tuple[str, str]):
     """Test codes in 2-D, one colour per class."""
-    figure, axes = plt.subplots(figsize=(5.6, 4.8))
+    figure = Figure(figsize=(5.6, 4.8))
+    axes = figure.subplots()
     for c in np.unique(labels):
         mask = labels == c
         axes.scatter(points[mask, 0], points[mask, 1], s=3, alpha=0.6, color=CLASS_COLORS[c % 10],
@@ -152,14 +197,24 @@ def latent_figure(points: np.ndarray, labels: np.ndarray, class_names: tuple[str
     return figure
 
 
-def manifold_figure(images: np.ndarray, coordinates: np.ndarray, title: str):
-    """Decoded means over a grid of z = (z_1, z_2), axes in prior units."""
+def manifold_figure(images: np.ndarray, coordinates: np.ndarray, title: str) -> Figure:
+    """Decoded means over a grid of z = (z_1, z_2): images (steps * steps, ...) row-major with the
+    top row at the highest z_2, coordinates (steps, 2) the grid's z_1 (column 0) and z_2 values
+    (column 1), increasing (or (steps,) for both axes). The cells are evenly spaced on the page
+    while their z need not be (quantiles), so the ticks sit at cell centres and read the cell's z."""
     steps = len(coordinates)
+    coordinates = np.asarray(coordinates, dtype=np.float64)
+    if coordinates.ndim == 1:
+        coordinates = np.stack([coordinates, coordinates], axis=1)
     canvas = mosaic(images, steps, pad=0)
-    figure, axes = plt.subplots(figsize=(5.2, 5.2))
-    low, high = coordinates[0], coordinates[-1]
-    half = (high - low) / (steps - 1) / 2
-    axes.imshow(1.0 - canvas, cmap="gray", vmin=0, vmax=1, extent=(low - half, high + half, low - half, high + half))
+    height, width = image_stack(images).shape[1:3]
+    figure = Figure(figsize=(min(12.0, 5.2 * max(1.0, width / height)), 5.2))  # channels side by side: wider
+    axes = figure.subplots()
+    show_canvas(axes, canvas)
+    ticks = np.unique(np.linspace(0, steps - 1, min(steps, 5)).round().astype(int))
+    axes.set_xticks([c * width + (width - 1) / 2 for c in ticks], [f"{coordinates[c, 0]:.2f}" for c in ticks])
+    axes.set_yticks([r * height + (height - 1) / 2 for r in ticks],
+                    [f"{coordinates[steps - 1 - r, 1]:.2f}" for r in ticks])
     axes.set(xlabel="z_1", ylabel="z_2", title=title)
     figure.tight_layout()
     return figure
@@ -167,7 +222,8 @@ def manifold_figure(images: np.ndarray, coordinates: np.ndarray, title: str):
 
 def accuracy_figure(rows: list[dict]):
     """The validation accuracy of q(y | x) per epoch (a family with a classifier)."""
-    figure, axes = plt.subplots(figsize=(6, 3.4))
+    figure = Figure(figsize=(6, 3.4))
+    axes = figure.subplots()
     epochs = [row["epoch"] for row in rows if "valid_accuracy" in row]
     axes.plot(epochs, [100 * (1 - row["valid_accuracy"]) for row in rows if "valid_accuracy" in row],
               marker="o", ms=3, color="#c00000")
@@ -184,7 +240,8 @@ def confusion_figure(confusion: np.ndarray, class_names: tuple[str, ...], title:
     confusion = np.asarray(confusion)
     share = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
     size = 0.45 * len(class_names) + 1.8
-    figure, axes = plt.subplots(figsize=(size, size - 0.4))
+    figure = Figure(figsize=(size, size - 0.4))
+    axes = figure.subplots()
     axes.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (row, column), count in np.ndenumerate(confusion):
         if count:

@@ -22,7 +22,7 @@ from ..data import labelled_subset, load_raw, make_splits
 from ..distributed import SINGLE, Processes, ProcessLost
 from ..errors import RunError, TrainingDiverged, TrainingInterrupted, VaelabError
 from ..fast import make_adam, use_compile
-from ..models import Model
+from ..models import Model, mean_words
 from ..runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json, write_metrics
 from .epoch import SYNC_EVERY, DeviceSplit, EpochState, Stopped, batch_plan, train_epoch, validate
 from .schedules import kl_weight, learning_rate
@@ -345,7 +345,8 @@ class _Epochs:
         model = self.training.model
         means, row_labels = grid_means(model, grid_latents(model, GRID_COLUMNS, self.config.seed), GRID_COLUMNS)
         save_sample_grid(self.run.sample_grid(epoch), means, GRID_COLUMNS, row_labels, self.class_names,
-                         title=f"{self.config.model.upper()} samples, epoch {epoch} (Bernoulli means)")
+                         title=f"{self.config.model.upper()} samples, epoch {epoch} "
+                               f"({mean_words(self.config.likelihood)})")
 
     def save_state(self, info: dict, extra: dict | None = None) -> None:
         """Write the checkpoint (process 0's job)."""
