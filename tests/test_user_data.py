@@ -59,6 +59,62 @@ def test_a_folder_of_pngs_gives_the_same_images_with_class_names_from_the_folder
     np.testing.assert_array_equal(read[:, 1], images[by_class])
 
 
+def test_a_folder_of_rgb_pngs_is_read_in_colour_channel_by_channel(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (24, 6, 5, 3), dtype=np.uint8)  # [N, H, W, RGB], every channel its own
+    labels = np.arange(24) % 2
+    for index, (image, label) in enumerate(zip(images, labels)):
+        (tmp_path / "rgb" / f"class{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image, mode="RGB").save(tmp_path / "rgb" / f"class{label}" / f"{index:02d}.png")
+    spec, read, read_labels = read_user_dataset(str(tmp_path / "rgb"))
+    assert spec.image_shape == (3, 6, 5) and read.shape == (24, 3, 6, 5) and read.dtype == np.uint8
+    by_class = np.concatenate([np.flatnonzero(labels == c) for c in range(2)])
+    np.testing.assert_array_equal(read, images[by_class].transpose(0, 3, 1, 2))  # red, green, blue in order
+    assert read[0, :, 2, 3].tolist() == images[by_class[0], 2, 3].tolist()
+
+
+def test_transparency_palettes_16_bit_grey_and_mixed_folders_follow_the_documented_rules(tmp_path):
+    from PIL import Image
+
+    def folder(name, pictures):
+        for index, picture in enumerate(pictures):
+            (tmp_path / name / f"c{index % 2}").mkdir(parents=True, exist_ok=True)
+            picture.save(tmp_path / name / f"c{index % 2}" / f"{index:02d}.png")
+        return read_user_dataset(str(tmp_path / name))[1]
+
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (200, 100, 50, 255)  # opaque
+    rgba[0, 1] = (200, 100, 50, 51)  # a fifth opaque: flattened onto black
+    rgba[1, 0] = (255, 255, 255, 0)  # transparent white is black
+    read = folder("rgba", [Image.fromarray(rgba, mode="RGBA")] * 20)
+    assert read.shape == (20, 3, 2, 2)
+    assert read[0, :, 0, 0].tolist() == [200, 100, 50] and read[0, :, 0, 1].tolist() == [40, 20, 10]
+    assert read[0, :, 1, 0].tolist() == [0, 0, 0]
+
+    palette = Image.new("P", (2, 2))
+    palette.putpalette([10, 20, 30, 250, 0, 120] + [0] * 762)
+    palette.putpixel((1, 0), 1)
+    read = folder("palette", [palette] * 20)
+    assert read.shape == (20, 3, 2, 2) and read[0, :, 0, 0].tolist() == [10, 20, 30]
+    assert read[0, :, 0, 1].tolist() == [250, 0, 120]
+
+    wide = Image.fromarray(np.array([[0, 257 * 100], [65535, 257 * 7]], np.uint16))  # 16-bit grey
+    grey_alpha = Image.fromarray(np.dstack([np.full((2, 2), 90, np.uint8), np.full((2, 2), 170, np.uint8)]),
+                                 mode="LA")
+    read = folder("grey", [wide] * 10 + [grey_alpha] * 10)
+    assert read.shape == (20, 1, 2, 2)
+    assert read[0, 0].tolist() == [[0, 100], [255, 7]] and read[-1, 0].tolist() == [[60, 60], [60, 60]]
+
+    grey = Image.fromarray(np.array([[3, 4], [5, 6]], np.uint8), mode="L")
+    colour = Image.fromarray(np.full((2, 2, 3), (9, 8, 7), np.uint8), mode="RGB")
+    read = folder("mixed", [grey] * 19 + [colour])  # one colour image makes the folder RGB
+    assert read.shape == (20, 3, 2, 2)
+    np.testing.assert_array_equal(read[0], np.stack([[[3, 4], [5, 6]]] * 3))  # a grey image: R = G = B
+    assert read[-1, :, 0, 0].tolist() == [9, 8, 7]
+
+
 @pytest.mark.parametrize("problem, message", [
     (lambda p: np.savez(p, images=np.zeros((40, 5, 5), np.float32), labels=np.zeros(40, int)), "uint8"),
     (lambda p: np.savez(p, pictures=np.zeros((40, 5, 5), np.uint8)), "no images or labels"),

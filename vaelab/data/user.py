@@ -3,7 +3,8 @@
     .npz    `images` uint8 [N, H, W] or [N, C, H, W] (0..255), `labels` integers [N] in 0..K-1;
             optionally `class_names`, K strings (else "0".."K-1")
     folder  one subfolder per class, named for it (sorted by name: the first is class 0), holding
-            .png images all of one size; all grayscale gives C = 1, any colour image C = 3 (RGB)
+            .png images all of one size; all grayscale gives C = 1, any colour image C = 3 (RGB);
+            transparency is flattened onto black (see `_read_folder` for every rule)
 
 Every class from 0 to K-1 needs at least one image, and the data at least MIN_IMAGES. The images
 are split once, by a fixed permutation, into test (the last tenth), validation (the tenth before)
@@ -27,7 +28,8 @@ MIN_IMAGES = 20  # a tenth for validation and a tenth for test: at least two ima
 MAX_SIDE = 1024  # pixels per side
 MAX_CHANNELS = 4
 SPLIT_SEED = 20250101  # the fixed permutation that splits a user's images
-GRAY_MODES = {"1", "L", "I", "I;16", "F", "LA"}
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"}  # PIL's modes of grey PNGs
+WIDE_GRAY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}  # 16-bit grey PNGs: 0..65535
 
 
 def is_user_dataset(dataset: str) -> bool:
@@ -107,6 +109,18 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[str], str]:
 
 
 def _read_folder(path: Path) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+    """A folder of class subfolders of PNGs: (images [N, C, H, W] uint8, labels [N], class names, digest).
+
+    Every image keeps its pixel values; the file's mode (as PIL reads it) decides its channels:
+    - grey files (1-bit, 8-bit, 16-bit grey, with or without alpha) give one channel; 16-bit
+      values 0..65535 become round(v / 257) in 0..255;
+    - colour files (RGB, RGBA, palette) give three channels, red, green, blue; a palette image
+      its palette's colours;
+    - transparency (an alpha channel, or a palette's or tRNS's transparent entries) is flattened
+      onto black, the background of vaelab's images: a pixel becomes round(value * alpha / 255);
+    - a folder of grey files only gives C = 1; if any file is in colour, C = 3 for all, and a grey
+      image's three channels are its grey values (R = G = B), so no image loses anything.
+    """
     from PIL import Image, UnidentifiedImageError
 
     folders = sorted(child for child in path.iterdir() if child.is_dir() and not child.name.startswith("."))
@@ -135,11 +149,20 @@ def _read_folder(path: Path) -> tuple[np.ndarray, np.ndarray, list[str], str]:
         if picture.size != size:
             raise DataError(f"{file} is {picture.size[0]}x{picture.size[1]} pixels but {files[0]} is "
                             f"{size[0]}x{size[1]}; give every image one size")
-    gray = all(picture.mode in GRAY_MODES for picture in pictures)
-    arrays = [np.asarray(picture.convert("L" if gray else "RGB"), dtype=np.uint8) for picture in pictures]
-    images = np.stack(arrays)[:, None] if gray else np.stack(arrays).transpose(0, 3, 1, 2)
+    colour = any(picture.mode not in GRAY_MODES for picture in pictures)
+    images = np.stack([_pixels(picture, colour) for picture in pictures])
     return np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64), [f.name for f in folders], \
         digest.hexdigest()
+
+
+def _pixels(picture, colour: bool) -> np.ndarray:
+    """One PNG's pixels by `_read_folder`'s rules: uint8 [3, H, W] if `colour`, else [1, H, W]."""
+    if picture.mode in WIDE_GRAY_MODES:  # PIL's conversions clip these to 255 instead of scaling them
+        grey = np.round(np.asarray(picture, dtype=np.float64) / 257).clip(0, 255)[None]
+        return np.repeat(grey, 3, axis=0).astype(np.uint8) if colour else grey.astype(np.uint8)
+    rgba = np.asarray(picture.convert("RGBA"), dtype=np.float64)  # palettes expanded, transparency as alpha
+    flat = np.round(rgba[..., :3] * rgba[..., 3:] / 255).astype(np.uint8).transpose(2, 0, 1)
+    return flat if colour else flat[:1]  # a grey file's R = G = B
 
 
 def _check(path: Path, images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> None:
