@@ -251,7 +251,7 @@ def test_the_page_shows_what_the_decoder_gives(browser, served, explored):
 
     screenshot = Image.open(io.BytesIO(base64.b64decode(browser.get_screenshot_as_base64())))
     assert screenshot.size[0] >= 1000
-    if os.environ.get("VAELAB_SCREENSHOT"):  # how the README's picture is made (see the README)
+    if os.environ.get("VAELAB_SCREENSHOT"):  # how docs/images/explorer.png is made (see docs/guides/explorer.md)
         screenshot.save(os.environ["VAELAB_SCREENSHOT"])
 
 

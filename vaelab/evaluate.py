@@ -106,7 +106,7 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
 def classifier_terms(model, data: DeviceSplit, batch_size: int, seed: int, first_chunk: int,
                      processes: Processes = SINGLE) -> dict:
     """For a family with a classifier q(y | x): its accuracy (a fraction) and confusion matrix
-    (confusion[true][predicted], image counts), and the bound on log p(x) with y summed out
+    (`confusion[true][predicted]`, image counts), and the bound on log p(x) with y summed out
     (`objectives.unlabelled_elbo`, one draw of z per class) with its terms, mean nats per image.
     Batch b draws from `chunk_generator(seed, first_chunk + b)`; the processes share the batches."""
     device = data.x.device
