@@ -139,3 +139,31 @@ def test_no_page_points_outside_the_repository_or_fetches_fonts(site):
         text = page_text(site, folder if folder != "." else "")
         assert problems_in(text) == [], folder
         assert "fonts.googleapis" not in page.read_text(), folder
+
+
+# --- the Python API guide runs as written ---
+
+@pytest.mark.slow
+def test_the_python_api_guide_runs_as_written(small_run, capsys, monkeypatch):
+    import dataclasses
+
+    import vaelab.api
+
+    whole = vaelab.api.Run.test_data  # the guide's code as it is, on the first 500 test images (seconds, not a minute)
+
+    def first_500(run):
+        test = whole(run)
+        return dataclasses.replace(test, x=test.x[:500], y=test.y[:500])
+
+    monkeypatch.setattr(vaelab.api.Run, "test_data", first_500)
+    guide = (DOCS / "guides" / "python-api.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", guide, flags=re.S)
+    assert len(blocks) >= 2 and "runs/cvae-mnist" in blocks[0]
+    namespace = {}
+    for block in blocks:
+        exec(block.replace('"runs/cvae-mnist"', repr(str(small_run))), namespace)
+    run = namespace["run"]
+    assert namespace["images"].shape == (40, *run.model.image_shape)
+    assert namespace["means"].shape == (8, *run.model.image_shape)
+    assert namespace["terms"].elbo.shape == (100,)
+    assert "log_likelihood" in capsys.readouterr().out
