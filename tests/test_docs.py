@@ -116,6 +116,21 @@ def test_the_flag_table_page_lists_every_setting(site):
 
 
 @pytest.mark.slow
+def test_the_training_page_lists_every_train_flag_of_the_parser_once(site):
+    import argparse
+
+    from vaelab.arguments import build_parser
+
+    commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    options = [option for action in commands.choices["train"]._actions if action.dest != "help"
+               for option in action.option_strings]
+    source = (site / "guides" / "training" / "index.html").read_text()
+    first_cells = " ".join(re.findall(r"<tr>\s*<td>(.*?)</td>", source, flags=re.S))
+    listed = re.findall(r"<code>(--[a-z-]+)[^<]*</code>", first_cells)
+    assert sorted(listed) == sorted(options)
+
+
+@pytest.mark.slow
 def test_the_api_reference_holds_the_docstrings(site):
     import vaelab.api
     import vaelab.objectives
