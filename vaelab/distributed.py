@@ -182,7 +182,7 @@ def joined(environ=os.environ) -> Processes:
     missing = [name for name in GROUP_VARIABLES if name not in environ]
     if missing:
         raise VaelabError(f"WORLD_SIZE={count} but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not "
-                          "set: start several processes with torchrun (see the README)")
+                          "set: start several processes with torchrun (see docs/guides/distributed.md)")
     if not dist.is_available():
         raise VaelabError("this build of torch has no torch.distributed: run one process, or install a torch with it")
     processes = Processes(int(environ["RANK"]), count, int(environ["LOCAL_RANK"]))

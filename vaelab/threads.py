@@ -7,7 +7,7 @@ each team waits for a thread that the other keeps off its core, and both ran 4 t
 (50 times in the issue that asked for this).
 
 Why thread counts and not OpenMP's wait settings (measured with benchmarks/concurrent_runs.py,
-figures in the README's Performance section). `OMP_WAIT_POLICY=passive` lets two runs reach
+figures in docs/performance.md, "Sharing the CPU"). `OMP_WAIT_POLICY=passive` lets two runs reach
 0.5-0.65 of a solo run each, but a run alone then puts its threads to sleep between parallel
 regions and wakes them again, and lost 2-18% of its speed (on this virtual machine a sleeping CPU
 is slow to wake, and how slow changed through the day). `GOMP_SPINCOUNT=1000` gave pairs only
