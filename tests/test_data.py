@@ -170,7 +170,7 @@ def test_download_from_a_mirror_with_fallback(http_server):
     arrays = synthetic_arrays()
     write_idx_folder(root / "good", arrays)
     mirrors = (f"{base}/missing/", f"{base}/good/")  # the first answers 404 for every file
-    loaded = data.download_idx(spec_for(arrays), mirrors=mirrors, timeout_s=5, retries=0)
+    loaded = data.download_idx(spec_for(arrays), mirrors=mirrors, timeout_s=60, retries=0)
     np.testing.assert_array_equal(loaded["train_images"], arrays["train_images"])
 
 
@@ -179,7 +179,7 @@ def test_download_of_a_corrupt_file_is_refused(http_server):
     arrays = synthetic_arrays()
     write_idx_folder(root / "bad", synthetic_arrays(seed=5))  # wrong content for the pins
     with pytest.raises(DataError, match="no mirror worked.*SHA-256"):
-        data.download_idx(spec_for(arrays), mirrors=(f"{base}/bad/",), timeout_s=5, retries=0)
+        data.download_idx(spec_for(arrays), mirrors=(f"{base}/bad/",), timeout_s=60, retries=0)
 
 
 def test_sources_in_order_and_cache(tmp_path, monkeypatch, http_server):

@@ -5,7 +5,6 @@ import errno
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -19,10 +18,12 @@ import vaelab
 from vaelab.training import trainer as trainer_module
 from vaelab.cli import build_parser, main
 from vaelab.config import make_config, read_toml
-from vaelab.errors import RunError, VaelabError
+from vaelab.errors import RunError, RunFailed, VaelabError
 from vaelab.checkpoints import load_checkpoint, save_checkpoint
 from vaelab.runs import RunDir, read_metrics
 from vaelab.training import train
+
+from .progress import HANG_GUARD, ROOT, logged_epochs, part_of_an_epoch, vaelab_command, wait_until
 
 SETTINGS = dict(latent_dim=8, hidden=(128,), batch_size=100, sample_epochs=(1,))
 TIMING = {"seconds", "samples_per_second"}
@@ -40,69 +41,64 @@ def _flags(settings: dict) -> list[str]:
     return flags
 
 
-def _start(out, settings, resume=True):
-    command = [sys.executable, "-m", "vaelab", "train", "--out", str(out), "--no-progress", *_flags(settings)]
-    return subprocess.Popen(command + (["--resume"] if resume else []), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_epoch(out, epoch, process, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None:
-        if len(read_metrics(RunDir(out).metrics)) >= epoch:
-            return
-        time.sleep(0.05)
+def _start(out, settings, resume=True, signal_at=None):
+    """`vaelab train` in a subprocess (with signal_at = (step, name): it signals itself then)."""
+    command = vaelab_command("train", "--out", str(out), "--no-progress", *_flags(settings),
+                             *(["--resume"] if resume else []), signal_at=signal_at)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig, code", [("TERM", 143), ("INT", 130)])
 def test_signal_saves_state_and_resume_equals_the_uninterrupted_run(tmp_path, mnist_raw, sig, code):
-    settings = dict(SETTINGS, limit_train=20_000, epochs=3)
+    """The signal arrives before step 47 of the run (step 17 of epoch 2, 30 steps an epoch): the
+    state is saved after that step, and resuming gives the uninterrupted run."""
+    settings = dict(SETTINGS, limit_train=3000, epochs=3)
     train(make_config(settings), tmp_path / "full", log=lambda _: None, progress=False)
-    process = _start(tmp_path / "run", settings, resume=False)
-    _wait_for_epoch(tmp_path / "run", 1, process)
-    time.sleep(0.3)  # somewhere in epoch 2
-    process.send_signal(sig)
-    _, err = process.communicate(timeout=120)
+    process = _start(tmp_path / "run", settings, resume=False, signal_at=(47, sig))
+    _, err = process.communicate(timeout=HANG_GUARD)
     assert process.returncode == code, err
     assert "Resume with: vaelab train --out" in err and "Traceback" not in err
     info = load_checkpoint(RunDir(tmp_path / "run").checkpoint).info
-    assert info["epoch"] >= 1
+    assert (info["epoch"], info["partial_step"]) == (1, 17)
     done = _start(tmp_path / "run", settings)
-    _, err = done.communicate(timeout=300)
+    _, err = done.communicate(timeout=HANG_GUARD)
     assert done.returncode == 0, err
     assert _rows(tmp_path / "run") == _rows(tmp_path / "full")
 
 
 @pytest.mark.slow
 def test_kill_9_at_many_moments_then_resume_gives_the_uninterrupted_run(tmp_path, mnist_raw):
-    """kill -9 a training run 12 times at random moments; every checkpoint left behind loads, and the
-    finished run's metrics equal an uninterrupted run's."""
-    # about 0.17 s an epoch after 3 s of start-up: enough epochs that 12 kills come before the end
-    # even when a start is quick (with 120, one run of the suite finished after 9)
-    settings = dict(SETTINGS, limit_train=500, epochs=180)
+    """kill -9 a training run 12 times, each time once it has logged a new epoch and then a random
+    part of an epoch more (so some kills land in the checkpoint written after an epoch); every
+    checkpoint left behind loads, and the finished run's metrics equal an uninterrupted run's.
+
+    Each kill waits for an epoch that this start of the run logged, so every start makes progress;
+    a kill comes at most about two epochs after the last checkpoint, so 12 of them use a third of
+    the 100 epochs whatever the machine's speed."""
+    settings = dict(SETTINGS, limit_train=500, epochs=100)
     train(make_config(settings), tmp_path / "full", log=lambda _: None, progress=False)
     out = tmp_path / "run"
     rng = random.Random(0)
     kills, mid_write = 0, 0
     while kills < 12:
+        checkpointed = load_checkpoint(RunDir(out).checkpoint).info["epoch"] if RunDir(out).checkpoint.exists() else 0
         process = _start(out, settings)
-        time.sleep(rng.uniform(2.5, 5.0))
-        if process.poll() is not None:  # finished before the kill: start over for more kill moments
-            assert process.returncode == 0, process.stderr.read()
-            break
+        # at most one epoch is logged after the last checkpoint: two more are this start's
+        wait_until(lambda: logged_epochs(out) >= checkpointed + 2, process, "a new epoch was logged")
+        time.sleep(part_of_an_epoch(out, rng))
+        assert process.poll() is None, "the run finished before its 12th kill"
         process.kill()
         process.wait()
         kills += 1
         mid_write += any(RunDir(out).path.glob(".*.tmp"))
-        if RunDir(out).checkpoint.exists():
-            epoch = load_checkpoint(RunDir(out).checkpoint).info["epoch"]  # readable, never half-written
-            logged = [row["epoch"] for row in read_metrics(RunDir(out).metrics)]
-            assert logged[: epoch] == list(range(1, epoch + 1))
+        epoch = load_checkpoint(RunDir(out).checkpoint).info["epoch"]  # readable, never half-written
+        assert epoch > checkpointed
+        logged = [row["epoch"] for row in read_metrics(RunDir(out).metrics)]
+        assert logged[:epoch] == list(range(1, epoch + 1))
     done = _start(out, settings)
-    _, err = done.communicate(timeout=300)
+    _, err = done.communicate(timeout=HANG_GUARD)
     assert done.returncode == 0, err
-    assert kills >= 10
     assert _rows(out) == _rows(tmp_path / "full")
     print(f"{kills} kills, {mid_write} left a temporary file (killed while writing)")
 
@@ -123,18 +119,35 @@ while True:
 
 @pytest.mark.slow
 def test_kill_9_during_checkpoint_writes_leaves_a_readable_checkpoint(tmp_path):
-    """A process that does nothing but write 8 MB checkpoints, killed 10 times: the file always loads
-    whole, with weights that match its own metadata."""
+    """A process that does nothing but write 8 MB checkpoints, killed 10 times, each time after a
+    random number of complete writes (so during one of the next): the file always loads whole, with
+    weights that match its own metadata."""
     path = tmp_path / "checkpoint.safetensors"
     rng = random.Random(1)
     for _ in range(10):
         process = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True)
-        process.stdout.readline()  # one complete write
-        time.sleep(rng.uniform(0.0, 0.3))
+        for _ in range(rng.randint(1, 4)):
+            assert process.stdout.readline(), "the writer ended"  # one more complete write
         process.kill()
         process.wait()
         checkpoint = load_checkpoint(path)
         assert torch.all(checkpoint.tensors["model.weight"] == checkpoint.info["epoch"])
+
+
+def test_an_atomic_write_gets_the_permissions_of_a_new_file_and_never_touches_the_umask(tmp_path, monkeypatch):
+    code = ("import os, sys; os.umask(0o027); from vaelab.files import atomic_write_bytes; "
+            "atomic_write_bytes(sys.argv[1], b'new'); print(oct(os.stat(sys.argv[1]).st_mode & 0o777))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "f")], capture_output=True, text=True)
+    assert done.stdout.strip() == "0o640", done.stderr
+    from vaelab.files import atomic_write_bytes
+
+    def umask(_):
+        raise AssertionError("the process-wide umask was changed (a race with the caller's other threads)")
+
+    monkeypatch.setattr(os, "umask", umask)
+    (tmp_path / "g").write_bytes(b"old")
+    atomic_write_bytes(tmp_path / "g", b"new")
+    assert (tmp_path / "g").read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["f", "g"]
 
 
 @pytest.mark.slow
@@ -151,8 +164,9 @@ def test_full_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_pa
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "save_checkpoint", failing)
-    with pytest.raises(RunError, match=r"\(No space left on device\); the previous checkpoint is intact: free some space and resume"):
+    with pytest.raises(RunFailed, match=r"\(No space left on device\); the previous checkpoint is intact: free some space and resume") as raised:
         train(make_config(dict(SETTINGS, limit_train=1000, epochs=3)), out, log=lambda _: None, progress=False)
+    assert raised.value.exit_code == 1  # a failure while running, not bad input
     assert load_checkpoint(RunDir(out).checkpoint).info["epoch"] == 1
     assert not list(out.glob(".*.tmp"))
 

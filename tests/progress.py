@@ -1,0 +1,63 @@
+"""Waiting on a run's progress, never on the clock.
+
+A test that stops, kills or inspects a running command picks its moment by what the command has
+done (a line in metrics.jsonl, a checkpoint, an optimizer step: see `tests/signal_at_step.py`),
+so its verdict is the same on a fast machine, a slow one and a busy one. The only clock here is
+HANG_GUARD, which turns a command that would hang forever into a failure with a message; a
+command that makes progress never meets it.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from vaelab.runs import RunDir, read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+HANG_GUARD = 1800  # seconds without the awaited progress: only a hung command gets here
+POLL = 0.02  # seconds between two looks
+
+
+def wait_until(condition: Callable[[], bool], process: subprocess.Popen | None, what: str) -> None:
+    """Return once `condition()` holds; fail if `process` ends first, or nothing happens for HANG_GUARD s."""
+    began = time.monotonic()
+    while not condition():
+        if process is not None and process.poll() is not None:
+            if condition():
+                return
+            raise AssertionError(f"the command ended (exit {process.returncode}) before {what}:\n"
+                                 f"{process.stderr.read() if process.stderr else ''}")
+        if time.monotonic() - began > HANG_GUARD:
+            raise AssertionError(f"no progress towards {what} in {HANG_GUARD} s: the command hangs")
+        time.sleep(POLL)
+
+
+def logged_epochs(out: Path) -> int:
+    """How many epochs the run in `out` has logged in metrics.jsonl."""
+    return len(read_metrics(RunDir(Path(out)).metrics))
+
+
+def wait_for_epoch(out: Path, epoch: int, process: subprocess.Popen | None) -> None:
+    """Return once the run in `out` has logged `epoch` epochs (see `wait_until`)."""
+    wait_until(lambda: logged_epochs(out) >= epoch, process, f"epoch {epoch} was logged in {out}")
+
+
+def part_of_an_epoch(out: Path, rng: random.Random) -> float:
+    """A random share of the shortest epoch the run in `out` has logged, in seconds: a wait that
+    ends inside the next epoch, or in the checkpoint written after it, however fast the machine."""
+    return rng.random() * min(row["seconds"] for row in read_metrics(RunDir(Path(out)).metrics))
+
+
+def vaelab_command(*arguments: str, signal_at: tuple[int, str] | None = None, rank: int | None = None) -> list[str]:
+    """The argv of `python -m vaelab ARGUMENTS`, or with signal_at = (step, signal name), of vaelab
+    sending itself that signal before its step-th optimizer step (in process `rank` of a group only)."""
+    if signal_at is None:
+        return [sys.executable, "-m", "vaelab", *arguments]
+    step, name = signal_at
+    return [sys.executable, "-m", "tests.signal_at_step", str(step), name,
+            *(["--rank", str(rank)] if rank is not None else []), "--", *arguments]
