@@ -1,4 +1,5 @@
-"""The command line: bad input gets one line and exit code 2; an end-to-end run on a real MNIST slice."""
+"""The command line: bad input gets one line and exit code 2, a failure while running one line and exit
+code 1; an end-to-end run on a real MNIST slice."""
 
 import json
 import subprocess
@@ -8,8 +9,11 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
+from vaelab import cli
 from vaelab.cli import main
-from vaelab.config import make_config, read_toml
+from vaelab.config import SETTINGS, TrainConfig, make_config, read_toml
+from vaelab.distributed import ProcessLost
+from vaelab.errors import RunFailed, TrainingDiverged, VaelabError
 
 BAD_INPUT = [
     (["train", "--out", "X", "--latent-dim", "0"], "--latent-dim 0 is not allowed"),
@@ -73,10 +77,44 @@ def test_bad_config_file(tmp_path, content, message, capsys):
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.toml")))
 def test_every_shipped_recipe_is_a_valid_config(recipe):
-    """The README's recipes load as they are (M2's with the --labels its comment asks for)."""
+    """The recipes load as they are (M2's with the --labels its comment asks for), and every value they
+    set is the one the run gets: no key is ignored, misspelt or overridden by a default."""
     settings = read_toml(Path(__file__).parents[1] / "configs" / recipe)
     config = make_config(settings, {"labels": 100} if settings.get("model") == "m2" else {})
-    assert config.epochs >= 1
+    for name, value in settings.items():
+        expected = tuple(value) if isinstance(value, list) else value
+        assert getattr(config, name) == pytest.approx(expected) if SETTINGS[name].kind is float else \
+            getattr(config, name) == expected, name
+    defaults = TrainConfig()
+    assert {name for name in SETTINGS if getattr(config, name) != getattr(defaults, name)} <= set(settings) | {"labels"}
+
+
+@pytest.mark.parametrize("failure, code, words", [
+    (VaelabError("--out X: bad input"), 2, "vaelab: error: --out X: bad input"),
+    (TrainingDiverged("the loss became non-finite in epoch 3 at step 7 of the epoch"), 1, "became non-finite"),
+    (RunFailed("could not write run/checkpoint.safetensors (No space left on device)"), 1, "No space left"),
+    (ProcessLost("lost contact with the other training processes (Connection closed by peer)"), 1, "lost contact"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                  "tried to allocate 4000000000000 bytes."), 1, "out of memory in `vaelab train` ("),
+    (MemoryError(), 1, "out of memory in `vaelab train` (MemoryError); use a smaller --batch-size"),
+])
+def test_failures_while_running_exit_1_and_bad_input_2_each_in_one_line(monkeypatch, capsys, failure, code, words):
+    def command(args):
+        raise failure
+
+    monkeypatch.setitem(cli.COMMANDS, "train", command)
+    assert main(["train", "--out", "X"]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err, err
+
+
+def test_a_bug_in_vaelab_is_not_dressed_up_as_a_users_problem(monkeypatch):
+    def command(args):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (3x4 and 5x7)")
+
+    monkeypatch.setitem(cli.COMMANDS, "train", command)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):  # its traceback is the report
+        main(["train", "--out", "X"])
 
 
 def test_folder_without_a_run(tmp_path, capsys):

@@ -104,7 +104,7 @@ def test_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_non_finite_loss_stops_training_with_a_message(tmp_path, mnist_raw, monkeypatch):
+def test_non_finite_loss_stops_training_with_a_message(tmp_path, mnist_raw, monkeypatch, capsys):
     from vaelab.training import step as step_module
 
     real = step_module.training_bound
@@ -117,6 +117,13 @@ def test_non_finite_loss_stops_training_with_a_message(tmp_path, mnist_raw, monk
     with pytest.raises(TrainingDiverged, match=r"non-finite in epoch 1 at step 1 of the epoch; training stopped, no checkpoint was written yet"):
         train(make_config(dict(SMALL, epochs=1)), tmp_path / "nan", log=lambda _: None, progress=False)
     assert not RunDir(tmp_path / "nan").checkpoint.exists()
+    # on the command line: one line, and exit code 1 (a failure while running; 2 is for bad input)
+    from vaelab.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "cli"), "--no-progress", "--limit-train", "300", "--epochs", "1",
+                 "--hidden", "16", "--latent-dim", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("vaelab: error: the loss became non-finite in epoch 1") and err.count("\n") == 1, err
 
 
 @pytest.mark.slow

@@ -1,7 +1,9 @@
 """The `vaelab` command: what data, train, evaluate, sample, reconstruct, report, explore and study do
 (their flags: `arguments.py`).
 
-Bad input ends in one line on stderr ("vaelab: error: ...") and exit code 2, never a traceback.
+A problem ends in one line on stderr ("vaelab: error: ..."), never a traceback: exit code 2 for bad
+input, 1 for a failure while running (a full disk, a diverged loss, a lost process, memory; see
+`errors.py`), 128 + the signal for a run stopped by Ctrl-C or SIGTERM.
 Started by torchrun (several processes), `train` and `evaluate` join the group
 (`vaelab.distributed`); process 0 prints, the others only what they alone know.
 """
@@ -15,10 +17,10 @@ import sys
 from contextlib import nullcontext, redirect_stderr
 from pathlib import Path
 
-from .arguments import EXIT_USAGE, build_parser
+from .arguments import build_parser
 from .config import SETTINGS, make_config, read_toml
 from .distributed import SINGLE, group, group_size
-from .errors import TrainingInterrupted, VaelabError
+from .errors import EXIT_FAILURE, TrainingInterrupted, VaelabError, out_of_memory
 from .threads import share_cpus
 
 def _log(message: str) -> None:
@@ -56,8 +58,7 @@ def cmd_train(args) -> int:
     file_values = read_toml(args.config) if args.config else {}
     config = make_config(file_values, flag_values)
     rows = train(config, args.out, resume=args.resume, explicit=explicit | set(file_values),
-                 log=_log, progress=not args.no_progress and sys.stderr.isatty(), cache_dir=args.cache_dir,
-                 processes=args.processes)
+                 log=_log, progress=not args.no_progress and sys.stderr.isatty(), processes=args.processes)
     if rows:
         best = max(row["valid_elbo"] for row in rows)
         epochs = f"{len(rows)} epoch{'s' if len(rows) != 1 else ''}"
@@ -247,7 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     except VaelabError as exc:
         if rank == 0 or (exc.local and not exc.quiet):
             print(f"vaelab: error{f' (process {rank})' if rank else ''}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_code
+    except (MemoryError, RuntimeError) as exc:
+        if not out_of_memory(exc):
+            raise  # a bug in vaelab: its traceback is the report
+        print(f"vaelab: error{f' (process {rank})' if rank else ''}: out of memory in `vaelab {args.command}` "
+              f"({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__}); use a "
+              "smaller --batch-size, model or --iw-samples", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         if rank == 0:
             print("vaelab: interrupted", file=sys.stderr)

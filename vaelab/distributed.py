@@ -29,13 +29,13 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .errors import VaelabError
+from .errors import RunFailed, VaelabError
 
 TIMEOUT = timedelta(minutes=10)  # longest wait for another process: it compiles, validates or writes meanwhile
 GROUP_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-class ProcessLost(VaelabError):
+class ProcessLost(RunFailed):
     """A collective failed: another process ended, or did not answer within TIMEOUT."""
 
     local = True  # every process that sees it says so

@@ -1,8 +1,16 @@
-"""The one exception type that vaelab raises for problems a user can fix.
+"""The exceptions vaelab raises for problems it can explain, and the exit code of each.
 
-The command line turns it into a single line on stderr and exit code 2; library users catch it.
-Anything else that escapes is a bug in vaelab.
+The command line turns them into a single line on stderr, "vaelab: error: ...", and an exit code:
+
+    2  bad input: a flag, a file, a run directory or the environment the user can fix (VaelabError)
+    1  a failure while running on good input: a full disk, a diverged loss, a lost process,
+       memory that ran out (RunFailed)
+
+Library users catch VaelabError (RunFailed is one). Anything else that escapes is a bug in vaelab.
 """
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
 
 
 class VaelabError(Exception):
@@ -12,8 +20,16 @@ class VaelabError(Exception):
     too where `local` says that only it met the problem, and none where `quiet` says another does.
     """
 
+    exit_code = EXIT_BAD_INPUT
     local = False
     quiet = False
+
+
+class RunFailed(VaelabError):
+    """A command that started on good input failed while it ran; the message says what is kept and
+    how to go on (usually: free some space, then resume)."""
+
+    exit_code = EXIT_FAILURE
 
 
 class DataError(VaelabError):
@@ -24,7 +40,7 @@ class RunError(VaelabError):
     """A run directory is missing, incomplete, or does not fit the requested operation."""
 
 
-class TrainingDiverged(VaelabError):
+class TrainingDiverged(RunFailed):
     """The loss or a gradient became NaN or infinite."""
 
 
@@ -34,3 +50,11 @@ class TrainingInterrupted(VaelabError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` says that memory ran out: Python's MemoryError, torch's OutOfMemoryError (a GPU),
+    or the RuntimeError of torch's CPU allocator."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)

@@ -20,7 +20,7 @@ from ..checkpoints import Checkpoint, parse_checkpoint, save_checkpoint
 from ..config import SETTINGS, TrainConfig, config_from_dict, flag
 from ..data import labelled_subset, load_raw, make_splits
 from ..distributed import SINGLE, Processes, ProcessLost
-from ..errors import RunError, TrainingDiverged, TrainingInterrupted, VaelabError
+from ..errors import RunError, RunFailed, TrainingDiverged, TrainingInterrupted, VaelabError
 from ..fast import make_adam, use_compile
 from ..models import Model, mean_words
 from ..runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json, write_metrics
@@ -71,11 +71,15 @@ def new_training(config: TrainConfig, device: torch.device, dynamic: bool, compi
                  train_images: int = 1, processes: Processes = SINGLE) -> Training:
     """A fresh model, its optimizer, the run's random streams and its training step, as `train` makes them.
 
-    The global torch seed is set once, for the parameter initialisation; every later random draw
-    comes from the returned streams (checkpointed with the run).
+    The parameters are initialised from torch's global generator seeded with the run's seed, inside
+    `torch.random.fork_rng`, so the caller's global generator is where it was; every later random
+    draw comes from the returned streams (checkpointed with the run).
     """
-    torch.manual_seed(config.seed)
-    model = new_model(config).to(device)
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=gpus):  # manual_seed seeds the GPUs' generators too
+        torch.manual_seed(config.seed)
+        model = new_model(config)
+    model = model.to(device)
     step = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic, compile,
                      classifier_weight(config, train_images), processes)
     return Training(model, make_adam(model.parameters(), config.lr), RandomStreams.seeded(config.seed, device), step)
@@ -132,8 +136,7 @@ def _open_run(run: RunDir, config: TrainConfig, resume: bool,
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: set[str] | None = None,
-          log: Log = print, progress: bool = True, cache_dir: str | Path | None = None,
-          processes: Processes = SINGLE) -> list[dict]:
+          log: Log = print, progress: bool = True, processes: Processes = SINGLE) -> list[dict]:
     """Train a model as `config` says, writing the run directory `out`. Returns the metrics rows.
 
     resume=True continues the run in `out` from its latest checkpoint (or starts it, if it has none).
@@ -166,7 +169,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
         device = processes.device(resolve_device(config.device))
     # the data first: a failure here leaves no half-made run directory behind
     with processes.agreement("loading the data"):
-        raw = load_raw(config.dataset, data_dir=config.data_dir, cache_dir=cache_dir, log=log)
+        raw = load_raw(config.dataset, data_dir=config.data_dir, cache_dir=config.cache_dir, log=log)
         splits = make_splits(raw, config.binarize, config.train_on, config.limit_train)
         if config.labels is not None:  # checked before anything is written
             labelled_images = labelled_subset(splits.train.labels, config.labels, splits.num_classes,
@@ -325,7 +328,7 @@ class _Epochs:
                     if self.dashboard is not None:
                         self.dashboard.epoch(row, self.run.sample_grid(epoch) if grid else None)
                 except OSError as exc:
-                    raise RunError(f"could not write to {self.run.path} after epoch {epoch} ({exc.strerror}); the "
+                    raise RunFailed(f"could not write to {self.run.path} after epoch {epoch} ({exc.strerror}); the "
                                    f"last checkpoint is intact: free some space and resume with: vaelab train --out "
                                    f"{self.run.path} --resume") from None
                 self.save_state(info)
@@ -355,7 +358,7 @@ class _Epochs:
             save_checkpoint(self.run.checkpoint, t.model, info, t.optimizer, {**t.streams.state_tensors(), **(extra or {})})
         except OSError as exc:
             kept = "the previous checkpoint is intact" if self.run.checkpoint.is_file() else "no checkpoint was written yet"
-            raise RunError(f"could not write {self.run.checkpoint} ({exc.strerror}); {kept}: "
+            raise RunFailed(f"could not write {self.run.checkpoint} ({exc.strerror}); {kept}: "
                            f"free some space and resume with: vaelab train --out {self.run.path} --resume") from None
 
     def last_good(self) -> str:
