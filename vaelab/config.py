@@ -66,6 +66,7 @@ OBJECTIVES = ("elbo", "iwae")
 DEVICES = ("auto", "cpu", "cuda")
 TRAIN_ON = ("train", "train+valid")
 LR_SCHEDULES = ("constant", "cosine")
+FOLDERS = ("data_dir", "cache_dir")  # stored as absolute paths: the run directory works from any folder
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,9 @@ class TrainConfig:
                                   minimum=0.0, maximum=1e6, optional=True)
     data_dir: str | None = setting(str, None, "folder with the IDX files (else $VAELAB_DATA, the cache, then "
                                    "downloads)", optional=True)
+    cache_dir: str | None = setting(str, None, "the data cache folder (default $VAELAB_CACHE or ~/.cache/vaelab); "
+                                    "evaluate, sample, report and explore read the test images from it too",
+                                    optional=True, changes_on_resume=True)
     tensorboard: bool = setting(bool, False, "also write TensorBoard event files to DIR/tensorboard/ (needs the "
                                 "tensorboard extra)", changes_on_resume=True)
 
@@ -243,6 +247,8 @@ def check_value(name: str, value, limits: bool = True):
         if not is_user_dataset(value):
             raise _fail(name, value, s.allowed())
         return str(Path(value).expanduser().resolve())  # the run directory works from any folder
+    if name in FOLDERS:
+        return str(Path(value).expanduser().resolve())
     return value
 
 

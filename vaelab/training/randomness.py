@@ -4,9 +4,13 @@
     pixels  the dynamic binarisation: fresh Bernoulli pixels every time an image is used
     noise   the Gaussian noise eps of the reparameterisation z = mu + sigma * eps
 
-Apart, each stream can be handed out on its own: processes that train together can share the
-order while each draws its own pixels and noise. The parameter initialisation is the only draw
-that comes from torch's global generator (seeded once, in `trainer.new_training`).
+Apart, drawing more or fewer numbers of one use (a static binarisation draws no pixels; more
+samples per image draw more noise) leaves the numbers of the others as they were. In a group of
+processes (`vaelab.distributed`) every process holds the same three streams and draws the whole
+step's order, pixels and noise, then computes on its own rows of them, so that N processes give
+the one-process run. The parameter initialisation is the only draw from torch's global generator,
+seeded with the run's seed inside `torch.random.fork_rng` (`trainer.new_training`), so the
+caller's global generator is left where it was.
 """
 
 from __future__ import annotations
