@@ -131,21 +131,46 @@ def test_compiled_training_follows_the_eager_training(mnist_raw):
     assert results[False][1] > results[False][0]  # it learns
 
 
-def _broken_compile(fn, **_):
-    """torch.compile on a machine without a C++ compiler: fails at the first call."""
-    def run(*args):
-        raise RuntimeError("no C++ compiler found\nmore detail")
-    return run
+def _no_compiler(graph, inputs):
+    """A compiler backend that fails as inductor does on a machine without a C++ compiler."""
+    raise RuntimeError("no C++ compiler found\nmore detail")
 
 
-def test_failed_compilation_falls_back_to_the_same_numbers(monkeypatch, capsys):
-    monkeypatch.setattr(torch, "compile", _broken_compile)
-    wrapped = fast.CompiledOrEager(lambda a: a * 2, "a test")
+_real_compile = torch.compile
+
+
+def _broken_compile(fn, **options):
+    """torch.compile on a machine without a C++ compiler: dynamo traces, the backend fails at the first call."""
+    return _real_compile(fn, **{**options, "backend": _no_compiler})
+
+
+def test_failed_compilation_falls_back_to_the_same_numbers(capsys):
+    wrapped = fast.CompiledOrEager(lambda a: a * 2, "a test", backend=_no_compiler)
     assert wrapped(torch.tensor(3.0)).item() == 6.0
     assert not wrapped.active
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "torch.compile is unavailable for a test (RuntimeError: no C++ compiler found)" in err
     assert wrapped(torch.tensor(4.0)).item() == 8.0 and capsys.readouterr().err == ""  # said once
+
+
+def test_only_a_failed_compilation_falls_back(capsys):
+    """A bug in the function, and memory that runs out while compiling, are raised as they are."""
+    def buggy(a):
+        return a @ torch.ones(5, 7)
+
+    wrapped = fast.CompiledOrEager(buggy, "a buggy function")
+    with pytest.raises(RuntimeError, match="must have same reduction dim"):
+        wrapped(torch.ones(3, 4))
+    assert wrapped.active and "unavailable" not in capsys.readouterr().err
+
+    def out_of_memory(graph, inputs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 GB")
+
+    wrapped = fast.CompiledOrEager(lambda a: a * 2, "a test", backend=out_of_memory)
+    with pytest.raises(RuntimeError, match="can't allocate memory") as raised:
+        wrapped(torch.tensor(3.0))
+    assert type(raised.value) is RuntimeError  # the allocator's own error, not the compiler's wrapper
+    assert "unavailable" not in capsys.readouterr().err
 
 
 @pytest.mark.slow

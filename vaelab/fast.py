@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from .errors import out_of_memory
+
 COMPILE_MODES = ("auto", "on", "off")
 
 
@@ -26,20 +28,39 @@ def use_compile(mode: str, work: int, threshold: int) -> bool:
     return mode == "on" or (mode == "auto" and work >= threshold)
 
 
+def compilation_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that say torch.compile could not compile a function, as opposed to the function
+    failing: no C++ compiler or Triton, an operation the compiler cannot lower or trace, a backend
+    that failed. (torch.compile raises an error of the function itself, found while tracing, as
+    TorchRuntimeError; that one is not among them.)"""
+    from torch._dynamo import exc as dynamo
+    from torch._inductor import exc as inductor
+
+    return (dynamo.BackendCompilerFailed, dynamo.Unsupported, dynamo.InvalidBackend, inductor.CppCompileError,
+            inductor.InvalidCxxCompiler, inductor.OperatorIssue, inductor.TritonMissing, inductor.GPUTooOldForTriton)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The error inside a failed compilation (BackendCompilerFailed wraps the backend's own)."""
+    return getattr(exc, "inner_exception", None) or exc
+
+
 class CompiledOrEager:
     """`fn` through torch.compile, falling back to running eagerly if compilation fails.
 
     Compilation needs a C++ compiler on a CPU and may meet an operation it cannot handle; the first
-    failure prints one line on stderr and every later call runs eagerly. Same results either way.
-    `eager` (default: `fn` itself) is what runs eagerly: a function that computes what `fn` does
-    in a way that is faster without a compiler.
+    such failure (`compilation_errors`) prints one line on stderr and every later call runs
+    eagerly. Same results either way. Any other error, such as a bug in the model or memory that
+    ran out (also while compiling), is raised as it is. `eager` (default: `fn` itself) is what runs
+    eagerly: a function that computes what `fn` does in a way that is faster without a compiler.
+    `backend` is torch.compile's.
     """
 
     def __init__(self, fn: Callable, what: str, enabled: bool = True, dynamic: bool | None = None,
-                 eager: Callable | None = None):
+                 eager: Callable | None = None, backend: str | Callable = "inductor"):
         self.fn = fn if eager is None else eager
         self.what = what
-        self.compiled = torch.compile(fn, dynamic=dynamic) if enabled else None
+        self.compiled = torch.compile(fn, dynamic=dynamic, backend=backend) if enabled else None
 
     @property
     def active(self) -> bool:
@@ -49,9 +70,13 @@ class CompiledOrEager:
         if self.compiled is not None:
             try:
                 return self.compiled(*args)
-            except Exception as exc:  # no compiler, an unsupported operation...: the eager path computes the same
-                print(f"vaelab: torch.compile is unavailable for {self.what} ({type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); running eagerly", file=sys.stderr)
+            except compilation_errors() as exc:
+                cause = _cause(exc)
+                if out_of_memory(cause):
+                    raise cause from None
+                first_line = str(cause).strip().splitlines()[0][:120] if str(cause).strip() else ""
+                print(f"vaelab: torch.compile is unavailable for {self.what} ({type(cause).__name__}: "
+                      f"{first_line}); running eagerly", file=sys.stderr)
                 self.compiled = None
         return self.fn(*args)
 
