@@ -1,6 +1,8 @@
-"""`vaelab explore`: the endpoints' numbers against the model's, bad requests, and the page in a real browser."""
+"""`vaelab explore`: the endpoints' numbers against the model's, bad requests, and the page in a real browser
+(a grey run, and a colour run whose canvases show its colours and whose page turns the drawing pad off)."""
 
 import base64
+import contextlib
 import io
 import os
 import shutil
@@ -22,6 +24,8 @@ from vaelab.cli import main  # noqa: E402
 from vaelab.explore import session  # noqa: E402
 from vaelab.explore.server import MAX_BODY, build_app  # noqa: E402
 from vaelab.models import decoder_mean  # noqa: E402
+
+from .colour_runs import train_flags, write_colour_npz  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -178,13 +182,13 @@ def browser():
     driver.quit()
 
 
-@pytest.fixture(scope="module")
-def served(small_run):
+@contextlib.contextmanager
+def _explorer(paths):
+    """`vaelab explore PATHS` in a process of its own; yields its URL, stops it with Ctrl-C."""
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "vaelab", "explore", str(small_run), str(small_run),
+    server = subprocess.Popen([sys.executable, "-m", "vaelab", "explore", *map(str, paths),
                                "--port", str(port), "--device", "cpu"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -193,21 +197,28 @@ def served(small_run):
         except OSError:
             assert server.poll() is None, server.communicate()[1]
             time.sleep(0.2)
-    yield url
+    yield f"http://127.0.0.1:{port}/"
     server.send_signal(__import__("signal").SIGINT)  # Ctrl-C: a clean stop
     out, err = server.communicate(timeout=30)
     assert server.returncode in (0, 130), err
     assert "Traceback" not in err
 
 
-def _shown(driver, element_id):
-    """The pixels of a canvas on the page (its own resolution), gray values [H, W]."""
+@pytest.fixture(scope="module")
+def served(small_run):
+    with _explorer([small_run, small_run]) as url:
+        yield url
+
+
+def _shown(driver, element_id, colour=False):
+    """The pixels of a canvas on the page (its own resolution): gray values [H, W], or [H, W, 3] RGB."""
     data = driver.execute_script(
         "const c = document.getElementById(arguments[0]);"
         "return [c.width, c.height, Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)];",
         element_id)
     width, height, rgba = data
-    return np.asarray(rgba, dtype=np.float64).reshape(height, width, 4)[..., 0]
+    pixels = np.asarray(rgba, dtype=np.float64).reshape(height, width, 4)
+    return pixels[..., :3] if colour else pixels[..., 0]
 
 
 def _wait(driver, condition, timeout=20):
@@ -239,7 +250,8 @@ def test_the_page_shows_what_the_decoder_gives(browser, served, explored):
     pad = browser.find_element(By.ID, "draw")
     ActionChains(browser).move_to_element_with_offset(pad, -40, -100).click_and_hold() \
         .move_by_offset(20, 60).move_by_offset(20, 60).move_by_offset(10, 60).release().perform()
-    _wait(browser, lambda: len(browser.find_elements(By.CSS_SELECTOR, "#analysis .bar")) == 20)
+    _wait(browser, lambda: browser.find_element(By.ID, "analysis").get_attribute("data-state") == "done"
+          and len(browser.find_elements(By.CSS_SELECTOR, "#analysis .bar")) == 20)  # the last stroke's analysis
     drawn = browser.execute_script("return drawnImage(state.runs[0]);")
     assert np.asarray(drawn).max() > 0.5  # the stroke reached the model's image
     analysis = session.analyse(run, np.asarray(drawn))
@@ -253,6 +265,34 @@ def test_the_page_shows_what_the_decoder_gives(browser, served, explored):
     assert screenshot.size[0] >= 1000
     if os.environ.get("VAELAB_SCREENSHOT"):  # how docs/images/explorer.png is made (see docs/guides/explorer.md)
         screenshot.save(os.environ["VAELAB_SCREENSHOT"])
+
+
+@pytest.fixture(scope="module")
+def colour_run(tmp_path_factory):
+    """A CVAE on a small 3-channel dataset (`colour_runs.py`), 2 epochs."""
+    root = tmp_path_factory.mktemp("colour")
+    assert main(train_flags(write_colour_npz(root / "rgb.npz"), root / "run", "--model", "cvae")) == 0
+    return root / "run"
+
+
+@pytest.mark.slow
+def test_the_page_draws_a_colour_run_in_colour_and_turns_the_drawing_pad_off(browser, colour_run):
+    from selenium.webdriver.common.by import By
+
+    run = session.explore_runs([colour_run], device="cpu")[0]
+    with torch.no_grad():  # the page starts at the sliders' centre, z = the test posteriors' mean
+        means = decoder_mean(run.run.model.decoder(torch.as_tensor(run.mean, dtype=torch.float32)[None],
+                                                   torch.tensor([2])))
+    expected = np.round(255 * means[0].numpy().transpose(1, 2, 0))  # [H, W, RGB]
+    with _explorer([colour_run]) as url:
+        browser.get(url)
+        _wait(browser, lambda: browser.find_element(By.ID, "status").text == "ready")
+        browser.find_element(By.CSS_SELECTOR, "#classes button[data-label='2']").click()
+        _wait(browser, lambda: np.abs(_shown(browser, "view-0", colour=True) - expected).max() <= 1)
+        assert np.abs(expected[..., 0] - expected[..., 2]).max() > 5  # a test that grey could not pass
+        assert not browser.find_element(By.ID, "draw").is_displayed()  # one grey channel: no use to this run
+        note = browser.find_element(By.ID, "draw-note")
+        assert note.is_displayed() and "draws one grey channel" in note.text and "run (3 channels)" in note.text
 
 
 @pytest.fixture(scope="module")

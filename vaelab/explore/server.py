@@ -7,11 +7,15 @@ Every request is checked (`_Checked`): a bad one gets a 4xx with {"error": "..."
 traceback; a body over MAX_BODY bytes gets 413 before it is read whole. Runs are read at start and
 never written.
 
-    GET  /api/runs                       the runs: name, classes, latent size, image shape, sliders
-    POST /api/decode     {run, z | sliders, label}         -> {images: [[uint8 rows]], z}
+    GET  /api/runs                       the runs: name, classes, latent size, image shape, sliders,
+                                         and whether the drawing pad serves them (one channel)
+    POST /api/decode     {run, z | sliders, label}         -> {images: [[uint8 rows]], z}: [H][W] values
+                                                              for one channel, [H][W][C] for C channels
     POST /api/random     {run, seed, label}                -> the same, for z ~ p(z)
     POST /api/interpolate {run, first, last, steps, label} -> {images, z} along the line in z
-    POST /api/analyse    {run, image: [[0..1 rows]]}       -> posterior, reconstruction, style
+    POST /api/analyse    {run, image: [[0..1 rows]]}       -> posterior, reconstruction, style; a drawing
+                                                              is one grey channel: a run of C > 1 channels
+                                                              answers 422
 """
 
 from __future__ import annotations
@@ -152,8 +156,10 @@ def build_app(runs: list[Explored]) -> Starlette:
         checked = await body(request)
         explored = checked.run()
         shape = explored.run.model.image_shape
-        grid = tuple(shape[1:]) if shape[0] == 1 else (*shape[1:], shape[0])
-        result = session.analyse(explored, checked.numbers("image", grid, 0.0, 1.0))
+        if not explored.can_draw:
+            raise BadRequest(f"run {explored.name} has {shape[0]}-channel images: a drawing is one grey channel, "
+                             "so only a one-channel run can analyse it", 422)
+        result = session.analyse(explored, checked.numbers("image", tuple(shape[1:]), 0.0, 1.0))
         result["reconstruction"] = _images(result["reconstruction"])
         if "style" in result:
             result["style"] = _images(result["style"])

@@ -1,7 +1,9 @@
 """What the explorer computes, apart from HTTP: loaded runs, the main directions of z, and each interaction.
 
 Every function takes and returns plain numbers (lists, numpy arrays); images come back as uint8
-[H, W] or [H, W, C] (round(255 * decoder mean)), so the page shows exactly what the decoder gives.
+[H, W] (one channel) or [H, W, C] (round(255 * decoder mean)), so the page shows exactly what the
+decoder gives: the page draws three channels as RGB colour and any other count channel by channel.
+A drawn image is one grey channel, so only a one-channel run analyses a drawing (`can_draw`).
 Nothing here writes: runs are read once at start.
 """
 
@@ -43,10 +45,16 @@ class Explored:
     def classes(self) -> list[str]:
         return list(self.run.class_names) if class_conditional(self.run.model) else []
 
+    @property
+    def can_draw(self) -> bool:
+        """Whether the drawing pad (one grey channel) makes an image this run's model reads: C = 1."""
+        return self.run.model.image_shape[0] == 1
+
     def describe(self) -> dict:
         model = self.run.model
         return {"name": self.name, "model": self.run.config.model, "latent_dim": model.latent_dim,
-                "image_shape": list(model.image_shape), "classes": self.classes,
+                "image_shape": list(model.image_shape), "channels": model.image_shape[0],
+                "drawing": self.can_draw, "classes": self.classes,
                 "directions": len(self.scales), "test_images": int(self.test_x.shape[0]),
                 "epoch": self.run.epoch}
 
@@ -118,7 +126,8 @@ def interpolation_codes(explored: Explored, first: int, last: int, steps: int) -
 
 @torch.no_grad()
 def analyse(explored: Explored, image: np.ndarray, seed: int = 0) -> dict:
-    """A drawn image [H, W] (or [H, W, C]) in [0, 1]: its class posterior, reconstruction, and style.
+    """A drawn image [H, W] in [0, 1] (one grey channel: a run with `can_draw`): its class posterior,
+    reconstruction, and style.
 
     posterior: q(y | x) for a family with a classifier (M2); for a class-conditional model without
     one, the Bayes rule p(y | x) ~ pi_y p(x | y), log p(x | y) by importance sampling with
@@ -126,8 +135,9 @@ def analyse(explored: Explored, image: np.ndarray, seed: int = 0) -> dict:
     posterior mean under the most probable class, and `style` decodes that same z under every class.
     """
     run, model = explored.run, explored.run.model
-    x = torch.as_tensor(np.asarray(image), dtype=torch.float32, device=run.device)
-    x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
+    if not explored.can_draw:
+        raise ValueError(f"run {explored.name} has {model.image_shape[0]}-channel images; a drawing has one")
+    x = torch.as_tensor(np.asarray(image), dtype=torch.float32, device=run.device)[None, None]
     if run.config.binarize != "none":  # the model saw 0/1 pixels: so does a drawing
         x = (x >= 0.5).to(x.dtype)
     if not class_conditional(model):

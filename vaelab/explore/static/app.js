@@ -13,16 +13,31 @@ async function api(path, body) {
   return data;
 }
 
-// an image from the server: uint8 rows [H][W] (gray) or [H][W][C], drawn 1 pixel per value
+const CHANNEL_GAP = 1, GAP_VALUE = 128;  // between the channels of an image that is neither grey nor RGB
+
+// an image from the server: uint8 rows [H][W] (grey) or [H][W][C], drawn 1 pixel per value.
+// Grey as grey, C = 3 as RGB colour, any other C as its channels side by side (each grey, left
+// to right in channel order, a mid-grey line between them), as the report draws them.
 function paint(canvas, image) {
   const height = image.length, width = image[0].length;
-  canvas.width = width; canvas.height = height;
+  const first = image[0][0], channels = Array.isArray(first) ? first.length : 1;
+  const sideBySide = channels !== 1 && channels !== 3;
+  const shownWidth = sideBySide ? channels * (width + CHANNEL_GAP) - CHANNEL_GAP : width;
+  canvas.width = shownWidth; canvas.height = height;
   const context = canvas.getContext("2d");
-  const pixels = context.createImageData(width, height);
-  for (let i = 0; i < height; i++) for (let j = 0; j < width; j++) {
-    const value = image[i][j], k = 4 * (i * width + j);
-    const [r, g, b] = Array.isArray(value) ? [value[0], value[1 % value.length], value[2 % value.length]] : [value, value, value];
+  const pixels = context.createImageData(shownWidth, height);
+  const put = (i, j, r, g, b) => {
+    const k = 4 * (i * shownWidth + j);
     pixels.data[k] = r; pixels.data[k + 1] = g; pixels.data[k + 2] = b; pixels.data[k + 3] = 255;
+  };
+  for (let i = 0; i < height; i++) {
+    if (sideBySide) for (let c = 1; c < channels; c++) put(i, c * (width + CHANNEL_GAP) - 1, GAP_VALUE, GAP_VALUE, GAP_VALUE);
+    for (let j = 0; j < width; j++) {
+      const value = image[i][j];
+      if (channels === 1) put(i, j, value, value, value);
+      else if (channels === 3) put(i, j, value[0], value[1], value[2]);
+      else for (let c = 0; c < channels; c++) put(i, c * (width + CHANNEL_GAP) + j, value[c], value[c], value[c]);
+    }
   }
   context.putImageData(pixels, 0, 0);
 }
@@ -130,9 +145,25 @@ async function interpolate() {
   } catch (error) { showError(error); }
 }
 
-// the drawing pad: white strokes on black, read back at the model's image size
+function drawingRuns() { return state.runs.filter(run => run.drawing); }
+
+// the drawing pad: white strokes on black, one grey channel, read back at the model's image size.
+// It serves only the runs of one-channel images; the page says which runs it leaves out, and
+// hides the pad when it serves none.
 function setupDrawing() {
   const pad = document.getElementById("draw"), context = pad.getContext("2d");
+  const others = state.runs.filter(run => !run.drawing);
+  const note = document.getElementById("draw-note");
+  if (others.length) {
+    const which = others.map(run => `${run.name} (${run.channels} channels)`).join(", ");
+    note.textContent = `The drawing pad draws one grey channel, so it is off for runs of colour or multi-channel images: ${which}.`;
+    note.hidden = false;
+  }
+  if (!drawingRuns().length) {
+    pad.hidden = true;
+    document.getElementById("draw-tools").hidden = true;
+    return;
+  }
   let drawing = false, timer = null;
   const clear = () => { context.fillStyle = "black"; context.fillRect(0, 0, pad.width, pad.height); };
   clear();
@@ -145,12 +176,12 @@ function setupDrawing() {
     context.stroke();
     clearTimeout(timer); timer = setTimeout(analyse, 60);
   });
-  pad.addEventListener("pointerup", () => { drawing = false; analyse(); });
+  pad.addEventListener("pointerup", () => { drawing = false; clearTimeout(timer); analyse(); });
   document.getElementById("clear").addEventListener("click", () => { clear(); document.getElementById("analysis").innerHTML = ""; });
 }
 
 function drawnImage(run) {
-  const [channels, height, width] = run.image_shape;
+  const [, height, width] = run.image_shape;
   const small = document.createElement("canvas");
   small.width = width; small.height = height;
   const context = small.getContext("2d");
@@ -160,22 +191,28 @@ function drawnImage(run) {
   for (let i = 0; i < height; i++) {
     const row = [];
     for (let j = 0; j < width; j++) {
-      const k = 4 * (i * width + j);
-      row.push(channels === 1 ? data[k] / 255 : [data[k] / 255, data[k + 1] / 255, data[k + 2] / 255].slice(0, channels));
+      row.push(data[4 * (i * width + j)] / 255);  // the pad is grey: its red is its value
     }
     rows.push(row);
   }
   return rows;
 }
 
+// analyses overlap while a stroke goes on: only the latest one is shown, and the box's data-state
+// says "working" until it is ("done")
+let latestAnalysis = 0;
+
 async function analyse() {
-  const box = document.getElementById("analysis");
+  const box = document.getElementById("analysis"), mine = ++latestAnalysis;
+  box.dataset.state = "working";
   try {
     const parts = [];
     for (const [index, run] of state.runs.entries()) {
+      if (!run.drawing) continue;
       const data = await api("/api/analyse", { run: index, image: drawnImage(run) });
       parts.push([run, data]);
     }
+    if (mine !== latestAnalysis) return;  // a later drawing is being analysed
     box.innerHTML = "";
     for (const [run, data] of parts) {
       const block = document.createElement("div");
@@ -200,6 +237,7 @@ async function analyse() {
       }
       box.appendChild(block);
     }
+    box.dataset.state = "done";
   } catch (error) { showError(error); }
 }
 
