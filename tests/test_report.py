@@ -6,6 +6,7 @@ import base64
 import html.parser
 import io
 import json
+import re
 from pathlib import Path
 
 import matplotlib.image
@@ -16,7 +17,8 @@ import pytest
 from vaelab.cli import main
 from vaelab.config import make_config
 from vaelab.report import Figure, Report, RunSection, Table, pdf_page_count, render_html, write_report
-from vaelab.report.plots import mosaic
+from vaelab.report.plots import (CHANNEL_GAP_VALUE, COLOUR_PADDING, grid_figure, image_stack, mosaic, png_bytes,
+                                 save_sample_grid)
 from vaelab.runs import RunDir
 from vaelab.training import train
 
@@ -61,6 +63,14 @@ class _Text(html.parser.HTMLParser):
             self.text.setdefault(self.open[-1], []).append(data)
 
 
+def images_drawn_on(page) -> list:
+    """The images a PDF page's content draws (PIL images). matplotlib's pages share one resource
+    dictionary, so `page.images` lists every page's; the page's own are those its `Do` operators name."""
+    names = re.findall(rb"/([A-Za-z0-9_.]+) Do\b", page.get_contents().get_data())
+    available = set(page.images.keys())
+    return [page.images[f"/{name.decode()}"].image for name in names if f"/{name.decode()}" in available]
+
+
 def _png() -> bytes:
     buffer = io.BytesIO()
     matplotlib.image.imsave(buffer, np.zeros((3, 4)), format="png")
@@ -103,8 +113,93 @@ def test_image_grids_are_row_major_whatever_the_images_shape():
     np.testing.assert_array_equal(canvas[3:5, 0:3], images[2])
     np.testing.assert_array_equal(canvas[3:5, 4:7], 0)  # no fourth image: blank
     np.testing.assert_array_equal(mosaic(images[:, None], columns=2, pad=1), canvas)  # [n, 1, H, W]
-    with pytest.raises(ValueError, match="can only draw grey images, not 3 channels"):
-        mosaic(np.zeros((2, 3, 4, 4)), columns=2)
+
+
+def test_colour_grids_hold_each_images_own_red_green_and_blue_on_a_neutral_padding():
+    images = np.random.default_rng(0).random((3, 3, 2, 3)).astype(np.float32)  # three RGB 2 x 3 images
+    canvas = mosaic(images, columns=2, pad=1)
+    assert canvas.shape == (2 * 3 - 1, 2 * 4 - 1, 3)
+    for index, (top, left) in enumerate([(0, 0), (0, 4), (3, 0)]):
+        for channel in range(3):  # red, green, blue: channel c of image i is colour c of its cell
+            np.testing.assert_array_equal(canvas[top : top + 2, left : left + 3, channel], images[index, channel])
+    np.testing.assert_array_equal(canvas[2], np.float32(COLOUR_PADDING))  # padding between the rows
+    np.testing.assert_array_equal(canvas[:2, 3], np.float32(COLOUR_PADDING))  # ... and the columns
+    np.testing.assert_array_equal(canvas[3:5, 4:7], np.float32(COLOUR_PADDING))  # no fourth image: padding
+    assert image_stack(images).shape == (3, 2, 3, 3)
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_other_channel_counts_are_drawn_channel_by_channel_side_by_side(channels):
+    images = np.random.default_rng(channels).random((2, channels, 2, 3)).astype(np.float32)
+    stack = image_stack(images)
+    assert stack.shape == (2, 2, channels * 4 - 1)  # C grey images of width 3 and C - 1 gaps of 1
+    for channel in range(channels):
+        np.testing.assert_array_equal(stack[:, :, 4 * channel : 4 * channel + 3], images[:, channel])
+    for gap in range(3, channels * 4 - 1, 4):
+        np.testing.assert_array_equal(stack[:, :, gap], CHANNEL_GAP_VALUE)
+    canvas = mosaic(images, columns=2, pad=2)
+    assert canvas.shape == (2, 2 * stack.shape[2] + 2)
+    np.testing.assert_array_equal(canvas[:, stack.shape[2] + 2 :], stack[1])
+    with pytest.raises(ValueError, match="shape"):
+        image_stack(np.zeros((2, 3)))
+
+
+def _png_pixels(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int64)
+
+
+def _has_colour(pixels: np.ndarray, colour) -> bool:
+    """Whether some pixel of an RGB image (0..255) is `colour` (0..255) to 1/255."""
+    return bool((np.abs(pixels - np.asarray(colour)).max(-1) <= 1).any())
+
+
+def test_a_saved_colour_grid_shows_every_images_true_colour_and_a_grey_grid_black_ink_on_white(tmp_path):
+    colours = np.array([[0.9, 0.1, 0.2], [0.1, 0.8, 0.3], [0.2, 0.3, 1.0], [0.5, 0.5, 0.0]], np.float32)
+    images = np.broadcast_to(colours[:, :, None, None], (4, 3, 6, 6)).copy()  # each image one colour
+    save_sample_grid(tmp_path / "colour.png", images, 2, None, (), "colour")
+    pixels = _png_pixels((tmp_path / "colour.png").read_bytes())
+    for colour in colours:
+        assert _has_colour(pixels, np.round(255 * colour)), colour  # not inverted, not greyed
+        assert not _has_colour(pixels, np.round(255 * (1 - colour)))
+    assert _has_colour(pixels, [round(255 * COLOUR_PADDING)] * 3)
+    grey = np.array([0.0, 0.25, 0.6, 1.0], np.float32)[:, None, None, None] * np.ones((4, 1, 6, 6), np.float32)
+    save_sample_grid(tmp_path / "grey.png", grey, 2, None, (), "grey")
+    pixels = _png_pixels((tmp_path / "grey.png").read_bytes())
+    assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()  # no colour
+    for value in grey[:, 0, 0, 0]:
+        assert _has_colour(pixels, [round(255 * (1 - value))] * 3)  # inverted: ink 1.0 is black
+    assert _has_colour(pixels, [0, 0, 0]) and _has_colour(pixels, [255, 255, 255])
+
+
+def test_drawing_leaves_the_callers_matplotlib_backend_and_pyplot_alone(tmp_path):
+    import subprocess
+    import sys
+
+    script = f"""
+import sys, matplotlib
+matplotlib.use("svg")  # a caller's own backend, as a notebook has
+import numpy as np
+from vaelab.report import plots
+from vaelab.report.pdf import render_pdf
+from vaelab.report import Report
+plots.save_sample_grid(r"{tmp_path / 'grid.png'}", np.zeros((4, 3, 5, 5)), 2, None, (), "t")
+plots.png_bytes(plots.curves_figure([dict(epoch=1, train_elbo=-1.0, valid_elbo=-1.0, valid_recon=-1.0,
+                                           valid_kl=0.5)], "train_elbo", "ELBO"))
+plots.png_bytes(plots.manifold_figure(np.zeros((9, 1, 4, 4)), np.linspace(-1, 1, 3), "m"))
+render_pdf(Report("t", [], [], []))
+assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+    import matplotlib.pyplot as plt  # and where pyplot is in use, drawing adds no figure to it
+
+    before = plt.get_fignums()
+    png_bytes(grid_figure(np.zeros((4, 3, 5, 5)), 2, "t"))
+    assert plt.get_fignums() == before
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +243,11 @@ def test_report_html_and_pdf(two_runs, tmp_path):
     evaluation = json.loads(RunDir(two_runs[0]).eval.read_text())
     assert "test ELBO" in text and f"{evaluation['elbo']:.2f}" in text
     assert f"{evaluation['log_likelihood']:.2f}" in text and "epoch" in text
+    first = pdf.pages[0].extract_text()  # the first page carries the results: the comparison and the curves
+    assert "The runs side by side" in first and "Images show Bernoulli means" in first
+    for run in two_runs:
+        assert f"{json.loads(RunDir(run).eval.read_text())['log_likelihood']:.2f}" in first
+    assert len(images_drawn_on(pdf.pages[0])) == 1
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """The report's analyses on small inputs with known answers: the 2-D projection of points on a line
-and on a plane, the decoded manifold's grid and layout, style transfer and the choice of examples,
+and on a plane, the decoded manifold's grid (on the prior's own quantiles) and layout, style transfer and the choice of examples,
 with a model stub whose decoder shows its inputs. No training, no MNIST."""
 
 from statistics import NormalDist
@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Independent, Normal
 
-from vaelab.report.analysis import label_classes, latent_means, manifold, pick_examples, project_2d, style_transfer
+from vaelab.models import GaussianMixture
+from vaelab.report.analysis import (QUANTILE_DRAWS, label_classes, latent_means, manifold, pick_examples, project_2d,
+                                    style_transfer)
 
 
 class EchoModel(torch.nn.Module):
@@ -121,28 +123,61 @@ def test_one_dimensional_codes_are_padded_with_zeros():
 
 def test_manifold_grid_spans_the_priors_5_to_95_percent_quantiles_row_major_top_row_highest_z2():
     steps = 5
-    images, coordinates = manifold(echo_model(), steps=steps)
+    grid = manifold(echo_model(), steps=steps)
+    images, coordinates = grid.images, grid.coordinates
 
     quantile_95 = NormalDist().inv_cdf(0.95)  # 1.645
     expected = [NormalDist().inv_cdf(p) for p in (0.05, 0.275, 0.5, 0.725, 0.95)]  # evenly spaced in prior mass
-    np.testing.assert_allclose(coordinates, expected, atol=1e-6)
-    assert coordinates[0] == pytest.approx(-quantile_95, abs=1e-6) and coordinates[2] == 0
+    assert coordinates.shape == (steps, 2) and grid.draws is None  # N(0, I): exact quantiles
+    np.testing.assert_allclose(coordinates, np.stack([expected, expected], axis=1), atol=1e-6)
+    assert coordinates[0, 0] == pytest.approx(-quantile_95, abs=1e-6) and coordinates[2, 1] == 0
     assert images.shape == (steps * steps, 2)
-    grid = images.reshape(steps, steps, 2)  # row-major: [row, column, (z_1, z_2)]
+    cells = images.reshape(steps, steps, 2)  # row-major: [row, column, (z_1, z_2)]
     for row in range(steps):
         for column in range(steps):
-            z1, z2 = grid[row, column]
-            assert z1 == pytest.approx(coordinates[column])  # z_1 grows to the right
-            assert z2 == pytest.approx(coordinates[steps - 1 - row])  # z_2 grows upwards: top row highest
-    assert grid[0, 0].tolist() == pytest.approx([-quantile_95, quantile_95], abs=1e-6)  # top left
+            z1, z2 = cells[row, column]
+            assert z1 == pytest.approx(coordinates[column, 0])  # z_1 grows to the right
+            assert z2 == pytest.approx(coordinates[steps - 1 - row, 1])  # z_2 grows upwards: top row highest
+    assert cells[0, 0].tolist() == pytest.approx([-quantile_95, quantile_95], abs=1e-6)  # top left
+
+
+class MixtureEchoModel(EchoModel):
+    """The stub under a two-component mixture prior, as the VampPrior is: no inverse CDF, and
+    marginals of different spread on the two axes."""
+
+    def prior(self):
+        return GaussianMixture(torch.tensor([[-2.0, 0.0], [2.0, 0.0]]), torch.tensor([[0.5, 1.0], [0.5, 3.0]]))
+
+
+def _mixture_cdf(z, locs, scales):
+    """P(Z <= z) under (1/K) sum_k N(loc_k, scale_k^2) in 1-D."""
+    return np.mean([NormalDist(m, s).cdf(z) for m, s in zip(locs, scales)])
+
+
+def test_a_mixture_priors_manifold_sits_at_its_own_marginal_quantiles_not_at_standard_normal_ones():
+    grid = manifold(MixtureEchoModel(), steps=5)
+    assert grid.draws == QUANTILE_DRAWS  # no inverse CDF: estimated from draws of p(z)
+    probabilities = [0.05, 0.275, 0.5, 0.725, 0.95]
+    # each axis's cells hold the prior mass they claim: the marginal CDF at the cell is its probability
+    mass_z1 = [_mixture_cdf(z, (-2.0, 2.0), (0.5, 0.5)) for z in grid.coordinates[:, 0]]
+    mass_z2 = [_mixture_cdf(z, (0.0, 0.0), (1.0, 3.0)) for z in grid.coordinates[:, 1]]
+    np.testing.assert_allclose(mass_z1, probabilities, atol=0.004)
+    np.testing.assert_allclose(mass_z2, probabilities, atol=0.004)
+    assert abs(grid.coordinates[0, 0] - NormalDist().inv_cdf(0.05)) > 0.9  # far from N(0, 1)'s 5% quantile
+    assert grid.coordinates[4, 1] > 3  # z_2 is three times as wide in one component
+    cells = grid.images.reshape(5, 5, 2)
+    np.testing.assert_allclose(cells[0, :, 0], grid.coordinates[:, 0], atol=1e-6)  # decoded at those z
+    np.testing.assert_allclose(cells[:, 0, 1], grid.coordinates[::-1, 1], atol=1e-6)
+    again = manifold(MixtureEchoModel(), steps=5)
+    np.testing.assert_array_equal(again.coordinates, grid.coordinates)  # a fixed seed: the same figure
 
 
 @pytest.mark.parametrize("label, decoded_with", [(2, 2), (None, 0)])
 def test_class_conditional_manifold_decodes_every_cell_with_the_label(label, decoded_with):
-    images, coordinates = manifold(echo_model(num_classes=3), steps=4, label=label)
-    assert images.shape == (16, 2 + 3)
-    np.testing.assert_array_equal(images[:, 2:], np.tile(np.eye(3)[decoded_with], (16, 1)))
-    np.testing.assert_allclose(np.unique(images[:, 0]), coordinates, atol=1e-6)
+    grid = manifold(echo_model(num_classes=3), steps=4, label=label)
+    assert grid.images.shape == (16, 2 + 3)
+    np.testing.assert_array_equal(grid.images[:, 2:], np.tile(np.eye(3)[decoded_with], (16, 1)))
+    np.testing.assert_allclose(np.unique(grid.images[:, 0]), grid.coordinates[:, 0], atol=1e-6)
 
 
 def test_manifold_needs_a_two_dimensional_latent_space():

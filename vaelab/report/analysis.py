@@ -1,5 +1,6 @@
 """What a trained model holds, as arrays for the figures: latent codes, their 2-D projection, the
-decoded manifold of a 2-D latent space, and the CVAE's style transfer. Pure computation, no files.
+decoded manifold of a 2-D latent space (on the prior's quantiles), and the CVAE's style transfer.
+Pure computation, no files.
 """
 
 from __future__ import annotations
@@ -8,8 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.distributions import Normal
+from torch.distributions import Distribution, Independent
 
+from .. import objectives
 from ..models import Model, class_conditional, decoder_mean
 
 
@@ -50,24 +52,66 @@ def project_2d(codes: np.ndarray) -> Projection:
     return Projection(points=centred @ vt[:2].T, explained=(float(share[0]), float(share[1])))
 
 
+MANIFOLD_MASS = (0.05, 0.95)  # the manifold's grid runs from the prior's 5% to its 95% quantile on each axis
+QUANTILE_DRAWS = 200_000  # draws of p(z) that estimate a prior's quantiles where it has no inverse CDF
+QUANTILE_SEED = 0
+
+
+@dataclass(frozen=True)
+class Manifold:
+    """The decoded manifold of a 2-D latent space.
+
+    images: (steps * steps, C, H, W) decoder means, row-major, top row = highest z_2;
+    coordinates: (steps, 2), the grid's z_1 values (column 0, left to right) and z_2 values
+    (column 1, bottom to top), each the prior's marginal quantiles at evenly spaced probabilities;
+    draws: None where those quantiles are exact (the prior's inverse CDF), else the number of
+    draws of p(z) they were estimated from.
+    """
+
+    images: np.ndarray
+    coordinates: np.ndarray
+    draws: int | None
+
+
+def prior_quantiles(prior: Distribution, probabilities: torch.Tensor, latent_dim: int,
+                    device: torch.device | str = "cpu", draws: int = QUANTILE_DRAWS,
+                    seed: int = QUANTILE_SEED) -> tuple[torch.Tensor, int | None]:
+    """The quantiles of each coordinate's marginal under p(z): ([len(probabilities), d], draws).
+
+    Exact (draws None) where the prior's coordinates have an inverse CDF (a diagonal Gaussian such
+    as N(0, I)); otherwise (a mixture such as the VampPrior) the empirical quantiles of `draws`
+    draws of p(z) made with `seed` on `device` (the prior's).
+    """
+    base = prior.base_dist if isinstance(prior, Independent) else prior
+    try:
+        return base.icdf(probabilities.to(device)[:, None].expand(-1, latent_dim)), None
+    except NotImplementedError:
+        pass
+    generator = torch.Generator(device=device).manual_seed(seed)
+    z = objectives.rsample(prior, (draws,), generator)
+    return torch.quantile(z.double(), probabilities.to(z.device, torch.float64), dim=0).to(z.dtype), draws
+
+
 @torch.no_grad()
-def manifold(model: Model, steps: int = 15, label: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded means over a grid of z for a 2-D latent space: (steps * steps, ...) row-major, top row
-    = highest z_2, and the grid's coordinates (steps,). The grid spaces the prior's quantiles
-    evenly (5% to 95%), so each cell holds the same prior mass. A class-conditional model decodes
-    every cell with `label` (class 0 if None)."""
+def manifold(model: Model, steps: int = 15, label: int | None = None) -> Manifold:
+    """Decoded means over a grid of z for a 2-D latent space (see `Manifold`). Each axis's cells sit
+    at the prior's marginal quantiles from 5% to 95%, evenly spaced in probability, so every
+    column (and every row) holds the same prior mass of its coordinate. A class-conditional
+    model decodes every cell with `label` (class 0 if None)."""
     if model.latent_dim != 2:
         raise ValueError("the manifold figure needs a 2-D latent space")
     model.eval()
     device = next(model.parameters()).device
-    quantiles = torch.linspace(0.05, 0.95, steps)
-    coordinates = Normal(0.0, 1.0).icdf(quantiles)
-    z1, z2 = torch.meshgrid(coordinates, coordinates.flip(0), indexing="xy")
-    z = torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=-1).to(device)
+    probabilities = torch.linspace(*MANIFOLD_MASS, steps)
+    coordinates, draws = prior_quantiles(model.prior(), probabilities, 2, device)
+    coordinates = coordinates.to(device=device, dtype=torch.float32)
+    z1, z2 = torch.meshgrid(coordinates[:, 0], coordinates[:, 1].flip(0), indexing="xy")
+    z = torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=-1)
     y = None
     if label_classes(model):
         y = torch.full((z.shape[0],), 0 if label is None else label, dtype=torch.long, device=device)
-    return decoder_mean(model.decoder(z, y)).cpu().numpy(), coordinates.numpy()
+    images = decoder_mean(model.decoder(z, y)).cpu().numpy()
+    return Manifold(images=images, coordinates=coordinates.cpu().numpy(), draws=draws)
 
 
 @torch.no_grad()

@@ -9,14 +9,17 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from ..api import Run, load_run
 from ..errors import VaelabError
+from ..models import Classifies, analytic_kl, class_conditional, describe_prior, mean_words
 from ..runs import RunDir, read_metrics
 from . import plots
 from .analysis import label_classes
 from .figures import EPOCH_SAMPLES, Figure, run_figures
 
-TABLE_EPOCHS = (1, 10, 25, 50, 100)  # the course reports' table
+TABLE_EPOCHS = (1, 10, 25, 50, 100)  # the epochs of the classic bound-per-epoch table
 
 
 @dataclass(frozen=True)
@@ -28,12 +31,20 @@ class Table:
 
 @dataclass
 class RunSection:
+    """One run's part of the report. `mean_words` names what its images show ("Bernoulli means", ...;
+    None: not known); `conditional`: the model has a class label y; `analytic_kl`: its KL term is in
+    closed form; `test_table` is its test-set table (None before `vaelab evaluate`)."""
+
     name: str
     path: Path
     equations: list[str]
     tables: list[Table]
     figures: list[Figure]
     notes: list[str] = field(default_factory=list)
+    mean_words: str | None = None
+    conditional: bool = False
+    analytic_kl: bool = True
+    test_table: Table | None = None
 
     def figure(self, name: str) -> Figure | None:
         return next((f for f in self.figures if f.name == name), None)
@@ -56,25 +67,75 @@ class Report:
     comparison_tables: list[Table]
     comparison_figures: list[Figure]
 
+    @property
+    def image_note(self) -> str:
+        """What the images show, true of every run: one likelihood's words, or each run's."""
+        words = {section.mean_words for section in self.runs}
+        if len(words) == 1 and None not in words:
+            return f"Images show {words.pop()} of p(x | z), not draws of x."
+        if None in words:
+            return "Images show the decoder's mean images, not draws of x."
+        return ("Images show each run's decoder means, not draws of x: "
+                + "; ".join(f"{section.name}: {section.mean_words}" for section in self.runs) + ".")
+
+    @property
+    def headline_tables(self) -> list[Table]:
+        """The results that lead the report: the comparison with several runs, else the test table."""
+        if self.comparison_tables:
+            return self.comparison_tables
+        return [section.test_table for section in self.runs if section.test_table is not None]
+
+    @property
+    def headline_figure(self) -> Figure | None:
+        """The figure that leads the report: the runs' curves side by side, else the one run's samples."""
+        if self.comparison_figures:
+            return self.comparison_figures[0]
+        return self.runs[0].figure("samples") if self.runs else None
+
+
+def kl_words(run: Run) -> str:
+    """How the ELBO's KL term of this run is computed, asked of its prior."""
+    with torch.no_grad():
+        if analytic_kl(run.model.prior()):
+            return "analytic KL"
+    return "KL estimated by Monte Carlo, log q(z | x) − log p(z) at the same draws of z (no closed form)"
+
 
 def objective_line(run: Run) -> str:
     c = run.config
     if c.objective == "iwae":
         return f"Trained on the importance-weighted bound with k = {c.samples} samples."
-    return f"Trained on the ELBO (SGVB, {c.samples} reparameterised sample(s) per image, analytic KL)."
+    return f"Trained on the ELBO (SGVB, {c.samples} reparameterised sample(s) per image, {kl_words(run)})."
 
 
 def _fmt(value: float) -> str:
     return f"{value:.2f}"
 
 
-def epoch_table(rows: list[dict], bound_key: str, bound_name: str) -> Table:
+def _samples(count: int) -> str:
+    return f"{count} importance sample{'s' if count != 1 else ''}"
+
+
+def bound_words(model) -> str:
+    """What the bounds of a model bound, asked of the model."""
+    if isinstance(model, Classifies):
+        return "log p(x, y) where the label is seen, log p(x) where it is not"
+    return "log p(x | y)" if class_conditional(model) else "log p(x)"
+
+
+def epoch_table(rows: list[dict], bound_key: str, bound_name: str, bounds: str = "log p(x)",
+                validation_bounds: str = "log p(x)") -> Table:
+    """The bound per epoch at TABLE_EPOCHS (and the last). bounds / validation_bounds: what the
+    training and the validation bound bound, in words (see `bound_words`)."""
     reached = {row["epoch"]: row for row in rows}
     wanted = [e for e in TABLE_EPOCHS if e in reached]
     if rows and rows[-1]["epoch"] not in wanted:
         wanted.append(rows[-1]["epoch"])
     return Table(
-        caption="The bound per epoch (nats per image; training bound averaged over the epoch)",
+        caption=f"The bound per epoch (nats per image). Training {bound_name}: a bound on {bounds}, the mean "
+                "over the epoch of each batch's bound as it was trained on, before its update. Validation: the "
+                f"ELBO on {validation_bounds} with one draw of z per image, the same draws every epoch; "
+                "recon. = −E_q[log p(x | z)]",
         header=["epoch", f"training {bound_name}", "validation ELBO", "validation recon.", "validation KL"],
         rows=[[str(e), _fmt(reached[e][bound_key]), _fmt(reached[e]["valid_elbo"]),
                _fmt(-reached[e]["valid_recon"]), _fmt(reached[e]["valid_kl"])] for e in wanted],
@@ -88,14 +149,15 @@ def test_metrics(run_dir: RunDir) -> dict | None:
 
 
 METRIC_ROWS = [
-    ("elbo", "test ELBO"),
+    ("elbo", "test ELBO, one draw of z per image"),
     ("recon", "reconstruction term −E_q[log p(x|z)]"),
-    ("kl", "KL term"),
-    ("log_likelihood", "log-likelihood (IS)"),
+    ("kl", "KL term KL(q(z|x) ‖ p(z))"),
+    ("log_likelihood", "log-likelihood by importance sampling"),
     ("log_likelihood_marginal", "marginal log p(x) = log Σ_y π_y p(x|y)"),
     ("accuracy", "classification accuracy, Bayes rule argmax_y π_y p(x|y)"),
     ("classifier_accuracy", "classification accuracy, argmax_y q(y|x)"),
-    ("unlabelled_elbo", "bound on log p(x) with y summed out, Σ_y q(y|x)[ELBO(x, y) + log π_y] + H"),
+    ("unlabelled_elbo", "bound on log p(x) with y summed out, Σ_y q(y|x)[ELBO(x, y) + log π_y] + H, one draw of z "
+                        "per class"),
 ]
 PERCENT = ("accuracy", "classifier_accuracy")
 
@@ -110,27 +172,51 @@ def metric_value(metrics: dict, key: str) -> str:
     return _fmt(metrics[key])
 
 
-def metrics_table(metrics: dict, conditional: bool) -> Table:
+def metrics_table(metrics: dict, conditional: bool, analytic: bool = True) -> Table:
+    """The test set's figures from eval.json, each labelled with what was computed. conditional: the
+    model has a class label y (log p(x | y)); analytic: its KL term is in closed form."""
     name = "log p(x | y)" if conditional else "log p(x)"
+    per_class = f", p(x | y) from {_samples(metrics['class_samples'])} per class" if "class_samples" in metrics else ""
     rows = []
     for key, label in METRIC_ROWS:
         if key in metrics:
-            if key == "log_likelihood":
+            if key == "elbo":
+                label += f" (a bound on {name})"
+            elif key == "kl" and not analytic:
+                label += ", Monte-Carlo estimate at that draw of z"
+            elif key == "log_likelihood":
                 label = f"{name}, importance sampling, K = {metrics['iw_samples']}"
+            elif key in ("log_likelihood_marginal", "accuracy"):
+                label += per_class
             rows.append([label, metric_value(metrics, key)])
     return Table(caption=f"Test set ({metrics['n_test']} images, checkpoint '{metrics.get('checkpoint', 'best')}' "
                          f"from epoch {metrics.get('epoch', '?')}; nats per image)", header=["metric", "value"],
                  rows=rows)
 
 
+BINARIZATION = {"dynamic": "binarised afresh every epoch (validation and test once, with a fixed seed)",
+                "static": "binarised once, with a fixed seed", "none": "intensities in [0, 1], not binarised"}
+
+
+def image_words(shape: tuple[int, int, int]) -> str:
+    """(C, H, W) in words: "1 × 28 × 28 (grey)", "3 × 32 × 32 (RGB colour)", "2 × 8 × 8 (2 channels)"."""
+    channels = shape[0]
+    kind = "grey" if channels == 1 else "RGB colour" if channels == 3 else f"{channels} channels"
+    return f"{' × '.join(map(str, shape))} ({kind})"
+
+
 def config_table(run: Run) -> Table:
     c = run.config
     networks = (f"mlp, hidden {'-'.join(map(str, c.hidden))}" if c.network == "mlp"
                 else f"{c.network}, {c.channels} channels, depth {c.depth or 'default'}")
-    rows = [["model", c.model.upper()], ["dataset", f"{c.dataset} ({c.binarize} binarisation)"],
+    with torch.no_grad():
+        prior = describe_prior(run.model.prior())
+    rows = [["model", c.model.upper()],
+            ["dataset", f"{c.dataset}, images C × H × W = {image_words(run.model.image_shape)}, "
+                        f"{BINARIZATION.get(c.binarize, c.binarize)}"],
             ["latent size d", str(c.latent_dim)], ["networks", f"{networks}, {c.activation}"],
-            ["prior", "N(0, I)" if c.prior == "standard" else f"VampPrior, K = {c.pseudo_inputs} pseudo-inputs"],
-            ["likelihood", c.likelihood],
+            ["prior", prior],
+            ["likelihood", f"{c.likelihood} (images show its {mean_words(c.likelihood)})"],
             ["objective", c.objective + (f", k = {c.samples}" if c.objective == "iwae" else "")
              + (f", KL warm-up over {c.warmup} epochs" if c.warmup else "")],
             ["optimiser", f"Adam, learning rate {c.lr:g} ({c.lr_schedule}), batch {c.batch_size}"],
@@ -146,16 +232,24 @@ def build_run_section(path: str | Path, seed: int = 0, device: str = "auto") -> 
     rows = run.metrics
     if not rows:
         raise VaelabError(f"{run.path} has no logged epoch (metrics.jsonl is empty)")
-    tables = [config_table(run), epoch_table(rows, run.config.bound_key, run.config.bound_name)]
+    conditional = bool(label_classes(run.model))
+    validation_bounds = "log p(x | y)" if conditional else "log p(x)"
+    tables = [config_table(run), epoch_table(rows, run.config.bound_key, run.config.bound_name,
+                                             bound_words(run.model), validation_bounds)]
     notes = [objective_line(run)]
     metrics = test_metrics(RunDir(run.path))
+    test_table = None
+    with torch.no_grad():
+        analytic = analytic_kl(run.model.prior())
     if metrics is None:
         notes.append(f"Not evaluated on the test set yet: run `vaelab evaluate {run.path}` and write the report again.")
     else:
-        tables.append(metrics_table(metrics, conditional=bool(label_classes(run.model))))
+        test_table = metrics_table(metrics, conditional=conditional, analytic=analytic)
+        tables.append(test_table)
     name = f"{run.path.name}: {run.config.model.upper()}, d = {run.config.latent_dim}"
     return RunSection(name=name, path=run.path, equations=run.model.equations(), tables=tables,
-                      figures=run_figures(run, seed=seed), notes=notes)
+                      figures=run_figures(run, seed=seed), notes=notes, mean_words=mean_words(run.config.likelihood),
+                      conditional=conditional, analytic_kl=analytic, test_table=test_table)
 
 
 def comparison_table(sections: list[RunSection]) -> Table:
@@ -164,27 +258,51 @@ def comparison_table(sections: list[RunSection]) -> Table:
     histories = [read_metrics(RunDir(s.path).metrics) for s in sections]
     rows = [["epochs trained"] + [str(len(h)) for h in histories],
             ["best validation ELBO"] + [_fmt(max(r["valid_elbo"] for r in h)) for h in histories]]
+    conditional = {s.conditional for s in sections}
+    name = ("log p(x | y)" if conditional == {True} else "log p(x)" if conditional == {False}
+            else "log p(x), log p(x | y) for the runs with a class label y")
+    monte_carlo = [s.name for s in sections if not s.analytic_kl]
+    class_samples = sorted({e["class_samples"] for e in evaluations if "class_samples" in e})
     for key, label in METRIC_ROWS:
         if any(key in e for e in evaluations):
-            if key == "log_likelihood":
-                label = "log-likelihood (IS; log p(x | y) for a CVAE), K = " + " / ".join(
+            if key == "elbo":
+                label += f" (a bound on {name})"
+            elif key == "kl" and monte_carlo:
+                label += (", Monte-Carlo estimate at that draw of z" if len(monte_carlo) == len(sections) else
+                          ", analytic, or a Monte-Carlo estimate at that draw of z where the prior has no closed "
+                          "form (" + "; ".join(monte_carlo) + ")")
+            elif key == "log_likelihood":
+                label = f"{name}, importance sampling, K = " + " / ".join(
                     sorted({str(e["iw_samples"]) for e in evaluations if "iw_samples" in e}))
+            elif key in ("log_likelihood_marginal", "accuracy") and class_samples:
+                label += f", p(x | y) from {' / '.join(_samples(n) for n in class_samples)} per class"
             rows.append([label] + [metric_value(e, key) for e in evaluations])
     return Table("The runs side by side (nats per image)", ["metric"] + [s.name for s in sections], rows)
+
+
+def distinct_names(sections: list[RunSection]) -> None:
+    """Rename sections whose names collide: first by their full path (two runs in folders of the same
+    name), then, if still alike (one run given twice), by their place in the list."""
+    if len({s.name for s in sections}) < len(sections):
+        for s in sections:
+            s.name = f"{s.path}: {s.name.split(': ', 1)[1]}" if ": " in s.name else f"{s.path}"
+    seen: dict[str, int] = {}
+    for s in sections:
+        seen[s.name] = seen.get(s.name, 0) + 1
+        if seen[s.name] > 1:
+            s.name = f"{s.name} (#{seen[s.name]})"
 
 
 def build_report(paths: list[str | Path], title: str | None = None, device: str = "auto") -> Report:
     """The report of one or more run directories; several get a comparison first."""
     sections = [build_run_section(path, device=device) for path in paths]
-    names = [s.name for s in sections]
-    if len(set(names)) < len(names):  # two runs in folders of the same name: tell them apart by path
-        for s in sections:
-            s.name = f"{s.path}: {s.name.split(': ', 1)[1]}"
+    distinct_names(sections)
     comparison_tables, comparison_figures = [], []
     if len(sections) > 1:
         histories = [read_metrics(RunDir(s.path).metrics) for s in sections]
         comparison_tables.append(comparison_table(sections))
+        named = [(s.name, history) for s, history in zip(sections, histories)]
         comparison_figures.append(Figure("comparison_curves", "Validation ELBO per epoch of every run.",
-                                         plots.png_bytes(plots.comparison_curves_figure(list(zip(names, histories))))))
+                                         plots.png_bytes(plots.comparison_curves_figure(named))))
     return Report(title=title or "vaelab report", runs=sections, comparison_tables=comparison_tables,
                   comparison_figures=comparison_figures)

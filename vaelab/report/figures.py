@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import objectives
 from ..api import Run
-from ..models import Classifies
+from ..models import Classifies, mean_words
 from ..runs import RunDir
 from . import analysis, plots
 
@@ -73,23 +73,24 @@ def curves(run: Run) -> Figure:
 def saved_samples(run: Run) -> list[Figure]:
     """The sample grids the trainer wrote to samples/epoch_NNN.png, in epoch order."""
     figures = []
+    words = mean_words(run.config.likelihood)
     for grid in sorted(RunDir(run.path).samples.glob("epoch_*.png")):
         epoch = int(grid.stem.split("_")[1])
-        figures.append(Figure(f"{EPOCH_SAMPLES}{epoch:03d}", f"Samples after epoch {epoch} (Bernoulli means), "
-                              "from the same z at every epoch.", grid.read_bytes()))
+        figures.append(Figure(f"{EPOCH_SAMPLES}{epoch:03d}", f"Samples after epoch {epoch} ({words}), drawn from "
+                              "p(z) with the same seed at every epoch.", grid.read_bytes()))
     return figures
 
 
 def fresh_samples(run: Run, seed: int) -> Figure:
-    model_name = run.config.model.upper()
+    model_name, words = run.config.model.upper(), mean_words(run.config.likelihood)
     images, labels = run.sample(n=64, per_class=8, seed=seed)
     if labels is not None:
-        figure = plots.grid_figure(images, 8, f"{model_name} samples, one row per class (Bernoulli means)",
+        figure = plots.grid_figure(images, 8, f"{model_name} samples, one row per class ({words})",
                                    row_labels=[run.class_names[c] for c in labels[::8]])
     else:
-        figure = plots.grid_figure(images, 8, f"{model_name} random samples (Bernoulli means)")
-    return Figure("samples", "Fresh samples from the prior (Bernoulli means, not thresholded).",
-                  plots.png_bytes(figure))
+        figure = plots.grid_figure(images, 8, f"{model_name} random samples ({words})")
+    return Figure("samples", f"Fresh samples: codes z drawn from the prior, shown as the {words} of p(x | z), "
+                  "not as draws of x.", plots.png_bytes(figure))
 
 
 def reconstructions(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
@@ -100,8 +101,8 @@ def reconstructions(run: Run, test, test_labels: np.ndarray, seed: int) -> Figur
     both = np.concatenate([x, run.reconstruct(x, y)])
     figure = plots.grid_figure(both, len(pick), f"{run.config.model.upper()} reconstructions",
                                row_labels=["test image", "reconstruction"], row_axis="")
-    return Figure("reconstructions", "Test images (top) and the means of p(x | z = E_q[z]) (bottom).",
-                  plots.png_bytes(figure))
+    return Figure("reconstructions", f"Test images (top) and the {mean_words(run.config.likelihood)} of "
+                  "p(x | z = E_q[z]) (bottom).", plots.png_bytes(figure))
 
 
 def latent_space(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
@@ -118,7 +119,8 @@ def latent_space(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
                       f"PC 2 ({100 * projection.explained[1]:.0f}% of variance)")
         how = f"the first two principal components of the posterior means (d = {run.config.latent_dim})"
     given = " given y" if conditional else ""
-    why = " The classes overlap: the label y carries the class, so z is free to hold only style." if conditional else ""
+    why = (" The label y carries the class, so z is free to hold only the style: the classes may well overlap."
+           if conditional else "")
     figure = plots.latent_figure(projection.points, test_labels[subset], run.class_names, f"Test codes E_q[z]{given}",
                                  axis_names)
     return Figure("latent", f"{len(subset)} test images in latent space{given}: {how}, coloured by class.{why}",
@@ -128,18 +130,26 @@ def latent_space(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
 def manifolds(run: Run) -> list[Figure]:
     """The decoded manifold of a 2-D latent space; one per class for a class-conditional model."""
     classes = analysis.label_classes(run.model)
+    words = mean_words(run.config.likelihood)
     if not classes:
-        images, coordinates = analysis.manifold(run.model, steps=15)
-        figure = plots.manifold_figure(images, coordinates, "Decoded manifold over z")
-        return [Figure("manifold", "The decoded manifold: means of p(x | z) over a grid of z at the prior's 5%-95% "
-                       "quantiles.", plots.png_bytes(figure))]
+        grid = analysis.manifold(run.model, steps=15)
+        figure = plots.manifold_figure(grid.images, grid.coordinates, "Decoded manifold over z")
+        return [Figure("manifold", f"The decoded manifold: {words} of p(x | z) over a grid of z at "
+                       f"{_quantile_words(grid)}.", plots.png_bytes(figure))]
     figures = []
     for label in range(classes):
         name = run.class_names[label]
-        images, coordinates = analysis.manifold(run.model, steps=10, label=label)
-        figures.append(Figure(f"manifold_class_{label}", f"Decoded manifold for class {name}.",
-                              plots.png_bytes(plots.manifold_figure(images, coordinates, f"class {name}"))))
+        grid = analysis.manifold(run.model, steps=10, label=label)
+        figures.append(Figure(f"manifold_class_{label}", f"Decoded manifold for class {name}: {words} of "
+                              f"p(x | z, y = {name}) over a grid of z at {_quantile_words(grid)}.",
+                              plots.png_bytes(plots.manifold_figure(grid.images, grid.coordinates, f"class {name}"))))
     return figures
+
+
+def _quantile_words(grid: analysis.Manifold) -> str:
+    low, high = (round(100 * p) for p in analysis.MANIFOLD_MASS)
+    how = "" if grid.draws is None else f", estimated from {grid.draws:,} draws of p(z)"
+    return f"the {low}%-{high}% quantiles of each coordinate under the prior p(z){how}"
 
 
 def style_transfer(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
@@ -155,5 +165,5 @@ def style_transfer(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure
                                column_labels=["input"] + list(run.class_names), row_axis="",
                                column_axis="decoded with label y")
     return Figure("style_transfer", "Each test image (left) is encoded with its own label; the same z is decoded with "
-                  "every label. What stays the same is what z holds once y is given: slant, thickness, size.",
-                  plots.png_bytes(figure))
+                  f"every label ({mean_words(run.config.likelihood)}). What stays the same along a row is what z "
+                  "holds once y is given (for digits: slant, thickness, size).", plots.png_bytes(figure))
