@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from ..files import atomic_write_bytes
 
 GREY_PADDING = 0.0  # the background of grey images: white once inverted
-COLOUR_PADDING = 0.5  # mid grey between colour images, neither of their extremes
+COLOUR_PADDING = 0.8  # a light neutral grey between colour images: neither black nor white, nor sigmoid(0)
 CHANNEL_GAP = 1  # pixels between the channels of an image drawn side by side ...
 CHANNEL_GAP_VALUE = 0.5  # ... in mid grey, so that an image's channels read as one block between white padding
 
