@@ -2,12 +2,16 @@
 
     >>> import vaelab
     >>> run = vaelab.load_run("runs/cvae-mnist")
-    >>> images, labels = run.sample(per_class=4, seed=0)      # (40, 1, 28, 28) Bernoulli means, (40,) classes
+    >>> images, labels = run.sample(per_class=4, seed=0)      # (40, 1, 28, 28) decoder means, (40,) classes
     >>> q = run.encode(x, y)                                    # q(z | x, y): q.mean, q.stddev are [n, d]
     >>> means = run.decode(q.mean, y)                           # (n, 1, 28, 28) in [0, 1]
     >>> run.evaluate(iw_samples=100)                            # dict of nats per test image
 
-Images are (n, C, H, W) as the dataset's spec gives them; flat rows of C * H * W pixels are accepted too.
+Images are (n, C, H, W) as the dataset's spec gives them, channels first: C = 1 for grey, 3 for
+colour (red, green, blue), or any other count; flat rows of C * H * W pixels (channel by channel)
+are accepted too. What `decode`, `reconstruct` and `sample` give are the means of p(x | z): the
+run's likelihood's (`vaelab.models.mean_words(run.config.likelihood)`: Bernoulli, Gaussian or
+continuous-Bernoulli means), never draws of x.
 """
 
 from __future__ import annotations
