@@ -1,7 +1,9 @@
 """p(x | z): the per-pixel distribution a decoder network's output parameterises.
 
 `bernoulli` is the likelihood of binarised images; `gaussian` and `continuous-bernoulli` model
-grayscale intensities in [0, 1] (a Bernoulli "likelihood" of grayscale pixels is not a likelihood).
+intensities in [0, 1] (a Bernoulli "likelihood" of such pixels is not a likelihood). Every pixel of
+every channel (grey, red, green, blue, ...) is one independent factor. `MEAN_WORDS` names each
+one's mean image, which every picture and caption shows.
 """
 
 from __future__ import annotations
