@@ -1,4 +1,5 @@
-"""Training speed of one `vaelab train` alone and of two at once: vaelab's thread sharing against OpenMP settings.
+"""Training speed of one `vaelab train` alone, two at once, and beside a plain PyTorch training loop:
+vaelab's CPU sharing against OpenMP settings.
 
 Each variant is an environment for `python -m vaelab train` subprocesses (compiled step, batch 128,
 `--limit-train` images per epoch, each run in its own temporary run directory):
@@ -20,15 +21,24 @@ environment starts (so a run that is already training must make room), and the f
 it had finished its first epoch (torch.compile's start-up) and not yet its last one. The variants
 take turns, one pair each per round, each round starting with the next variant.
 
+Beside a plain PyTorch loop: a tutorial-style CVAE training loop (benchmarks/common.ReferenceCVAE,
+batch 128, torch's default threads, random binary images) runs in another process; it trains alone
+for LOOP_ALONE seconds, then a `vaelab train` run starts beside it, and the loop is stopped when
+the run has finished. vaelab's epochs after its first count; the loop's speed is measured alone
+and over vaelab's counted epochs.
+
 Speeds are training images per second (validation excluded), epoch 1 skipped (it includes
 torch.compile's start-up), medians over the epochs of all rounds. Pairs that spin-wait on each
 other (`today`, `spin-N` for N >= 10,000) are so slow that they train on `--slow-limit-train`
 images per epoch; speeds are per image, so they compare. Prints, per variant, the speed of each
 run of a pair against today's solo speed (target: 0.40 or more) and against the variant's own
-solo speed, and the variant's solo speed against today's (target: 0.95 or more). Run it alone:
+solo speed, and the variant's solo speed against today's (target: 0.95 or more); beside the plain
+loop, the run's speed against the variant's solo speed (target: 0.40 or more) and the loop's speed
+against its own alone. Run it alone:
 
     flock -x /tmp/vaelab-cpu.lock .venv/bin/python benchmarks/concurrent_runs.py [--rounds 2]
     ... --variants vaelab,today,passive,spin-1000,spin-30000,1-thread
+    ... --variants vaelab,today --plain   (also beside a plain PyTorch loop; --only plain: solo and that)
 """
 
 from __future__ import annotations
@@ -52,6 +62,27 @@ OPENMP_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL
                     "VAELAB_THREADS")
 POLL = 0.01  # seconds between two looks at the runs' files
 TURN = 1.0  # seconds each solo run trains before the next one's turn
+LOOP_ALONE = 8.0  # seconds the plain loop trains alone before vaelab starts beside it
+PLAIN_LOOP = """
+import sys, time, torch
+sys.path.insert(0, sys.argv[2])
+from common import ReferenceCVAE
+torch.manual_seed(0)
+model = ReferenceCVAE()
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+x, y = torch.rand(6400, 784).round(), torch.randint(0, 10, (6400,))
+with open(sys.argv[1], "w", buffering=1) as log:
+    step = 0
+    while True:
+        rows = slice(128 * (step % 50), 128 * (step % 50 + 1))
+        loss = model.loss(x[rows], y[rows])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if step % 5 == 0:
+            print(time.perf_counter(), step, file=log)
+"""
 
 
 def variant_environment(name: str) -> dict[str, str]:
@@ -195,6 +226,51 @@ def pair(env: dict[str, str], epochs: int, limit_train: int) -> list[tuple[float
     return speeds
 
 
+class PlainLoop:
+    """The plain PyTorch training loop in a subprocess; its log holds (time, steps done) every 5 steps."""
+
+    def __init__(self, folder: Path):
+        self.log = folder / "plain-loop.log"
+        env = {key: value for key, value in os.environ.items() if key not in OPENMP_VARIABLES}
+        self.process = subprocess.Popen([sys.executable, "-c", PLAIN_LOOP, str(self.log), str(REPO / "benchmarks")],
+                                        env=env)
+
+    def points(self) -> list[tuple[float, int]]:
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        return [(float(t), int(n)) for t, n in (line.split() for line in lines if len(line.split()) == 2)]
+
+    def speed(self, start: float, end: float) -> float:
+        """Images per second between two moments (perf_counter), from the logged points within them."""
+        inside = [(t, n) for t, n in self.points() if start <= t <= end]
+        if len(inside) < 2:
+            return float("nan")
+        return 128 * (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+
+def beside_plain_loop(env: dict[str, str], epochs: int, limit_train: int) -> tuple[list, float, float]:
+    """A run beside the plain loop: ((seconds, images/s) of its epochs after the first, the loop's images/s
+    alone, the loop's images/s during those epochs)."""
+    with tempfile.TemporaryDirectory(prefix="vaelab-concurrent-") as tmp:
+        loop = PlainLoop(Path(tmp))
+        try:
+            while len(loop.points()) < 2:  # started
+                time.sleep(POLL)
+            alone_from = time.perf_counter()
+            time.sleep(LOOP_ALONE)
+            alone = loop.speed(alone_from, time.perf_counter())
+            run = Run(Path(tmp), "beside", env, epochs, limit_train, time.perf_counter)
+            while not run.done:
+                run.read()
+                time.sleep(POLL)
+            run.read()
+        finally:
+            loop.process.kill()
+            loop.process.wait()
+        counted_from = run.epoch_logged[1]  # the end of epoch 1 (torch.compile's start-up)
+        beside = loop.speed(counted_from, run.rows[-1]["seen"])
+        return [(row["seconds"], row["samples_per_second"]) for row in run.rows[1:]], alone, beside
+
+
 def median(values) -> float:
     values = list(values)
     return statistics.median(values) if values else float("nan")
@@ -215,13 +291,18 @@ def main():
     parser.add_argument("--epochs", type=int, default=4, help="epochs of a solo run and of the second run of a pair")
     parser.add_argument("--limit-train", type=int, default=20_000, help="images per epoch")
     parser.add_argument("--slow-limit-train", type=int, default=1_280, help="images per epoch of pairs that spin")
-    parser.add_argument("--only", choices=("solo", "pairs"), help="measure only solo runs or only pairs")
+    parser.add_argument("--only", choices=("solo", "pairs", "plain"),
+                        help="measure only solo runs, only pairs, or only runs beside the plain loop")
+    parser.add_argument("--plain", action="store_true", help="also measure each variant beside the plain loop")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that held runs are released and ended
     variants = args.variants.split(",")
     envs = {name: variant_environment(name) for name in variants}
     solo: dict[str, list] = {name: [] for name in variants}
     two: dict[str, list] = {name: [] for name in variants}
+    plain: dict[str, list] = {name: [] for name in variants}  # vaelab's epochs beside the plain loop
+    loop_alone: dict[str, list] = {name: [] for name in variants}
+    loop_beside: dict[str, list] = {name: [] for name in variants}
     started, (busy_before, ours_before) = time.perf_counter(), busy_seconds()
     for round_ in range(args.rounds):
         if args.only != "pairs":
@@ -230,7 +311,16 @@ def main():
             print(f"round {round_ + 1} alone: " + ", ".join(f"{name} {median(s for _, s in solo[name]):.0f}"
                                                             for name in variants)
                   + f" images/s  ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
-        if args.only != "solo":
+        if args.only == "plain" or args.plain and args.only is None:
+            for name in variants[round_ % len(variants):] + variants[: round_ % len(variants)]:
+                speeds, alone, beside = beside_plain_loop(envs[name], args.epochs, args.limit_train)
+                plain[name] += speeds
+                loop_alone[name].append(alone)
+                loop_beside[name].append(beside)
+                print(f"round {round_ + 1} beside a plain PyTorch loop: {name} {median(s for _, s in speeds):.0f} "
+                      f"images/s; the loop {beside:.0f} (alone {alone:.0f}) ({time.perf_counter() - started:.0f} s)",
+                      file=sys.stderr, flush=True)
+        if args.only in (None, "pairs"):
             for name in variants[round_ % len(variants):] + variants[: round_ % len(variants)]:
                 limit = args.slow_limit_train if spins_in_pairs(name) else args.limit_train
                 two[name] += pair(envs[name], args.epochs, limit)
@@ -252,8 +342,16 @@ def main():
         two_t, two_s = median(t for t, _ in two[name]), median(s for _, s in two[name])
         print(f"{name:12s} {solo_t:13.2f} {solo_s:9.0f} {two_t:19.2f} {two_s:9.0f} {two_s / today:15.2f} "
               f"{two_s / solo_s:9.2f} {solo_s / today:17.3f}   {envs[name] or '(nothing set)'}")
-    print("epochs counted, alone / two at once: " + ", ".join(f"{name} {len(solo[name])}/{len(two[name])}"
-                                                            for name in variants))
+    if any(plain.values()):
+        print(f"{'variant':12s} {'beside the loop images/s':>24s} {'/alone':>7s} {'the loop images/s':>17s} "
+              f"{'loop alone':>10s} {'loop beside/alone':>17s}")
+        for name in variants:
+            beside_s, solo_s = median(s for _, s in plain[name]), median(s for _, s in solo[name])
+            loop_b, loop_a = median(loop_beside[name]), median(loop_alone[name])
+            print(f"{name:12s} {beside_s:24.0f} {beside_s / solo_s:7.2f} {loop_b:17.0f} {loop_a:10.0f} "
+                  f"{loop_b / loop_a:17.2f}")
+    print("epochs counted, alone / two at once / beside the loop: " + ", ".join(
+        f"{name} {len(solo[name])}/{len(two[name])}/{len(plain[name])}" for name in variants))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""Sharing the CPUs between vaelab commands: thread counts by who is running, the user's settings first."""
+"""Sharing the CPUs: thread counts by the vaelab commands running and the CPUs other programs keep busy,
+the user's settings first."""
 
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +15,9 @@ from torch.optim.optimizer import _global_optimizer_pre_hooks
 from vaelab.errors import VaelabError
 from vaelab.checkpoints import load_checkpoint
 from vaelab.runs import RunDir, read_metrics
-from vaelab.threads import CHECK_EVERY, CpuShare, running_directory, share_cpus
+from vaelab.threads import CHECK_EVERY, CpuShare, MachineLoad, running_directory, share_cpus
 
+from .progress import wait_until
 from .test_train import _without_timing
 
 
@@ -54,6 +57,88 @@ def test_alone_a_command_keeps_its_threads_and_commands_running_together_divide_
         first.update()
         assert first.threads == 4 and first_calls == [2, 1, 4]  # alone again
     assert list(tmp_path.iterdir()) == []
+
+
+class Load:
+    """A MachineLoad stand-in: the CPUs other processes keep busy, as the test sets them."""
+
+    def __init__(self, others=None):
+        self.others = others
+
+    def __call__(self):
+        return self.others
+
+
+def test_beside_other_programs_a_command_gives_up_threads_and_takes_them_back(tmp_path):
+    clock, load, lines = Clock(), Load(), []
+    calls = []
+    share = CpuShare(tmp_path, 2, calls.append, lines.append, clock=clock, load=load)
+    with share:
+        assert share.threads == 2 and calls == []  # no measure yet: alone
+        for others, threads in [(0.2, 2), (0.6, 2),  # a little background work: all threads
+                                (1.1, 1),  # a program that keeps a CPU busy: one thread
+                                (1.6, 1), (0.8, 1),  # still there (beside one thread it gets more)
+                                (0.1, 2)]:  # gone: all threads again
+            clock.now += CHECK_EVERY
+            load.others = others
+            share.update()
+            assert share.threads == threads, others
+        assert calls == [1, 2]
+        assert lines == ["vaelab: other programs keep 1.1 CPUs busy: using 1 of 2 threads (VAELAB_THREADS=off "
+                         "keeps them all)", "vaelab: the CPUs are free again: using 2 threads"]
+        # beside another vaelab command, which is one of the other programs, the message says so
+        other, _ = _share(tmp_path, clock, threads_alone=2)
+        with other:
+            clock.now += CHECK_EVERY
+            load.others = 1.0
+            share.update()
+            assert share.threads == 1 and lines[-1] == "vaelab: 2 vaelab commands share the CPUs: using 1 of 2 threads"
+
+
+def test_the_thread_count_that_fits_beside_other_programs():
+    share = CpuShare(Path("unused"), 8, lambda _: None)
+    share.threads = 8
+    assert share.fitting(0.5) == 8 and share.fitting(0.7) == 8  # background noise
+    assert share.fitting(1.0) == 7 and share.fitting(3.2) == 5 and share.fitting(8.0) == 1
+    share.threads = 5
+    assert share.fitting(3.2) == 5 and share.fitting(2.4) == 5  # no flapping at the edge
+    assert share.fitting(2.2) == 6 and share.fitting(0.0) == 8
+
+
+def test_the_machine_load_is_the_busy_time_that_is_not_this_process(monkeypatch):
+    clock, busy, own = Clock(), [100.0], [10.0]
+    load = MachineLoad(busy=lambda: busy[0], own=lambda: own[0], clock=clock)
+    assert load() is None  # a first look has nothing to compare with
+    clock.now, busy[0], own[0] = 2.0, 103.0, 11.0  # in 2 s the machine was busy 3 CPU s, this process 1
+    assert load() == pytest.approx(1.0)
+    clock.now, busy[0], own[0] = 3.0, 104.9, 12.9  # all of it this process's (its threads and children)
+    assert load() == pytest.approx(0.0)
+    unreadable = MachineLoad(busy=lambda: (_ for _ in ()).throw(OSError("no /proc")), own=lambda: 0.0, clock=clock)
+    assert unreadable() is None and unreadable() is None
+
+
+@pytest.mark.slow
+def test_a_descendant_s_cpu_time_is_this_process_s_own_and_another_process_s_is_not(tmp_path):
+    """What MachineLoad reads on this machine: a child that computes (as torch.compile's workers and
+    their compilers do) counts as this process's own time, living or finished; a process that is no
+    descendant counts as another program's. CPU seconds, not wall-clock time: the same on any machine."""
+    from vaelab.threads import _machine_busy_seconds, _own_seconds
+
+    spin = ("import sys, time\nend = time.process_time() + 1.5\nwhile time.process_time() < end: pass\n"
+            "open(sys.argv[1], 'w').close()\ntime.sleep(float(sys.argv[2]))")
+    own_before = _own_seconds()
+    child = subprocess.Popen([sys.executable, "-c", spin, str(tmp_path / "child"), "600"])
+    wait_until(lambda: (tmp_path / "child").exists(), child, "the child computed")
+    assert _own_seconds() - own_before >= 1.4  # living
+    child.kill()
+    child.wait()
+    assert _own_seconds() - own_before >= 1.4  # finished
+    own_before, busy_before = _own_seconds(), _machine_busy_seconds()
+    # a grandchild whose parent exits at once: no descendant of this process any more
+    subprocess.run(["sh", "-c", f'"{sys.executable}" -c "$0" "$1" 0 &', spin, str(tmp_path / "stranger")], check=True)
+    wait_until(lambda: (tmp_path / "stranger").exists(), None, "the other process computed")
+    assert _machine_busy_seconds() - busy_before >= 1.4
+    assert _own_seconds() - own_before < 0.5
 
 
 def test_the_share_is_reported_from_the_first_step_on_and_bad_input_stays_one_line(tmp_path, monkeypatch, capsys):

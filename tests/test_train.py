@@ -120,6 +120,7 @@ def test_non_finite_loss_stops_training_with_a_message(tmp_path, mnist_raw, monk
     # on the command line: one line, and exit code 1 (a failure while running; 2 is for bad input)
     from vaelab.cli import main
 
+
     assert main(["train", "--out", str(tmp_path / "cli"), "--no-progress", "--limit-train", "300", "--epochs", "1",
                  "--hidden", "16", "--latent-dim", "2"]) == 1
     err = capsys.readouterr().err

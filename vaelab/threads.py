@@ -1,46 +1,50 @@
-"""How many CPU threads a vaelab command uses: all of them alone, a fair share beside other vaelab commands.
+"""How many CPU threads a vaelab command uses: all of them alone, fewer while other programs compute.
 
 Why. torch runs its CPU kernels on an OpenMP team (libgomp) whose threads, waiting for one another
 between parallel regions, spin for about 300,000 iterations before they sleep. Alone that keeps a
-training step fast. Two runs at once on a 2-core machine put four spinning threads on two cores:
-each team waits for a thread that the other keeps off its core, and both ran 4 to 12 times slower
-(50 times in the issue that asked for this).
+training step fast. Beside another program that computes, a team of two on two cores keeps
+waiting for the thread the other program keeps off its core: two vaelab runs at once went 4 to 12
+times slower, and a run beside a plain PyTorch training loop kept 5-25 % of its speed (the loop,
+whose own team spins as well, kept 55-69 % of its own).
+
+What it does. A command that computes for long (train, evaluate, study: see cli.SHARES_CPUS) looks,
+every CHECK_EVERY seconds, at two things, and sets torch's thread count from them:
+- the vaelab commands running now: each holds a lock on a file in `<temp dir>/vaelab-<uid>/running/`
+  while it runs (a process that dies loses its lock; the next command that looks deletes its
+  file); n of them take `threads alone // n` threads each;
+- how many CPUs all other processes kept busy since the last look (`MachineLoad`: the machine's busy
+  time in /proc/stat less this process's and its children's CPU time). While they keep more than
+  YIELD_AT of a CPU from this process's threads, it gives up threads (to 1 beside a program that
+  keeps a CPU or more busy), and it takes them back once they leave RETURN_AT of a CPU free.
+A team of one thread has no one to wait for: it computes whenever it has a core. Alone a command
+keeps all of torch's threads, so its speed is unchanged. A training run looks from a hook before
+each optimizer step (within a step of another program starting) and says on stderr, in one line,
+each time its count changes (the first from its first step on: a command that stops at bad input
+prints only its error). An evaluation takes its share when it starts, silently, and keeps it.
+The default CVAE gives bitwise the same results with 1 or 2 threads (tests/test_threads.py checks
+a training run); other models can differ in the last bits (float sums in another order, as between
+any two thread counts), so a run that must repeat bit for bit fixes its threads (OMP_NUM_THREADS,
+or VAELAB_THREADS=off).
 
 Why thread counts and not OpenMP's wait settings (measured with benchmarks/concurrent_runs.py,
 figures in docs/performance.md, "Sharing the CPU"). `OMP_WAIT_POLICY=passive` lets two runs reach
 0.5-0.65 of a solo run each, but a run alone then puts its threads to sleep between parallel
 regions and wakes them again, and lost 2-18% of its speed (on this virtual machine a sleeping CPU
-is slow to wake, and how slow changed through the day). `GOMP_SPINCOUNT=1000` gave pairs only
-0.42-0.50 and cost a run alone 0-9%; 30,000 spins keep the solo speed and leave a pair at 0.1. The
-targets were two runs at 0.40 of a solo run or more and one run within 5% of its speed: thread
-counts meet both with room (0.60-0.70, and the solo run unchanged), so vaelab sets no OpenMP
-variable, and nothing has to happen before torch is imported.
-
-How. A command that computes for long (train, evaluate, study: see cli.SHARES_CPUS) announces
-itself while it runs, by holding a lock on a file in `<temp dir>/vaelab-<uid>/running/`, and uses
-`threads alone // vaelab commands running` threads (at least 1). A run alone keeps torch's threads,
-so its speed is today's; two runs on two cores take one thread each, a team of one has no one to
-wait for, and each goes at 0.60-0.70 of a solo run. A training run looks again every CHECK_EVERY
-seconds, from a hook before each optimizer step: it gives up threads within a step of another
-command starting and takes them back when that command ends, with one line on stderr each time
-(the first from its first step on: a command that stops at bad input prints only its error).
-An evaluation takes its share when it starts, silently, and keeps it (its loop has no hook yet).
-A process that dies loses its lock; the next command that looks deletes its file. The numbers do
-not change: vaelab's kernels give bitwise the same results with 1 or 2 threads (tests/test_threads.py
-checks a training run; the compiled step and an evaluation were checked the same way by hand).
+is slow to wake). `GOMP_SPINCOUNT=1000` gave pairs only 0.42-0.50 and cost a run alone 0-9%. Thread
+counts change at run time (torch.set_num_threads), whether or not torch was imported first, and
+cost a run alone nothing; so vaelab sets no OpenMP variable.
 
 What the user sets wins. `VAELAB_THREADS=off`: the command neither announces itself nor changes
-threads (vaelab as before). `OMP_NUM_THREADS` or `MKL_NUM_THREADS` set: the command keeps that
-count, and still announces itself so that other vaelab commands make room. The count is changed at
-run time (torch.set_num_threads), so sharing works whether or not torch was imported before
-vaelab. It knows only vaelab commands: beside other programs that compute, start Python with
-`OMP_WAIT_POLICY=passive` set (it has no effect once torch is imported), at 2-18% alone.
+threads. `OMP_NUM_THREADS` or `MKL_NUM_THREADS` set: the command keeps that count, and still
+announces itself so that other vaelab commands make room.
 """
 
 from __future__ import annotations
 
 import fcntl
+import math
 import os
+import resource
 import secrets
 import tempfile
 import time
@@ -55,7 +59,9 @@ from .errors import VaelabError
 
 SWITCH = "VAELAB_THREADS"  # "off": leave torch's threads alone and do not announce this process
 USER_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-CHECK_EVERY = 0.5  # seconds between two looks at who else is running: a directory listing, some flock calls
+CHECK_EVERY = 0.5  # seconds between two looks: a directory listing, some flock calls, /proc/stat
+YIELD_AT = 0.7  # CPUs that other processes take beyond what this process's threads leave them: give up a thread
+RETURN_AT = 0.3  # CPUs that must stay free beyond one more thread before it is taken back
 
 
 def running_directory() -> Path:
@@ -63,23 +69,81 @@ def running_directory() -> Path:
     return Path(tempfile.gettempdir()) / f"vaelab-{os.getuid()}" / "running"
 
 
+def _machine_busy_seconds(stat: Path = Path("/proc/stat")) -> float:
+    """CPU seconds the whole machine has spent busy since boot (user, nice, system, irq, softirq:
+    not idle, iowait or the hypervisor's steal)."""
+    fields = [int(value) for value in stat.read_text().split("\n", 1)[0].split()[1:8]]
+    return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    """CPU seconds this process and its descendants have used, living or finished (torch.compile's
+    workers and the compilers they start are this command's work, not another program's)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the finished children it has waited for
+    return time.process_time() + children.ru_utime + children.ru_stime + _descendants_seconds(os.getpid())
+
+
+def _descendants_seconds(pid: int) -> float:
+    """CPU seconds of the living descendants of `pid`, with the finished children each waited for."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return total
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:  # after the command's name: state, ..., utime (12th), stime, cutime, cstime
+                fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += sum(int(value) for value in fields[11:15]) / tick + _descendants_seconds(int(child))
+    return total
+
+
+class MachineLoad:
+    """How many CPUs other processes kept busy between two calls: (machine busy time - this
+    process's CPU time) / wall time. None at the first call, or where /proc/stat cannot be read."""
+
+    def __init__(self, busy: Callable[[], float] = _machine_busy_seconds, own: Callable[[], float] = _own_seconds,
+                 clock: Callable[[], float] = time.monotonic):
+        self.busy, self.own, self.clock = busy, own, clock
+        self.last: tuple[float, float, float] | None = None
+
+    def __call__(self) -> float | None:
+        try:
+            now = (self.clock(), self.busy(), self.own())
+        except (OSError, ValueError, IndexError):  # not Linux, or no /proc: share with vaelab commands only
+            return None
+        last, self.last = self.last, now
+        if last is None or now[0] <= last[0]:
+            return None
+        return max(0.0, (now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0])
+
+
 class CpuShare:
-    """This process's share of the CPUs among the vaelab commands running now, kept up to date.
+    """This process's share of the CPUs, kept up to date: by the vaelab commands running and by the
+    CPUs that other processes keep busy (see the module's docstring).
 
     A context manager: on entry it announces the process (a file in `directory`, locked until
-    exit; a process that dies loses its lock, and the others then delete its file) and sets the
-    thread count; `update()` sets it again if CHECK_EVERY seconds have passed; on exit the file is
-    removed and `threads_alone` restored. `set_threads` is None when the user fixed the count:
-    the process then only announces itself.
+    exit) and sets the thread count; `update()` sets it again if CHECK_EVERY seconds have passed;
+    on exit the file is removed and `threads_alone` restored. `set_threads` is None when the user
+    fixed the count: the process then only announces itself. `load` says how many CPUs other
+    processes keep busy (a MachineLoad; None: look at vaelab commands only).
     """
 
     def __init__(self, directory: Path, threads_alone: int, set_threads: Callable[[int], None] | None,
-                 log: Callable[[str], None] = lambda _: None, clock: Callable[[], float] = time.monotonic):
+                 log: Callable[[str], None] = lambda _: None, clock: Callable[[], float] = time.monotonic,
+                 load: Callable[[], float | None] | None = None):
         self.directory = Path(directory)
         self.threads_alone = threads_alone
         self.set_threads = set_threads
         self.log = log
         self.clock = clock
+        self.load = load
         self.threads = threads_alone
         self.reported = threads_alone
         self.next_check = -float("inf")
@@ -145,6 +209,17 @@ class CpuShare:
                 pass
         return count
 
+    def fitting(self, others: float) -> int:
+        """The thread count beside other processes that keep `others` CPUs busy, from the count now:
+        fewer once they take more than YIELD_AT of a CPU beyond what these threads leave them, more
+        once a further thread would still leave RETURN_AT of a CPU free; else the same."""
+        free = self.threads_alone - others
+        if free < self.threads - YIELD_AT:
+            return max(1, math.floor(free + YIELD_AT))
+        if free >= self.threads + 1 - RETURN_AT:
+            return min(self.threads_alone, math.floor(free + RETURN_AT))
+        return self.threads
+
     def update(self, report: bool = True) -> None:
         """Set the thread count to this process's share, at most every CHECK_EVERY seconds.
 
@@ -158,21 +233,32 @@ class CpuShare:
         self.next_check = now + CHECK_EVERY
         running = self.running()
         threads = max(1, self.threads_alone // running)
+        others = self.load() if self.load is not None else None
+        busy = others is not None and self.fitting(others) < threads
+        if busy:
+            threads = self.fitting(others)
         if threads != self.threads:
             self.set_threads(threads)
             self.threads = threads
         if report and self.threads != self.reported:
             self.reported = self.threads
-            self.log(f"vaelab: {running} vaelab commands share the CPUs: using {threads} of {self.threads_alone} "
-                     f"threads" if running > 1 else f"vaelab: running alone again: using {threads} threads")
+            if busy:
+                self.log(f"vaelab: other programs keep {others:.1f} CPUs busy: using {threads} of "
+                         f"{self.threads_alone} threads (VAELAB_THREADS=off keeps them all)")
+            elif running > 1:
+                self.log(f"vaelab: {running} vaelab commands share the CPUs: using {threads} of "
+                         f"{self.threads_alone} threads")
+            else:
+                self.log(f"vaelab: the CPUs are free again: using {threads} threads")
 
 
 def share_cpus(log: Callable[[str], None] = lambda _: None, environ=os.environ) -> CpuShare | nullcontext:
     """The CpuShare a long vaelab command runs in, as `VAELAB_THREADS` and the user's settings allow."""
     switch = environ.get(SWITCH, "on").strip().lower()
     if switch not in ("on", "off", ""):
-        raise VaelabError(f"{SWITCH}={environ[SWITCH]!r}: use on (share the CPUs with other vaelab commands) or off")
+        raise VaelabError(f"{SWITCH}={environ[SWITCH]!r}: use on (share the CPUs with other programs) or off")
     if switch == "off":
         return nullcontext()
     user_fixed = any(environ.get(name) for name in USER_THREAD_VARIABLES)
-    return CpuShare(running_directory(), torch.get_num_threads(), None if user_fixed else torch.set_num_threads, log)
+    return CpuShare(running_directory(), torch.get_num_threads(), None if user_fixed else torch.set_num_threads, log,
+                    load=MachineLoad())
