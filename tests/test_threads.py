@@ -252,3 +252,17 @@ def test_a_run_beside_another_uses_fewer_threads_and_gets_the_same_numbers(tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _without_timing(read_metrics(RunDir(tmp_path / "shared").metrics)) == \
         _without_timing(read_metrics(RunDir(tmp_path / "alone").metrics))
+
+
+def test_an_evaluation_looks_at_the_cpus_before_every_batch(small_run, tmp_path, monkeypatch):
+    """`vaelab evaluate` fits its threads to the machine as it goes, not once at its start."""
+    from vaelab import threads
+    from vaelab.cli import main
+
+    looks = []
+    real = threads.CpuShare.update
+    monkeypatch.setattr(threads.CpuShare, "update", lambda self, report=True: looks.append(report) or real(self, report))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("VAELAB_THREADS")
+    assert main(["evaluate", str(small_run), "--iw-samples", "2", "--no-progress", "--compile", "off"]) == 0
+    assert looks == [False] + [True] * 100  # on entry (silently), then before each of the 100 batches

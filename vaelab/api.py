@@ -122,14 +122,16 @@ class Run:
         return DeviceSplit.from_split(make_splits(raw, self.config.binarize).test, self.device)
 
     def evaluate(self, iw_samples: int = 1000, class_samples: int | None = None, seed: int = 0,
-                 progress: bool = False, compile: str = "auto", processes: Processes = SINGLE) -> dict:
+                 progress: bool = False, compile: str = "auto", processes: Processes = SINGLE,
+                 between_batches=lambda: None) -> dict:
         """Test-set metrics in nats per image; see `vaelab.evaluate.evaluate_model`."""
         from .evaluate import evaluate_model
 
         with processes.agreement("loading the test data"):
             data = self.test_data()
         return evaluate_model(self.model, data, iw_samples=iw_samples, class_samples=class_samples,
-                              seed=seed, progress=progress, compile=compile, processes=processes)
+                              seed=seed, progress=progress, compile=compile, processes=processes,
+                              between_batches=between_batches)
 
 
 def _read_run(path: Path, checkpoint: str) -> tuple[TrainConfig, bytes, Path, Checkpoint]:

@@ -76,7 +76,7 @@ def cmd_evaluate(args) -> int:
     main = args.processes.main
     result = evaluate_run(run, iw_samples=args.iw_samples, class_samples=args.class_samples, seed=args.seed,
                           progress=main and not args.no_progress and sys.stderr.isatty(), compile=args.compile,
-                          processes=args.processes)
+                          processes=args.processes, between_batches=args.look_at_the_cpus)
     if not main:
         return 0
     if args.json:
@@ -202,7 +202,8 @@ def cmd_study(args) -> int:
             _log(f"   already evaluated: test ELBO {done['elbo']:.2f}, log p(x) {done['log_likelihood']:.2f}")
             paths.append(path)
             continue
-        result = evaluate_run(run, iw_samples=args.iw_samples, progress=not args.no_progress and sys.stderr.isatty())
+        result = evaluate_run(run, iw_samples=args.iw_samples, progress=not args.no_progress and sys.stderr.isatty(),
+                              between_batches=args.look_at_the_cpus)
         _log(f"   test ELBO {result['elbo']:.2f}, log p(x) {result['log_likelihood']:.2f} (K = {args.iw_samples})")
         paths.append(path)
     title = "VAE on binarised MNIST: latent size " + " vs ".join(f"k = {d}" for d in args.latent_dims)
@@ -238,8 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             raise VaelabError(f"`vaelab {args.command}` runs in one process: start it without torchrun "
                               f"(only {' and '.join(IN_GROUPS)} run in several)")
         with group() if args.command in IN_GROUPS else nullcontext(SINGLE) as processes, \
-                share_cpus(_log if rank == 0 else lambda _: None) if args.command in SHARES_CPUS else nullcontext():
+                share_cpus(_log if rank == 0 else lambda _: None) if args.command in SHARES_CPUS else nullcontext() \
+                as cpus:
             args.processes = processes
+            args.look_at_the_cpus = getattr(cpus, "update", lambda: None)  # between two evaluation batches
             return COMMANDS[args.command](args)
     except TrainingInterrupted as exc:
         if rank == 0:

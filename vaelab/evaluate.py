@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import torch
 from tqdm import tqdm
@@ -26,7 +27,7 @@ COMPILE_FROM = 2_000_000  # decoder evaluations from which torch.compile's start
 @torch.no_grad()
 def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, class_samples: int | None = None,
                    batch_size: int = 100, seed: int = 0, progress: bool = False, compile: str = "auto",
-                   processes: Processes = SINGLE) -> dict:
+                   processes: Processes = SINGLE, between_batches: Callable[[], None] = lambda: None) -> dict:
     """Evaluate `model` on `data` (the fixed-binarised test split).
 
     - elbo, recon, kl: the ELBO with one reparameterised sample per image and the analytic KL.
@@ -45,6 +46,9 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
     Batch b of batch_size images draws from its own generator (`chunk_generator(seed, b)`), so in
     a group of processes (`vaelab.distributed`) each takes its share of the batches, and the sums
     they reduce give the one-process figures (to float64 summation order).
+
+    `between_batches` is called before every batch: the command line's CPU sharing looks at the
+    machine then (`vaelab.threads.CpuShare.update`).
     """
     model.eval()
     labelled = class_conditional(model)
@@ -63,6 +67,7 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
     with tqdm(total=min(n, len(mine) * batch_size), desc="evaluate", unit="img", disable=not progress,
               dynamic_ncols=True) as bar:
         for batch in mine:
+            between_batches()
             start, generator = batch * batch_size, chunk_generator(seed, batch, device)
             x = data.x[start : start + batch_size]
             y = data.y[start : start + batch_size]
@@ -131,12 +136,13 @@ def decoder_passes(model, iw_samples: int, class_samples: int) -> int:
 
 
 def evaluate_run(run, iw_samples: int = 1000, class_samples: int | None = None, seed: int = 0,
-                 progress: bool = False, compile: str = "auto", processes: Processes = SINGLE) -> dict:
+                 progress: bool = False, compile: str = "auto", processes: Processes = SINGLE,
+                 between_batches: Callable[[], None] = lambda: None) -> dict:
     """Evaluate a loaded `vaelab.api.Run` and record the result as the run's eval.json (process 0 writes it)."""
     from .runs import RunDir, write_json
 
     result = run.evaluate(iw_samples=iw_samples, class_samples=class_samples, seed=seed, progress=progress,
-                          compile=compile, processes=processes)
+                          compile=compile, processes=processes, between_batches=between_batches)
     result.update(checkpoint=run.checkpoint, epoch=run.epoch, model=run.config.model, dataset=run.config.dataset)
     with processes.agreement("writing eval.json"):
         if processes.main:

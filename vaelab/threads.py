@@ -18,9 +18,10 @@ every CHECK_EVERY seconds, at two things, and sets torch's thread count from the
   keeps a CPU or more busy), and it takes them back once they leave RETURN_AT of a CPU free.
 A team of one thread has no one to wait for: it computes whenever it has a core. Alone a command
 keeps all of torch's threads, so its speed is unchanged. A training run looks from a hook before
-each optimizer step (within a step of another program starting) and says on stderr, in one line,
-each time its count changes (the first from its first step on: a command that stops at bad input
-prints only its error). An evaluation takes its share when it starts, silently, and keeps it.
+each optimizer step (within a step of another program starting), an evaluation before each batch
+of test images (the command line passes `update` to `evaluate_model`); each says on stderr, in
+one line, when its count changes (the first from its first look on: a command that stops at bad
+input prints only its error).
 The default CVAE gives bitwise the same results with 1 or 2 threads (tests/test_threads.py checks
 a training run); other models can differ in the last bits (float sums in another order, as between
 any two thread counts), so a run that must repeat bit for bit fixes its threads (OMP_NUM_THREADS,
