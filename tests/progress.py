@@ -23,8 +23,9 @@ HANG_GUARD = 1800  # seconds without the awaited progress: only a hung command g
 POLL = 0.02  # seconds between two looks
 
 
-def wait_until(condition: Callable[[], bool], process: subprocess.Popen | None, what: str) -> None:
-    """Return once `condition()` holds; fail if `process` ends first, or nothing happens for HANG_GUARD s."""
+def wait_until(condition: Callable[[], bool], process: subprocess.Popen | None, what: str,
+               hang_guard: float = HANG_GUARD) -> None:
+    """Return once `condition()` holds; fail if `process` ends first, or nothing happens for `hang_guard` s."""
     began = time.monotonic()
     while not condition():
         if process is not None and process.poll() is not None:
@@ -32,8 +33,8 @@ def wait_until(condition: Callable[[], bool], process: subprocess.Popen | None, 
                 return
             raise AssertionError(f"the command ended (exit {process.returncode}) before {what}:\n"
                                  f"{process.stderr.read() if process.stderr else ''}")
-        if time.monotonic() - began > HANG_GUARD:
-            raise AssertionError(f"no progress towards {what} in {HANG_GUARD} s: the command hangs")
+        if time.monotonic() - began > hang_guard:
+            raise AssertionError(f"no progress towards {what} in {hang_guard:.0f} s: it hangs")
         time.sleep(POLL)
 
 

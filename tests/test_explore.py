@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -26,6 +25,9 @@ from vaelab.explore.server import MAX_BODY, build_app  # noqa: E402
 from vaelab.models import decoder_mean  # noqa: E402
 
 from .colour_runs import train_flags, write_colour_npz  # noqa: E402
+from .progress import HANG_GUARD, wait_until  # noqa: E402
+
+PAGE_GUARD = 600  # seconds: a page that has not updated by then never will (it takes well under one)
 
 
 @pytest.fixture(scope="module")
@@ -189,17 +191,17 @@ def _explorer(paths):
     server = subprocess.Popen([sys.executable, "-m", "vaelab", "explore", *map(str, paths),
                                "--port", str(port), "--device", "cpu"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
+    def listening() -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
         except OSError:
-            assert server.poll() is None, server.communicate()[1]
-            time.sleep(0.2)
+            return False
+
+    wait_until(listening, server, f"the explorer listened on port {port}")
     yield f"http://127.0.0.1:{port}/"
     server.send_signal(__import__("signal").SIGINT)  # Ctrl-C: a clean stop
-    out, err = server.communicate(timeout=30)
+    out, err = server.communicate(timeout=HANG_GUARD)
     assert server.returncode in (0, 130), err
     assert "Traceback" not in err
 
@@ -221,13 +223,9 @@ def _shown(driver, element_id, colour=False):
     return pixels[..., :3] if colour else pixels[..., 0]
 
 
-def _wait(driver, condition, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("the page did not update")
+def _wait(driver, condition):
+    """Until the page shows what `condition` asks for (its requests answered, its canvases drawn)."""
+    wait_until(condition, None, "the page updated", hang_guard=PAGE_GUARD)
 
 
 @pytest.mark.slow

@@ -266,3 +266,19 @@ def test_an_evaluation_looks_at_the_cpus_before_every_batch(small_run, tmp_path,
     monkeypatch.delenv("VAELAB_THREADS")
     assert main(["evaluate", str(small_run), "--iw-samples", "2", "--no-progress", "--compile", "off"]) == 0
     assert looks == [False] + [True] * 100  # on entry (silently), then before each of the 100 batches
+
+
+def test_a_command_that_was_stopped_starts_a_new_window_when_it_continues(tmp_path):
+    """Ctrl-Z, SIGSTOP: while stopped the others ran without it, which says nothing about sharing."""
+    clock, busy, own = Clock(), [0.0], [0.0]
+    load = MachineLoad(busy=lambda: busy[0], own=lambda: own[0], clock=clock)
+    share = CpuShare(tmp_path, 2, lambda _: None, clock=clock, load=load)
+    with share:
+        clock.now, busy[0] = 10.0, 20.0  # stopped for 10 s while two CPUs were busy without it
+        os.kill(os.getpid(), signal.SIGCONT)
+        share.update()
+        assert share.threads == 2  # a new window: nothing measured yet
+        clock.now, busy[0], own[0] = 10.5, 21.0, 0.95
+        share.update()
+        assert share.threads == 2
+    assert signal.getsignal(signal.SIGCONT) == signal.SIG_DFL

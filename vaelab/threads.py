@@ -47,6 +47,7 @@ import math
 import os
 import resource
 import secrets
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -107,7 +108,8 @@ def _descendants_seconds(pid: int) -> float:
 
 class MachineLoad:
     """How many CPUs other processes kept busy between two calls: (machine busy time - this
-    process's CPU time) / wall time. None at the first call, or where /proc/stat cannot be read."""
+    process's CPU time) / wall time. None at the first call after creation or `restart()`, or where
+    /proc/stat cannot be read."""
 
     def __init__(self, busy: Callable[[], float] = _machine_busy_seconds, own: Callable[[], float] = _own_seconds,
                  clock: Callable[[], float] = time.monotonic):
@@ -124,6 +126,10 @@ class MachineLoad:
             return None
         return max(0.0, (now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0])
 
+    def restart(self) -> None:
+        """Forget the last look: the next call starts a new window (and returns None)."""
+        self.last = None
+
 
 class CpuShare:
     """This process's share of the CPUs, kept up to date: by the vaelab commands running and by the
@@ -133,7 +139,9 @@ class CpuShare:
     exit) and sets the thread count; `update()` sets it again if CHECK_EVERY seconds have passed;
     on exit the file is removed and `threads_alone` restored. `set_threads` is None when the user
     fixed the count: the process then only announces itself. `load` says how many CPUs other
-    processes keep busy (a MachineLoad; None: look at vaelab commands only).
+    processes keep busy (a MachineLoad; None: look at vaelab commands only). While the process is
+    stopped (Ctrl-Z, SIGSTOP) the others compute without it, which says nothing about sharing:
+    on SIGCONT the load's window starts anew.
     """
 
     def __init__(self, directory: Path, threads_alone: int, set_threads: Callable[[int], None] | None,
@@ -151,6 +159,7 @@ class CpuShare:
         self._file = None
         self._path: Path | None = None
         self._hook = None
+        self._previous_sigcont = None
 
     def __enter__(self) -> CpuShare:
         try:
@@ -169,12 +178,21 @@ class CpuShare:
             self.update(report=False)
             self.next_check = -float("inf")  # the first step looks again, and reports
             self._hook = register_optimizer_step_pre_hook(lambda *_: self.update())
+            if hasattr(self.load, "restart"):
+                try:  # only where nobody else handles SIGCONT, and from the main thread
+                    if signal.getsignal(signal.SIGCONT) == signal.SIG_DFL:
+                        self._previous_sigcont = signal.signal(signal.SIGCONT, lambda *_: self.load.restart())
+                except ValueError:
+                    pass
         return self
 
     def __exit__(self, *exc_info) -> None:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+        if self._previous_sigcont is not None:
+            signal.signal(signal.SIGCONT, self._previous_sigcont)
+            self._previous_sigcont = None
         if self._file is not None:
             try:
                 self._path.unlink()
