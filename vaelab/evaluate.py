@@ -30,7 +30,8 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
                    processes: Processes = SINGLE, between_batches: Callable[[], None] = lambda: None) -> dict:
     """Evaluate `model` on `data` (the fixed-binarised test split).
 
-    - elbo, recon, kl: the ELBO with one reparameterised sample per image and the analytic KL.
+    - elbo, recon, kl: the ELBO with one reparameterised sample per image; the KL in closed form
+      where the prior has one (N(0, I)), else a Monte Carlo estimate at that sample (the VampPrior).
     - log_likelihood: log p(x) (log p(x | y) for a conditional model) by importance sampling with
       q as proposal and `iw_samples` samples per image.
     - a model with a classifier q(y | x) also gets `classifier_terms`.

@@ -22,8 +22,8 @@ class VAE(nn.Module):
     """Kingma & Welling's VAE: z ~ N(0, I_d), x | z ~ p(x | f_θ(z)), q_φ(z | x) = N(μ_φ(x), diag σ²_φ(x)).
 
     The encoder network gives μ and log σ² (2d numbers per image); the decoder network gives the
-    pixel parameters of p(x | z) (Bernoulli logits for binarised data, or a Gaussian or continuous
-    Bernoulli for grayscale data).
+    pixel parameters of p(x | z), every channel's pixels (Bernoulli logits for binarised images, or a
+    Gaussian or continuous Bernoulli for intensities in [0, 1], grey or colour).
     """
 
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int = 40, network: str = "mlp",

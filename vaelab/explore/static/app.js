@@ -94,7 +94,12 @@ function buildControls() {
   state.runs.forEach((run, index) => {
     const view = document.createElement("div");
     view.className = "view";
-    view.innerHTML = `<div>${run.name} <small>(${run.model}, d = ${run.latent_dim})</small></div>`;
+    const title = document.createElement("div");
+    const about = document.createElement("small");
+    title.textContent = `${run.name} `;
+    about.textContent = `(${run.model}, d = ${run.latent_dim})`;
+    title.appendChild(about);
+    view.appendChild(title);
     const image = canvas("image", run.name);
     image.id = `view-${index}`;
     view.appendChild(image);
@@ -216,7 +221,9 @@ async function analyse() {
     box.innerHTML = "";
     for (const [run, data] of parts) {
       const block = document.createElement("div");
-      block.innerHTML = `<h3>${run.name}</h3>`;
+      const heading = document.createElement("h3");
+      heading.textContent = run.name;
+      block.appendChild(heading);
       const row = document.createElement("div");
       row.className = "row";
       const reconstruction = canvas("image", "reconstruction"); reconstruction.classList.add("reconstruction");
@@ -226,7 +233,14 @@ async function analyse() {
         data.posterior.forEach((p, y) => {
           const bar = document.createElement("div");
           bar.className = "bar";
-          bar.innerHTML = `<span>${run.classes[y]}</span><span><span class="fill" style="width:${(100 * p).toFixed(1)}%"></span></span><span>${(100 * p).toFixed(1)}%</span>`;
+          const name = document.createElement("span"), track = document.createElement("span");
+          const fill = document.createElement("span"), share = document.createElement("span");
+          name.textContent = run.classes[y];
+          fill.className = "fill";
+          fill.style.width = `${(100 * p).toFixed(1)}%`;
+          track.appendChild(fill);
+          share.textContent = `${(100 * p).toFixed(1)}%`;
+          bar.append(name, track, share);
           block.appendChild(bar);
         });
         const style = document.createElement("div");
