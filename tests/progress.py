@@ -48,10 +48,24 @@ def wait_for_epoch(out: Path, epoch: int, process: subprocess.Popen | None) -> N
     wait_until(lambda: logged_epochs(out) >= epoch, process, f"epoch {epoch} was logged in {out}")
 
 
-def part_of_an_epoch(out: Path, rng: random.Random) -> float:
-    """A random share of the shortest epoch the run in `out` has logged, in seconds: a wait that
-    ends inside the next epoch, or in the checkpoint written after it, however fast the machine."""
-    return rng.random() * min(row["seconds"] for row in read_metrics(RunDir(Path(out)).metrics))
+class EpochWatch:
+    """When each epoch of the run in `out` was first seen in metrics.jsonl, for picking moments
+    inside an epoch (training, validation, the files written after it) by the run's own pace."""
+
+    def __init__(self, out: Path):
+        self.out, self.seen = Path(out), {}
+
+    def logged(self) -> int:
+        """How many epochs are logged now (noting when each count was first seen)."""
+        count = logged_epochs(self.out)
+        self.seen.setdefault(count, time.monotonic())
+        return count
+
+    def part_of_an_epoch(self, rng: random.Random) -> float:
+        """A random share of the time between the last two epochs seen logged, in seconds: a wait
+        that ends somewhere in the epoch after the last one, however fast the machine."""
+        last = max(self.seen)
+        return rng.random() * (self.seen[last] - self.seen[last - 1])
 
 
 def vaelab_command(*arguments: str, signal_at: tuple[int, str] | None = None, rank: int | None = None) -> list[str]:

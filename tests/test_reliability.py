@@ -23,7 +23,7 @@ from vaelab.checkpoints import load_checkpoint, save_checkpoint
 from vaelab.runs import RunDir, read_metrics
 from vaelab.training import train
 
-from .progress import HANG_GUARD, ROOT, logged_epochs, part_of_an_epoch, vaelab_command, wait_until
+from .progress import HANG_GUARD, ROOT, EpochWatch, vaelab_command, wait_until
 
 SETTINGS = dict(latent_dim=8, hidden=(128,), batch_size=100, sample_epochs=(1,))
 TIMING = {"seconds", "samples_per_second"}
@@ -69,24 +69,25 @@ def test_signal_saves_state_and_resume_equals_the_uninterrupted_run(tmp_path, mn
 
 @pytest.mark.slow
 def test_kill_9_at_many_moments_then_resume_gives_the_uninterrupted_run(tmp_path, mnist_raw):
-    """kill -9 a training run 12 times, each time once it has logged a new epoch and then a random
-    part of an epoch more (so some kills land in the checkpoint written after an epoch); every
-    checkpoint left behind loads, and the finished run's metrics equal an uninterrupted run's.
+    """kill -9 a training run 12 times, each time once it has logged two new epochs and then a
+    random part of an epoch more, by the run's own pace (so kills land in training, in validation
+    and in the files written after an epoch); every checkpoint left behind loads, and the finished
+    run's metrics equal an uninterrupted run's.
 
-    Each kill waits for an epoch that this start of the run logged, so every start makes progress;
-    a kill comes at most about two epochs after the last checkpoint, so 12 of them use a third of
-    the 100 epochs whatever the machine's speed."""
-    settings = dict(SETTINGS, limit_train=500, epochs=100)
+    Each kill waits for two epochs that this start of the run logged, so every start makes
+    progress; a kill comes at most four epochs after the last checkpoint, so 12 of them use at
+    most 48 of the 60 epochs, whatever the machine's speed."""
+    settings = dict(SETTINGS, limit_train=500, epochs=60)
     train(make_config(settings), tmp_path / "full", log=lambda _: None, progress=False)
     out = tmp_path / "run"
     rng = random.Random(0)
     kills, mid_write = 0, 0
     while kills < 12:
         checkpointed = load_checkpoint(RunDir(out).checkpoint).info["epoch"] if RunDir(out).checkpoint.exists() else 0
-        process = _start(out, settings)
-        # at most one epoch is logged after the last checkpoint: two more are this start's
-        wait_until(lambda: logged_epochs(out) >= checkpointed + 2, process, "a new epoch was logged")
-        time.sleep(part_of_an_epoch(out, rng))
+        process, watch = _start(out, settings), EpochWatch(out)
+        # at most one epoch is logged after the last checkpoint: the two after it are this start's
+        wait_until(lambda: watch.logged() >= checkpointed + 3, process, "two new epochs were logged")
+        time.sleep(watch.part_of_an_epoch(rng))
         assert process.poll() is None, "the run finished before its 12th kill"
         process.kill()
         process.wait()
