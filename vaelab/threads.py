@@ -253,9 +253,9 @@ class CpuShare:
         running = self.running()
         threads = max(1, self.threads_alone // running)
         others = self.load() if self.load is not None else None
-        busy = others is not None and self.fitting(others) < threads
-        if busy:
-            threads = self.fitting(others)
+        fits = threads if others is None else self.fitting(others)
+        busy = fits < threads  # other programs, not only vaelab commands, leave it fewer threads
+        threads = min(threads, fits)
         if threads != self.threads:
             self.set_threads(threads)
             self.threads = threads
