@@ -158,7 +158,7 @@ def test_end_to_end_train_evaluate_sample_reconstruct(tmp_path, mnist_raw):
     # training again into the same folder without --resume refuses and keeps what is there
     before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
     done = _vaelab("train", "--out", "run", "--epochs", "1", cwd=tmp_path)
-    assert done.returncode == 2 and "pass --resume" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "resume it (--resume)" in done.stderr and "Traceback" not in done.stderr
     assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
 
 
@@ -173,3 +173,15 @@ def test_cuda_without_a_gpu(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "run"), "--device", "cuda"]) == 2
     assert "no CUDA GPU is available; use --device cpu or auto" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_message_names_a_setting_by_its_flag_on_the_command_line_and_by_its_name_in_python(tmp_path, capsys):
+    """Library errors name settings as {name}: the API's message says latent_dim, the command line --latent-dim."""
+    from vaelab.config import make_config
+    from vaelab.errors import VaelabError
+
+    with pytest.raises(VaelabError) as raised:
+        make_config({"latent_dim": 0})
+    assert str(raised.value).startswith("latent_dim 0 is not allowed") and "--" not in str(raised.value)
+    assert main(["train", "--out", str(tmp_path / "run"), "--latent-dim", "0"]) == 2
+    assert capsys.readouterr().err.startswith("vaelab: error: --latent-dim 0 is not allowed")

@@ -18,7 +18,7 @@ from vaelab.cli import main
 from vaelab.errors import VaelabError
 from vaelab.models import decoder_mean
 from vaelab.report import plots, write_report
-from vaelab.report.plots import mosaic
+from vaelab.pictures import mosaic
 from vaelab.runs import RunDir
 from vaelab.training.grids import GRID_COLUMNS, grid_latents, grid_means
 
@@ -92,12 +92,14 @@ def test_the_api_takes_and_gives_colour_images_as_n_c_h_w(colour_runs):
     run = load_run(colour_runs[1], device="cpu")
     test = run.test_data()
     x, y = test.x[:5].numpy(), test.y[:5].numpy()  # (5, 3, 12, 12) in [0, 1]
-    q = run.encode(x, y)
-    assert q.mean.shape == (5, 2)
-    means = run.decode(q.mean, y)
+    z = run.encode(x, y)
+    assert z.shape == (5, 2)
+    with torch.no_grad():
+        np.testing.assert_array_equal(z, run.model.code(torch.as_tensor(x), torch.as_tensor(y)).numpy())
+    means = run.decode(z, y)
     assert means.shape == (5, 3, SIZE, SIZE) and 0 <= means.min() and means.max() <= 1
     with torch.no_grad():
-        expected = decoder_mean(run.model.decoder(q.mean, torch.as_tensor(y))).numpy()
+        expected = decoder_mean(run.model.decoder(torch.as_tensor(z), torch.as_tensor(y))).numpy()
     np.testing.assert_array_equal(means, expected)
     np.testing.assert_array_equal(run.reconstruct(x.reshape(5, -1), y), run.reconstruct(x, y))  # flat rows, C-major
     images, labels = run.sample(per_class=2, seed=1)
@@ -126,8 +128,11 @@ def test_a_report_of_two_same_named_runs_tells_them_apart_and_says_what_each_sho
 
     # each run's words: its likelihood's means, its prior's KL, its prior's quantiles
     cvae_section, vamp_section = report.runs
-    assert "analytic KL" in cvae_section.notes[0] and "Monte Carlo" in vamp_section.notes[0]
-    assert "analytic KL" not in vamp_section.notes[0]
+    assert "in closed form" in cvae_section.parts["kl"] and "Monte-Carlo" in vamp_section.parts["kl"]
+    assert "closed form" not in vamp_section.parts["kl"]
+    tables = {section.name: " ".join(str(cell) for table in section.tables for row in table.rows for cell in row)
+              for section in report.runs}
+    assert "in closed form" in tables[cvae_section.name] and "Monte-Carlo" in tables[vamp_section.name]
     for section, words, other in ((cvae_section, "Bernoulli means", "Gaussian"),
                                   (vamp_section, "Gaussian means", "Bernoulli")):
         captions = " ".join(f.caption for f in section.drawn_figures + section.samples_by_epoch)

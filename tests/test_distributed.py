@@ -17,7 +17,7 @@ from vaelab.config import make_config
 from vaelab.distributed import Processes
 from vaelab.runs import RunDir, read_metrics
 from vaelab.training import new_training, train
-from vaelab.training.step import process_share, training_bound
+from vaelab.training.step import process_share, step_noise
 
 from .progress import HANG_GUARD, ROOT, vaelab_command
 from .test_reliability import TIMING, _flags
@@ -91,8 +91,7 @@ def test_the_shares_of_a_step_sum_to_the_whole_steps_bound_and_gradient(model, l
     n = 7
     x = torch.rand(n, 1, 28, 28, dtype=torch.float64).round()
     y = torch.arange(n)[n - labelled :] % 10 if model == "m2" else torch.arange(n) % 10
-    rows = 10 * (n - labelled) + labelled if model == "m2" else n
-    noise = objectives.standard_noise(loss.model, rows, 1, torch.Generator().manual_seed(3), "cpu", torch.float64)
+    noise = step_noise(loss.model, n, y.shape[0], 1, torch.Generator().manual_seed(3), "cpu", torch.float64)
     weight, scale = torch.tensor(1.0, dtype=torch.float64), torch.tensor(1 / n, dtype=torch.float64)
 
     def gradients(*arguments):
@@ -102,7 +101,7 @@ def test_the_shares_of_a_step_sum_to_the_whole_steps_bound_and_gradient(model, l
     whole, whole_bound = gradients(x, y, None, noise)
     shares = []
     for rank in range(3):
-        x_r, y_r, noise_r = process_share(Processes(rank, 3), 10 if model == "m2" else 1, x, y, noise)
+        x_r, y_r, noise_r = process_share(Processes(rank, 3), x, y, noise)
         shares.append(gradients(x_r, y_r, None, noise_r))
     for index, expected in enumerate(whole):
         torch.testing.assert_close(sum(share[0][index] for share in shares), expected, rtol=1e-10, atol=1e-12)
@@ -113,11 +112,11 @@ def test_a_process_with_no_image_of_a_short_step_computes_nothing():
     config = make_config(dict(SETTINGS, model="m2", labels=100))
     model = new_training(config, torch.device("cpu"), dynamic=False, compile=False, train_images=1000).model
     x, y = torch.rand(1, 1, 28, 28).round(), torch.zeros(0, dtype=torch.long)
-    noise = torch.randn(1, 10, 8)
-    share = process_share(Processes(0, 2), 10, x, y, noise)
-    assert share[0].shape[0] == 0 and share[2].shape[1] == 0
-    maximised, bound = training_bound(model, *share[:2], "elbo", 1, share[2], 1.0)
-    assert maximised.shape == bound.shape == (0,)
+    noise = step_noise(model, 1, 0, 1, torch.Generator().manual_seed(0), "cpu", torch.float32)
+    share = process_share(Processes(0, 2), x, y, noise)
+    assert share[0].shape[0] == 0 and share[2].unlabelled.shape[1] == 0 and share[2].labelled is None
+    terms = model.objective(*share, objectives.elbo, 1.0)
+    assert terms.maximised.shape == terms.bound.shape == (0,)
 
 
 def test_rows_share_out_every_index_once():

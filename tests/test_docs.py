@@ -54,10 +54,10 @@ def test_flags_table_has_one_row_per_setting_with_its_default_and_resume_rule():
 
 
 def test_a_new_setting_gets_a_row_and_a_pipe_in_its_help_splits_no_cell():
-    settings = dict(SETTINGS, beta=Setting(float, "weight of KL(q(z | x) || p(z))", minimum=0.0, maximum=100.0,
-                                           changes_on_resume=True))
-    rows = table_rows(flags_table(settings, dict(TrainConfig().to_dict(), beta=1.0)))
-    assert rows[-1] == ["`--beta`", "`1`", "a finite number &gt; 0 and &lt;= 100",
+    settings = dict(SETTINGS, gamma=Setting(float, "weight of KL(q(z | x) || p(z))", minimum=0.0, maximum=100.0,
+                                            changes_on_resume=True))
+    rows = table_rows(flags_table(settings, dict(TrainConfig().to_dict(), gamma=1.0)))
+    assert rows[-1] == ["`--gamma`", "`1`", "a finite number &gt; 0 and &lt;= 100",
                         r"weight of KL(q(z \| x) \|\| p(z))", "yes"]
     assert len(rows) == len(SETTINGS) + 3
 
@@ -180,5 +180,5 @@ def test_the_python_api_guide_runs_as_written(small_run, capsys, monkeypatch):
     run = namespace["run"]
     assert namespace["images"].shape == (40, *run.model.image_shape)
     assert namespace["means"].shape == (8, *run.model.image_shape)
-    assert namespace["terms"].elbo.shape == (100,)
+    assert namespace["terms"].bound.shape == (100,)
     assert "log_likelihood" in capsys.readouterr().out

@@ -11,9 +11,9 @@ from vaelab import objectives
 from vaelab.cli import main
 from vaelab.data import labelled_subset
 from vaelab.errors import DataError
-from vaelab.models import Classifies, build_model
+from vaelab.models import Classifies, Noise, Terms, build_model
+from vaelab.models.families import sum_over_labels
 from vaelab.training.epoch import batch_plan
-from vaelab.training.step import training_bound
 
 SHAPE = (1, 6, 5)
 
@@ -28,35 +28,43 @@ def binary_images(batch, seed=1):
     return torch.bernoulli(torch.full((batch, *SHAPE), 0.4), generator=torch.Generator().manual_seed(seed))
 
 
+def unlabelled(model, x, noise, bound=objectives.elbo, kl_weight=1.0):
+    """M2's objective with no label seen; noise [samples, images, classes, d]."""
+    return model.objective(x, None, Noise(noise, None), bound, kl_weight)
+
+
+def every_class(classes, images):
+    return torch.arange(classes)[:, None].expand(classes, images)
+
+
 @pytest.mark.parametrize("network", ["mlp", "conv"])
 def test_unlabelled_bound_is_the_explicit_sum_over_classes(network):
     model, x = small_m2(network), binary_images(5)
-    noise = torch.randn(2, 4, 5, 3, generator=torch.Generator().manual_seed(2))
-    terms = objectives.unlabelled_elbo(model, x, samples=2, noise=noise)
+    noise = torch.randn(2, 5, 4, 3, generator=torch.Generator().manual_seed(2))  # [samples, images, classes, d]
+    terms = unlabelled(model, x, noise)
     q_y = model.classifier(x)
     explicit = torch.zeros(5, dtype=torch.float64)
     for c in range(4):  # one class at a time, each image on its own: nothing shared, nothing broadcast
         y = torch.full((5,), c)
-        per_class = objectives.elbo(model, x, y, samples=2, noise=noise[:, c]).elbo
+        per_class = objectives.elbo(model, x, y, noise[:, :, c]).bound
         explicit += (q_y.probs[:, c] * (per_class + math.log(1 / 4) - q_y.probs[:, c].log())).double()
-    torch.testing.assert_close(terms.elbo.double(), explicit, atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(terms.recon - terms.kl, terms.elbo)
-    assert (terms.label_kl >= 0).all()
-    # the training step's bound (no warm-up) is the same number, and warm-up lowers what is maximised
-    maximised, bound = training_bound(model, x, None, "elbo", 2, noise, torch.tensor(1.0))
-    torch.testing.assert_close(bound, terms.elbo)
-    torch.testing.assert_close(maximised, terms.elbo)
-    annealed, _ = training_bound(model, x, None, "elbo", 2, noise, torch.tensor(0.5))
-    assert (annealed > bound).all()  # a KL weighed by 1/2 costs less
+    torch.testing.assert_close(terms.bound.double(), explicit, atol=1e-4, rtol=1e-5)
+    parts = terms.parts
+    assert set(parts) == {"recon", "kl", "label_kl"}
+    torch.testing.assert_close(parts["recon"] - parts["kl"] - parts["label_kl"], terms.bound)
+    assert (parts["label_kl"] >= 0).all()
+    torch.testing.assert_close(terms.maximised, terms.bound)  # no warm-up, no classifier term without labels
+    annealed = unlabelled(model, x, noise, kl_weight=torch.tensor(0.5))
+    torch.testing.assert_close(annealed.bound, terms.bound)
+    assert (annealed.maximised > terms.bound).all()  # a KL weighed by 1/2 costs less
 
 
 def test_exact_enumeration_against_sampling_the_label():
     """sum_y q(y|x) [B(x, y) + log pi_y - log q(y|x)] is E_{y ~ q}[...]: a Monte-Carlo mean over y approaches it."""
     model, x = small_m2(), binary_images(3)
-    noise = torch.randn(1, 4, 3, 3, generator=torch.Generator().manual_seed(3))
-    exact = objectives.unlabelled_elbo(model, x, noise=noise).elbo
-    labels = objectives.every_class(4, 3, "cpu")
-    per_class = objectives.elbo(model, x, labels, noise=noise).elbo  # [4, 3], fixed z per class
+    noise = torch.randn(1, 3, 4, 3, generator=torch.Generator().manual_seed(3))
+    exact = unlabelled(model, x, noise).bound
+    per_class = objectives.elbo(model, x, every_class(4, 3), noise.movedim(2, 1)).bound  # [4, 3], fixed z per class
     q_y = model.classifier(x)
     y = q_y.sample((200_000,))  # [draws, 3]
     values = per_class.T.gather(1, y.T).T + math.log(1 / 4) - q_y.log_prob(y)
@@ -68,30 +76,43 @@ def test_iw_bound_with_the_label_summed_out_lies_above_the_mean_log_weight():
     """Per class, log mean w >= mean log w for the same draws (Jensen); summing y out keeps the order."""
     model, x = small_m2(), binary_images(4)
     noise = torch.randn(8, 4, 4, 3, generator=torch.Generator().manual_seed(4))
-    _, iw = training_bound(model, x, None, "iwae", 8, noise, torch.tensor(1.0))
-    log_w = objectives.log_importance_weights(model, x, objectives.every_class(4, 4, "cpu"), 8, None, noise=noise)
-    mean_log_w = objectives.sum_over_labels(model.classifier(x), model.class_log_prior(), log_w.mean(0))
-    assert (iw >= mean_log_w - 1e-4).all() and (iw > mean_log_w + 1e-3).any()
+    iw = unlabelled(model, x, noise, objectives.iw_bound).bound
+    labels = every_class(4, 4)
+    log_w = objectives.log_weight(model.densities(x, labels, model.posterior(x, labels), noise.movedim(2, 1)))
+    mean_log_w = Terms(log_w.mean(0), log_w.mean(0), {})
+    summed = sum_over_labels(model.classifier(x), model.class_log_prior(), mean_log_w).bound
+    assert (iw >= summed - 1e-4).all() and (iw > summed + 1e-3).any()
 
 
 def test_labelled_bound_adds_the_class_prior_and_alpha_times_the_classifier():
-    model, x, y = small_m2(), binary_images(4), torch.tensor([0, 1, 2, 3])
+    model, x, y = small_m2(alpha=2.5), binary_images(4), torch.tensor([0, 1, 2, 3])
     noise = torch.randn(1, 4, 3, generator=torch.Generator().manual_seed(5))
-    maximised, bound = training_bound(model, x, y, "elbo", 1, noise, torch.tensor(1.0), classifier_weight=2.5)
-    elbo = objectives.elbo(model, x, y, noise=noise).elbo
-    torch.testing.assert_close(bound, elbo + math.log(1 / 4))
-    torch.testing.assert_close(maximised, bound + 2.5 * model.classifier(x).log_prob(y))
+    terms = model.objective(x, y, Noise(None, noise), objectives.elbo)
+    elbo = objectives.elbo(model, x, y, noise).bound
+    torch.testing.assert_close(terms.bound, elbo + math.log(1 / 4))
+    torch.testing.assert_close(terms.maximised, terms.bound + 2.5 * model.classifier(x).log_prob(y))
+    torch.testing.assert_close(terms.parts["label_kl"], torch.full((4,), math.log(4)))  # KL(onehot || uniform)
+
+
+def test_alpha_defaults_to_four_times_the_images_per_label():
+    assert small_m2().alpha == 0.0  # built to be loaded: alpha weighs nothing it computes
+    model = build_model("m2", SHAPE, 4, 50_000, 100, latent_dim=3, hidden=(16,))
+    assert model.alpha == 2000.0 and build_model("m2", SHAPE, 4, 600, None, latent_dim=3, hidden=(16,)).alpha == 4.0
 
 
 def test_a_mixed_step_is_its_unlabelled_and_its_labelled_images_apart():
-    """A step's batch: the first images unlabelled, the last ones with labels; one noise tensor for all."""
-    model, x, y = small_m2(), binary_images(5), torch.tensor([2, 0])
-    noise = torch.randn(2, 4 * 3 + 2, 3, generator=torch.Generator().manual_seed(6))  # 3 unlabelled x 4 classes, 2 labelled
-    maximised, bound = training_bound(model, x, y, "elbo", 2, noise, torch.tensor(0.5), classifier_weight=3.0)
-    unlabelled = training_bound(model, x[:3], None, "elbo", 2, noise[:, :12].reshape(2, 4, 3, 3), torch.tensor(0.5))
-    labelled = training_bound(model, x[3:], y, "elbo", 2, noise[:, 12:], torch.tensor(0.5), classifier_weight=3.0)
-    torch.testing.assert_close(maximised, torch.cat([unlabelled[0], labelled[0]]))
-    torch.testing.assert_close(bound, torch.cat([unlabelled[1], labelled[1]]))
+    """A step's batch: the first images unlabelled, the last ones with labels; noise for each apart."""
+    model, x, y = small_m2(alpha=3.0), binary_images(5), torch.tensor([2, 0])
+    generator = torch.Generator().manual_seed(6)
+    noise = Noise(torch.randn(2, 3, 4, 3, generator=generator), torch.randn(2, 2, 3, generator=generator))
+    half = torch.tensor(0.5)
+    both = model.objective(x, y, noise, objectives.elbo, half)
+    apart = [unlabelled(model, x[:3], noise.unlabelled, kl_weight=half),
+             model.objective(x[3:], y, Noise(None, noise.labelled), objectives.elbo, half)]
+    torch.testing.assert_close(both.maximised, torch.cat([t.maximised for t in apart]))
+    torch.testing.assert_close(both.bound, torch.cat([t.bound for t in apart]))
+    for name in ("recon", "kl", "label_kl"):
+        torch.testing.assert_close(both.parts[name], torch.cat([t.parts[name] for t in apart]))
 
 
 def test_confusion_matrix_counts_true_against_predicted_classes():

@@ -9,11 +9,10 @@ from torch.distributions import Independent, Normal
 from torch.nn import functional as F
 
 from vaelab import objectives
-from vaelab.models import NETWORKS, build_model
+from vaelab.models import NETWORKS, Noise, build_model, rsample
 from vaelab.models.layers import ClassBias
 from vaelab.models.priors import GaussianMixture
 from vaelab.training.schedules import kl_weight, learning_rate
-from vaelab.training.step import training_bound
 
 SMALL_NETS = dict(hidden=(16,), channels=4, depth=1)
 SHAPES = [(1, 28, 28), (1, 5, 7), (3, 12, 10)]
@@ -79,13 +78,13 @@ def test_the_mixture_density_equals_the_mixture_computed_directly():
 def test_the_mixture_draws_what_it_describes():
     loc = torch.tensor([[-3.0, 0.0], [3.0, 1.0]])
     scale = torch.tensor([[0.5, 1.0], [0.5, 2.0]])
-    draws = objectives.rsample(GaussianMixture(loc, scale), (40_000,), torch.Generator().manual_seed(1))
+    draws = rsample(GaussianMixture(loc, scale), (40_000,), torch.Generator().manual_seed(1))
     assert draws.shape == (40_000, 2)
     right = draws[:, 0] > 0
     assert abs(right.float().mean().item() - 0.5) < 0.01
     torch.testing.assert_close(draws[right].mean(0), loc[1], atol=0.05, rtol=0)
     torch.testing.assert_close(draws[right].std(0), scale[1], atol=0.05, rtol=0)
-    again = objectives.rsample(GaussianMixture(loc, scale), (40_000,), torch.Generator().manual_seed(1))
+    again = rsample(GaussianMixture(loc, scale), (40_000,), torch.Generator().manual_seed(1))
     assert torch.equal(draws, again)
 
 
@@ -106,12 +105,12 @@ def test_the_vamp_prior_is_the_mean_of_the_encoders_posteriors_at_the_pseudo_inp
     x = torch.rand(4, 1, 6, 6, dtype=torch.float64).round()
     y = torch.tensor([0, 1, 2, 0])
     noise = torch.randn(3, 4, 2, dtype=torch.float64)
-    terms = objectives.elbo(model, x, y, 3, noise=noise)
+    terms = objectives.elbo(model, x, y, noise)
     q = model.encoder(x, y)
     z = q.base_dist.loc + q.base_dist.scale * noise
-    torch.testing.assert_close(terms.kl, (q.log_prob(z) - model.prior().log_prob(z)).mean(0))
+    torch.testing.assert_close(terms.parts["kl"], (q.log_prob(z) - model.prior().log_prob(z)).mean(0))
     # gradients reach the pseudo-inputs
-    terms.elbo.sum().backward()
+    terms.bound.sum().backward()
     assert model.pseudo_inputs.values.grad.abs().sum() > 0
 
 
@@ -122,18 +121,25 @@ def test_warm_up_weighs_the_kl_and_reports_the_true_bound():
     y = torch.tensor([0, 1, 2, 0])
     noise = torch.randn(3, 4, 2, dtype=torch.float64)
     half = torch.tensor(0.5, dtype=torch.float64)
-    maximised, bound = training_bound(model, x, y, "elbo", 3, noise, half)
-    terms = objectives.elbo(model, x, y, 3, noise=noise)
-    torch.testing.assert_close(bound, terms.elbo)
-    torch.testing.assert_close(maximised, terms.recon - 0.5 * terms.kl)
-    annealed, iw = training_bound(model, x, y, "iwae", 3, noise, half)
-    torch.testing.assert_close(iw, objectives.iw_bound(model, x, y, 3, noise=noise))
+    terms = model.objective(x, y, Noise(None, noise), objectives.elbo, half)
+    plain = objectives.elbo(model, x, y, noise)
+    torch.testing.assert_close(terms.bound, plain.bound)
+    torch.testing.assert_close(terms.maximised, plain.parts["recon"] - 0.5 * plain.parts["kl"])
+    torch.testing.assert_close(plain.bound, plain.parts["recon"] - plain.parts["kl"])
+    iwae = model.objective(x, y, Noise(None, noise), objectives.iw_bound, half)
+    torch.testing.assert_close(iwae.bound, objectives.iw_bound(model, x, y, noise).bound)
     q = model.encoder(x, y)
     z = q.base_dist.loc + q.base_dist.scale * noise
-    log_w = model.decoder(z, y).log_prob(x) + 0.5 * (model.prior().log_prob(z) - q.log_prob(z))
-    torch.testing.assert_close(annealed, torch.logsumexp(log_w, 0) - math.log(3))
+    log_px, log_ratio = model.decoder(z, y).log_prob(x), model.prior().log_prob(z) - q.log_prob(z)
+    torch.testing.assert_close(iwae.bound, torch.logsumexp(log_px + log_ratio, 0) - math.log(3))
+    torch.testing.assert_close(iwae.maximised, torch.logsumexp(log_px + 0.5 * log_ratio, 0) - math.log(3))
     one = torch.tensor(1.0, dtype=torch.float64)
-    torch.testing.assert_close(training_bound(model, x, y, "iwae", 3, noise, one)[0], iw)
+    torch.testing.assert_close(model.objective(x, y, Noise(None, noise), objectives.iw_bound, one).maximised,
+                               iwae.bound)
+    # a β above 1 (β-VAE) weighs the KL more in what is maximised; the bound stays the ELBO
+    beta = model.objective(x, y, Noise(None, noise), objectives.elbo, torch.tensor(4.0, dtype=torch.float64))
+    torch.testing.assert_close(beta.maximised, plain.parts["recon"] - 4 * plain.parts["kl"])
+    torch.testing.assert_close(beta.bound, plain.bound)
 
 
 def test_schedules():
@@ -171,8 +177,9 @@ def test_each_network_learns_on_a_small_slice(network, tmp_path, mnist_raw):
     x, y = test.x[:200], test.y[:200]
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        elbo = objectives.elbo(run.model, x, y, samples=50, generator=g).elbo
-        iw5 = torch.stack([objectives.iw_bound(run.model, x, y, 5, g) for _ in range(10)]).mean(0)
+        elbo = objectives.elbo(run.model, x, y, objectives.draw_noise(run.model, 50, 200, g, "cpu")).bound
+        iw5 = torch.stack([objectives.iw_bound(run.model, x, y, objectives.draw_noise(run.model, 5, 200, g, "cpu")).bound
+                           for _ in range(10)]).mean(0)
         is_estimate = objectives.log_likelihood_is(run.model, x, y, 500, g)
     for lower, upper in ((elbo, iw5), (iw5, is_estimate)):
         gap = upper - lower  # per image; its mean must be clearly above zero

@@ -190,7 +190,7 @@ def test_checkpoint_with_other_shapes_or_config(tmp_path):
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"latent_dim": "forty"}))
     (tmp_path / "c.safetensors").rename(run / "best.safetensors")
-    with pytest.raises(VaelabError, match="--latent-dim 'forty' is not allowed"):
+    with pytest.raises(VaelabError, match="config.json: latent_dim 'forty' is not allowed"):
         vaelab.load_run(run)
 
 

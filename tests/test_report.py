@@ -17,7 +17,7 @@ import pytest
 from vaelab.cli import main
 from vaelab.config import make_config
 from vaelab.report import Figure, Report, RunSection, Table, pdf_page_count, render_html, write_report
-from vaelab.report.plots import (CHANNEL_GAP_VALUE, COLOUR_PADDING, grid_figure, image_stack, mosaic, png_bytes,
+from vaelab.pictures import (CHANNEL_GAP_VALUE, COLOUR_PADDING, grid_figure, image_stack, mosaic, png_bytes,
                                  save_sample_grid)
 from vaelab.runs import RunDir
 from vaelab.training import train
@@ -186,7 +186,7 @@ from vaelab.report.pdf import render_pdf
 from vaelab.report import Report
 plots.save_sample_grid(r"{tmp_path / 'grid.png'}", np.zeros((4, 3, 5, 5)), 2, None, (), "t")
 plots.png_bytes(plots.curves_figure([dict(epoch=1, train_elbo=-1.0, valid_elbo=-1.0, valid_recon=-1.0,
-                                           valid_kl=0.5)], "train_elbo", "ELBO"))
+                                           valid_kl=0.5)], "train_elbo", "ELBO", dict(recon="r", kl="k")))
 plots.png_bytes(plots.manifold_figure(np.zeros((9, 1, 4, 4)), np.linspace(-1, 1, 3), "m"))
 render_pdf(Report("t", [], [], []))
 assert matplotlib.get_backend() == "svg", matplotlib.get_backend()

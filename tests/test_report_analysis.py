@@ -10,20 +10,27 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Independent, Normal
 
-from vaelab.models import GaussianMixture
+from vaelab.models import Densities, Family, GaussianMixture, rsample
 from vaelab.report.analysis import (QUANTILE_DRAWS, label_classes, latent_means, manifold, pick_examples, project_2d,
                                     style_transfer)
 
 
-class EchoModel(torch.nn.Module):
+class EchoModel(Family):
     """A stub family with the interface's members. Its decoder's mean shows what it was given:
     decoding z with label y gives the image [z, onehot(y)] (just [z] without labels), and the
-    encoder's mean for image x with label y is x[:d] + y."""
+    code of image x with label y (its q's mean) is x[:d] + y."""
 
     def __init__(self, latent_dim: int = 2):
         super().__init__()
         self.latent_dim, self.image_shape = latent_dim, (1, 1, latent_dim)
         self.anchor = torch.nn.Parameter(torch.zeros(()))  # where the model lives (its device)
+
+    @property
+    def code_dim(self):
+        return self.latent_dim
+
+    def noise_shape(self, labelled=True):
+        return (self.latent_dim,)
 
     def prior(self):
         return Independent(Normal(torch.zeros(self.latent_dim), torch.ones(self.latent_dim)), 1)
@@ -31,9 +38,22 @@ class EchoModel(torch.nn.Module):
     def equations(self):
         return ["z ~ N(0, I)"]
 
-    def encoder(self, x, y=None):
-        mean = x[..., : self.latent_dim] + (0 if y is None else y[..., None].to(x.dtype))
-        return Independent(Normal(mean, torch.ones_like(mean)), 1)
+    def posterior(self, x, y=None):
+        return (x[..., : self.latent_dim] + (0 if y is None else y[..., None].to(x.dtype)),)
+
+    def densities(self, x, y, posterior, noise, closed_form=False):
+        z = posterior[0] + noise
+        q = Independent(Normal(posterior[0], torch.ones_like(posterior[0])), 1)
+        return Densities(self.decoder(z, y).log_prob(x), {"kl": q.log_prob(z) - self.prior().log_prob(z)})
+
+    def code(self, x, y=None):
+        return self.posterior(x, y)[0]
+
+    def sample_codes(self, count, generator):
+        return rsample(self.prior(), (count,), generator)
+
+    def part_words(self):
+        return {"recon": "E_q[log p(x | z)]", "kl": "KL(q(z | x) ‖ p(z))"}
 
     def decoder(self, z, y=None):
         return Independent(Normal(z, torch.ones_like(z)), 1)

@@ -56,7 +56,7 @@ def test_resuming_a_run_whose_config_was_edited_is_refused_and_changes_nothing(r
 
 @pytest.mark.parametrize("content, message", [
     ("[1, 2]", "is not a vaelab config (not a JSON object)"),
-    ('{"latent_dim": "forty"}', "--latent-dim 'forty' is not allowed"),
+    ('{"latent_dim": "forty"}', "config.json: latent_dim 'forty' is not allowed"),
     ('{"optimizer": "sgd"}', "unknown setting 'optimizer'"),
     ("{not json", "is not readable JSON"),
 ])

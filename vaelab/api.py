@@ -3,8 +3,8 @@
     >>> import vaelab
     >>> run = vaelab.load_run("runs/cvae-mnist")
     >>> images, labels = run.sample(per_class=4, seed=0)      # (40, 1, 28, 28) decoder means, (40,) classes
-    >>> q = run.encode(x, y)                                    # q(z | x, y): q.mean, q.stddev are [n, d]
-    >>> means = run.decode(q.mean, y)                           # (n, 1, 28, 28) in [0, 1]
+    >>> z = run.encode(x, y)                                    # (n, d) codes: the posterior means of z
+    >>> means = run.decode(z, y)                                # (n, 1, 28, 28) in [0, 1]
     >>> run.evaluate(iw_samples=100)                            # dict of nats per test image
 
 Images are (n, C, H, W) as the dataset's spec gives them, channels first: C = 1 for grey, 3 for
@@ -22,9 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.distributions import Distribution
-
-from . import objectives
 from .checkpoints import Checkpoint, parse_checkpoint
 from .config import TrainConfig, config_from_dict
 from .data import get_spec, load_raw, make_splits
@@ -32,7 +29,7 @@ from .distributed import SINGLE, Processes
 from .errors import RunError, VaelabError
 from .models import Model, class_conditional, decoder_mean
 from .runs import RunDir, check_agreement, new_model, read_metrics, stored_config
-from .training import DeviceSplit, resolve_device
+from .devices import DeviceSplit, resolve_device
 
 CHECKPOINTS = ("best", "latest")
 
@@ -58,7 +55,7 @@ class Run:
 
     def _images(self, x) -> torch.Tensor:
         """x as [n, C, H, W] float32 on the run's device, from (n, C, H, W) or flat (n, C * H * W)."""
-        x = torch.as_tensor(np.asarray(x), dtype=torch.float32, device=self.device)
+        x = torch.as_tensor(x if isinstance(x, torch.Tensor) else np.asarray(x), dtype=torch.float32, device=self.device)
         shape = self.model.image_shape
         if x.ndim == 2 and x.shape[1] == math.prod(shape):
             x = x.reshape(-1, *shape)
@@ -73,27 +70,29 @@ class Run:
             return None
         if y is None:
             raise VaelabError("this run is class-conditional: pass the labels y")
-        labels = torch.as_tensor(np.asarray(y), dtype=torch.long, device=self.device)
+        labels = torch.as_tensor(y if isinstance(y, torch.Tensor) else np.asarray(y), dtype=torch.long,
+                                 device=self.device)
         labels = labels.reshape(-1).expand(n) if labels.ndim == 0 else labels
         if labels.shape != (n,) or labels.min() < 0 or labels.max() >= self.model.num_classes:
             raise VaelabError(f"labels must be {n} classes in 0..{self.model.num_classes - 1}")
         return labels
 
     @torch.no_grad()
-    def encode(self, x, y=None) -> Distribution:
-        """q(z | x[, y]) for images x (n, C, H, W) in [0, 1]: a distribution with .mean and .stddev [n, d]."""
+    def encode(self, x, y=None) -> np.ndarray:
+        """The representative code of each image x (n, C, H, W) in [0, 1]: (n, code_dim), the posterior
+        mean of z for a Gaussian q (`Model.code`)."""
         x = self._images(x)
-        return self.model.encoder(x, self._labels(y, x.shape[0]))
+        return self.model.code(x, self._labels(y, x.shape[0])).cpu().numpy()
 
     @torch.no_grad()
     def decode(self, z, y=None) -> np.ndarray:
-        """Mean images of p(x | z[, y]) for codes z (n, d): (n, C, H, W) in [0, 1]."""
-        z = torch.as_tensor(np.asarray(z), dtype=torch.float32, device=self.device)
+        """Mean images of p(x | z[, y]) for codes z (n, code_dim): (n, C, H, W) in [0, 1]."""
+        z = torch.as_tensor(z if isinstance(z, torch.Tensor) else np.asarray(z), dtype=torch.float32, device=self.device)
         return decoder_mean(self.model.decoder(z, self._labels(y, z.shape[0]))).cpu().numpy()
 
     def reconstruct(self, x, y=None) -> np.ndarray:
         """Decode the posterior mean of each image: (n, C, H, W) in [0, 1]."""
-        return self.decode(self.encode(x, y).mean, y)
+        return self.decode(self.encode(x, y), y)
 
     @torch.no_grad()
     def sample(self, n: int | None = None, per_class: int | None = None, digit: int | None = None,
@@ -106,14 +105,14 @@ class Run:
         generator = torch.Generator(device=self.device).manual_seed(seed)
         if class_conditional(self.model):
             if digit is not None and not 0 <= digit < self.model.num_classes:
-                raise VaelabError(f"--digit {digit} is not a class of this run: use 0..{self.model.num_classes - 1}")
+                raise VaelabError(f"{{digit}} {digit} is not a class of this run: use 0..{self.model.num_classes - 1}")
             classes = [digit] if digit is not None else list(range(self.model.num_classes))
             labels = np.repeat(np.array(classes), per_class or 8)
-            z = objectives.sample_prior(self.model, len(labels), generator)
+            z = self.model.sample_codes(len(labels), generator)
             return self.decode(z, labels), labels
         if digit is not None:
-            raise VaelabError("--digit needs a class-conditional run; this model has no class label")
-        z = objectives.sample_prior(self.model, n or 64, generator)
+            raise VaelabError("{digit} needs a class-conditional run; this model has no class label")
+        z = self.model.sample_codes(n or 64, generator)
         return self.decode(z), None
 
     def test_data(self) -> DeviceSplit:
@@ -158,7 +157,7 @@ def load_run(path: str | Path, checkpoint: str = "best", device: str = "auto",
     others its config and checkpoint: they need no access to it.
     """
     if checkpoint not in CHECKPOINTS:
-        raise VaelabError(f"--checkpoint {checkpoint!r} is not allowed: use best or latest")
+        raise VaelabError(f"{{checkpoint}} {checkpoint!r} is not allowed: use best or latest")
     opened = None
     with processes.agreement("opening the run directory"):
         if processes.main:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from .config import SETTINGS, TrainConfig, flag
+from .config import GROUPS, SETTINGS, TrainConfig, flag
+from .models import FAMILIES, family_settings
 from .fast import COMPILE_MODES
 
 EXIT_USAGE = 2
@@ -89,15 +90,19 @@ def build_parser() -> ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     defaults = TrainConfig()
+    groups = {group: train.add_argument_group(f"settings of {words}") for group, words in GROUPS.items()}
     for name, setting in SETTINGS.items():
         default = getattr(defaults, name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        takers = [family for family in FAMILIES if name in family_settings(family)]
+        taken = f" [{', '.join(takers)}]" if setting.group == "model" and name != "model" else ""
+        group = groups[setting.group]
         if setting.kind is bool:  # --tensorboard / --no-tensorboard
-            train.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"{setting.help} (default: {'on' if default else 'off'})")
+            group.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"{setting.help} (default: {'on' if default else 'off'}){taken}")
             continue
-        train.add_argument(flag(name), dest=name, type=_FLAG_TYPES.get(setting.kind, str), default=None,
-                           help=f"{setting.help} (default: {shown})")
+        group.add_argument(flag(name), dest=name, type=_FLAG_TYPES.get(setting.kind, str), default=None,
+                           help=f"{setting.help} (default: {shown}){taken}")
 
     evaluate = commands.add_parser("evaluate", help="test-set ELBO, IS log-likelihood (and CVAE extras)")
     evaluate.add_argument("run", help="run directory")

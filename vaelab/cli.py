@@ -18,7 +18,7 @@ from contextlib import nullcontext, redirect_stderr
 from pathlib import Path
 
 from .arguments import build_parser
-from .config import SETTINGS, make_config, read_toml
+from .config import SETTINGS, flag, make_config, read_toml
 from .distributed import SINGLE, group, group_size
 from .errors import EXIT_FAILURE, TrainingInterrupted, VaelabError, out_of_memory
 from .threads import share_cpus
@@ -84,7 +84,8 @@ def cmd_evaluate(args) -> int:
     else:
         labelled = class_conditional(run.model)
         name = "log p(x | y)" if labelled else "log p(x)"
-        print(f"test ELBO {result['elbo']:.2f} (recon {result['recon']:.2f}, KL {result['kl']:.2f}); "
+        parts = ", ".join(f"{part} {result[part]:.2f}" for part in run.model.part_words() if part in result)
+        print(f"test ELBO {result['elbo']:.2f} ({parts}); "
               f"{name} {result['log_likelihood']:.2f} with K = {args.iw_samples}"
               + (f"; log p(x) {result['log_likelihood_marginal']:.2f}; accuracy {100 * result['accuracy']:.2f}%"
                  if labelled else "")
@@ -97,7 +98,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_sample(args) -> int:
     from .api import load_run
-    from .models import mean_words
+    from .models import code_words, pixel_words
     from .report.plots import save_sample_grid
 
     run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
@@ -107,7 +108,7 @@ def cmd_sample(args) -> int:
         rows = sorted(set(labels.tolist()))
     else:
         columns, rows = min(8, args.n), None
-    title = f"{run.config.model.upper()} samples, epoch {run.epoch} ({mean_words(run.config.likelihood)})"
+    title = f"{run.config.model.upper()} samples, epoch {run.epoch} ({pixel_words(run.model)})"
     _write_figure(args.output, lambda path: save_sample_grid(path, images, columns, rows, run.class_names, title))
     return 0
 
@@ -116,7 +117,7 @@ def cmd_reconstruct(args) -> int:
     import numpy as np
 
     from .api import load_run
-    from .models import mean_words
+    from .models import code_words, pixel_words
     from .report.plots import save_reconstructions
 
     run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
@@ -125,7 +126,7 @@ def cmd_reconstruct(args) -> int:
     x = test.x[pick].cpu().numpy()
     means = run.reconstruct(x, test.y[pick].cpu().numpy())
     title = (f"{run.config.model.upper()} reconstructions, epoch {run.epoch} "
-             f"({mean_words(run.config.likelihood)} of p(x | z = E_q[z]))")
+             f"({pixel_words(run.model)} of p(x | z = {code_words(run.model)}))")
     _write_figure(args.output, lambda path: save_reconstructions(path, x, means, title))
     return 0
 
@@ -246,11 +247,11 @@ def main(argv: list[str] | None = None) -> int:
             return COMMANDS[args.command](args)
     except TrainingInterrupted as exc:
         if rank == 0:
-            print(f"vaelab: {exc}", file=sys.stderr)
+            print(f"vaelab: {exc.worded(flag)}", file=sys.stderr)
         return exc.exit_code
     except VaelabError as exc:
         if rank == 0 or (exc.local and not exc.quiet):
-            print(f"vaelab: error{f' (process {rank})' if rank else ''}: {exc}", file=sys.stderr)
+            print(f"vaelab: error{f' (process {rank})' if rank else ''}: {exc.worded(flag)}", file=sys.stderr)
         return exc.exit_code
     except (MemoryError, RuntimeError) as exc:
         if not out_of_memory(exc):

@@ -21,7 +21,7 @@ from .data import BINARIZE_MODES, DATASETS
 from .data.user import is_user_dataset
 from .errors import VaelabError
 from .fast import COMPILE_MODES
-from .models import ACTIVATIONS, FAMILIES, LIKELIHOODS, NETWORKS, PRIORS
+from .models import ACTIVATIONS, FAMILIES, LIKELIHOODS, NETWORKS, PRIORS, family_settings
 
 
 @dataclass(frozen=True)
@@ -34,17 +34,22 @@ class Setting:
     minimum: float | None = None
     maximum: float | None = None
     optional: bool = False  # None is allowed (and means "not set")
-    architecture: bool = False  # decides the model's shape: an argument of models.build_model
+    group: str = "training"  # where `vaelab train --help` lists it: one of GROUPS
+    registry: dict | None = None  # choices that grow as entries are registered (the model families)
     changes_on_resume: bool = False  # may differ from the stored value on --resume
     example: str = ""
     describe: str = ""  # what is allowed, in words, where the kind alone does not say
+
+    def options(self) -> tuple[str, ...] | None:
+        """The allowed values of a setting with choices, as they are now (None: any value of its kind)."""
+        return tuple(self.registry) if self.registry is not None else self.choices
 
     def allowed(self) -> str:
         """What is allowed, in words, for error messages."""
         if self.describe:
             return self.describe
-        if self.choices is not None:
-            return "one of " + ", ".join(self.choices)
+        if self.options() is not None:
+            return "one of " + ", ".join(self.options())
         if self.kind is bool:
             return "true or false"
         if self.kind is float:
@@ -61,6 +66,9 @@ def setting(kind: type, default, help: str, **limits) -> dataclasses.Field:
     return field(default=default, metadata={"setting": Setting(kind, help, **limits)})
 
 
+# `vaelab train --help` lists the settings in these groups, in this order
+GROUPS = {"data": "the data", "model": "the model (each family takes the settings it names)",
+          "training": "training", "run": "running the run"}
 MAX_WIDTH = 10_000  # latent size and hidden widths: a 10,000 x 10,000 layer is 400 MB, 1.6 GB with Adam's moments
 OBJECTIVES = ("elbo", "iwae")
 DEVICES = ("auto", "cpu", "cuda")
@@ -73,31 +81,32 @@ FOLDERS = ("data_dir", "cache_dir")  # stored as absolute paths: the run directo
 class TrainConfig:
     """Everything a training run depends on. Stored as the run's config.json."""
 
-    model: str = setting(str, "cvae", "the model family: vae, cvae (class-conditional) or m2 (semi-supervised)",
-                         choices=tuple(FAMILIES), architecture=True)
+    model: str = setting(str, "cvae", "the model family: vae, cvae (class-conditional), m2 (semi-supervised) or one "
+                         "registered with vaelab.models.register_family",
+                         registry=FAMILIES, group="model")
     network: str = setting(str, "mlp", "the encoder and decoder networks", choices=tuple(NETWORKS),
-                           architecture=True)
+                           group="model")
     dataset: str = setting(str, "mnist", "mnist, fashion-mnist, an .npz file (images, labels) or a folder with a "
                            "subfolder of PNG images per class",
-                           describe=f"one of {', '.join(DATASETS)}, an .npz file or a folder of class subfolders")
-    latent_dim: int = setting(int, 40, "latent size d", minimum=1, maximum=MAX_WIDTH, architecture=True)
+                           describe=f"one of {', '.join(DATASETS)}, an .npz file or a folder of class subfolders", group="data")
+    latent_dim: int = setting(int, 40, "latent size d", minimum=1, maximum=MAX_WIDTH, group="model")
     hidden: tuple[int, ...] = setting(tuple, (500, 500), "hidden widths, e.g. 500,500 (encoder; the decoder "
-                                      "mirrors it)", minimum=1, maximum=MAX_WIDTH, architecture=True,
+                                      "mirrors it)", minimum=1, maximum=MAX_WIDTH, group="model",
                                       example="500,500")
     activation: str = setting(str, "relu", "relu, tanh, softplus, elu or gelu", choices=tuple(ACTIVATIONS),
-                              architecture=True)
+                              group="model")
     channels: int = setting(int, 32, "feature maps of the conv and resnet networks (conv doubles them once)",
-                            minimum=1, maximum=1024, architecture=True)
+                            minimum=1, maximum=1024, group="model")
     depth: int | None = setting(int, None, "convolutions (conv: 1) or residual blocks (resnet: 2) per resolution",
-                                minimum=1, maximum=64, optional=True, architecture=True)
+                                minimum=1, maximum=64, optional=True, group="model")
     likelihood: str = setting(str, "bernoulli", "bernoulli (binarised data), gaussian or continuous-bernoulli "
-                              "(grayscale)", choices=LIKELIHOODS, architecture=True)
+                              "(grayscale)", choices=LIKELIHOODS, group="model")
     prior: str = setting(str, "standard", "p(z): standard (N(0, I)) or vamp (the VampPrior, a mixture of the "
-                         "encoder's posteriors at learned pseudo-inputs)", choices=PRIORS, architecture=True)
+                         "encoder's posteriors at learned pseudo-inputs)", choices=PRIORS, group="model")
     pseudo_inputs: int = setting(int, 500, "pseudo-inputs K of the VampPrior", minimum=1, maximum=10_000,
-                                 architecture=True)
+                                 group="model")
     binarize: str = setting(str, "dynamic", "dynamic (fresh draw each epoch), static (drawn once) or none "
-                            "(grayscale)", choices=BINARIZE_MODES)
+                            "(grayscale)", choices=BINARIZE_MODES, group="data")
     objective: str = setting(str, "elbo", "elbo (SGVB) or iwae (importance-weighted bound)", choices=OBJECTIVES)
     samples: int = setting(int, 1, "samples per image: L for the ELBO, k for IWAE", minimum=1, maximum=10_000)
     epochs: int = setting(int, 100, "maximum number of epochs", minimum=1, maximum=100_000, changes_on_resume=True)
@@ -107,44 +116,47 @@ class TrainConfig:
                                "--lr down to --lr / 100 at the last epoch)", choices=LR_SCHEDULES)
     warmup: int = setting(int, 0, "KL warm-up: the weight of log p(z) - log q(z | x) rises linearly from 0 to 1 "
                           "over this many epochs (0: none)", minimum=0, maximum=100_000)
+    beta: float = setting(float, 1.0, "the weight of the KL terms in what is maximised (β-VAE: above 1); the "
+                          "logged bound stays the true ELBO", minimum=0.0, maximum=1000.0)
     seed: int = setting(int, 0, "random seed (initialisation, order, binarisation, noise)", minimum=0,
                         maximum=2**62)
-    device: str = setting(str, "auto", "auto, cpu or cuda", choices=DEVICES, changes_on_resume=True)
+    device: str = setting(str, "auto", "auto, cpu or cuda", choices=DEVICES, changes_on_resume=True, group="run")
     compile: str = setting(str, "auto", "run the training step through torch.compile: on, off, or auto (for runs "
-                           "of 4,000+ steps)", choices=COMPILE_MODES, changes_on_resume=True)
+                           "of 4,000+ steps)", choices=COMPILE_MODES, changes_on_resume=True, group="run")
     time_limit: float | None = setting(float, None, "stop after the epoch that brings this call's training past "
                                        "this many minutes (resume continues)", minimum=0.0, maximum=100_000.0,
-                                       optional=True, changes_on_resume=True)
+                                       optional=True, changes_on_resume=True, group="run")
     patience: int = setting(int, 0, "stop after this many epochs without a better validation ELBO (0: never)",
-                            minimum=0, maximum=100_000, changes_on_resume=True)
+                            minimum=0, maximum=100_000, changes_on_resume=True, group="run")
     train_on: str = setting(str, "train", "train (50,000 images) or train+valid (60,000: the training and validation "
                             "images together)",
-                            choices=TRAIN_ON)
+                            choices=TRAIN_ON, group="data")
     limit_train: int | None = setting(int, None, "use only the first N training images (quick experiments)",
-                                      minimum=1, maximum=10**9, optional=True)
+                                      minimum=1, maximum=10**9, optional=True, group="data")
     sample_epochs: tuple[int, ...] = setting(tuple, (1, 10, 25, 50, 100), "epochs after which to save a sample "
                                              "grid, e.g. 1,10,25 (the last is always saved)", minimum=1,
-                                             maximum=100_000, changes_on_resume=True, example="1,10,25")
+                                             maximum=100_000, changes_on_resume=True, example="1,10,25", group="run")
     labels: int | None = setting(int, None, "semi-supervised (--model m2): keep the labels of only N training "
                                  "images, balanced over the classes (default: every label)", minimum=1,
                                  maximum=10**9, optional=True,
                                  describe="a whole number of labelled training images, at least the number of "
-                                 "classes")
-    label_seed: int = setting(int, 0, "which images keep their labels (with --labels)", minimum=0, maximum=2**62)
+                                 "classes", group="data")
+    label_seed: int = setting(int, 0, "which images keep their labels (with --labels)", minimum=0, maximum=2**62, group="data")
     alpha: float | None = setting(float, None, "weight of log q(y | x) per labelled image (M2); default: 4 x "
                                   "training images / labelled images (40 x Kingma et al.'s alpha = 0.1 N)",
-                                  minimum=0.0, maximum=1e6, optional=True)
+                                  minimum=0.0, maximum=1e6, optional=True, group="model")
     data_dir: str | None = setting(str, None, "folder with the IDX files (else $VAELAB_DATA, the cache, then "
-                                   "downloads)", optional=True)
+                                   "downloads)", optional=True, group="data")
     cache_dir: str | None = setting(str, None, "the data cache folder (default $VAELAB_CACHE or ~/.cache/vaelab); "
                                     "evaluate, sample, report and explore read the test images from it too",
-                                    optional=True, changes_on_resume=True)
+                                    optional=True, changes_on_resume=True, group="data")
     tensorboard: bool = setting(bool, False, "also write TensorBoard event files to DIR/tensorboard/ (needs the "
-                                "tensorboard extra)", changes_on_resume=True)
+                                "tensorboard extra)", changes_on_resume=True, group="run")
 
-    def architecture(self) -> dict:
-        """The settings that decide the model's shape, as keyword arguments of `models.build_model`."""
-        return {name: getattr(self, name) for name, s in SETTINGS.items() if s.architecture and name != "model"}
+    def family_settings(self) -> dict:
+        """The settings the chosen family takes (`models.family_settings`), as keyword arguments of
+        `models.build_model`: it is handed these and no others."""
+        return {name: getattr(self, name) for name in family_settings(self.model)}
 
     @property
     def bound_key(self) -> str:
@@ -197,7 +209,7 @@ def flags_table(settings: dict[str, Setting], defaults: dict[str, object]) -> st
 
 
 def _fail(name: str, value, allowed: str) -> VaelabError:
-    return VaelabError(f"{flag(name)} {value!r} is not allowed: use {allowed}")
+    return VaelabError(f"{{{name}}} {value!r} is not allowed: use {allowed}")
 
 
 def _whole(value, setting: Setting, limits: bool = True) -> bool:
@@ -213,8 +225,8 @@ def check_value(name: str, value, limits: bool = True):
     s = SETTINGS[name]
     if value is None and s.optional:
         return None
-    if s.choices is not None:
-        if not isinstance(value, str) or value not in s.choices:
+    if s.options() is not None:
+        if not isinstance(value, str) or value not in s.options():
             raise _fail(name, value, s.allowed())
         return value
     if s.kind is bool:
@@ -253,17 +265,23 @@ def check_value(name: str, value, limits: bool = True):
 
 
 def check_consistency(config: TrainConfig) -> None:
-    if config.likelihood == "bernoulli" and config.binarize == "none":
-        raise VaelabError("--likelihood bernoulli needs binarised pixels: a Bernoulli 'likelihood' of grayscale "
-                          "pixels is not a likelihood; use --binarize dynamic/static, or --likelihood gaussian "
-                          "or continuous-bernoulli with --binarize none")
-    if config.likelihood != "bernoulli" and config.binarize != "none":
-        raise VaelabError(f"--likelihood {config.likelihood} models grayscale pixels: use it with --binarize none")
+    taken = family_settings(config.model)
+    if "likelihood" in taken and config.likelihood == "bernoulli" and config.binarize == "none":
+        raise VaelabError("{likelihood} bernoulli needs binarised pixels: a Bernoulli 'likelihood' of grayscale "
+                          "pixels is not a likelihood; use {binarize} dynamic/static, or {likelihood} gaussian "
+                          "or continuous-bernoulli with {binarize} none")
+    if "likelihood" in taken and config.likelihood != "bernoulli" and config.binarize != "none":
+        raise VaelabError(f"{{likelihood}} {config.likelihood} models grayscale pixels: use it with {{binarize}} none")
     if config.labels is not None and not hasattr(FAMILIES[config.model], "classifier"):
-        raise VaelabError(f"--labels needs a model that infers missing labels (--model m2); --model {config.model} "
-                          "trains on every label: drop --labels")
+        raise VaelabError(f"{{labels}} needs a model that infers missing labels ({{model}} m2); {{model}} {config.model} "
+                          "trains on every label: drop {labels}")
+    defaults = TrainConfig()
+    for name, s in SETTINGS.items():
+        if s.group == "model" and name != "model" and name not in taken and getattr(config, name) != getattr(defaults, name):
+            raise VaelabError(f"{{model}} {config.model} does not take {{{name}}}: drop it (its settings: "
+                              + ", ".join("{" + n + "}" for n in taken) + ")")
     if config.objective == "iwae" and config.samples < 2:
-        raise VaelabError("--objective iwae needs --samples k >= 2 (k = 1 is the ELBO)")
+        raise VaelabError("{objective} iwae needs {samples} k >= 2 (k = 1 is the ELBO)")
 
 
 def read_toml(path: str | Path) -> dict:

@@ -7,9 +7,17 @@ The command line turns them into a single line on stderr, "vaelab: error: ...", 
        memory that ran out (RunFailed)
 
 Library users catch VaelabError (RunFailed is one). Anything else that escapes is a bug in vaelab.
+
+A message names a setting or an option as {name} ("{latent_dim} 'forty' is not allowed"): the
+message, `str(error)`, shows the name as it is (latent_dim, as a TOML file or the API spells it),
+and the command line shows its flag (--latent-dim: `VaelabError.worded`, called by `cli.py`).
 """
 
+import re
+from collections.abc import Callable
+
 EXIT_BAD_INPUT = 2
+NAMED = re.compile(r"\{([a-z][a-z_]*)\}")  # {name}: a setting or an option in a message
 EXIT_FAILURE = 1
 
 
@@ -23,6 +31,14 @@ class VaelabError(Exception):
     exit_code = EXIT_BAD_INPUT
     local = False
     quiet = False
+
+    def __init__(self, message: str = ""):
+        self.template = message
+        super().__init__(NAMED.sub(lambda match: match.group(1), message))
+
+    def worded(self, name: Callable[[str], str]) -> str:
+        """The message with every {setting} written as `name(setting)` (the command line: its flag)."""
+        return NAMED.sub(lambda match: name(match.group(1)), self.template)
 
 
 class RunFailed(VaelabError):

@@ -16,9 +16,8 @@ from tqdm import tqdm
 from . import objectives
 from .distributed import SINGLE, Processes
 from .fast import use_compile
-from .models import Classifies, Model, class_conditional
-from .training import DeviceSplit
-from .training.randomness import chunk_generator
+from .devices import DeviceSplit, NamedSums, chunk_generator
+from .models import Classifies, Model, Noise, class_conditional
 
 ROWS_PER_CHUNK = 4096  # images x samples decoded at once: big enough for fast matmuls, small enough for the caches
 COMPILE_FROM = 2_000_000  # decoder evaluations from which torch.compile's start-up (about 15 s) pays off
@@ -30,8 +29,9 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
                    processes: Processes = SINGLE, between_batches: Callable[[], None] = lambda: None) -> dict:
     """Evaluate `model` on `data` (the fixed-binarised test split).
 
-    - elbo, recon, kl: the ELBO with one reparameterised sample per image; the KL in closed form
-      where the prior has one (N(0, I)), else a Monte Carlo estimate at that sample (the VampPrior).
+    - elbo and its parts (recon, the family's KL of every latent, ...): the ELBO with one draw of
+      the latents per image; a KL in closed form where the family gives one (N(0, I)), else a
+      Monte Carlo estimate at that draw (the VampPrior, a flow, a hierarchy).
     - log_likelihood: log p(x) (log p(x | y) for a conditional model) by importance sampling with
       q as proposal and `iw_samples` samples per image.
     - a model with a classifier q(y | x) also gets `classifier_terms`.
@@ -57,7 +57,7 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
     chunk = max(1, ROWS_PER_CHUNK // batch_size)
     if labelled and class_samples is None:
         class_samples = max(1, iw_samples // 10)
-    sums = torch.zeros(6, dtype=torch.float64, device=device)
+    sums = NamedSums()
     n = data.x.shape[0]
     evaluations = n * (decoder_passes(model, iw_samples, class_samples) if labelled else iw_samples)
     compiled = use_compile(compile, evaluations, COMPILE_FROM)
@@ -67,42 +67,32 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
     mine = batches[processes.rows(len(batches))]
     with tqdm(total=min(n, len(mine) * batch_size), desc="evaluate", unit="img", disable=not progress,
               dynamic_ncols=True) as bar:
-        for batch in mine:
+        for batch in mine or range(0, 1):  # a process without a batch takes an empty one
             between_batches()
             start, generator = batch * batch_size, chunk_generator(seed, batch, device)
-            x = data.x[start : start + batch_size]
-            y = data.y[start : start + batch_size]
-            terms = objectives.elbo(model, x, y, samples=1, generator=generator)
-            row = [terms.elbo.sum(), terms.recon.sum(), terms.kl.sum()]
+            stop = start + batch_size if batch in mine else start
+            x, y = data.x[start:stop], data.y[start:stop]
+            terms = objectives.elbo(model, x, y, objectives.draw_noise(model, 1, x.shape[0], generator, device, x.dtype))
+            figures = {"elbo": terms.bound, **terms.parts}
             if labelled:  # the true class's first class_samples draws serve its per-class estimate
                 log_likelihood, true_class = objectives.log_likelihood_prefixes(
                     model, x, y, (iw_samples, class_samples), generator, chunk, log_weights)
                 per_class = objectives.log_likelihood_per_class(model, x, class_samples, generator, chunk,
                                                                 log_weights, known=(y, true_class))
                 log_pi = model.class_log_prior()
-                row.append(log_likelihood.sum())
-                row.append(objectives.log_marginal_likelihood(per_class, log_pi).sum())
-                row.append((objectives.classify(per_class, log_pi) == y).sum().to(torch.float32))
+                figures.update(log_likelihood=log_likelihood,
+                               log_likelihood_marginal=objectives.log_marginal_likelihood(per_class, log_pi),
+                               accuracy=(objectives.classify(per_class, log_pi) == y).to(torch.float32))
             else:
-                log_likelihood = objectives.log_likelihood_is(model, x, y, iw_samples, generator, chunk, log_weights)
-                row += [log_likelihood.sum()] + [torch.zeros((), device=device)] * 2
-            sums += torch.stack(row).double()
+                figures["log_likelihood"] = objectives.log_likelihood_is(model, x, y, iw_samples, generator, chunk,
+                                                                         log_weights)
+            sums.add(figures)
             bar.update(x.shape[0])
-    means = (processes.sum(sums) / n).tolist()
-    result = {
-        "elbo": means[0],
-        "recon": means[1],
-        "kl": means[2],
-        "log_likelihood": means[3],
-        "iw_samples": iw_samples,
-        "n_test": n,
-        "seconds": time.perf_counter() - started,
-        "device": device.type,
-        "compiled": compiled,
-        "processes": processes.count,
-    }
+    result = {**sums.means(n, processes), "iw_samples": iw_samples, "n_test": n,
+              "seconds": time.perf_counter() - started, "device": device.type, "compiled": compiled,
+              "processes": processes.count}
     if labelled:
-        result.update(log_likelihood_marginal=means[4], accuracy=means[5], class_samples=class_samples)
+        result["class_samples"] = class_samples
     if isinstance(model, Classifies):
         result.update(classifier_terms(model, data, batch_size, seed, len(batches), processes))
     return result
@@ -112,23 +102,27 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
 def classifier_terms(model, data: DeviceSplit, batch_size: int, seed: int, first_chunk: int,
                      processes: Processes = SINGLE) -> dict:
     """For a family with a classifier q(y | x): its accuracy (a fraction) and confusion matrix
-    (`confusion[true][predicted]`, image counts), and the bound on log p(x) with y summed out
-    (`objectives.unlabelled_elbo`, one draw of z per class) with its terms, mean nats per image.
-    Batch b draws from `chunk_generator(seed, first_chunk + b)`; the processes share the batches."""
+    (`confusion[true][predicted]`, image counts), and its bound on log p(x) with y summed out (its
+    `objective` with the ELBO and no label seen) with the parts, as unlabelled_elbo and
+    unlabelled_<part>, mean nats per image. Batch b draws its noise from
+    `chunk_generator(seed, first_chunk + b)`; the processes share the batches."""
     device = data.x.device
-    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    sums = NamedSums()
     confusion = torch.zeros(model.num_classes, model.num_classes, dtype=torch.int64, device=device)
     batches = range(math.ceil(data.x.shape[0] / batch_size))
-    for batch in batches[processes.rows(len(batches))]:
-        x, y = data.x[batch * batch_size : (batch + 1) * batch_size], data.y[batch * batch_size : (batch + 1) * batch_size]
-        terms = objectives.unlabelled_elbo(model, x, generator=chunk_generator(seed, first_chunk + batch, device))
-        sums += torch.stack([terms.elbo.sum(), terms.recon.sum(), terms.kl.sum(), terms.label_kl.sum()]).double()
+    mine = batches[processes.rows(len(batches))]
+    for batch in mine or range(0, 1):  # a process without a batch takes an empty one
+        start = batch * batch_size
+        stop = start + batch_size if batch in mine else start
+        x, y = data.x[start:stop], data.y[start:stop]
+        noise = objectives.draw_noise(model, 1, x.shape[0], chunk_generator(seed, first_chunk + batch, device),
+                                      device, x.dtype, labelled=False)
+        terms = model.objective(x, None, Noise(noise, None), objectives.elbo)
+        sums.add({"unlabelled_elbo": terms.bound, **{f"unlabelled_{name}": value for name, value in terms.parts.items()}})
         confusion += objectives.confusion_matrix(model, x, y, batch_size)
-    elbo, recon, kl, label_kl = (processes.sum(sums) / data.x.shape[0]).tolist()
     confusion = processes.sum(confusion)
     return {"classifier_accuracy": confusion.diagonal().sum().item() / data.x.shape[0],
-            "confusion": confusion.tolist(), "unlabelled_elbo": elbo, "unlabelled_recon": recon,
-            "unlabelled_kl": kl, "unlabelled_label_kl": label_kl}
+            "confusion": confusion.tolist(), **sums.means(data.x.shape[0], processes)}
 
 
 def decoder_passes(model, iw_samples: int, class_samples: int) -> int:

@@ -1,17 +1,19 @@
-"""Bounds and estimators for any model that declares prior(), encoder(x, y) and decoder(z, y).
+"""Bounds and estimators for any model with the members of `vaelab.models.Model`.
 
 Pure math: no files, no printing. Every result is in nats per image, shape [batch] unless said.
-Randomness comes only from the `generator` argument (a torch.Generator on the data's device).
+Randomness comes only from the `generator` argument (a torch.Generator on the data's device), or
+from base noise drawn with one (`draw_noise`). A model's latents are whatever it declares: the
+estimators read them through `model.posterior` and `model.densities` alone.
 
-    elbo(...)              E_q[log p(x|z)] - KL(q(z|x) || p(z)), with both terms  (SGVB, L samples)
-    iw_bound(...)          log (1/k) sum_i p(x, z_i) / q(z_i | x)                 (IWAE bound, k samples)
-    log_likelihood_is(...) the same importance-sampled estimate of log p(x), chunked so that
+    log_weight(...)        log p(x | latents) + log p(latents) - log q(latents | x), from a family's Densities
+    elbo(...)              E_q[log p(x | latents)] - the KL of every latent, with the named parts (SGVB)
+    iw_bound(...)          log (1/k) sum_i p(x, latents_i) / q(latents_i | x)     (IWAE bound, k samples)
+    BOUNDS                 --objective -> the bound a family's objective calls
+    log_likelihood_is(...) the importance-sampled estimate of log p(x), chunked so that
                            K = 1000 or more fits in memory
     log_likelihood_prefixes(...) that estimate from the first n draws for several n, from one set of draws
     log_likelihood_per_class / log_marginal_likelihood / classify: the class-conditional extras,
                            log p(x) = logsumexp_y [log p(x | y) + log pi_y] and argmax_y p(y | x)
-    sum_over_labels / unlabelled_elbo: for a family with a classifier q(y | x) (M2), a bound on
-                           log p(x | y) becomes one on log p(x) by summing over every class y
     confusion_matrix:      how often q(y | x) names each class for each true class
 """
 
@@ -19,180 +21,87 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
-from torch.distributions import Bernoulli, Categorical, ContinuousBernoulli, Distribution, Independent, Normal, kl_divergence
 
 from .fast import CompiledOrEager
+from .models import Densities, Terms
 
 
-def rsample(distribution: Distribution, sample_shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
-    """Draw sample_shape + batch_shape + event_shape values using `generator`.
+def draw_noise(model, samples: int, batch: int | tuple[int, ...], generator: torch.Generator | None,
+               device: torch.device | str, dtype: torch.dtype = torch.float32, labelled: bool = True) -> torch.Tensor:
+    """Base noise N(0, I) for `samples` draws of the latents of each image: [samples, *batch, *model.noise_shape()].
 
-    Gaussians are reparameterised (loc + scale * eps), so gradients flow to their parameters;
-    Bernoulli draws are not differentiable (used for pictures, not for training); a continuous
-    Bernoulli is sampled as icdf(uniform); a distribution with a `draw(sample_shape, generator)`
-    method (the VampPrior's mixture) draws itself. Anything else raises TypeError.
-    """
-    if hasattr(distribution, "draw"):
-        return distribution.draw(tuple(sample_shape), generator)
-    base = distribution
-    while isinstance(base, Independent):
-        base = base.base_dist
-    shape = torch.Size(sample_shape) + base.batch_shape + base.event_shape
-    if isinstance(base, Normal):
-        eps = torch.randn(shape, generator=generator, device=base.loc.device, dtype=base.loc.dtype)
-        return base.loc + base.scale * eps
-    if isinstance(base, Bernoulli):
-        return torch.bernoulli(base.probs.expand(shape), generator=generator)
-    if isinstance(base, ContinuousBernoulli):
-        uniform = torch.rand(shape, generator=generator, device=base.logits.device, dtype=base.logits.dtype)
-        return base.icdf(uniform.clamp(1e-6, 1 - 1e-6))
-    raise TypeError(f"vaelab cannot draw from {type(base).__name__} with an explicit generator")
-
-
-def sample_prior(model, count: int, generator: torch.Generator | None) -> torch.Tensor:
-    """`count` codes z ~ p(z) of `model`, drawn with `generator` (on the model's device): [count, d]."""
-    with torch.no_grad():
-        return rsample(model.prior(), (count,), generator)
-
-
-def standard_noise(model, batch: int | tuple[int, ...], samples: int, generator: torch.Generator | None,
-                   device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """eps ~ N(0, I) for `samples` reparameterised draws per image: [samples, *batch, d].
-
-    The same numbers `rsample` would draw from a Gaussian q of batch shape `batch` with this
-    generator, so drawing them first (outside a compiled function, say) changes nothing. batch is
-    (classes, images) where every image is taken under every class (`unlabelled_elbo`).
+    For a Gaussian q these are the very numbers drawing from it with this generator would use
+    (loc + scale * eps). labelled=False: the noise of images whose label the family sums out.
     """
     batch = (batch,) if isinstance(batch, int) else tuple(batch)
-    return torch.randn((samples, *batch, model.latent_dim), generator=generator, device=device, dtype=dtype)
+    return torch.randn((samples, *batch, *model.noise_shape(labelled)), generator=generator, device=device,
+                       dtype=dtype)
 
 
-def reparameterize(q: Distribution, noise: torch.Tensor) -> torch.Tensor:
-    """z = loc + scale * eps for a (diagonal) Gaussian q and eps ~ N(0, I): noise.shape."""
-    base = q.base_dist if isinstance(q, Independent) else q
-    if not isinstance(base, Normal):
-        raise TypeError(f"drawn noise reparameterises a Gaussian q, not {type(base).__name__}; pass noise=None")
-    return base.loc + base.scale * noise
+def log_weight(densities: Densities, kl_weight: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """log w = log p(x | latents) + log p(latents) - log q(latents | x) at every draw: [samples, *batch].
 
-
-def _draw_z(q: Distribution, samples: int, generator: torch.Generator | None, noise: torch.Tensor | None):
-    return rsample(q, (samples,), generator) if noise is None else reparameterize(q, noise)
-
-
-@dataclass(frozen=True)
-class ElboTerms:
-    """The evidence lower bound and its two parts, each [batch] in nats per image."""
-
-    elbo: torch.Tensor
-    recon: torch.Tensor  # E_q[log p(x | z)]
-    kl: torch.Tensor  # KL(q(z | x) || p(z)) (analytic where torch knows it, Monte-Carlo otherwise)
-    label_kl: torch.Tensor | None = None  # KL(q(y | x) || pi), a part of kl, where the label was summed out
-
-
-def _diagonal_normal(distribution: Distribution) -> Normal | None:
-    """The Normal inside Independent(Normal, 1), else None."""
-    if isinstance(distribution, Independent) and distribution.reinterpreted_batch_ndims == 1 and \
-            isinstance(distribution.base_dist, Normal):
-        return distribution.base_dist
-    return None
-
-
-def kl_to_prior(q: Distribution, prior: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
-    """KL(q || p) per image: analytic if registered with torch, else the mean of log q(z) - log p(z) over z.
-
-    Two diagonal Gaussians (every vaelab model) take the closed form directly,
-    sum_j [log(s_p / s_q) + (s_q^2 + (m_q - m_p)^2) / (2 s_p^2) - 1/2], the formula torch's
-    registry holds: the registry's lookup cannot be traced by torch.compile.
+    kl_weight weighs log p(latents) - log q(latents | x) (KL warm-up, β): the annealed log-weight
+    that training with the IW bound maximises; 1 is the true one.
     """
-    if z is not None and getattr(prior, "monte_carlo_kl", False):  # no closed form, and no registry lookup to trace
-        return (q.log_prob(z) - prior.log_prob(z)).mean(0)
-    q_normal, p_normal = _diagonal_normal(q), _diagonal_normal(prior)
-    if q_normal is not None and p_normal is not None:
-        variance_ratio = (q_normal.scale / p_normal.scale).pow(2)
-        mean_term = ((q_normal.loc - p_normal.loc) / p_normal.scale).pow(2)
-        return 0.5 * (variance_ratio + mean_term - 1 - variance_ratio.log()).sum(-1)
-    try:
-        return kl_divergence(q, prior)
-    except NotImplementedError:
-        if z is None:
-            raise
-        return (q.log_prob(z) - prior.log_prob(z)).mean(0)
+    return densities.log_px - kl_weight * sum(densities.kl.values())
 
 
-def elbo(model, x: torch.Tensor, y: torch.Tensor | None = None, samples: int = 1,
-         generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> ElboTerms:
-    """SGVB estimate of the ELBO with `samples` reparameterised draws per image.
+def elbo(model, x: torch.Tensor, y: torch.Tensor | None, noise: torch.Tensor,
+         kl_weight: torch.Tensor | float = 1.0) -> Terms:
+    """SGVB estimate of the ELBO with noise.shape[0] draws per image: Terms [*batch] each.
 
-    x: [batch, *image_shape] (0/1 or [0, 1]); y: [batch] int64 class indices or None. `noise` (from
-    `standard_noise`, [samples, batch, d]) supplies the draws instead of `generator`.
+    x: [*batch, C, H, W] (0/1 or [0, 1]); y: int64 class indices (a suffix of the batch shape) or
+    None; noise: [samples, *batch, *noise_shape] (`draw_noise`). The parts are "recon",
+    E_q[log p(x | latents)], and the family's KL of every latent, in closed form where it gives one;
+    bound = recon - their sum. What is maximised weighs the KLs by kl_weight (warm-up, β).
     """
-    q = model.encoder(x, y)
-    z = _draw_z(q, samples, generator, noise)  # [samples, batch, d]
-    recon = model.decoder(z, y).log_prob(x).mean(0)
-    kl = kl_to_prior(q, model.prior(), z)
-    return ElboTerms(elbo=recon - kl, recon=recon, kl=kl)
+    densities = model.densities(x, y, model.posterior(x, y), noise, closed_form=True)
+    recon = densities.log_px.mean(0)
+    kls = {name: value.mean(0) if value.dim() == densities.log_px.dim() else value
+           for name, value in densities.kl.items()}
+    kl = sum(kls.values())
+    return Terms(maximised=recon - kl_weight * kl, bound=recon - kl, parts={"recon": recon, **kls})
 
 
-def log_importance_weights(model, x: torch.Tensor, y: torch.Tensor | None, samples: int,
-                           generator: torch.Generator | None, q: Distribution | None = None,
-                           noise: torch.Tensor | None = None) -> torch.Tensor:
-    """log w_i = log p(x | z_i) + log p(z_i) - log q(z_i | x) for z_i ~ q: [samples, batch]."""
-    q = model.encoder(x, y) if q is None else q
-    z = _draw_z(q, samples, generator, noise)
-    return model.decoder(z, y).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
+def iw_bound(model, x: torch.Tensor, y: torch.Tensor | None, noise: torch.Tensor,
+             kl_weight: torch.Tensor | float = 1.0) -> Terms:
+    """The importance-weighted bound L_k (Burda et al. 2015) with k = noise.shape[0]: Terms [*batch] each.
 
-
-def iw_bound(model, x: torch.Tensor, y: torch.Tensor | None = None, samples: int = 5,
-             generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
-             kl_weight: torch.Tensor | float | None = None):
-    """The importance-weighted bound L_k (Burda et al. 2015): [batch]. Differentiable; k = 1 is the ELBO.
-
-    With kl_weight (KL warm-up) it returns (annealed, bound), both [batch]: the annealed objective
-    weighs log p(z) - log q(z | x) in every log-weight by kl_weight, from the same draws.
+    Differentiable; k = 1 is the ELBO (with every KL estimated at the draw). What is maximised
+    weighs log p(latents) - log q(latents | x) in every log-weight by kl_weight (KL warm-up):
+    log mean_k p(x | z_k) (p(z_k) / q(z_k | x))^kl_weight. The parts are the ELBO's, estimated from
+    the same draws.
     """
-    q = model.encoder(x, y)
-    z = _draw_z(q, samples, generator, noise)
-    log_px = model.decoder(z, y).log_prob(x)
-    log_ratio = model.prior().log_prob(z) - q.log_prob(z)
-    bound = torch.logsumexp(log_px + log_ratio, dim=0) - math.log(samples)
-    if kl_weight is None:
-        return bound
-    return torch.logsumexp(log_px + kl_weight * log_ratio, dim=0) - math.log(samples), bound
+    densities = model.densities(x, y, model.posterior(x, y), noise)
+    log_k = math.log(noise.shape[0])
+    bound = torch.logsumexp(log_weight(densities), dim=0) - log_k
+    maximised = torch.logsumexp(log_weight(densities, kl_weight), dim=0) - log_k
+    parts = {"recon": densities.log_px.mean(0), **{name: value.mean(0) for name, value in densities.kl.items()}}
+    return Terms(maximised=maximised, bound=bound, parts=parts)
 
 
-LogWeights = Callable[[torch.Tensor, "torch.Tensor | None", torch.Tensor, Distribution], torch.Tensor]
+# --objective -> the shared bound a family's objective calls
+BOUNDS: dict[str, Callable[..., Terms]] = {"elbo": elbo, "iwae": iw_bound}
+
+LogWeights = Callable[[torch.Tensor, "torch.Tensor | None", tuple, torch.Tensor], torch.Tensor]
 
 
 def make_log_weights(model, compile: bool = False) -> LogWeights:
-    """A function (x, y, z, q) -> log p(x | z, y) + log p(z) - log q(z | x, y), [samples, batch].
+    """A function (x, y, posterior, noise) -> log w [samples, batch] (`log_weight` of the model's densities).
 
-    With compile=True the decoder and the log-densities are compiled together by torch.compile
-    (the elementwise log-probability then fuses with the last layer: about 10-30% more decoder
-    evaluations per second on a CPU). If compilation fails, the first call says so on stderr and
-    everything runs eagerly: same numbers, only slower.
+    With compile=True the draws, the decoder and the log-densities are compiled together by
+    torch.compile (the elementwise log-probability then fuses with the last layer: about 10-30%
+    more decoder evaluations per second on a CPU). If compilation fails, the first call says so on
+    stderr and everything runs eagerly: same numbers, only slower.
     """
 
-    def log_weights(x, y, z, q_loc, q_scale):
-        q = Independent(Normal(q_loc, q_scale, validate_args=False), 1)
-        return model.decoder(z, y).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
+    def log_weights(x, y, posterior, noise):
+        return log_weight(model.densities(x, y, posterior, noise))
 
-    def eager(x, y, z, q):
-        return model.decoder(z, y).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
-
-    if not compile:
-        return eager
-    compiled = CompiledOrEager(log_weights, "the importance weights")
-
-    def fast(x, y, z, q):
-        base = q.base_dist if isinstance(q, Independent) else None
-        if isinstance(base, Normal):
-            return compiled(x, y, z, base.loc, base.scale)
-        return eager(x, y, z, q)
-
-    return fast
+    return CompiledOrEager(log_weights, "the importance weights") if compile else log_weights
 
 
 def log_likelihood_is(model, x: torch.Tensor, y: torch.Tensor | None = None, samples: int = 1000,
@@ -200,9 +109,9 @@ def log_likelihood_is(model, x: torch.Tensor, y: torch.Tensor | None = None, sam
                       log_weights: LogWeights | None = None) -> torch.Tensor:
     """Importance-sampled log p(x) (log p(x | y) for a conditional model) with q as proposal: [batch].
 
-    Draws `samples` z per image in chunks of `chunk`, keeping a running logsumexp, so memory is
-    O(chunk * batch * pixels) whatever `samples` is. A stochastic lower bound on log p(x) whose gap
-    shrinks as `samples` grows (it equals iw_bound with k = samples). `log_weights` (from
+    Draws `samples` sets of latents per image in chunks of `chunk`, keeping a running logsumexp, so
+    memory is O(chunk * batch * pixels) whatever `samples` is. A stochastic lower bound on log p(x)
+    whose gap shrinks as `samples` grows (it equals iw_bound with k = samples). `log_weights` (from
     `make_log_weights`) may supply a compiled evaluation of the weights.
     """
     return log_likelihood_prefixes(model, x, y, (samples,), generator, chunk, log_weights)[0]
@@ -213,20 +122,22 @@ def log_likelihood_prefixes(model, x: torch.Tensor, y: torch.Tensor | None, size
                             log_weights: LogWeights | None = None) -> list[torch.Tensor]:
     """`log_likelihood_is` from the first n of one sequence of draws, for each n in `sizes`: [batch] each.
 
-    max(sizes) draws are decoded once; the estimate for n uses draws 1..n, so it is exactly the
-    estimate `log_likelihood_is` gives with n samples and the same generator. Evaluation uses this
+    max(sizes) draws are decoded once; the estimate for n uses draws 1..n of that one sequence (the
+    same numbers `log_likelihood_is` with n samples and the same generator draws only where its
+    chunks fall alike: torch draws a chunk of another size differently). Evaluation uses this
     to serve log p(x | y) with K samples and the per-class estimate with fewer from the same decoder
-    passes.
+    passes. The amortised pass of q (`model.posterior`) is made once for all the draws.
     """
     log_weights = log_weights or make_log_weights(model)
     total = max(sizes)
     with torch.inference_mode():
-        q = model.encoder(x, y)
+        posterior = model.posterior(x, y)
         running: list[torch.Tensor | None] = [None] * len(sizes)
         done = 0
         while done < total:
             size = min(chunk, total - done)
-            log_w = log_weights(x, y, rsample(q, (size,), generator), q)  # [size, batch]
+            noise = draw_noise(model, size, x.shape[0], generator, x.device, x.dtype)
+            log_w = log_weights(x, y, posterior, noise)  # [size, batch]
             for i, n in enumerate(sizes):
                 if n > done:
                     part = torch.logsumexp(log_w[: n - done], dim=0)
@@ -268,43 +179,6 @@ def log_marginal_likelihood(log_px_given_y: torch.Tensor, class_log_prior: torch
 def classify(log_px_given_y: torch.Tensor, class_log_prior: torch.Tensor) -> torch.Tensor:
     """argmax_y p(y | x) = argmax_y [log p(x | y) + log pi_y]: [batch] int64."""
     return torch.argmax(log_px_given_y + class_log_prior, dim=-1)
-
-
-def every_class(num_classes: int, batch: int, device: torch.device | str) -> torch.Tensor:
-    """y [num_classes, batch]: row c holds class c for each of `batch` images (to sum a label out)."""
-    return torch.arange(num_classes, device=device)[:, None].expand(num_classes, batch)
-
-
-def sum_over_labels(q_y: Categorical, class_log_prior: torch.Tensor, per_class: torch.Tensor) -> torch.Tensor:
-    """sum_y q(y | x) [per_class_y + log pi_y] + H(q(y | x)): [batch], nats per image.
-
-    per_class [num_classes, batch]: a bound on log p(x | y) for every class (the ELBO, or the IW
-    bound). Then this is a bound on log p(x) (Kingma et al. 2014, eq. 7), computed by exact
-    enumeration over the classes, never by sampling y. q_y: batch shape [batch]; class_log_prior
-    [num_classes].
-    """
-    weighted = (q_y.probs.movedim(-1, 0) * (per_class + class_log_prior[:, None])).sum(0)
-    return weighted + q_y.entropy()
-
-
-def unlabelled_elbo(model, x: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None,
-                    noise: torch.Tensor | None = None) -> ElboTerms:
-    """The bound on log p(x) of a family with a classifier (M2), with y summed out: [batch] each.
-
-    elbo = sum_y q(y | x) [ELBO(x, y) + log pi_y] + H(q(y | x))
-         = E_q(y|x)[recon_y] - (E_q(y|x)[KL_y(z)] + KL(q(y | x) || pi)),
-    so recon and kl keep their meaning (kl now also holds label_kl = KL(q(y | x) || pi)).
-    x: [batch, *image_shape]; every image is encoded and decoded under every class, `samples`
-    draws of z each; noise, if given, is [samples, num_classes, batch, d].
-    """
-    labels = every_class(model.num_classes, x.shape[0], x.device)
-    per_class = elbo(model, x, labels, samples, generator, noise)  # [classes, batch] each
-    q_y = model.classifier(x)
-    probs = q_y.probs.movedim(-1, 0)  # [classes, batch]
-    label_kl = -sum_over_labels(q_y, model.class_log_prior(), torch.zeros_like(per_class.elbo))
-    recon = (probs * per_class.recon).sum(0)
-    kl = (probs * per_class.kl).sum(0) + label_kl
-    return ElboTerms(elbo=recon - kl, recon=recon, kl=kl, label_kl=label_kl)
 
 
 @torch.no_grad()

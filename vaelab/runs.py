@@ -119,11 +119,14 @@ def stored_config(run: RunDir) -> TrainConfig:
         raise RunError(f"{run.config}: {exc}; the file was edited or is damaged") from None
 
 
-def new_model(config: TrainConfig) -> Model:
+def new_model(config: TrainConfig, train_images: int | None = None) -> Model:
     """A freshly initialised model as `config` describes it, for images of its dataset (on the CPU,
-    or on torch's current default device)."""
+    or on torch's current default device); train_images: how many images it is built to train on
+    (None: it is built to be loaded)."""
     spec = get_spec(config.dataset)
-    return build_model(config.model, spec.image_shape, spec.num_classes, **config.architecture())
+    labelled = None if train_images is None else config.labels
+    return build_model(config.model, spec.image_shape, spec.num_classes, train_images, labelled,
+                       **config.family_settings())
 
 
 def check_agreement(config: TrainConfig, checkpoint: Checkpoint, config_path: Path) -> None:

@@ -84,7 +84,7 @@ def load_raw(
     if data_dir is not None:
         folder = Path(data_dir)
         if not folder.is_dir():
-            raise DataError(f"data folder {folder} does not exist; give an existing folder with --data-dir or VAELAB_DATA")
+            raise DataError(f"data folder {folder} does not exist; give an existing folder with {data_dir} or VAELAB_DATA")
         arrays = load_idx_folder(folder, spec)
         if arrays is None and dataset == "mnist" and (folder / "mnist.pkl.gz").is_file():
             arrays = load_mnist_pickle_bytes((folder / "mnist.pkl.gz").read_bytes(), str(folder / "mnist.pkl.gz"))
@@ -100,7 +100,7 @@ def load_raw(
     tried.append(f"cache {cached} (absent)")
 
     if not download:
-        raise DataError(f"{dataset} not found in: {'; '.join(tried)}; allow downloads or pass --data-dir")
+        raise DataError(f"{dataset} not found in: {'; '.join(tried)}; allow downloads or pass {data_dir}")
 
     try:
         return done(download_idx(spec, log=log), "mirror download")
@@ -117,4 +117,4 @@ def load_raw(
         tried.append(f"{DEBIAN_FASHION_DIR} (install Debian's dataset-fashion-mnist package)")
     except DataError as exc:
         tried.append(str(exc))
-    raise DataError(f"could not get {dataset}; tried: {'; '.join(tried)}. Put the four IDX files in a folder and pass --data-dir")
+    raise DataError(f"could not get {dataset}; tried: {'; '.join(tried)}. Put the four IDX files in a folder and pass {data_dir}")

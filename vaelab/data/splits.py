@@ -90,7 +90,7 @@ def make_splits(raw: RawData, binarize: str = "dynamic", train_on: str = "train"
     elif train_on == "train+valid":
         train = Split(train_x, train_y)
     else:
-        raise DataError(f"unknown --train-on {train_on!r}; choose train or train+valid")
+        raise DataError(f"unknown {{train_on}} {train_on!r}; choose train or train+valid")
     if limit_train is not None:
         train = Split(train.images[:limit_train], train.labels[:limit_train])
     if binarize != "none":
@@ -109,10 +109,10 @@ def labelled_subset(labels: np.ndarray, count: int, num_classes: int, seed: int)
     The same (labels, count, seed) always give the same images, on every machine (numpy's PCG64).
     """
     if count < num_classes:
-        raise DataError(f"--labels {count} is fewer than the {num_classes} classes: the semi-supervised model needs "
-                        f"at least one labelled image per class; use --labels {num_classes} or more")
+        raise DataError(f"{{labels}} {count} is fewer than the {num_classes} classes: the semi-supervised model needs "
+                        f"at least one labelled image per class; use {{labels}} {num_classes} or more")
     if count > len(labels):
-        raise DataError(f"--labels {count:,} is more than the {len(labels):,} training images; use at most "
+        raise DataError(f"{{labels}} {count:,} is more than the {len(labels):,} training images; use at most "
                         f"{len(labels):,}")
     rng = np.random.Generator(np.random.PCG64(seed))
     per_class = np.full(num_classes, count // num_classes)
@@ -121,7 +121,7 @@ def labelled_subset(labels: np.ndarray, count: int, num_classes: int, seed: int)
     for label in range(num_classes):
         members = np.flatnonzero(labels == label)
         if len(members) < per_class[label]:
-            raise DataError(f"--labels {count} asks for {per_class[label]} labelled images of class {label}, but the "
-                            f"training split holds only {len(members)}; use fewer --labels")
+            raise DataError(f"{{labels}} {count} asks for {per_class[label]} labelled images of class {label}, but the "
+                            f"training split holds only {len(members)}; use fewer {{labels}}")
         chosen.append(rng.permutation(members)[: per_class[label]])
     return np.sort(np.concatenate(chosen)).astype(np.int64)

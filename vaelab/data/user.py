@@ -49,7 +49,7 @@ def read_user_dataset(dataset: str) -> tuple[DatasetSpec, np.ndarray, np.ndarray
     """(spec, images [N, C, H, W] uint8, labels [N] int64) of a user's .npz file or PNG folder."""
     path = Path(dataset).expanduser()
     if not path.exists():
-        raise DataError(f"--dataset {dataset}: no such file or folder; give a registered name (mnist, "
+        raise DataError(f"{{dataset}} {dataset}: no such file or folder; give a registered name (mnist, "
                         "fashion-mnist), an .npz file or a folder of class subfolders")
     return _read(str(path.resolve()), _fingerprint(path.resolve()))
 
@@ -62,7 +62,7 @@ def _read(resolved: str, fingerprint: tuple) -> tuple[DatasetSpec, np.ndarray, n
     elif path.suffix == ".npz":
         images, labels, class_names, digest = _read_npz(path)
     else:
-        raise DataError(f"--dataset {path}: not an .npz file or a folder")
+        raise DataError(f"{{dataset}} {path}: not an .npz file or a folder")
     _check(path, images, labels, class_names)
     images.setflags(write=False)
     labels.setflags(write=False)

@@ -126,7 +126,7 @@ def build_app(runs: list[Explored]) -> Starlette:
     async def decode(request: Request) -> JSONResponse:
         checked = await body(request)
         explored = checked.run()
-        d = explored.run.model.latent_dim
+        d = explored.run.model.code_dim
         if "sliders" in checked.body:
             values = checked.numbers("sliders", (len(explored.scales),), -10, 10)
             z = session.slider_code(explored, values)[None]

@@ -52,7 +52,7 @@ class Explored:
 
     def describe(self) -> dict:
         model = self.run.model
-        return {"name": self.name, "model": self.run.config.model, "latent_dim": model.latent_dim,
+        return {"name": self.name, "model": self.run.config.model, "latent_dim": model.code_dim,
                 "image_shape": list(model.image_shape), "channels": model.image_shape[0],
                 "drawing": self.can_draw, "classes": self.classes,
                 "directions": len(self.scales), "test_images": int(self.test_x.shape[0]),
@@ -76,10 +76,10 @@ def explore_runs(paths: list[str | Path], device: str = "auto") -> list[Explored
 
 @torch.no_grad()
 def main_directions(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The principal directions of the posterior means of images x (under their labels y):
-    mean [d], directions [k, d], standard deviations [k], k = min(DIRECTIONS, d)."""
+    """The principal directions of the codes of images x (`Model.code`, under their labels y):
+    mean [d], directions [k, d], standard deviations [k], k = min(DIRECTIONS, d), d = code_dim."""
     labels = y if class_conditional(run.model) else None
-    means = run.model.encoder(x, labels).mean.double().cpu().numpy()
+    means = run.model.code(x, labels).double().cpu().numpy()
     centre = means.mean(0)
     _, singular, rows = np.linalg.svd(means - centre, full_matrices=False)
     k = min(DIRECTIONS, means.shape[1])
@@ -107,19 +107,19 @@ def slider_code(explored: Explored, values: list[float]) -> np.ndarray:
 
 
 def random_code(explored: Explored, seed: int) -> np.ndarray:
-    """z [d] ~ p(z), drawn with `seed`."""
+    """A code [d] from the prior (`Model.sample_codes`), drawn with `seed`."""
     generator = torch.Generator(device=explored.run.device).manual_seed(seed)
-    return objectives.sample_prior(explored.run.model, 1, generator)[0].double().cpu().numpy()
+    return explored.run.model.sample_codes(1, generator)[0].double().cpu().numpy()
 
 
 @torch.no_grad()
 def interpolation_codes(explored: Explored, first: int, last: int, steps: int) -> np.ndarray:
-    """z [steps, d] on the line between the posterior means of test images `first` and `last`
+    """Codes [steps, d] on the line between the codes of test images `first` and `last`
     (each encoded under its own label, for a model with classes)."""
     run = explored.run
     index = torch.tensor([first, last], device=run.device)
     labels = explored.test_y[index] if class_conditional(run.model) else None
-    ends = run.model.encoder(explored.test_x[index], labels).mean.double().cpu().numpy()
+    ends = run.model.code(explored.test_x[index], labels).double().cpu().numpy()
     weights = np.linspace(0, 1, steps)[:, None]
     return (1 - weights) * ends[0] + weights * ends[1]
 
@@ -141,7 +141,7 @@ def analyse(explored: Explored, image: np.ndarray, seed: int = 0) -> dict:
     if run.config.binarize != "none":  # the model saw 0/1 pixels: so does a drawing
         x = (x >= 0.5).to(x.dtype)
     if not class_conditional(model):
-        z = model.encoder(x, None).mean
+        z = model.code(x, None)
         return {"posterior": [], "label": None, "z": z[0].tolist(), "reconstruction": to_pixels(
             decoder_mean(model.decoder(z, None)))[0]}
     if isinstance(model, Classifies):
@@ -151,7 +151,7 @@ def analyse(explored: Explored, image: np.ndarray, seed: int = 0) -> dict:
         per_class = objectives.log_likelihood_per_class(model, x, POSTERIOR_SAMPLES, generator)
         posterior = torch.softmax(per_class[0] + model.class_log_prior(), 0)
     label = int(posterior.argmax())
-    z = model.encoder(x, torch.tensor([label], device=run.device)).mean
+    z = model.code(x, torch.tensor([label], device=run.device))
     classes = torch.arange(model.num_classes, device=run.device)
     style = to_pixels(decoder_mean(model.decoder(z.expand(model.num_classes, -1), classes)))
     return {"posterior": posterior.tolist(), "label": label, "z": z[0].tolist(), "reconstruction": style[label],

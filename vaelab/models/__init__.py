@@ -1,34 +1,57 @@
 """The models wing: the model interface, the networks, the pixel likelihoods and the families.
 
-    interface.py    Model, ClassConditional, Classifies: what every family declares and may add
+    interface.py    Model, ClassConditional, Classifies, Densities, Terms: what every family declares
+    base.py         Family: the module a family may build on (its default objective)
     networks.py     encoder and decoder networks (--network), built as parts: layers, mlp, conv, resnet
-    priors.py       p(z) (--prior): the standard Gaussian, the VampPrior
+    priors.py       p(z) (--prior): the standard Gaussian, the VampPrior; Gaussian densities and draws
     likelihoods.py  p(x | z) per pixel (--likelihood)
     families.py     VAE, CVAE and M2 (--model), put together from those parts
 """
 
 from __future__ import annotations
 
+from .base import Family
 from .families import CVAE, FAMILIES, M2, VAE
-from .interface import ClassConditional, Classifies, Model, class_conditional
+from .interface import (Bound, ClassConditional, Classifies, DataFacts, Densities, Model, Noise, Terms,
+                        class_conditional, code_words, pixel_words)
 from .likelihoods import LIKELIHOODS, decoder_mean, mean_words
 from .networks import ACTIVATIONS, NETWORKS, ConditionalLinear, ReLU
-from .priors import PRIORS, GaussianMixture, analytic_kl, describe_prior
+from .priors import PRIORS, GaussianMixture, analytic_kl, describe_prior, rsample
 
 
-def build_model(family: str, image_shape: tuple[int, int, int], num_classes: int, **architecture) -> Model:
-    """A new model of `family` (--model) for images of `image_shape` (C, H, W) in `num_classes` classes.
+def register_family(name: str, family: type) -> None:
+    """Make `family` the choice `--model name`: a class with the members of `Model`, a
+    `for_data(data: DataFacts, **settings)` constructor and `settings`, the names of the settings
+    it takes (see `Family`)."""
+    FAMILIES[name] = family
 
-    architecture: latent_dim, network, likelihood, prior, pseudo_inputs and the network's settings
-    (hidden, activation, channels, depth); what is not given takes its default, and a setting that
-    is None means the network's own default.
-    """
+
+def family_settings(family: str) -> tuple[str, ...]:
+    """The names of the settings family `family` (--model) takes."""
     if family not in FAMILIES:
         raise ValueError(f"unknown model {family!r}; choose one of {', '.join(FAMILIES)}")
-    given = {name: value for name, value in architecture.items() if value is not None}
-    return FAMILIES[family].for_data(image_shape, num_classes, **given)
+    return tuple(getattr(FAMILIES[family], "settings", ()))
 
 
-__all__ = ["ACTIVATIONS", "CVAE", "FAMILIES", "GaussianMixture", "LIKELIHOODS", "M2", "NETWORKS", "PRIORS", "VAE", "ClassConditional", "Classifies",
-           "ConditionalLinear", "Model", "ReLU", "analytic_kl", "build_model", "class_conditional", "decoder_mean",
-           "describe_prior", "mean_words"]
+def build_model(family: str, image_shape: tuple[int, int, int], num_classes: int, train_images: int | None = None,
+                labelled_images: int | None = None, **settings) -> Model:
+    """A new model of `family` (--model) for images of `image_shape` (C, H, W) in `num_classes` classes.
+
+    train_images, labelled_images: how many images it is built to train on, and how many of them
+    keep their label (None: it is built to be loaded; see `DataFacts`). settings: values of the
+    settings the family takes (`family_settings`), and only those; what is not given, or None,
+    takes the family's own default.
+    """
+    wanted = family_settings(family)
+    unknown = sorted(name for name in settings if name not in wanted)
+    if unknown:
+        raise ValueError(f"model {family!r} does not take {', '.join(unknown)}; it takes {', '.join(wanted)}")
+    given = {name: value for name, value in settings.items() if value is not None}
+    data = DataFacts(tuple(image_shape), num_classes, train_images, labelled_images)
+    return FAMILIES[family].for_data(data, **given)
+
+
+__all__ = ["ACTIVATIONS", "CVAE", "FAMILIES", "GaussianMixture", "LIKELIHOODS", "M2", "NETWORKS", "PRIORS", "VAE",
+           "Bound", "ClassConditional", "Classifies", "ConditionalLinear", "DataFacts", "Densities", "Family", "Model",
+           "Noise", "ReLU", "Terms", "analytic_kl", "build_model", "class_conditional", "code_words", "decoder_mean",
+           "describe_prior", "family_settings", "mean_words", "pixel_words", "register_family", "rsample"]

@@ -1,55 +1,134 @@
 """The model interface: what every family declares, and what a family may add.
 
-A family is any object with the members of `Model`; every estimator in `vaelab.objectives`, the
-trainer, the evaluation, the API and the report work with it through these members alone. They
-never ask which family a model is, only what it can do:
+A family is any object with the members of `Model`; the bounds and estimators in
+`vaelab.objectives`, the trainer, the evaluation, the API, the report and the explorer work with it
+through these members alone. They never ask which family a model is, only what it can do:
 
     isinstance(model, ClassConditional)   it has a class label y ~ Categorical(pi)
     isinstance(model, Classifies)         it also has a classifier q(y | x)
 
-Shapes follow one convention (ZhuSuan's). An image batch is [*batch, C, H, W] with
-(C, H, W) = `image_shape`, taken from the dataset's spec; a latent batch is [*batch, d] with
-d = `latent_dim`. A distribution over images has event shape [C, H, W], one over codes event
-shape [d], and batch shape `*batch` (often [samples, batch]); `log_prob` sums over the event, so
-it is in nats per image. Labels y are int64 class indices whose shape is a suffix of the batch
-shape; a family without a class label ignores them.
+A family owns its latents and its bound. Its latents may be one Gaussian z, a flow on top of one,
+several layers z1, z2, ..., or an auxiliary variable: the estimators see them only through
+
+    posterior(x, y)                     the amortised pass of q (once per batch), a tuple of tensors
+    densities(x, y, posterior, noise)   base noise -> the latents, in one pass: log p(x | latents) and
+                                        every latent's log q - log p at the draw (`Densities`)
+
+so a flow posterior costs one forward pass and nothing is ever inverted. How it is trained is its
+`objective`, which calls the shared bounds (`objectives.elbo`, `objectives.iw_bound`) and returns
+named `Terms`. For pictures a family gives a representative code per image (`code`: the Gaussian's
+mean), decodes codes (`decoder`) and draws them from its prior (`sample_codes`).
+
+Shapes follow one convention (ZhuSuan's). An image batch is [*batch, C, H, W] with (C, H, W) =
+`image_shape`, taken from the dataset's spec; base noise is [samples, *batch, *noise_shape()];
+a code batch is [*batch, code_dim]. Everything a family returns per image is in nats per image.
+Labels y are int64 class indices whose shape is a suffix of the batch shape; a family without a
+class label ignores them.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch.distributions import Categorical, Distribution
 
 
+@dataclass(frozen=True)
+class Densities:
+    """One set of draws of a family's latents, as every estimator reads them; nats per image.
+
+    log_px [samples, *batch]: log p(x | latents[, y]).
+    kl {name: tensor}: for each latent (or group of latents) log q(latent | ...) - log p(latent | ...)
+    at the draw, [samples, *batch]; their sum is log q(latents | x) - log p(latents), so the
+    importance weight is log_px - sum(kl) (`objectives.log_weight`). Asked with closed_form=True,
+    a family may give a term's expectation under q instead, [*batch] (the Gaussian's analytic KL).
+    The names are the bound's parts (`Model.part_words`): "kl" for one latent, "kl_z1", "kl_z2" ...
+    """
+
+    log_px: torch.Tensor
+    kl: dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What a bound gives for a batch, each [*batch] in nats per image.
+
+    maximised: what training maximises (with KL warm-up or a β above 1, or a classifier's term,
+    not a bound); bound: the true bound on log p(x[, y]), the number that is logged; parts: its
+    named parts ("recon" = E_q[log p(x | latents)], one KL per latent, what a family adds), whose
+    words the family gives in `part_words`. For the ELBO, bound = recon - the sum of the others.
+    """
+
+    maximised: torch.Tensor
+    bound: torch.Tensor
+    parts: dict[str, torch.Tensor]
+
+
+class Noise(NamedTuple):
+    """A training step's base noise: for its unlabelled images (those first in the batch) and its
+    labelled ones, [samples, images, *noise_shape(labelled)] each, or None where there are none."""
+
+    unlabelled: torch.Tensor | None
+    labelled: torch.Tensor | None
+
+
+# a shared bound (objectives.elbo, objectives.iw_bound): (model, x, y, noise, kl_weight) -> Terms
+Bound = Callable[..., Terms]
+
+
 @runtime_checkable
 class Model(Protocol):
-    """What every family declares: p(z), p(x | z[, y]) and q(z | x[, y])."""
+    """What every family declares: its latents and their posterior, p(x | code), and how it is trained."""
 
     image_shape: tuple[int, int, int]  # (C, H, W) of one image
-    latent_dim: int  # d
+    code_dim: int  # the size of the representative code the pictures use
 
-    def prior(self) -> Distribution:
-        """p(z): event [d], batch shape [] (it broadcasts against any batch)."""
+    def noise_shape(self, labelled: bool = True) -> tuple[int, ...]:
+        """The base noise of one draw for one image, N(0, I) of this shape: (d,) for a Gaussian z.
+        labelled=False: for an image whose label a family with a classifier sums out."""
 
-    def encoder(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
-        """q(z | x[, y]) for images x [*batch, C, H, W] in [0, 1]: batch shape [*batch], event [d].
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The amortised pass of q(latents | x[, y]) for x [*batch, C, H, W] in [0, 1]: what the
+        draws need, [*batch, ...] each (the Gaussian's loc and scale), made once per batch."""
 
-        A diagonal Gaussian (Independent(Normal, 1)) in every family so far: the trainer and the
-        estimators reparameterise it with drawn noise (`objectives.reparameterize`).
+    def densities(self, x: torch.Tensor, y: torch.Tensor | None, posterior: tuple[torch.Tensor, ...],
+                  noise: torch.Tensor, closed_form: bool = False) -> Densities:
+        """Draws of the latents from base noise [samples, *batch, *noise_shape()], with their log-densities."""
+
+    def objective(self, x: torch.Tensor, y: torch.Tensor | None, noise: Noise, bound: Bound,
+                  kl_weight: torch.Tensor | float = 1.0) -> Terms:
+        """What training maximises on a batch x [batch, C, H, W] whose last y.shape[0] images come
+        with their labels y (the others' a family with a classifier sums out): Terms [batch] each.
+
+        bound: the shared bound to use (`objectives.BOUNDS`, by --objective); kl_weight weighs every
+        latent's log p - log q in what is maximised (warm-up, β).
         """
 
-    def decoder(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
-        """p(x | z[, y]) for codes z [*batch, d]: batch shape [*batch], event [C, H, W]."""
+    def part_words(self) -> dict[str, str]:
+        """Every part its Terms may hold, in words for the report: {"recon": ..., "kl": ...}."""
+
+    def code(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """A representative code of each image: [*batch, code_dim] (the Gaussian's mean)."""
+
+    def decoder(self, code: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """p(x | code[, y]) for codes [*batch, code_dim]: batch shape [*batch], event [C, H, W]."""
+
+    def sample_codes(self, count: int, generator: torch.Generator | None) -> torch.Tensor:
+        """`count` codes drawn from the prior with `generator` (on the model's device): [count, code_dim]."""
 
     def equations(self) -> list[str]:
         """The model as lines of Unicode math, for the report (the same lines in HTML and PDF)."""
 
+    # A family may also say, for captions, what its pictures show (`pixel_words`: "Bernoulli
+    # means") and what its code is (`code_words`: "E_q[z]"); see the functions of those names.
+
 
 @runtime_checkable
 class ClassConditional(Model, Protocol):
-    """A family with a class label: y ~ Categorical(pi), and y enters p(x | y, z) and q(z | x, y).
+    """A family with a class label: y ~ Categorical(pi), and y enters p(x | y, ...) and q(... | x, y).
 
     With such a model the evaluation adds log p(x) = logsumexp_y [log p(x | y) + log pi_y] and the
     classifier argmax_y p(y | x), and the pictures get one row per class.
@@ -63,10 +142,36 @@ class ClassConditional(Model, Protocol):
 
 @runtime_checkable
 class Classifies(Protocol):
-    """What a family may add: an amortised classifier q(y | x) (the semi-supervised M2 has one)."""
+    """What a family may add: an amortised classifier q(y | x) (the semi-supervised M2 has one).
+
+    Such a family trains on unlabelled images too (its `objective` sums their label out), and the
+    evaluation adds its classifier's accuracy and its bound with the label summed out."""
 
     def classifier(self, x: torch.Tensor) -> Categorical:
         """q(y | x) for images x [*batch, C, H, W]: batch shape [*batch], num_classes categories."""
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What a family may know of its data when it is built: (C, H, W), the classes, and, when it is
+    built for training, how many training images there are and how many of them keep their label."""
+
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    train_images: int | None = None
+    labelled_images: int | None = None
+
+
+def pixel_words(model: Model) -> str:
+    """What the images of p(x | code) that every picture shows are, in words: the family's
+    `pixel_words` if it has one ("Bernoulli means", ...), else "decoder means"."""
+    return getattr(model, "pixel_words", "decoder means")
+
+
+def code_words(model: Model) -> str:
+    """The representative code in words, for captions: the family's `code_words` if it has one
+    ("E_q[z]" for a Gaussian q), else "the code"."""
+    return getattr(model, "code_words", "the code")
 
 
 def class_conditional(model: Model) -> bool:

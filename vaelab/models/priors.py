@@ -2,8 +2,8 @@
 
 The VampPrior is the mixture p(z) = (1/K) sum_k q(z | u_k) of the encoder's posteriors at K learned
 pseudo-inputs u_k (`--pseudo-inputs K`), images of the data's shape. It has no closed-form KL to a
-Gaussian q, so the ELBO's KL term becomes a Monte-Carlo estimate (`objectives.kl_to_prior`); the
-importance-sampled log-likelihood keeps its definition with log p(z) of the mixture.
+Gaussian q, so the ELBO's KL term becomes a Monte-Carlo estimate, log q(z | x) - log p(z) at the
+drawn z; the importance-sampled log-likelihood keeps its definition with log p(z) of the mixture.
 
 For a family with a class label, the pseudo-inputs are shared by all classes and each carries one
 fixed label (round-robin over the classes), so the prior stays p(z), independent of y, as the
@@ -18,9 +18,55 @@ import math
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal, constraints
+from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal, constraints
 
 PRIORS = ("standard", "vamp")
+HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
+
+
+def gaussian_log_density(noise: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """log N(loc + scale * noise; loc, diag scale^2) summed over the last dimension: [...], nats.
+
+    The density of a reparameterised draw from its own noise, with no subtraction of loc:
+    sum_j [-noise_j^2 / 2 - log scale_j - log(2 pi) / 2].
+    """
+    return -(0.5 * noise.pow(2) + scale.log() + HALF_LOG_TWO_PI).sum(-1)
+
+
+def gaussian_kl(q_loc: torch.Tensor, q_scale: torch.Tensor, p_loc: torch.Tensor, p_scale: torch.Tensor) -> torch.Tensor:
+    """KL(N(q_loc, diag q_scale^2) || N(p_loc, diag p_scale^2)) over the last dimension: [...], nats.
+
+    sum_j [log(s_p / s_q) + (s_q^2 + (m_q - m_p)^2) / (2 s_p^2) - 1/2], written out because torch's
+    registry lookup cannot be traced by torch.compile.
+    """
+    variance_ratio = (q_scale / p_scale).pow(2)
+    mean_term = ((q_loc - p_loc) / p_scale).pow(2)
+    return 0.5 * (variance_ratio + mean_term - 1 - variance_ratio.log()).sum(-1)
+
+
+def rsample(distribution: Distribution, sample_shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+    """Draw sample_shape + batch_shape + event_shape values using `generator`.
+
+    Gaussians are reparameterised (loc + scale * eps), so gradients flow to their parameters;
+    Bernoulli draws are not differentiable (used for pictures, not for training); a continuous
+    Bernoulli is sampled as icdf(uniform); a distribution with a `draw(sample_shape, generator)`
+    method (the VampPrior's mixture) draws itself. Anything else raises TypeError.
+    """
+    if hasattr(distribution, "draw"):
+        return distribution.draw(tuple(sample_shape), generator)
+    base = distribution
+    while isinstance(base, Independent):
+        base = base.base_dist
+    shape = torch.Size(sample_shape) + base.batch_shape + base.event_shape
+    if isinstance(base, Normal):
+        eps = torch.randn(shape, generator=generator, device=base.loc.device, dtype=base.loc.dtype)
+        return base.loc + base.scale * eps
+    if isinstance(base, Bernoulli):
+        return torch.bernoulli(base.probs.expand(shape), generator=generator)
+    if isinstance(base, ContinuousBernoulli):
+        uniform = torch.rand(shape, generator=generator, device=base.logits.device, dtype=base.logits.dtype)
+        return base.icdf(uniform.clamp(1e-6, 1 - 1e-6))
+    raise TypeError(f"vaelab cannot draw from {type(base).__name__} with an explicit generator")
 PSEUDO_MEAN, PSEUDO_STD = 0.05, 0.01  # initial pixel values of the pseudo-inputs, as Tomczak & Welling's code
 
 
@@ -35,7 +81,7 @@ class GaussianMixture(Distribution):
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     support = constraints.real_vector
     has_rsample = False
-    monte_carlo_kl = True  # no closed-form KL: objectives.kl_to_prior estimates it at the drawn z
+    monte_carlo_kl = True  # no closed-form KL: the ELBO estimates it at the drawn z
 
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor):
         self.loc, self.scale = loc, scale
@@ -73,8 +119,8 @@ class GaussianMixture(Distribution):
 
 def analytic_kl(prior: Distribution) -> bool:
     """Whether the ELBO's KL(q(z | x) || p(z)) to this prior is computed in closed form (True: N(0, I)
-    against vaelab's diagonal-Gaussian q), or estimated by Monte Carlo as log q(z | x) - log p(z) at
-    the drawn z (False: a prior marked `monte_carlo_kl`, the VampPrior); see `objectives.kl_to_prior`."""
+    against vaelab's diagonal-Gaussian q, `gaussian_kl`), or estimated by Monte Carlo as
+    log q(z | x) - log p(z) at the drawn z (False: a prior marked `monte_carlo_kl`, the VampPrior)."""
     return not getattr(prior, "monte_carlo_kl", False)
 
 

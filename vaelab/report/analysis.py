@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.distributions import Distribution, Independent
+from torch.distributions import Independent
 
-from .. import objectives
 from ..models import Model, class_conditional, decoder_mean
 
 
@@ -22,12 +21,12 @@ def label_classes(model: Model) -> int:
 
 @torch.no_grad()
 def latent_means(model: Model, x: torch.Tensor, y: torch.Tensor | None, batch_size: int = 1000) -> np.ndarray:
-    """Posterior means E_q[z | x(, y)] for images x [n, ...]: (n, d)."""
+    """The codes of images x [n, ...] (`Model.code`: the posterior means for a Gaussian q): (n, code_dim)."""
     model.eval()
     parts = []
     for start in range(0, x.shape[0], batch_size):
         labels = None if y is None else y[start : start + batch_size]
-        parts.append(model.encoder(x[start : start + batch_size], labels).mean.cpu())
+        parts.append(model.code(x[start : start + batch_size], labels).cpu())
     return torch.cat(parts).numpy()
 
 
@@ -73,22 +72,23 @@ class Manifold:
     draws: int | None
 
 
-def prior_quantiles(prior: Distribution, probabilities: torch.Tensor, latent_dim: int,
-                    device: torch.device | str = "cpu", draws: int = QUANTILE_DRAWS,
-                    seed: int = QUANTILE_SEED) -> tuple[torch.Tensor, int | None]:
-    """The quantiles of each coordinate's marginal under p(z): ([len(probabilities), d], draws).
+def prior_quantiles(model: Model, probabilities: torch.Tensor, device: torch.device | str = "cpu",
+                    draws: int = QUANTILE_DRAWS, seed: int = QUANTILE_SEED) -> tuple[torch.Tensor, int | None]:
+    """The quantiles of each code coordinate's marginal under the prior: ([len(probabilities), d], draws).
 
-    Exact (draws None) where the prior's coordinates have an inverse CDF (a diagonal Gaussian such
-    as N(0, I)); otherwise (a mixture such as the VampPrior) the empirical quantiles of `draws`
-    draws of p(z) made with `seed` on `device` (the prior's).
+    Exact (draws None) where the family's `prior()` has coordinates with an inverse CDF (a diagonal
+    Gaussian such as N(0, I)); otherwise (a mixture such as the VampPrior, a hierarchy) the
+    empirical quantiles of `draws` codes from `model.sample_codes`, made with `seed` on `device`.
     """
+    prior = model.prior() if hasattr(model, "prior") else None
     base = prior.base_dist if isinstance(prior, Independent) else prior
     try:
-        return base.icdf(probabilities.to(device)[:, None].expand(-1, latent_dim)), None
+        if base is not None:
+            return base.icdf(probabilities.to(device)[:, None].expand(-1, model.code_dim)), None
     except NotImplementedError:
         pass
     generator = torch.Generator(device=device).manual_seed(seed)
-    z = objectives.rsample(prior, (draws,), generator)
+    z = model.sample_codes(draws, generator)
     return torch.quantile(z.double(), probabilities.to(z.device, torch.float64), dim=0).to(z.dtype), draws
 
 
@@ -98,12 +98,12 @@ def manifold(model: Model, steps: int = 15, label: int | None = None) -> Manifol
     at the prior's marginal quantiles from 5% to 95%, evenly spaced in probability, so every
     column (and every row) holds the same prior mass of its coordinate. A class-conditional
     model decodes every cell with `label` (class 0 if None)."""
-    if model.latent_dim != 2:
+    if model.code_dim != 2:
         raise ValueError("the manifold figure needs a 2-D latent space")
     model.eval()
     device = next(model.parameters()).device
     probabilities = torch.linspace(*MANIFOLD_MASS, steps)
-    coordinates, draws = prior_quantiles(model.prior(), probabilities, 2, device)
+    coordinates, draws = prior_quantiles(model, probabilities, device)
     coordinates = coordinates.to(device=device, dtype=torch.float32)
     z1, z2 = torch.meshgrid(coordinates[:, 0], coordinates[:, 1].flip(0), indexing="xy")
     z = torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=-1)
@@ -125,7 +125,7 @@ def style_transfer(model: Model, x: torch.Tensor, y: torch.Tensor) -> np.ndarray
     if not classes:
         raise ValueError("style transfer needs a class-conditional model")
     model.eval()
-    z = model.encoder(x, y).mean  # [n, d]
+    z = model.code(x, y)  # [n, d]
     z_all = z.repeat_interleave(classes, dim=0)
     y_all = torch.arange(classes, device=z.device).repeat(x.shape[0])
     images = decoder_mean(model.decoder(z_all, y_all)).cpu().numpy()

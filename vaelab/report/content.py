@@ -13,7 +13,7 @@ import torch
 
 from ..api import Run, load_run
 from ..errors import VaelabError
-from ..models import Classifies, analytic_kl, class_conditional, describe_prior, mean_words
+from ..models import Classifies, class_conditional, describe_prior, family_settings, mean_words, pixel_words
 from ..runs import RunDir, read_metrics
 from . import plots
 from .analysis import label_classes
@@ -32,8 +32,8 @@ class Table:
 @dataclass
 class RunSection:
     """One run's part of the report. `mean_words` names what its images show ("Bernoulli means", ...;
-    None: not known); `conditional`: the model has a class label y; `analytic_kl`: its KL term is in
-    closed form; `test_table` is its test-set table (None before `vaelab evaluate`)."""
+    None: not known); `conditional`: the model has a class label y; `parts`: its bound's parts in
+    words (the family's `part_words`); `test_table` is its test-set table (None before `vaelab evaluate`)."""
 
     name: str
     path: Path
@@ -43,7 +43,7 @@ class RunSection:
     notes: list[str] = field(default_factory=list)
     mean_words: str | None = None
     conditional: bool = False
-    analytic_kl: bool = True
+    parts: dict[str, str] = field(default_factory=dict)
     test_table: Table | None = None
 
     def figure(self, name: str) -> Figure | None:
@@ -93,19 +93,12 @@ class Report:
         return self.runs[0].figure("samples") if self.runs else None
 
 
-def kl_words(run: Run) -> str:
-    """How the ELBO's KL term of this run is computed, asked of its prior."""
-    with torch.no_grad():
-        if analytic_kl(run.model.prior()):
-            return "analytic KL"
-    return "KL estimated by Monte Carlo, log q(z | x) − log p(z) at the same draws of z (no closed form)"
-
-
 def objective_line(run: Run) -> str:
     c = run.config
+    beta = f", the KL terms weighed by β = {c.beta:g} in what is maximised" if c.beta != 1 else ""
     if c.objective == "iwae":
-        return f"Trained on the importance-weighted bound with k = {c.samples} samples."
-    return f"Trained on the ELBO (SGVB, {c.samples} reparameterised sample(s) per image, {kl_words(run)})."
+        return f"Trained on the importance-weighted bound with k = {c.samples} samples{beta}."
+    return f"Trained on the ELBO (SGVB, {c.samples} reparameterised sample(s) per image{beta})."
 
 
 def _fmt(value: float) -> str:
@@ -123,22 +116,25 @@ def bound_words(model) -> str:
     return "log p(x | y)" if class_conditional(model) else "log p(x)"
 
 
-def epoch_table(rows: list[dict], bound_key: str, bound_name: str, bounds: str = "log p(x)",
-                validation_bounds: str = "log p(x)") -> Table:
-    """The bound per epoch at TABLE_EPOCHS (and the last). bounds / validation_bounds: what the
+def epoch_table(rows: list[dict], bound_key: str, bound_name: str, parts: dict[str, str],
+                bounds: str = "log p(x)", validation_bounds: str = "log p(x)") -> Table:
+    """The bound per epoch at TABLE_EPOCHS (and the last), with the validation ELBO's parts (`parts`:
+    {name: words}, the family's `part_words`, those logged). bounds / validation_bounds: what the
     training and the validation bound bound, in words (see `bound_words`)."""
     reached = {row["epoch"]: row for row in rows}
     wanted = [e for e in TABLE_EPOCHS if e in reached]
     if rows and rows[-1]["epoch"] not in wanted:
         wanted.append(rows[-1]["epoch"])
+    logged = [name for name in parts if any(f"valid_{name}" in row for row in rows)]
     return Table(
         caption=f"The bound per epoch (nats per image). Training {bound_name}: a bound on {bounds}, the mean "
                 "over the epoch of each batch's bound as it was trained on, before its update. Validation: the "
-                f"ELBO on {validation_bounds} with one draw of z per image, the same draws every epoch; "
-                "recon. = −E_q[log p(x | z)]",
-        header=["epoch", f"training {bound_name}", "validation ELBO", "validation recon.", "validation KL"],
+                f"ELBO on {validation_bounds} with one draw of the latents per image, the same draws every epoch, "
+                "and its parts: " + "; ".join(f"{name} = {parts[name]}" for name in logged),
+        header=["epoch", f"training {bound_name}", "validation ELBO", *(f"validation {name}" for name in logged)],
         rows=[[str(e), _fmt(reached[e][bound_key]), _fmt(reached[e]["valid_elbo"]),
-               _fmt(-reached[e]["valid_recon"]), _fmt(reached[e]["valid_kl"])] for e in wanted],
+               *(_fmt(reached[e][f"valid_{name}"]) if f"valid_{name}" in reached[e] else "–" for name in logged)]
+              for e in wanted],
     )
 
 
@@ -148,17 +144,20 @@ def test_metrics(run_dir: RunDir) -> dict | None:
     return json.loads(run_dir.eval.read_text())
 
 
-METRIC_ROWS = [
-    ("elbo", "test ELBO, one draw of z per image"),
-    ("recon", "reconstruction term −E_q[log p(x|z)]"),
-    ("kl", "KL term KL(q(z|x) ‖ p(z))"),
-    ("log_likelihood", "log-likelihood by importance sampling"),
-    ("log_likelihood_marginal", "marginal log p(x) = log Σ_y π_y p(x|y)"),
-    ("accuracy", "classification accuracy, Bayes rule argmax_y π_y p(x|y)"),
-    ("classifier_accuracy", "classification accuracy, argmax_y q(y|x)"),
-    ("unlabelled_elbo", "bound on log p(x) with y summed out, Σ_y q(y|x)[ELBO(x, y) + log π_y] + H, one draw of z "
-                        "per class"),
-]
+def metric_rows(parts: dict[str, str]) -> list[tuple[str, str]]:
+    """(eval.json key, words) of every figure a test table may show, the family's parts (`part_words`)
+    after the ELBO and, with the label summed out, after the unlabelled bound."""
+    return [("elbo", "test ELBO, one draw of the latents per image"),
+            *((name, words) for name, words in parts.items()),
+            ("log_likelihood", "log-likelihood by importance sampling"),
+            ("log_likelihood_marginal", "marginal log p(x) = log Σ_y π_y p(x|y)"),
+            ("accuracy", "classification accuracy, Bayes rule argmax_y π_y p(x|y)"),
+            ("classifier_accuracy", "classification accuracy, argmax_y q(y|x)"),
+            ("unlabelled_elbo", "bound on log p(x) with y summed out, Σ_y q(y|x)[ELBO(x, y) + log π_y] + H, one "
+                                "draw of the latents per class"),
+            *((f"unlabelled_{name}", f"{words}, with y summed out") for name, words in parts.items())]
+
+
 PERCENT = ("accuracy", "classifier_accuracy")
 
 
@@ -167,23 +166,19 @@ def metric_value(metrics: dict, key: str) -> str:
         return "–"
     if key in PERCENT:
         return f"{100 * metrics[key]:.2f}%"
-    if key == "recon":
-        return _fmt(-metrics[key])
     return _fmt(metrics[key])
 
 
-def metrics_table(metrics: dict, conditional: bool, analytic: bool = True) -> Table:
+def metrics_table(metrics: dict, conditional: bool, parts: dict[str, str]) -> Table:
     """The test set's figures from eval.json, each labelled with what was computed. conditional: the
-    model has a class label y (log p(x | y)); analytic: its KL term is in closed form."""
+    model has a class label y (log p(x | y)); parts: the family's `part_words`."""
     name = "log p(x | y)" if conditional else "log p(x)"
     per_class = f", p(x | y) from {_samples(metrics['class_samples'])} per class" if "class_samples" in metrics else ""
     rows = []
-    for key, label in METRIC_ROWS:
+    for key, label in metric_rows(parts):
         if key in metrics:
             if key == "elbo":
                 label += f" (a bound on {name})"
-            elif key == "kl" and not analytic:
-                label += ", Monte-Carlo estimate at that draw of z"
             elif key == "log_likelihood":
                 label = f"{name}, importance sampling, K = {metrics['iw_samples']}"
             elif key in ("log_likelihood_marginal", "accuracy"):
@@ -207,23 +202,35 @@ def image_words(shape: tuple[int, int, int]) -> str:
 
 def config_table(run: Run) -> Table:
     c = run.config
+    taken = family_settings(c.model)
     networks = (f"mlp, hidden {'-'.join(map(str, c.hidden))}" if c.network == "mlp"
                 else f"{c.network}, {c.channels} channels, depth {c.depth or 'default'}")
-    with torch.no_grad():
-        prior = describe_prior(run.model.prior())
+    described = {"latent_dim": ["latent size d", str(c.latent_dim)],
+                 "network": ["networks", f"{networks}, {c.activation}"],
+                 "likelihood": ["likelihood", f"{c.likelihood} (images show its {mean_words(c.likelihood)})"]}
+    if "prior" in taken:
+        with torch.no_grad():
+            described["prior"] = ["prior", describe_prior(run.model.prior())]
+    shown = {"hidden", "activation", "channels", "depth", "pseudo_inputs", *described}
+    model_rows = [described[name] for name in described if name in taken]
+    model_rows += [[name.replace("_", " "), _setting_words(getattr(c, name))] for name in taken if name not in shown]
     rows = [["model", c.model.upper()],
             ["dataset", f"{c.dataset}, images C × H × W = {image_words(run.model.image_shape)}, "
                         f"{BINARIZATION.get(c.binarize, c.binarize)}"],
-            ["latent size d", str(c.latent_dim)], ["networks", f"{networks}, {c.activation}"],
-            ["prior", prior],
-            ["likelihood", f"{c.likelihood} (images show its {mean_words(c.likelihood)})"],
+            *model_rows,
             ["objective", c.objective + (f", k = {c.samples}" if c.objective == "iwae" else "")
-             + (f", KL warm-up over {c.warmup} epochs" if c.warmup else "")],
+             + (f", KL warm-up over {c.warmup} epochs" if c.warmup else "") + (f", β = {c.beta:g}" if c.beta != 1 else "")],
             ["optimiser", f"Adam, learning rate {c.lr:g} ({c.lr_schedule}), batch {c.batch_size}"],
             ["training set", f"{c.train_on}" + (f", first {c.limit_train} images" if c.limit_train else "")
              + (f", labels of {c.labels} images (label seed {c.label_seed}), the rest unlabelled" if c.labels else "")],
             ["epochs", f"{len(run.metrics)} (max {c.epochs}, patience {c.patience or 'off'})"], ["seed", str(c.seed)]]
     return Table(caption="Configuration", header=["setting", "value"], rows=rows)
+
+
+def _setting_words(value) -> str:
+    if value is None:
+        return "default"
+    return ",".join(map(str, value)) if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def build_run_section(path: str | Path, seed: int = 0, device: str = "auto") -> RunSection:
@@ -234,22 +241,21 @@ def build_run_section(path: str | Path, seed: int = 0, device: str = "auto") -> 
         raise VaelabError(f"{run.path} has no logged epoch (metrics.jsonl is empty)")
     conditional = bool(label_classes(run.model))
     validation_bounds = "log p(x | y)" if conditional else "log p(x)"
-    tables = [config_table(run), epoch_table(rows, run.config.bound_key, run.config.bound_name,
+    parts = run.model.part_words()
+    tables = [config_table(run), epoch_table(rows, run.config.bound_key, run.config.bound_name, parts,
                                              bound_words(run.model), validation_bounds)]
     notes = [objective_line(run)]
     metrics = test_metrics(RunDir(run.path))
     test_table = None
-    with torch.no_grad():
-        analytic = analytic_kl(run.model.prior())
     if metrics is None:
         notes.append(f"Not evaluated on the test set yet: run `vaelab evaluate {run.path}` and write the report again.")
     else:
-        test_table = metrics_table(metrics, conditional=conditional, analytic=analytic)
+        test_table = metrics_table(metrics, conditional=conditional, parts=parts)
         tables.append(test_table)
-    name = f"{run.path.name}: {run.config.model.upper()}, d = {run.config.latent_dim}"
+    name = f"{run.path.name}: {run.config.model.upper()}, d = {run.model.code_dim}"
     return RunSection(name=name, path=run.path, equations=run.model.equations(), tables=tables,
-                      figures=run_figures(run, seed=seed), notes=notes, mean_words=mean_words(run.config.likelihood),
-                      conditional=conditional, analytic_kl=analytic, test_table=test_table)
+                      figures=run_figures(run, seed=seed), notes=notes, mean_words=pixel_words(run.model),
+                      conditional=conditional, parts=parts, test_table=test_table)
 
 
 def comparison_table(sections: list[RunSection]) -> Table:
@@ -261,16 +267,15 @@ def comparison_table(sections: list[RunSection]) -> Table:
     conditional = {s.conditional for s in sections}
     name = ("log p(x | y)" if conditional == {True} else "log p(x)" if conditional == {False}
             else "log p(x), log p(x | y) for the runs with a class label y")
-    monte_carlo = [s.name for s in sections if not s.analytic_kl]
     class_samples = sorted({e["class_samples"] for e in evaluations if "class_samples" in e})
-    for key, label in METRIC_ROWS:
+    parts: dict[str, str] = {}
+    for section in sections:  # every part some run has; a part's words where the runs agree on them
+        for part, words in section.parts.items():
+            parts[part] = words if parts.get(part, words) == words else f"{part}, as each run's section says"
+    for key, label in metric_rows(parts):
         if any(key in e for e in evaluations):
             if key == "elbo":
                 label += f" (a bound on {name})"
-            elif key == "kl" and monte_carlo:
-                label += (", Monte-Carlo estimate at that draw of z" if len(monte_carlo) == len(sections) else
-                          ", analytic, or a Monte-Carlo estimate at that draw of z where the prior has no closed "
-                          "form (" + "; ".join(monte_carlo) + ")")
             elif key == "log_likelihood":
                 label = f"{name}, importance sampling, K = " + " / ".join(
                     sorted({str(e["iw_samples"]) for e in evaluations if "iw_samples" in e}))

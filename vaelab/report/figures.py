@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import objectives
 from ..api import Run
-from ..models import Classifies, mean_words
+from ..models import Classifies, code_words, pixel_words
 from ..runs import RunDir
 from . import analysis, plots
 
@@ -40,7 +40,7 @@ def run_figures(run: Run, seed: int = 0) -> list[Figure]:
     test_labels = test.y.cpu().numpy()
     figures.append(reconstructions(run, test, test_labels, seed))
     figures.append(latent_space(run, test, test_labels, seed))
-    if run.model.latent_dim == 2:
+    if run.model.code_dim == 2:
         figures += manifolds(run)
     if classes:
         figures.append(style_transfer(run, test, test_labels, seed + 1))
@@ -65,15 +65,15 @@ def classifier_figures(run: Run, test) -> list[Figure]:
 
 
 def curves(run: Run) -> Figure:
-    figure = plots.curves_figure(run.metrics, run.config.bound_key, run.config.bound_name)
-    return Figure("curves", "The bound per epoch (left) and the validation ELBO's reconstruction and KL terms"
-                  " (right), in nats per image.", plots.png_bytes(figure))
+    figure = plots.curves_figure(run.metrics, run.config.bound_key, run.config.bound_name, run.model.part_words())
+    return Figure("curves", "The bound per epoch (left) and each part of the validation ELBO (right: its "
+                  "reconstruction term and a KL term per latent), in nats per image.", plots.png_bytes(figure))
 
 
 def saved_samples(run: Run) -> list[Figure]:
     """The sample grids the trainer wrote to samples/epoch_NNN.png, in epoch order."""
     figures = []
-    words = mean_words(run.config.likelihood)
+    words = pixel_words(run.model)
     for grid in sorted(RunDir(run.path).samples.glob("epoch_*.png")):
         epoch = int(grid.stem.split("_")[1])
         figures.append(Figure(f"{EPOCH_SAMPLES}{epoch:03d}", f"Samples after epoch {epoch} ({words}), drawn from "
@@ -82,7 +82,7 @@ def saved_samples(run: Run) -> list[Figure]:
 
 
 def fresh_samples(run: Run, seed: int) -> Figure:
-    model_name, words = run.config.model.upper(), mean_words(run.config.likelihood)
+    model_name, words = run.config.model.upper(), pixel_words(run.model)
     images, labels = run.sample(n=64, per_class=8, seed=seed)
     if labels is not None:
         figure = plots.grid_figure(images, 8, f"{model_name} samples, one row per class ({words})",
@@ -94,15 +94,15 @@ def fresh_samples(run: Run, seed: int) -> Figure:
 
 
 def reconstructions(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
-    """One test image of each class over the mean of p(x | z = E_q[z])."""
+    """One test image of each class over the mean of p(x | its code)."""
     pick = analysis.pick_examples(test_labels, 1, seed=seed)
     x = test.x[pick].cpu().numpy()
     y = test.y[pick].cpu().numpy() if analysis.label_classes(run.model) else None
     both = np.concatenate([x, run.reconstruct(x, y)])
     figure = plots.grid_figure(both, len(pick), f"{run.config.model.upper()} reconstructions",
                                row_labels=["test image", "reconstruction"], row_axis="")
-    return Figure("reconstructions", f"Test images (top) and the {mean_words(run.config.likelihood)} of "
-                  "p(x | z = E_q[z]) (bottom).", plots.png_bytes(figure))
+    return Figure("reconstructions", f"Test images (top) and the {pixel_words(run.model)} of "
+                  f"p(x | z = {code_words(run.model)}) (bottom).", plots.png_bytes(figure))
 
 
 def latent_space(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
@@ -113,15 +113,15 @@ def latent_space(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
     codes = analysis.latent_means(run.model, test.x[subset], test.y[subset] if conditional else None)
     projection = analysis.project_2d(codes)
     if projection.explained is None:
-        axis_names, how = ("z_1", "z_2"), "the posterior means themselves (d = 2)"
+        axis_names, how = ("z_1", "z_2"), "the codes themselves (d = 2)"
     else:
         axis_names = (f"PC 1 ({100 * projection.explained[0]:.0f}% of variance)",
                       f"PC 2 ({100 * projection.explained[1]:.0f}% of variance)")
-        how = f"the first two principal components of the posterior means (d = {run.config.latent_dim})"
+        how = f"the first two principal components of the codes (d = {run.model.code_dim})"
     given = " given y" if conditional else ""
     why = (" The label y carries the class, so z is free to hold only the style: the classes may well overlap."
            if conditional else "")
-    figure = plots.latent_figure(projection.points, test_labels[subset], run.class_names, f"Test codes E_q[z]{given}",
+    figure = plots.latent_figure(projection.points, test_labels[subset], run.class_names, f"Test codes {code_words(run.model)}{given}",
                                  axis_names)
     return Figure("latent", f"{len(subset)} test images in latent space{given}: {how}, coloured by class.{why}",
                   plots.png_bytes(figure))
@@ -130,7 +130,7 @@ def latent_space(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
 def manifolds(run: Run) -> list[Figure]:
     """The decoded manifold of a 2-D latent space; one per class for a class-conditional model."""
     classes = analysis.label_classes(run.model)
-    words = mean_words(run.config.likelihood)
+    words = pixel_words(run.model)
     if not classes:
         grid = analysis.manifold(run.model, steps=15)
         figure = plots.manifold_figure(grid.images, grid.coordinates, "Decoded manifold over z")
@@ -165,5 +165,5 @@ def style_transfer(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure
                                column_labels=["input"] + list(run.class_names), row_axis="",
                                column_axis="decoded with label y")
     return Figure("style_transfer", "Each test image (left) is encoded with its own label; the same z is decoded with "
-                  f"every label ({mean_words(run.config.likelihood)}). What stays the same along a row is what z "
+                  f"every label ({pixel_words(run.model)}). What stays the same along a row is what z "
                   "holds once y is given (for digits: slant, thickness, size).", plots.png_bytes(figure))

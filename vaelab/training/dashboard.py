@@ -13,13 +13,12 @@ import numpy as np
 
 from ..errors import VaelabError
 
-# metrics.jsonl key -> TensorBoard tag: bounds together, their terms together, then speed and schedules
+# metrics.jsonl key -> TensorBoard tag: bounds together, then speed and schedules; every other
+# valid_<part> key (the parts a family's bound declares) goes under terms/ (`tag`)
 TAGS = {
     "train_elbo": "bound/train_elbo",
     "train_iw_bound": "bound/train_iw_bound",
     "valid_elbo": "bound/valid_elbo",
-    "valid_recon": "terms/valid_recon",
-    "valid_kl": "terms/valid_kl",
     "valid_accuracy": "classifier/valid_accuracy",
     "samples_per_second": "speed/images_per_second",
     "seconds": "speed/seconds_per_epoch",
@@ -29,12 +28,19 @@ TAGS = {
 GRID_TAG = "samples"
 
 
+def tag(key: str) -> str | None:
+    """The TensorBoard tag of a metrics.jsonl key: TAGS's, terms/valid_<part> for a bound's part, or None."""
+    if key in TAGS:
+        return TAGS[key]
+    return f"terms/{key}" if key.startswith("valid_") else None
+
+
 def summary_writer_class():
     """torch's SummaryWriter, or a VaelabError saying what to install."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise VaelabError("--tensorboard needs the tensorboard package: pip install 'vaelab[tensorboard]' "
+        raise VaelabError("{tensorboard} needs the tensorboard package: pip install 'vaelab[tensorboard]' "
                           "(make install installs it)") from None
     return SummaryWriter
 
@@ -49,9 +55,9 @@ class Dashboard:
     def epoch(self, row: dict, grid: Path | None = None) -> None:
         """One metrics.jsonl row as scalars at step = its epoch, and the epoch's sample grid (a PNG) if any."""
         epoch = row["epoch"]
-        for key, tag in TAGS.items():
-            if key in row:
-                self.writer.add_scalar(tag, row[key], epoch)
+        for key, value in row.items():
+            if tag(key) is not None:
+                self.writer.add_scalar(tag(key), value, epoch)
         if grid is not None and grid.is_file():
             from PIL import Image
 

@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from .. import objectives
+from ..devices import DeviceSplit, NamedSums
 from ..distributed import SINGLE, Processes
 from ..errors import TrainingDiverged
 from ..models import Classifies, Model
@@ -19,25 +20,6 @@ from .step import TrainStep
 
 SYNC_EVERY = 25  # reading the loss back forces a host sync: do it rarely
 VALIDATION_SEED = 1234  # validation ELBO draws the same z every epoch, so epochs compare
-
-
-@dataclass
-class DeviceSplit:
-    """A split as device tensors: x [n, C, H, W] float32 in [0, 1], y [n] int64.
-
-    labelled [n] bool, for semi-supervised training: which images' labels the model may see (the
-    others' y is kept only to measure accuracy); None: every label is seen.
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    binary: bool
-    labelled: torch.Tensor | None = None
-
-    @classmethod
-    def from_split(cls, split, device: torch.device) -> "DeviceSplit":
-        x = torch.from_numpy(split.float_images()).to(device)
-        return cls(x=x, y=torch.from_numpy(split.labels).to(device), binary=split.binary)
 
 
 @dataclass
@@ -98,7 +80,8 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
                 progress: bool = False, kl_weight: float = 1.0) -> tuple[float, int]:
     """One pass over `data` in the `order` stream's random order: (mean bound per image, steps taken).
 
-    kl_weight < 1 is KL warm-up (see `step.training_bound`); the mean bound is the true one.
+    kl_weight weighs the KL terms in what is maximised (warm-up, β; see `Model.objective`); the
+    mean bound is the true one.
     Steps follow `batch_plan`: the step sees the labels of a batch's labelled images only.
     `state` continues an interrupted epoch. If `should_stop()` turns true, the epoch stops between
     two steps and raises Stopped with the state to continue from. A non-finite loss raises
@@ -141,32 +124,29 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
 @torch.no_grad()
 def validate(model: Model, data: DeviceSplit, batch_size: int = 1000, seed: int = VALIDATION_SEED,
              processes: Processes = SINGLE) -> dict:
-    """ELBO and its terms on a fixed split with a fixed seed: mean nats per image; for a family with a
+    """The ELBO on a fixed split with a fixed seed, one draw of the latents per image, and its parts:
+    {"elbo": ..., "recon": ..., one KL per latent ...}, mean nats per image; for a family with a
     classifier also the accuracy of q(y | x) (a fraction).
 
-    The z of every chunk of batch_size images come from one generator, in order (the same numbers
-    as ever). In a group of processes each process draws them all (10,000 x d numbers) and
-    computes the ELBO of its share of the chunks; the sums they reduce give the one-process
+    The noise of every chunk of batch_size images comes from one generator, in order (the same
+    numbers every epoch). In a group of processes each process draws them all (10,000 x d numbers)
+    and computes the ELBO of its share of the chunks; the sums they reduce give the one-process
     figures (to float64 summation order).
     """
     model.eval()
     device = data.x.device
     generator = torch.Generator(device=device).manual_seed(seed)
-    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    sums = NamedSums()
     chunks = range(math.ceil(data.x.shape[0] / batch_size))
     mine = chunks[processes.rows(len(chunks))]
     for chunk in chunks:
         x, y = data.x[chunk * batch_size : (chunk + 1) * batch_size], data.y[chunk * batch_size : (chunk + 1) * batch_size]
-        noise = objectives.standard_noise(model, x.shape[0], 1, generator, device, x.dtype)
-        if chunk not in mine:
-            continue
-        terms = objectives.elbo(model, x, y, samples=1, noise=noise)
-        row = [terms.elbo.sum(), terms.recon.sum(), terms.kl.sum()]
-        if isinstance(model, Classifies):  # M2: how often q(y | x) names the right class
-            row.append(objectives.confusion_matrix(model, x, y, batch_size).trace())
-        sums[: len(row)] += torch.stack(row).double()
-    elbo, recon, kl, right = (processes.sum(sums) / data.x.shape[0]).tolist()
-    result = {"elbo": elbo, "recon": recon, "kl": kl}
-    if isinstance(model, Classifies):
-        result["accuracy"] = right
-    return result
+        noise = objectives.draw_noise(model, 1, x.shape[0], generator, device, x.dtype)
+        if chunk in mine or (not len(mine) and chunk == 0):  # a process without a chunk adds an empty one
+            if chunk not in mine:
+                x, y, noise = x[:0], y[:0], noise[:, :0]
+            terms = objectives.elbo(model, x, y, noise)
+            sums.add({"elbo": terms.bound, **terms.parts})
+            if isinstance(model, Classifies):  # M2: how often q(y | x) names the right class
+                sums.add({"accuracy": objectives.confusion_matrix(model, x, y, batch_size).trace()})
+    return sums.means(data.x.shape[0], processes)

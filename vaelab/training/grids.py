@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import objectives
 from ..models import Model, class_conditional, decoder_mean
 
 GRID_COLUMNS = 8  # samples per row
 
 
 def grid_latents(model: Model, columns: int, seed: int) -> torch.Tensor:
-    """The z of a run's sample grid: [rows * columns, d] from p(z), rows = one per class for a
-    class-conditional model (whose grid uses the first `columns` codes in every row), else `columns`.
+    """The codes of a run's sample grid: [rows * columns, code_dim] from the prior (`Model.sample_codes`),
+    rows = one per class for a class-conditional model (whose grid uses the first `columns` codes in
+    every row), else `columns`.
 
     The same seed every epoch: under N(0, I) the very same codes, under a learned prior the same
     components and noise of the prior as it is now.
@@ -21,7 +21,7 @@ def grid_latents(model: Model, columns: int, seed: int) -> torch.Tensor:
     rows = model.num_classes if class_conditional(model) else columns
     device = next(model.parameters()).device
     model.eval()
-    return objectives.sample_prior(model, rows * columns, torch.Generator(device=device).manual_seed(seed + 7919))
+    return model.sample_codes(rows * columns, torch.Generator(device=device).manual_seed(seed + 7919))
 
 
 @torch.no_grad()

@@ -61,13 +61,3 @@ class RandomStreams:
             generator.set_state(tensors[f"rng.{name}"])
             streams.append(generator)
         return cls(*streams)
-
-
-def chunk_generator(seed: int, chunk: int, device: torch.device | str) -> torch.Generator:
-    """The generator of one chunk of an evaluation (chunk = its index): its own stream, spawned from seed.
-
-    Chunks drawing from generators of their own give the same numbers whichever process, and in
-    whichever order, computes them: what lets an evaluation split across processes.
-    """
-    state = np.random.SeedSequence([seed, chunk]).generate_state(1, np.uint64)[0]
-    return torch.Generator(device=device).manual_seed(int(state))

@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import objectives
 from ..distributed import SINGLE, Processes, ProcessLost, lost_message
 from ..fast import CompiledOrEager
-from ..models import Classifies, Model
+from ..models import Model, Noise
 from .randomness import RandomStreams
 
 
@@ -43,102 +43,54 @@ def binarize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     return (uniforms < x).to(x.dtype)
 
 
-def training_bound(model: Model, x: torch.Tensor, y: torch.Tensor | None, objective: str, samples: int,
-                   noise: torch.Tensor, kl_weight: torch.Tensor,
-                   classifier_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(what is maximised, the bound), each [batch] nats: the ELBO (L = samples) or the IW bound (k = samples).
-
-    x [batch, C, H, W]; y [m] are the labels of x's last m images (m = batch: every label known;
-    y None: none). noise: [samples, classes * (batch - m) + m, d] standard normal draws, the
-    unlabelled images' (class-major, as [samples, classes, batch - m, d]) then the labelled ones'.
-
-    During KL warm-up (kl_weight < 1) the maximised objective weighs log p(z) - log q(z | x) by
-    kl_weight: recon - kl_weight * KL for the ELBO, log mean_k p(x | z_k) (p(z_k) / q(z_k | x))^kl_weight
-    for the IW bound. The bound returned beside it is always the true one (kl_weight = 1).
-
-    A family with a classifier q(y | x) (`Classifies`, the M2) bounds log p(x, y) where the label
-    is known, and adds classifier_weight * log q(y | x) to what is maximised (Kingma et al.'s
-    alpha); where it is not, the label is summed out (`objectives.sum_over_labels`) and the bound
-    is on log p(x).
-    """
-    known = 0 if y is None else y.shape[0]
-    unknown = x.shape[0] - known
-    noise = noise.reshape(noise.shape[0], -1, noise.shape[-1])
-    parts = []
-    if unknown:
-        x_u, noise_u = x[:unknown], noise[:, : model.num_classes * unknown]
-        labels = objectives.every_class(model.num_classes, unknown, x.device)
-        maximised, bound = _given_labels(model, x_u, labels, objective, samples,
-                                         noise_u.reshape(noise.shape[0], model.num_classes, unknown, -1), kl_weight)
-        q_y, log_pi = model.classifier(x_u), model.class_log_prior()  # [classes, unknown] above
-        parts.append((objectives.sum_over_labels(q_y, log_pi, maximised), objectives.sum_over_labels(q_y, log_pi, bound)))
-    if known:
-        x_l = x[unknown:]
-        maximised, bound = _given_labels(model, x_l, y, objective, samples, noise[:, noise.shape[1] - known :], kl_weight)
-        if isinstance(model, Classifies):
-            log_pi = model.class_log_prior()[y]
-            maximised = maximised + log_pi + classifier_weight * model.classifier(x_l).log_prob(y)
-            bound = bound + log_pi
-        parts.append((maximised, bound))
-    if not parts:  # no image at all: a process's empty share of a short batch
-        empty = x.new_zeros(0)
-        return empty, empty
-    if len(parts) == 1:
-        return parts[0]
-    return torch.cat([parts[0][0], parts[1][0]]), torch.cat([parts[0][1], parts[1][1]])
-
-
-def _given_labels(model, x, y, objective, samples, noise, kl_weight) -> tuple[torch.Tensor, torch.Tensor]:
-    """(maximised, bound) on log p(x | y), [*y's batch]: the ELBO or the IW bound, KL weighed by kl_weight."""
-    if objective == "iwae":
-        return objectives.iw_bound(model, x, y, samples, noise=noise, kl_weight=kl_weight)
-    terms = objectives.elbo(model, x, y, samples, noise=noise)
-    return terms.recon - kl_weight * terms.kl, terms.elbo
-
-
 class Loss(torch.nn.Module):
     """The training loss as a module (parameters "model.*"), so torch.func can differentiate it."""
 
-    def __init__(self, model: Model, objective: str, samples: int, classifier_weight: float = 0.0):
+    def __init__(self, model: Model, objective: str):
         super().__init__()
-        self.model, self.objective, self.samples = model, objective, samples
-        self.classifier_weight = classifier_weight
+        self.model, self.bound = model, objectives.BOUNDS[objective]
 
-    def forward(self, x, y, bits, noise, kl_weight, scale) -> tuple[torch.Tensor, torch.Tensor]:
-        """(-scale * objective summed over the batch [], bound summed over the batch []) for images
-        x [batch, C, H, W] and the labels y [m] of the last m of them, or None (see `training_bound`).
+    def forward(self, x, y, bits, noise: Noise, kl_weight, scale) -> tuple[torch.Tensor, torch.Tensor]:
+        """(-scale * what is maximised summed over the batch [], the bound summed over the batch []) for
+        images x [batch, C, H, W] and the labels y [m] of the last m of them, or None: the family's
+        `objective` (`Model.objective`) with the --objective bound.
 
         scale [] is 1 / the images of the whole step (of all processes): the loss is then the
         mean over the step, and the processes' losses add up to it."""
         if bits is not None:  # dynamic binarisation: x ~ Bernoulli(gray level), fresh every time
             x = binarize(x, bits)
-        maximised, bound = training_bound(self.model, x, y, self.objective, self.samples, noise, kl_weight,
-                                          self.classifier_weight)
-        return -maximised.sum() * scale, bound.detach().sum()
+        terms = self.model.objective(x, y, noise, self.bound, kl_weight)
+        return -terms.maximised.sum() * scale, terms.bound.detach().sum()
 
 
-def process_share(processes: Processes, copies: int, x: torch.Tensor, y: torch.Tensor | None,
-                  noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """This process's rows of a whole step: (x, y, noise) as `training_bound` takes them.
+def step_noise(model: Model, images: int, labelled: int, samples: int, generator: torch.Generator,
+               device: torch.device, dtype: torch.dtype) -> Noise:
+    """The base noise of a step of `images` images whose last `labelled` come with their label:
+    the unlabelled images' first, then the labelled ones' (`Noise`), from `generator` in that order."""
+    unknown = images - labelled
+    draw = objectives.draw_noise
+    return Noise(draw(model, samples, unknown, generator, device, dtype, labelled=False) if unknown else None,
+                 draw(model, samples, labelled, generator, device, dtype) if labelled else None)
+
+
+def process_share(processes: Processes, x: torch.Tensor, y: torch.Tensor | None,
+                  noise: Noise) -> tuple[torch.Tensor, torch.Tensor | None, Noise]:
+    """This process's rows of a whole step: (x, y, noise) as `Model.objective` takes them.
 
     The step's unlabelled images (x's first) and its labelled ones (the last y.shape[0]) are
-    shared out apart, each in rank order (`Processes.rows`), with their noise rows: noise is
-    [samples, copies * unlabelled + labelled, d], class by class (copies = the classes) for the
-    unlabelled images.
+    shared out apart, each in rank order (`Processes.rows`), with their noise (image by image:
+    dimension 1 of each noise tensor).
     """
     known = 0 if y is None else y.shape[0]
     unknown = x.shape[0] - known
     u, k = processes.rows(unknown), processes.rows(known)
-    samples, d = noise.shape[0], noise.shape[-1]
-    noise = noise.reshape(samples, -1, d)
-    noise_u = noise[:, : copies * unknown].reshape(samples, copies, unknown, d)[:, :, u]
-    noise_k = noise[:, copies * unknown :][:, k]
-    return (torch.cat([x[:unknown][u], x[unknown:][k]]), None if y is None else y[k],
-            torch.cat([noise_u.reshape(samples, -1, d), noise_k], dim=1))
+    share = Noise(None if noise.unlabelled is None else noise.unlabelled[:, u],
+                  None if noise.labelled is None else noise.labelled[:, k])
+    return torch.cat([x[:unknown][u], x[unknown:][k]]), None if y is None else y[k], share
 
 
 class TrainStep:
-    """Called with a batch (x [batch, C, H, W], y [batch]) and the run's random streams, it returns
+    """Called with a batch (x [batch, C, H, W], y [m]) and the run's random streams, it returns
     (loss [], bound summed over the batch []) and leaves d loss / d parameter in every trainable
     parameter's `.grad`, ready for `optimizer.step()`. Loss: -mean bound, nats per image.
 
@@ -156,10 +108,10 @@ class TrainStep:
     """
 
     def __init__(self, model: Model, objective: str, samples: int, batch_size: int, dynamic: bool, compile: bool,
-                 classifier_weight: float = 0.0, processes: Processes = SINGLE):
+                 processes: Processes = SINGLE):
         self.model, self.samples, self.batch_size, self.dynamic = model, samples, batch_size, dynamic
         self.processes = processes
-        self.loss = Loss(model, objective, samples, classifier_weight)
+        self.loss = Loss(model, objective)
         self.parameters = [(name, p) for name, p in self.loss.named_parameters() if p.requires_grad]
         self.compiled = CompiledOrEager(self.loss_and_gradients, "the training step", enabled=compile, dynamic=False,
                                         eager=self.eager_loss_and_gradients)
@@ -198,23 +150,21 @@ class TrainStep:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None, streams: RandomStreams,
                  kl_weight: float = 1.0, regular: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """y [m]: the labels of x's last m images; the family sums out the others' (see `training_bound`).
+        """y [m]: the labels of x's last m images; a family with a classifier sums out the others'.
 
         regular: whether the batch has the epoch's usual shape and goes through the compiled function
         (default: x holds batch_size images); each new shape compiles once.
         """
         bits = binarization_bits(x, streams.pixels) if self.dynamic else None
-        known = 0 if y is None else y.shape[0]
-        copies = self.model.num_classes if known < x.shape[0] else 1  # an unlabelled image is taken in every class
-        noise = objectives.standard_noise(self.model, copies * (x.shape[0] - known) + known, self.samples,
-                                          streams.noise, x.device, x.dtype)
+        noise = step_noise(self.model, x.shape[0], 0 if y is None else y.shape[0], self.samples, streams.noise,
+                           x.device, x.dtype)
         weight = torch.full((), kl_weight, dtype=x.dtype, device=x.device)  # a tensor: no recompilation per value
         scale = torch.full((), 1 / x.shape[0], dtype=x.dtype, device=x.device)
         regular = x.shape[0] == self.batch_size if regular is None else regular
         if self.processes.count > 1:
             if bits is not None:
                 x, bits = binarize(x, bits), None
-            x, y, noise = process_share(self.processes, copies, x, y, noise)
+            x, y, noise = process_share(self.processes, x, y, noise)
             if not (regular and self.compiled.active):
                 return self._data_parallel(x, y, noise, weight, scale)
         run = self.compiled if regular else self.eager_loss_and_gradients

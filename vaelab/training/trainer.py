@@ -19,12 +19,13 @@ import torch
 from ..checkpoints import Checkpoint, parse_checkpoint, save_checkpoint
 from ..config import SETTINGS, TrainConfig, config_from_dict, flag
 from ..data import labelled_subset, load_raw, make_splits
+from ..devices import DeviceSplit, resolve_device
 from ..distributed import SINGLE, Processes, ProcessLost
 from ..errors import RunError, RunFailed, TrainingDiverged, TrainingInterrupted, VaelabError
 from ..fast import make_adam, use_compile
-from ..models import Model, mean_words
+from ..models import Model, pixel_words
 from ..runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json, write_metrics
-from .epoch import SYNC_EVERY, DeviceSplit, EpochState, Stopped, batch_plan, train_epoch, validate
+from .epoch import SYNC_EVERY, EpochState, Stopped, batch_plan, train_epoch, validate
 from .schedules import kl_weight, learning_rate
 from .dashboard import Dashboard, summary_writer_class
 from .grids import GRID_COLUMNS, grid_latents, grid_means
@@ -34,14 +35,6 @@ from .step import TrainStep
 
 Log = Callable[[str], None]
 COMPILE_FROM_STEPS = 4000  # training steps from which compiling the step pays for its start-up
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise VaelabError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
-    return torch.device(name)
 
 
 @dataclass
@@ -54,34 +47,21 @@ class Training:
     step: TrainStep
 
 
-def classifier_weight(config: TrainConfig, train_images: int) -> float:
-    """alpha, the weight of log q(y | x) per labelled image (a family with a classifier; see `step.training_bound`).
-
-    Default 4 x train_images / labelled images, so that the labels weigh the same in all, however
-    many they are: 40 x Kingma et al.'s alpha = 0.1 N on the mean over the labelled images (2,000
-    per image with 100 labels). Measured with 100 labels (MLP 500 softplus, d = 50, lr 4.2e-4):
-    77% validation accuracy of q(y | x) after 8 epochs with 2,000, 66% with Pyro's 46.
-    """
-    if config.alpha is not None:
-        return config.alpha
-    return 4 * train_images / (config.labels or train_images)
-
-
 def new_training(config: TrainConfig, device: torch.device, dynamic: bool, compile: bool,
-                 train_images: int = 1, processes: Processes = SINGLE) -> Training:
+                 train_images: int | None = None, processes: Processes = SINGLE) -> Training:
     """A fresh model, its optimizer, the run's random streams and its training step, as `train` makes them.
 
     The parameters are initialised from torch's global generator seeded with the run's seed, inside
     `torch.random.fork_rng`, so the caller's global generator is where it was; every later random
-    draw comes from the returned streams (checkpointed with the run).
+    draw comes from the returned streams (checkpointed with the run). train_images: how many
+    images it trains on (a family may size what it weighs by it, as M2 its alpha).
     """
     gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=gpus):  # manual_seed seeds the GPUs' generators too
         torch.manual_seed(config.seed)
-        model = new_model(config)
+        model = new_model(config, train_images)
     model = model.to(device)
-    step = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic, compile,
-                     classifier_weight(config, train_images), processes)
+    step = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic, compile, processes)
     return Training(model, make_adam(model.parameters(), config.lr), RandomStreams.seeded(config.seed, device), step)
 
 
@@ -90,9 +70,9 @@ def _resume_config(stored: TrainConfig, asked: TrainConfig, explicit: set[str]) 
     changeable = {name for name, s in SETTINGS.items() if s.changes_on_resume}
     for name in sorted(explicit - changeable):
         if getattr(stored, name) != getattr(asked, name):
-            raise RunError(f"{flag(name)} differs from the run being resumed ({getattr(asked, name)!r} vs "
-                           f"{getattr(stored, name)!r}); only {', '.join(flag(n) for n in sorted(changeable))} "
-                           "may change on --resume")
+            raise RunError(f"{{{name}}} differs from the run being resumed ({getattr(asked, name)!r} vs "
+                           f"{getattr(stored, name)!r}); only {', '.join('{' + n + '}' for n in sorted(changeable))} "
+                           "may change on {resume}")
     updates = {name: getattr(asked, name) for name in explicit & changeable}
     return config_from_dict({**stored.to_dict(), **updates}, limits=False)  # the updates were checked as flags
 
@@ -123,7 +103,8 @@ def _open_run(run: RunDir, config: TrainConfig, resume: bool,
     if not (run.checkpoint.is_file() or run.config.is_file()):
         return config, None, None
     if not resume:
-        raise RunError(f"{run.path} already holds a run; pass --resume to continue it, or choose another --out")
+        raise RunError(f"{run.path} already holds a run; resume it ({{resume}}), or choose another run directory "
+                       "({out})")
     if not run.checkpoint.is_file():
         return config, None, None
     try:
@@ -215,7 +196,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
         write_metrics(run.metrics, [])
     labelled = f" ({config.labels} of them labelled)" if config.labels is not None else ""
     group = f" x {processes.count} processes" if processes.count > 1 else ""
-    log(f"training {config.model.upper()} (d = {config.latent_dim}) on {len(splits.train)} {config.dataset} images"
+    log(f"training {config.model.upper()} on {len(splits.train)} {config.dataset} images"
         f"{labelled}, "
         f"{device.type}{group}{' (compiled step)' if training.step.compiled.active else ''}, batch {config.batch_size}, "
         f"{config.epochs} epochs max -> {run.path}")
@@ -270,7 +251,7 @@ class _Epochs:
                 train_bound, steps = train_epoch(t.step, t.optimizer, self.train_data, config.batch_size,
                                                  t.streams, state=partial, should_stop=stop,
                                                  label=f"epoch {epoch}", progress=self.progress,
-                                                 kl_weight=kl_weight(config.warmup, epoch))
+                                                 kl_weight=config.beta * kl_weight(config.warmup, epoch))
             except Stopped as stopped:
                 info = {"epoch": epoch - 1, "best_valid_elbo": history.best, "epochs_since_best": history.since_best,
                         "stopped_early": False, "partial_step": stopped.state.step}
@@ -305,12 +286,12 @@ class _Epochs:
         improved = valid["elbo"] > history.best
         history.best, history.since_best = (valid["elbo"], 0) if improved else (history.best, history.since_best + 1)
         stop_early = config.patience > 0 and history.since_best >= config.patience
-        row = {"epoch": epoch, config.bound_key: train_bound, "valid_elbo": valid["elbo"],
-               "valid_recon": valid["recon"], "valid_kl": valid["kl"], "seconds": seconds,
-               "samples_per_second": (len(self.train_data.x) - images_before) / seconds,
+        row = {"epoch": epoch, config.bound_key: train_bound, **{f"valid_{name}": value for name, value in
+                                                                valid.items() if name != "accuracy"},
+               "seconds": seconds, "samples_per_second": (len(self.train_data.x) - images_before) / seconds,
                "steps": (history.rows[-1]["steps"] if history.rows else 0) + steps,
-               "lr": self.training.optimizer.param_groups[0]["lr"], "kl_weight": kl_weight(config.warmup, epoch),
-               "processes": self.processes.count}
+               "lr": self.training.optimizer.param_groups[0]["lr"],
+               "kl_weight": config.beta * kl_weight(config.warmup, epoch), "processes": self.processes.count}
         if "accuracy" in valid:
             row["valid_accuracy"] = valid["accuracy"]
         history.rows.append(row)
@@ -332,8 +313,9 @@ class _Epochs:
                                    f"last checkpoint is intact: free some space and resume with: vaelab train --out "
                                    f"{self.run.path} --resume") from None
                 self.save_state(info)
+        parts = ", ".join(f"{name} {value:.2f}" for name, value in valid.items() if name not in ("elbo", "accuracy"))
         self.log(f"epoch {epoch:3d}  train {config.bound_name} {train_bound:8.2f}  valid ELBO {valid['elbo']:8.2f} "
-                 f"(recon {valid['recon']:.2f}, KL {valid['kl']:.2f})  "
+                 f"({parts})  "
                  + (f"accuracy {100 * valid['accuracy']:.2f}%  " if "accuracy" in valid else "")
                  + f"{seconds:5.1f} s  "
                  f"{row['samples_per_second']:,.0f} img/s")
@@ -343,13 +325,13 @@ class _Epochs:
         return stop_early
 
     def save_grid(self, epoch: int) -> None:
-        from ..report.plots import save_sample_grid  # matplotlib loads only when a grid is drawn
+        from ..pictures import save_sample_grid  # matplotlib loads only when a grid is drawn
 
         model = self.training.model
         means, row_labels = grid_means(model, grid_latents(model, GRID_COLUMNS, self.config.seed), GRID_COLUMNS)
         save_sample_grid(self.run.sample_grid(epoch), means, GRID_COLUMNS, row_labels, self.class_names,
                          title=f"{self.config.model.upper()} samples, epoch {epoch} "
-                               f"({mean_words(self.config.likelihood)})")
+                               f"({pixel_words(model)})")
 
     def save_state(self, info: dict, extra: dict | None = None) -> None:
         """Write the checkpoint (process 0's job)."""

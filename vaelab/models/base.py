@@ -1,0 +1,28 @@
+"""`Family`: what a family may build on, the objective of a model whose every label is known."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .interface import Bound, Noise, Terms
+
+
+class Family(nn.Module):
+    """A torch module with the default `Model.objective`: the chosen bound with the labels given.
+
+    A family that sums a missing label out (one with a classifier, see `M2`) overrides `objective`;
+    every other family inherits it. `settings` names the `vaelab train` settings its constructor
+    takes (fields of `vaelab.config.TrainConfig`; a family with a setting of its own adds a field
+    there): it is handed those, and nothing else, by `models.build_model`.
+    """
+
+    settings: tuple[str, ...] = ()
+
+    def objective(self, x: torch.Tensor, y: torch.Tensor | None, noise: Noise, bound: Bound,
+                  kl_weight: torch.Tensor | float = 1.0) -> Terms:
+        """The bound (`objectives.elbo` or `objectives.iw_bound`) of images whose label, if any, is given."""
+        if noise.unlabelled is not None:
+            raise ValueError(f"{type(self).__name__} has no classifier to sum a missing label out; "
+                             "give every image its label")
+        return bound(self, x, y, noise.labelled, kl_weight)
