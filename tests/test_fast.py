@@ -261,3 +261,22 @@ def test_a_checkpoint_of_another_adam_implementation_resumes_with_the_fused_one(
     _square_loss_steps(((old, old_optimizer), (new, optimizer)), torch.randn(4, 6))
     for p, q in zip(old.parameters(), new.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+
+
+def test_clipping_scales_the_steps_gradients_down_to_the_norm_and_leaves_small_ones_alone():
+    config = make_config(dict(SMALL))
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
+
+    def gradients(clip):
+        training = new_training(config, torch.device("cpu"), dynamic=True, compile=False)
+        training.step.clip_grad_norm = clip
+        training.step(x, y, RandomStreams.seeded(3, "cpu"))
+        return torch.cat([p.grad.reshape(-1) for _, p in training.step.parameters])
+
+    plain = gradients(None)
+    norm = plain.norm()
+    assert norm > 1.0  # a fresh model's gradients: far above the clip below
+    clipped = gradients(0.5)
+    torch.testing.assert_close(clipped.norm(), torch.tensor(0.5), rtol=1e-5, atol=0)
+    torch.testing.assert_close(clipped, plain * (0.5 / norm), rtol=1e-4, atol=1e-9)  # the same direction
+    assert torch.equal(gradients(float(norm) * 2), plain)  # below the clip: untouched

@@ -116,6 +116,9 @@ class TrainConfig:
                                "--lr down to --lr / 100 at the last epoch)", choices=LR_SCHEDULES)
     warmup: int = setting(int, 0, "KL warm-up: the weight of log p(z) - log q(z | x) rises linearly from 0 to 1 "
                           "over this many epochs (0: none)", minimum=0, maximum=100_000)
+    clip_grad_norm: float | None = setting(float, None, "scale every step's gradients down to this total norm "
+                                           "where it is larger (default: no clipping)", minimum=0.0, maximum=1e9,
+                                           optional=True)
     beta: float = setting(float, 1.0, "the weight of the KL terms in what is maximised (β-VAE: above 1); the "
                           "logged bound stays the true ELBO", minimum=0.0, maximum=1000.0)
     seed: int = setting(int, 0, "random seed (initialisation, order, binarisation, noise)", minimum=0,

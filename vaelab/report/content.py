@@ -219,7 +219,8 @@ def config_table(run: Run) -> Table:
                         f"{BINARIZATION.get(c.binarize, c.binarize)}"],
             *model_rows,
             ["objective", c.objective + (f", k = {c.samples}" if c.objective == "iwae" else "")
-             + (f", KL warm-up over {c.warmup} epochs" if c.warmup else "") + (f", β = {c.beta:g}" if c.beta != 1 else "")],
+             + (f", KL warm-up over {c.warmup} epochs" if c.warmup else "") + (f", β = {c.beta:g}" if c.beta != 1 else "")
+             + (f", gradients clipped to norm {c.clip_grad_norm:g}" if c.clip_grad_norm is not None else "")],
             ["optimiser", f"Adam, learning rate {c.lr:g} ({c.lr_schedule}), batch {c.batch_size}"],
             ["training set", f"{c.train_on}" + (f", first {c.limit_train} images" if c.limit_train else "")
              + (f", labels of {c.labels} images (label seed {c.label_seed}), the rest unlabelled" if c.labels else "")],

@@ -108,9 +108,9 @@ class TrainStep:
     """
 
     def __init__(self, model: Model, objective: str, samples: int, batch_size: int, dynamic: bool, compile: bool,
-                 processes: Processes = SINGLE):
+                 processes: Processes = SINGLE, clip_grad_norm: float | None = None):
         self.model, self.samples, self.batch_size, self.dynamic = model, samples, batch_size, dynamic
-        self.processes = processes
+        self.processes, self.clip_grad_norm = processes, clip_grad_norm
         self.loss = Loss(model, objective)
         self.parameters = [(name, p) for name, p in self.loss.named_parameters() if p.requires_grad]
         self.compiled = CompiledOrEager(self.loss_and_gradients, "the training step", enabled=compile, dynamic=False,
@@ -153,8 +153,17 @@ class TrainStep:
         """y [m]: the labels of x's last m images; a family with a classifier sums out the others'.
 
         regular: whether the batch has the epoch's usual shape and goes through the compiled function
-        (default: x holds batch_size images); each new shape compiles once.
+        (default: x holds batch_size images); each new shape compiles once. With clip_grad_norm the
+        gradients left in `.grad` are scaled down to that total (Euclidean) norm where it is larger:
+        the whole step's gradients, the same on every process, with no host sync.
         """
+        loss, bound_sum = self._gradients(x, y, streams, kl_weight, regular)
+        if self.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_([p for _, p in self.parameters], self.clip_grad_norm, foreach=True)
+        return loss, bound_sum
+
+    def _gradients(self, x, y, streams, kl_weight, regular) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's loss and bound, its gradients left in `.grad` (see `__call__`)."""
         bits = binarization_bits(x, streams.pixels) if self.dynamic else None
         noise = step_noise(self.model, x.shape[0], 0 if y is None else y.shape[0], self.samples, streams.noise,
                            x.device, x.dtype)

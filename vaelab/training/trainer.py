@@ -61,7 +61,8 @@ def new_training(config: TrainConfig, device: torch.device, dynamic: bool, compi
         torch.manual_seed(config.seed)
         model = new_model(config, train_images)
     model = model.to(device)
-    step = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic, compile, processes)
+    step = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic, compile, processes,
+                     config.clip_grad_norm)
     return Training(model, make_adam(model.parameters(), config.lr), RandomStreams.seeded(config.seed, device), step)
 
 
