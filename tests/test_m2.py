@@ -1,6 +1,7 @@
 """The semi-supervised M2: its bound with the label summed out, the labelled subset, the epoch's
 batches, the bad --labels, and (slow) training, resuming and evaluating on a real MNIST slice."""
 
+import json
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from vaelab.data import labelled_subset
 from vaelab.errors import DataError
 from vaelab.models import Classifies, Noise, Terms, build_model
 from vaelab.models.families import sum_over_labels
-from vaelab.training.epoch import batch_plan
+from vaelab.training.epoch import batch_plan, plan_images
 
 SHAPE = (1, 6, 5)
 
@@ -247,3 +248,65 @@ def test_m2_learns_resumes_mid_epoch_and_evaluates(tmp_path, mnist_raw):
     write_report([tmp_path / "full"], report)
     page = report.read_text()
     assert "argmax_y q(y|x)" in page and "the class q(y | x) names" in page and "Validation error of the classifier" in page
+
+
+def test_a_labelled_batch_rides_in_every_step_and_every_unlabelled_image_comes_once():
+    n, batch, labels = 1000, 64, 150
+    labelled = torch.zeros(n, dtype=torch.bool)
+    labelled[torch.randperm(n, generator=torch.Generator().manual_seed(0))[:labels]] = True
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+    plan = batch_plan(order, labelled, batch, labelled_batch=40)
+    assert len(plan) == math.ceil((n - labels) / batch) == 14
+    unlabelled = torch.cat([b.index[: len(b.index) - b.labelled] for b in plan])
+    assert sorted(unlabelled.tolist()) == sorted(torch.nonzero(~labelled).flatten().tolist())  # each once
+    assert all(b.labelled == 40 and labelled[b.index[-40:]].all() for b in plan)
+    assert all(not labelled[b.index[:-40]].any() for b in plan)
+    # the labelled images come in the epoch's order, cycling: 14 x 40 = 560 = 3 rounds of 150, and 110
+    known = order[labelled[order]]
+    taken = torch.cat([b.index[-40:] for b in plan])
+    assert torch.equal(taken, known[torch.arange(560) % labels])
+    assert [b.regular for b in plan] == [True] * 13 + [False] and len(plan[-1].index) == 850 - 13 * 64 + 40
+    # with fewer labels than the labelled batch... all of them in every step
+    every = batch_plan(order, labelled, batch, labelled_batch=labels)
+    assert all(sorted(b.index[-labels:].tolist()) == sorted(known.tolist()) for b in every)
+    assert plan_images(plan) == 850 + 14 * 40
+    assert all(torch.equal(a.index, b.index) for a, b in zip(plan, batch_plan(order, labelled, batch, 40)))
+
+
+def test_the_labelled_batch_is_asked_for_and_a_run_without_it_keeps_its_plan(tmp_path):
+    from vaelab.config import make_config
+    from vaelab.runs import RunDir, stored_config
+
+    assert make_config({"model": "m2", "labels": 100}).labelled_batch_size() == 0  # the spread plan
+    assert make_config({"model": "m2", "labels": 100, "labelled_batch": 100}).labelled_batch_size() == 100
+    old = make_config({"model": "m2", "labels": 100}).to_dict()
+    del old["labelled_batch"]  # config.json of a run made before the labelled batch existed
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert stored_config(RunDir(tmp_path)).labelled_batch_size() == 0
+
+
+def test_a_labelled_batch_without_labels_is_one_line(capsys, tmp_path):
+    assert main(["train", "--model", "m2", "--labelled-batch", "50", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--labelled-batch sizes the labelled batch" in err and "use it with --labels" in err
+
+
+@pytest.mark.slow
+def test_a_run_with_a_labelled_batch_resumes_mid_epoch_to_the_uninterrupted_run(tmp_path, mnist_raw):
+    from tests.progress import HANG_GUARD
+    from tests.test_reliability import _rows, _start
+    from vaelab.checkpoints import load_checkpoint
+    from vaelab.config import make_config
+    from vaelab.training import train
+
+    settings = dict(M2_SMALL, limit_train=1000, labelled_batch=50, epochs=2)  # 900 unlabelled: 18 steps an epoch
+    full = train(make_config(settings), tmp_path / "full", log=lambda _: None, progress=False)
+    assert full[-1]["steps"] == 36 and full[-1]["valid_accuracy"] > 0.3  # chance is 0.1
+    process = _start(tmp_path / "run", settings, resume=False, signal_at=(25, "TERM"))
+    _, err = process.communicate(timeout=HANG_GUARD)
+    assert process.returncode == 143, err
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.safetensors").info["partial_step"] == 7
+    done = _start(tmp_path / "run", settings)
+    _, err = done.communicate(timeout=HANG_GUARD)
+    assert done.returncode == 0, err
+    assert _rows(tmp_path / "run") == _rows(tmp_path / "full")

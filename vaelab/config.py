@@ -144,6 +144,9 @@ class TrainConfig:
                                  maximum=10**9, optional=True,
                                  describe="a whole number of labelled training images, at least the number of "
                                  "classes", group="data")
+    labelled_batch: int = setting(int, 0, "semi-supervised (with --labels): labelled images in every step, "
+                                  "cycling through the labelled set (0: each labelled image once per epoch, spread "
+                                  "over the steps)", minimum=0, maximum=100_000, group="data")
     label_seed: int = setting(int, 0, "which images keep their labels (with --labels)", minimum=0, maximum=2**62, group="data")
     alpha: float | None = setting(float, None, "weight of log q(y | x) per labelled image (M2); default: 4 x "
                                   "training images / labelled images (40 x Kingma et al.'s alpha = 0.1 N)",
@@ -169,6 +172,10 @@ class TrainConfig:
     @property
     def bound_name(self) -> str:
         return "ELBO" if self.objective == "elbo" else f"IW bound (k = {self.samples})"
+
+    def labelled_batch_size(self) -> int:
+        """Labelled images per step of a semi-supervised run (`training.epoch.batch_plan`); 0 without --labels."""
+        return 0 if self.labels is None else self.labelled_batch
 
     def to_dict(self) -> dict:
         return {name: list(value) if isinstance(value, tuple) else value
@@ -275,6 +282,8 @@ def check_consistency(config: TrainConfig) -> None:
                           "or continuous-bernoulli with {binarize} none")
     if "likelihood" in taken and config.likelihood != "bernoulli" and config.binarize != "none":
         raise VaelabError(f"{{likelihood}} {config.likelihood} models grayscale pixels: use it with {{binarize}} none")
+    if config.labelled_batch and config.labels is None:
+        raise VaelabError("{labelled_batch} sizes the labelled batch of a semi-supervised run: use it with {labels}")
     if config.labels is not None and not hasattr(FAMILIES[config.model], "classifier"):
         raise VaelabError(f"{{labels}} needs a model that infers missing labels ({{model}} m2); {{model}} {config.model} "
                           "trains on every label: drop {labels}")

@@ -49,21 +49,30 @@ class Batch(NamedTuple):
     regular: bool
 
 
-def batch_plan(order: torch.Tensor, labelled: torch.Tensor | None, batch_size: int) -> list[Batch]:
-    """An epoch's steps, images taken in `order`: every image, labelled or not, in exactly one step.
+def batch_plan(order: torch.Tensor, labelled: torch.Tensor | None, batch_size: int,
+               labelled_batch: int = 0) -> list[Batch]:
+    """An epoch's steps, images taken in `order`.
 
-    Every label seen (`labelled` None): consecutive slices of `batch_size`. Semi-supervised
-    (`labelled` [n] bool): about n / batch_size steps, each with a fixed number of unlabelled images
-    (the last step fewer) and an even share of the labelled ones (with 100 labels in 390 steps,
-    one image in every fourth step or so), as Kingma et al. (2014) mixed them. Labelled batches of
-    their own, one step in hundreds when labels are few, leave q(y | x) to the unlabelled term:
-    with Adam a rare step cannot make up in weight what it lacks in frequency.
+    Every label seen (`labelled` None): consecutive slices of `batch_size`, every image once.
+    Semi-supervised (`labelled` [n] bool), labelled_batch > 0: every step holds `batch_size`
+    unlabelled images (the last step fewer), each unlabelled image in exactly one step, and after
+    them `labelled_batch` labelled ones, taken in turn from the labelled images in `order`,
+    cycling (with 100 labels and a labelled batch of 100, all of them in every step), as the
+    published M2 and auxiliary-variable models train. labelled_batch = 0: the labelled images
+    spread over the epoch, each in exactly one step (an even share of them per step, about n /
+    batch_size steps): the plan of runs made before the labelled batch existed.
     """
     if labelled is None or bool(labelled.all()):
         slices = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         return [Batch(index, len(index), len(index) == batch_size) for index in slices]
     mask = labelled[order]
     known, unknown = order[mask], order[~mask]
+    if labelled_batch:
+        steps = math.ceil(len(unknown) / batch_size)
+        positions = torch.arange(steps * labelled_batch, device=order.device) % len(known)
+        cycled = known[positions].view(steps, labelled_batch)
+        return [Batch(torch.cat([unknown[k * batch_size : (k + 1) * batch_size], cycled[k]]), labelled_batch,
+                      k < steps - 1 or len(unknown) % batch_size == 0) for k in range(steps)]
     per_step = math.ceil(len(unknown) / math.ceil(len(order) / batch_size))
     steps = math.ceil(len(unknown) / per_step)
     plan = []
@@ -74,15 +83,22 @@ def batch_plan(order: torch.Tensor, labelled: torch.Tensor | None, batch_size: i
     return plan
 
 
+def plan_images(plan: list[Batch]) -> int:
+    """The images an epoch's steps hold, a labelled image counted once per step it is in."""
+    return sum(len(batch.index) for batch in plan)
+
+
 def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceSplit, batch_size: int,
                 streams: RandomStreams, state: EpochState | None = None,
                 should_stop: Callable[[], bool] = lambda: False, label: str = "epoch",
-                progress: bool = False, kl_weight: float = 1.0) -> tuple[float, int]:
-    """One pass over `data` in the `order` stream's random order: (mean bound per image, steps taken).
+                progress: bool = False, kl_weight: float = 1.0, labelled_batch: int = 0) -> tuple[float, int]:
+    """One pass over `data` in the `order` stream's random order: (mean bound per image of the
+    epoch's steps, steps taken).
 
     kl_weight weighs the KL terms in what is maximised (warm-up, β; see `Model.objective`); the
     mean bound is the true one.
-    Steps follow `batch_plan`: the step sees the labels of a batch's labelled images only.
+    Steps follow `batch_plan` (with `labelled_batch`): the step sees the labels of a batch's
+    labelled images only.
     `state` continues an interrupted epoch. If `should_stop()` turns true, the epoch stops between
     two steps and raises Stopped with the state to continue from. A non-finite loss raises
     TrainingDiverged naming the step (`label` names the epoch in messages and the progress bar).
@@ -93,10 +109,11 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
         state = EpochState(torch.randperm(n, generator=streams.order, device=data.x.device), 0,
                            torch.zeros((), dtype=torch.float64, device=data.x.device))
     order, bound_sum, steps = state.order, state.bound_sum, state.step
-    plan = batch_plan(order, data.labelled, batch_size)
-    seen = sum(len(batch.index) for batch in plan[:steps])
+    plan = batch_plan(order, data.labelled, batch_size, labelled_batch)
+    total = plan_images(plan)
+    seen = plan_images(plan[:steps])
     first_bad_step = torch.full((), -1, dtype=torch.long, device=data.x.device)  # tracked without a host sync
-    with tqdm(total=n, initial=seen, desc=label, unit="img", leave=False,
+    with tqdm(total=total, initial=seen, desc=label, unit="img", leave=False,
               disable=not progress, dynamic_ncols=True) as bar:
         for index, labelled, regular in plan[steps:]:
             if should_stop():
@@ -118,7 +135,7 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
                                            f"{int(first_bad_step.item())} of the epoch")
                 bar.update(seen - bar.n)
                 bar.set_postfix_str(f"bound {running:.2f}")
-    return bound_sum.item() / n, steps
+    return bound_sum.item() / total, steps
 
 
 @torch.no_grad()

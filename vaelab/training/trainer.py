@@ -25,7 +25,7 @@ from ..errors import RunError, RunFailed, TrainingDiverged, TrainingInterrupted,
 from ..fast import make_adam, use_compile
 from ..models import Model, pixel_words
 from ..runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json, write_metrics
-from .epoch import SYNC_EVERY, EpochState, Stopped, batch_plan, train_epoch, validate
+from .epoch import SYNC_EVERY, EpochState, Stopped, batch_plan, plan_images, train_epoch, validate
 from .schedules import kl_weight, learning_rate
 from .dashboard import Dashboard, summary_writer_class
 from .grids import GRID_COLUMNS, grid_latents, grid_means
@@ -222,6 +222,10 @@ class _Epochs:
         self.config, self.run, self.training, self.log, self.progress = config, run, training, log, progress
         self.train_data, self.valid_data, self.class_names = train_data, valid_data, class_names
         self.processes = processes
+        self.labelled_batch = config.labelled_batch_size()
+        n = train_data.x.shape[0]  # the images of an epoch's steps: the plan's size does not depend on its order
+        self.epoch_images = plan_images(batch_plan(torch.arange(n, device=train_data.x.device), train_data.labelled,
+                                                   config.batch_size, self.labelled_batch))
         self.dashboard: Dashboard | None = None  # TensorBoard, on process 0 with --tensorboard
 
     def loop(self, first_epoch: int, history: _History, partial: EpochState | None) -> None:
@@ -243,8 +247,8 @@ class _Epochs:
         config, t = self.config, self.training
         for epoch in range(first_epoch, config.epochs + 1):
             started = time.perf_counter()
-            images_before = sum(len(batch.index) for batch in batch_plan(
-                partial.order, self.train_data.labelled, config.batch_size)[: partial.step]) if partial else 0
+            images_before = plan_images(batch_plan(partial.order, self.train_data.labelled, config.batch_size,
+                                                   self.labelled_batch)[: partial.step]) if partial else 0
             lr = learning_rate(config.lr, config.lr_schedule, epoch, config.epochs)
             for group in t.optimizer.param_groups:
                 group["lr"] = lr
@@ -252,7 +256,8 @@ class _Epochs:
                 train_bound, steps = train_epoch(t.step, t.optimizer, self.train_data, config.batch_size,
                                                  t.streams, state=partial, should_stop=stop,
                                                  label=f"epoch {epoch}", progress=self.progress,
-                                                 kl_weight=config.beta * kl_weight(config.warmup, epoch))
+                                                 kl_weight=config.beta * kl_weight(config.warmup, epoch),
+                                                 labelled_batch=self.labelled_batch)
             except Stopped as stopped:
                 info = {"epoch": epoch - 1, "best_valid_elbo": history.best, "epochs_since_best": history.since_best,
                         "stopped_early": False, "partial_step": stopped.state.step}
@@ -289,7 +294,7 @@ class _Epochs:
         stop_early = config.patience > 0 and history.since_best >= config.patience
         row = {"epoch": epoch, config.bound_key: train_bound, **{f"valid_{name}": value for name, value in
                                                                 valid.items() if name != "accuracy"},
-               "seconds": seconds, "samples_per_second": (len(self.train_data.x) - images_before) / seconds,
+               "seconds": seconds, "samples_per_second": (self.epoch_images - images_before) / seconds,
                "steps": (history.rows[-1]["steps"] if history.rows else 0) + steps,
                "lr": self.training.optimizer.param_groups[0]["lr"],
                "kl_weight": config.beta * kl_weight(config.warmup, epoch), "processes": self.processes.count}
