@@ -17,7 +17,7 @@ from vaelab.config import make_config
 from vaelab.distributed import Processes
 from vaelab.runs import RunDir, read_metrics
 from vaelab.training import new_training, train
-from vaelab.training.step import process_share, step_noise
+from vaelab.training.step import process_share, step_noise, step_scale
 
 from .progress import HANG_GUARD, ROOT, vaelab_command
 from .test_reliability import TIMING, _flags
@@ -81,10 +81,12 @@ def _vaelab_traceback(err: str) -> bool:
 
 # ---- the math of sharing a step, in one process ----
 
-@pytest.mark.parametrize("model, labelled", [("vae", 7), ("cvae", 7), ("m2", 3), ("m2", 0)])
-def test_the_shares_of_a_step_sum_to_the_whole_steps_bound_and_gradient(model, labelled):
+@pytest.mark.parametrize("model, labelled, apart", [("vae", 7, False), ("cvae", 7, False), ("m2", 3, False),
+                                                    ("m2", 3, True), ("m2", 0, True)])
+def test_the_shares_of_a_step_sum_to_the_whole_steps_bound_and_gradient(model, labelled, apart):
     """Every process's share (images, labels, noise rows) of a step, taken by 3 processes, gives
-    bounds and gradients that add up to those of the whole step."""
+    bounds and gradients that add up to those of the whole step, with the step's mean over all its
+    images or over its unlabelled and labelled images apart (the labelled-batch plan)."""
     config = make_config(dict(SETTINGS, model=model, **({"labels": 100} if model == "m2" else {})))
     loss = new_training(config, torch.device("cpu"), dynamic=False, compile=False, train_images=1000).step.loss
     loss.double()
@@ -92,7 +94,9 @@ def test_the_shares_of_a_step_sum_to_the_whole_steps_bound_and_gradient(model, l
     x = torch.rand(n, 1, 28, 28, dtype=torch.float64).round()
     y = torch.arange(n)[n - labelled :] % 10 if model == "m2" else torch.arange(n) % 10
     noise = step_noise(loss.model, n, y.shape[0], 1, torch.Generator().manual_seed(3), "cpu", torch.float64)
-    weight, scale = torch.tensor(1.0, dtype=torch.float64), torch.tensor(1 / n, dtype=torch.float64)
+    weight, scale = torch.tensor(1.0, dtype=torch.float64), step_scale(n, y.shape[0], apart, torch.float64, "cpu")
+    assert torch.allclose(scale, torch.tensor([1 / (n - 3), 1 / 3], dtype=torch.float64) if apart and labelled
+                          else torch.full((2,), 1 / n, dtype=torch.float64))
 
     def gradients(*arguments):
         total, bound = loss(*arguments, weight, scale)
@@ -177,7 +181,9 @@ def test_two_processes_give_the_one_process_run(tmp_path, one_process, name):
     output = _finish(_train(tmp_path / "run", BASELINES[name], 2, resume=False))
     rows = read_metrics(RunDir(tmp_path / "run").metrics)
     assert [row["processes"] for row in rows] == [2] * len(rows)
-    _close(rows, read_metrics(RunDir(one_process[name]).metrics))
+    # float32 sums in another order, grown by Adam's first steps: 2e-5 nats per image after the
+    # compiled M2's first epoch, 3e-4 after its second (its labelled batch weighs alpha = 50)
+    _close(rows, read_metrics(RunDir(one_process[name]).metrics), tolerance=1e-3 if name == "m2-compiled" else 1e-4)
     assert output.count("trained 2 epochs") == 1  # process 0 alone prints
 
 

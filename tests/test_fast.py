@@ -12,7 +12,7 @@ from vaelab.data import make_splits
 from vaelab.models import ReLU, rsample
 from vaelab.models.priors import gaussian_kl
 from vaelab.training import DeviceSplit, RandomStreams, TrainStep, new_training, train_epoch, validate
-from vaelab.training.step import binarization_bits, binarize, step_noise
+from vaelab.training.step import binarization_bits, binarize, step_noise, step_scale
 
 from .conftest import SMALL
 
@@ -58,7 +58,7 @@ def test_the_eager_step_by_autograd_gives_what_torch_func_gives(objective):
     bits = binarization_bits(x, torch.Generator().manual_seed(1))
     noise = step_noise(step.model, 8, 8, 3, torch.Generator().manual_seed(2), "cpu", torch.float64)
     weight = torch.tensor(0.7, dtype=torch.float64)  # during KL warm-up
-    scale = torch.tensor(1 / 8, dtype=torch.float64)
+    scale = step_scale(8, 8, False, torch.float64, "cpu")
     by_func, (loss_func, sum_func) = step.loss_and_gradients(x, y, bits, noise, weight, scale)
     by_autograd, (loss_autograd, sum_autograd) = step.eager_loss_and_gradients(x, y, bits, noise, weight, scale)
     assert by_func.keys() == by_autograd.keys() and len(by_func) == len(step.parameters)

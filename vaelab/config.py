@@ -74,6 +74,7 @@ OBJECTIVES = ("elbo", "iwae")
 DEVICES = ("auto", "cpu", "cuda")
 TRAIN_ON = ("train", "train+valid")
 LR_SCHEDULES = ("constant", "cosine")
+LABELLED_BATCH = 100  # labelled images per semi-supervised step: Maaloe et al.'s, and all of 100 labels every step
 FOLDERS = ("data_dir", "cache_dir")  # stored as absolute paths: the run directory works from any folder
 
 
@@ -90,6 +91,8 @@ class TrainConfig:
                            "subfolder of PNG images per class",
                            describe=f"one of {', '.join(DATASETS)}, an .npz file or a folder of class subfolders", group="data")
     latent_dim: int = setting(int, 40, "latent size d", minimum=1, maximum=MAX_WIDTH, group="model")
+    aux_dim: int | None = setting(int, None, "size of the auxiliary latent a (--model adgm; default: the latent "
+                                  "size)", minimum=1, maximum=MAX_WIDTH, optional=True, group="model")
     hidden: tuple[int, ...] = setting(tuple, (500, 500), "hidden widths, e.g. 500,500 (encoder; the decoder "
                                       "mirrors it)", minimum=1, maximum=MAX_WIDTH, group="model",
                                       example="500,500")
@@ -139,17 +142,20 @@ class TrainConfig:
     sample_epochs: tuple[int, ...] = setting(tuple, (1, 10, 25, 50, 100), "epochs after which to save a sample "
                                              "grid, e.g. 1,10,25 (the last is always saved)", minimum=1,
                                              maximum=100_000, changes_on_resume=True, example="1,10,25", group="run")
-    labels: int | None = setting(int, None, "semi-supervised (--model m2): keep the labels of only N training "
+    labels: int | None = setting(int, None, "semi-supervised (--model m2 or adgm): keep the labels of only N training "
                                  "images, balanced over the classes (default: every label)", minimum=1,
                                  maximum=10**9, optional=True,
                                  describe="a whole number of labelled training images, at least the number of "
                                  "classes", group="data")
-    labelled_batch: int = setting(int, 0, "semi-supervised (with --labels): labelled images in every step, "
-                                  "cycling through the labelled set (0: each labelled image once per epoch, spread "
-                                  "over the steps)", minimum=0, maximum=100_000, group="data")
+    labelled_batch: int | None = setting(int, None, "semi-supervised (with --labels): labelled images in every step "
+                                         "beside --batch-size unlabelled ones, cycling through the labelled set "
+                                         f"(default: {LABELLED_BATCH}, or every label if fewer; 0: each labelled "
+                                         "image once per epoch, spread over the steps, as runs made before it)",
+                                         minimum=0, maximum=100_000, optional=True, group="data")
     label_seed: int = setting(int, 0, "which images keep their labels (with --labels)", minimum=0, maximum=2**62, group="data")
-    alpha: float | None = setting(float, None, "weight of log q(y | x) per labelled image (M2); default: 4 x "
-                                  "training images / labelled images (40 x Kingma et al.'s alpha = 0.1 N)",
+    alpha: float | None = setting(float, None, "weight of log q(y | x) on the mean over a step's labelled images "
+                                  "(m2, adgm); default: 0.1 x training images / labelled images, Kingma et al.'s and "
+                                  "Maaloe et al.'s (50 with 100 labels of 50,000)",
                                   minimum=0.0, maximum=1e6, optional=True, group="model")
     data_dir: str | None = setting(str, None, "folder with the IDX files (else $VAELAB_DATA, the cache, then "
                                    "downloads)", optional=True, group="data")
@@ -174,8 +180,11 @@ class TrainConfig:
         return "ELBO" if self.objective == "elbo" else f"IW bound (k = {self.samples})"
 
     def labelled_batch_size(self) -> int:
-        """Labelled images per step of a semi-supervised run (`training.epoch.batch_plan`); 0 without --labels."""
-        return 0 if self.labels is None else self.labelled_batch
+        """Labelled images per step of a semi-supervised run (`training.epoch.batch_plan`): --labelled-batch,
+        at most --labels; 0 without --labels, or for the spread plan."""
+        if self.labels is None:
+            return 0
+        return min(LABELLED_BATCH if self.labelled_batch is None else self.labelled_batch, self.labels)
 
     def to_dict(self) -> dict:
         return {name: list(value) if isinstance(value, tuple) else value
@@ -282,16 +291,24 @@ def check_consistency(config: TrainConfig) -> None:
                           "or continuous-bernoulli with {binarize} none")
     if "likelihood" in taken and config.likelihood != "bernoulli" and config.binarize != "none":
         raise VaelabError(f"{{likelihood}} {config.likelihood} models grayscale pixels: use it with {{binarize}} none")
-    if config.labelled_batch and config.labels is None:
+    if getattr(FAMILIES[config.model], "binary_pixels", False) and config.binarize == "none":
+        raise VaelabError(f"{{model}} {config.model} models binarised pixels (Bernoulli): use {{binarize}} dynamic "
+                          "or static")
+    if config.labelled_batch is not None and config.labels is None:
         raise VaelabError("{labelled_batch} sizes the labelled batch of a semi-supervised run: use it with {labels}")
     if config.labels is not None and not hasattr(FAMILIES[config.model], "classifier"):
-        raise VaelabError(f"{{labels}} needs a model that infers missing labels ({{model}} m2); {{model}} {config.model} "
-                          "trains on every label: drop {labels}")
+        inferring = " or ".join(name for name, family in FAMILIES.items() if hasattr(family, "classifier"))
+        raise VaelabError(f"{{labels}} needs a model that infers missing labels ({{model}} {inferring}); {{model}} "
+                          f"{config.model} trains on every label: drop {{labels}}")
     defaults = TrainConfig()
     for name, s in SETTINGS.items():
         if s.group == "model" and name != "model" and name not in taken and getattr(config, name) != getattr(defaults, name):
             raise VaelabError(f"{{model}} {config.model} does not take {{{name}}}: drop it (its settings: "
                               + ", ".join("{" + n + "}" for n in taken) + ")")
+    trains_with = getattr(FAMILIES[config.model], "objectives", OBJECTIVES)
+    if config.objective not in trains_with:
+        raise VaelabError(f"{{model}} {config.model} trains with {{objective}} " + " or ".join(trains_with)
+                          + f", not {config.objective}")
     if config.objective == "iwae" and config.samples < 2:
         raise VaelabError("{objective} iwae needs {samples} k >= 2 (k = 1 is the ELBO)")
 

@@ -113,6 +113,8 @@ def stored_config(run: RunDir) -> TrainConfig:
     values = read_json(run.config)
     if not isinstance(values, dict):
         raise RunError(f"{run.config} is not a vaelab config (not a JSON object); the file was edited or is damaged")
+    if values.get("labels") is not None:  # a semi-supervised run made before the labelled batch: its spread plan
+        values.setdefault("labelled_batch", 0)
     try:
         return config_from_dict(values, limits=False)
     except VaelabError as exc:
@@ -125,7 +127,8 @@ def new_model(config: TrainConfig, train_images: int | None = None) -> Model:
     (None: it is built to be loaded)."""
     spec = get_spec(config.dataset)
     labelled = None if train_images is None else config.labels
-    return build_model(config.model, spec.image_shape, spec.num_classes, train_images, labelled,
+    labelled_batch = 0 if train_images is None else config.labelled_batch_size()
+    return build_model(config.model, spec.image_shape, spec.num_classes, train_images, labelled, labelled_batch,
                        **config.family_settings())
 
 

@@ -6,10 +6,12 @@
     priors.py       p(z) (--prior): the standard Gaussian, the VampPrior; Gaussian densities and draws
     likelihoods.py  p(x | z) per pixel (--likelihood)
     families.py     VAE, CVAE and M2 (--model), put together from those parts
+    auxiliary.py    ADGM (--model adgm): Maaløe et al.'s auxiliary deep generative model, semi-supervised
 """
 
 from __future__ import annotations
 
+from .auxiliary import ADGM
 from .base import Family
 from .families import CVAE, FAMILIES, M2, VAE
 from .interface import (Bound, ClassConditional, Classifies, DataFacts, Densities, Model, Noise, Terms,
@@ -34,11 +36,12 @@ def family_settings(family: str) -> tuple[str, ...]:
 
 
 def build_model(family: str, image_shape: tuple[int, int, int], num_classes: int, train_images: int | None = None,
-                labelled_images: int | None = None, **settings) -> Model:
+                labelled_images: int | None = None, labelled_batch: int = 0, **settings) -> Model:
     """A new model of `family` (--model) for images of `image_shape` (C, H, W) in `num_classes` classes.
 
-    train_images, labelled_images: how many images it is built to train on, and how many of them
-    keep their label (None: it is built to be loaded; see `DataFacts`). settings: values of the
+    train_images, labelled_images, labelled_batch: how many images it is built to train on, how many
+    of them keep their label, and how many labelled images are in every step (None, None, 0: it is
+    built to be loaded; see `DataFacts`). settings: values of the
     settings the family takes (`family_settings`), and only those; what is not given, or None,
     takes the family's own default.
     """
@@ -47,11 +50,13 @@ def build_model(family: str, image_shape: tuple[int, int, int], num_classes: int
     if unknown:
         raise ValueError(f"model {family!r} does not take {', '.join(unknown)}; it takes {', '.join(wanted)}")
     given = {name: value for name, value in settings.items() if value is not None}
-    data = DataFacts(tuple(image_shape), num_classes, train_images, labelled_images)
+    data = DataFacts(tuple(image_shape), num_classes, train_images, labelled_images, labelled_batch)
     return FAMILIES[family].for_data(data, **given)
 
 
-__all__ = ["ACTIVATIONS", "CVAE", "FAMILIES", "GaussianMixture", "LIKELIHOODS", "M2", "NETWORKS", "PRIORS", "VAE",
+register_family("adgm", ADGM)
+
+__all__ = ["ACTIVATIONS", "ADGM", "CVAE", "FAMILIES", "GaussianMixture", "LIKELIHOODS", "M2", "NETWORKS", "PRIORS", "VAE",
            "Bound", "ClassConditional", "Classifies", "ConditionalLinear", "DataFacts", "Densities", "Family", "Model",
            "Noise", "ReLU", "Terms", "analytic_kl", "build_model", "class_conditional", "code_words", "decoder_mean",
            "describe_prior", "family_settings", "mean_words", "pixel_words", "register_family", "rsample"]

@@ -197,7 +197,8 @@ class M2(CVAE):
     Where an image comes without its label, y is a latent variable: the bound on log p(x) sums the
     CVAE's bound over the classes, weighted by q(y | x) (`objective`). The classifier is the chosen
     network's encoder with one output per class (`networks.build_classifier`). `alpha` weighs
-    log q(y | x) of every labelled image in what is maximised (`default_alpha` when not given).
+    log q(y | x) of every labelled image in what is maximised (`default_alpha` when not given,
+    which says how a training step weighs the labelled images).
     """
 
     settings = (*GAUSSIAN_SETTINGS, "alpha")
@@ -267,14 +268,23 @@ class M2(CVAE):
 
 
 def default_alpha(data: DataFacts) -> float:
-    """M2's alpha when not given: 4 x training images / labelled images, so that the labels weigh the
-    same in all, however many they are: 40 x Kingma et al.'s alpha = 0.1 N on the mean over the
-    labelled images (2,000 per image with 100 labels). Measured with 100 labels (MLP 500 softplus,
-    d = 50, lr 4.2e-4): 77% validation accuracy of q(y | x) after 8 epochs with 2,000, 66% with
-    Pyro's 46. 0 for a model built for anything but training (alpha only weighs a training term)."""
+    """The weight of log q(y | x) when not given, for a model built for training (0 otherwise: alpha
+    only weighs a training term).
+
+    With a labelled batch in every step (`DataFacts.labelled_batch` > 0) the step maximises the
+    mean bound of its unlabelled images plus the mean over its labelled ones of bound + alpha log
+    q(y | x) (`training.step.Loss`), and alpha = 0.1 N / N_l: Kingma et al. (2014)'s alpha = 0.1 N
+    on a sum over the N training images, which Maaloe et al. (2016) put on the labelled mean as
+    here (50 with 100 labels of 50,000; their 60 is 0.1 x 60,000 / 100).
+    With the spread plan (each labelled image once per epoch) alpha weighs each labelled image in
+    the mean over all a step's images, and is 4 N / N_l, so that the labels weigh the same in all
+    however many they are (2,000 with 100 labels): the plan and weight of runs made before the
+    labelled batch.
+    """
     if data.train_images is None:
         return 0.0
-    return 4 * data.train_images / (data.labelled_images or data.train_images)
+    ratio = data.train_images / (data.labelled_images or data.train_images)
+    return 0.1 * ratio if data.labelled_batch else 4 * ratio
 
 
 def sum_over_labels(q_y: Categorical, class_log_prior: torch.Tensor, per_class: Terms) -> Terms:

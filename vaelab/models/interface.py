@@ -154,12 +154,15 @@ class Classifies(Protocol):
 @dataclass(frozen=True)
 class DataFacts:
     """What a family may know of its data when it is built: (C, H, W), the classes, and, when it is
-    built for training, how many training images there are and how many of them keep their label."""
+    built for training, how many training images there are, how many of them keep their label, and
+    how many labelled images ride in every step (`training.epoch.batch_plan`; 0: each labelled
+    image once per epoch, spread over the steps)."""
 
     image_shape: tuple[int, int, int]
     num_classes: int
     train_images: int | None = None
     labelled_images: int | None = None
+    labelled_batch: int = 0
 
 
 def pixel_words(model: Model) -> str:

@@ -51,16 +51,31 @@ class Loss(torch.nn.Module):
         self.model, self.bound = model, objectives.BOUNDS[objective]
 
     def forward(self, x, y, bits, noise: Noise, kl_weight, scale) -> tuple[torch.Tensor, torch.Tensor]:
-        """(-scale * what is maximised summed over the batch [], the bound summed over the batch []) for
-        images x [batch, C, H, W] and the labels y [m] of the last m of them, or None: the family's
-        `objective` (`Model.objective`) with the --objective bound.
+        """(-(what is maximised, weighted by `scale`, summed over the batch) [], the bound summed over the
+        batch []) for images x [batch, C, H, W] and the labels y [m] of the last m of them, or None:
+        the family's `objective` (`Model.objective`) with the --objective bound.
 
-        scale [] is 1 / the images of the whole step (of all processes): the loss is then the
-        mean over the step, and the processes' losses add up to it."""
+        scale [2]: the weights of an unlabelled and of a labelled image, the same for the whole step
+        on every process, so that the processes' losses add up to the step's: 1 / the step's images
+        for both (the mean over the step), or 1 / its unlabelled and 1 / its labelled images (the
+        mean of each kind, added: `step_scale`)."""
         if bits is not None:  # dynamic binarisation: x ~ Bernoulli(gray level), fresh every time
             x = binarize(x, bits)
         terms = self.model.objective(x, y, noise, self.bound, kl_weight)
-        return -terms.maximised.sum() * scale, terms.bound.detach().sum()
+        unknown = x.shape[0] - (0 if y is None else y.shape[0])  # the family keeps the rows in x's order
+        maximised = terms.maximised[:unknown].sum() * scale[0] + terms.maximised[unknown:].sum() * scale[1]
+        return -maximised, terms.bound.detach().sum()
+
+
+def step_scale(images: int, labelled: int, apart: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """`Loss`'s scale [2] for a step of `images` images whose last `labelled` come with their label:
+    with `apart`, the mean of the unlabelled images' terms plus the mean of the labelled ones' (the
+    labelled-batch plan, where alpha weighs log q(y | x) on the labelled mean); else the mean over
+    all the step's images."""
+    unknown = images - labelled
+    if apart and unknown and labelled:
+        return torch.tensor([1 / unknown, 1 / labelled], dtype=dtype, device=device)
+    return torch.full((2,), 1 / images, dtype=dtype, device=device)
 
 
 def step_noise(model: Model, images: int, labelled: int, samples: int, generator: torch.Generator,
@@ -92,7 +107,9 @@ def process_share(processes: Processes, x: torch.Tensor, y: torch.Tensor | None,
 class TrainStep:
     """Called with a batch (x [batch, C, H, W], y [m]) and the run's random streams, it returns
     (loss [], bound summed over the batch []) and leaves d loss / d parameter in every trainable
-    parameter's `.grad`, ready for `optimizer.step()`. Loss: -mean bound, nats per image.
+    parameter's `.grad`, ready for `optimizer.step()`. Loss: -(mean of what is maximised), nats per
+    image: over all the step's images, or with `means_apart` (the labelled-batch plan) over its
+    unlabelled and its labelled images apart, added (`step_scale`).
 
     It draws the binarisation bits (`pixels` stream) and the noise (`noise` stream) before calling
     `loss_and_gradients`, so the compiled and the eager function consume identical random numbers
@@ -108,9 +125,9 @@ class TrainStep:
     """
 
     def __init__(self, model: Model, objective: str, samples: int, batch_size: int, dynamic: bool, compile: bool,
-                 processes: Processes = SINGLE, clip_grad_norm: float | None = None):
+                 processes: Processes = SINGLE, clip_grad_norm: float | None = None, means_apart: bool = False):
         self.model, self.samples, self.batch_size, self.dynamic = model, samples, batch_size, dynamic
-        self.processes, self.clip_grad_norm = processes, clip_grad_norm
+        self.processes, self.clip_grad_norm, self.means_apart = processes, clip_grad_norm, means_apart
         self.loss = Loss(model, objective)
         self.parameters = [(name, p) for name, p in self.loss.named_parameters() if p.requires_grad]
         self.compiled = CompiledOrEager(self.loss_and_gradients, "the training step", enabled=compile, dynamic=False,
@@ -168,7 +185,7 @@ class TrainStep:
         noise = step_noise(self.model, x.shape[0], 0 if y is None else y.shape[0], self.samples, streams.noise,
                            x.device, x.dtype)
         weight = torch.full((), kl_weight, dtype=x.dtype, device=x.device)  # a tensor: no recompilation per value
-        scale = torch.full((), 1 / x.shape[0], dtype=x.dtype, device=x.device)
+        scale = step_scale(x.shape[0], 0 if y is None else y.shape[0], self.means_apart, x.dtype, x.device)
         regular = x.shape[0] == self.batch_size if regular is None else regular
         if self.processes.count > 1:
             if bits is not None:

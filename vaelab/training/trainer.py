@@ -62,7 +62,7 @@ def new_training(config: TrainConfig, device: torch.device, dynamic: bool, compi
         model = new_model(config, train_images)
     model = model.to(device)
     step = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic, compile, processes,
-                     config.clip_grad_norm)
+                     config.clip_grad_norm, means_apart=config.labelled_batch_size() > 0)
     return Training(model, make_adam(model.parameters(), config.lr), RandomStreams.seeded(config.seed, device), step)
 
 

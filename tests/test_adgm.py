@@ -1,0 +1,129 @@
+"""The auxiliary deep generative model (--model adgm): its bounds against explicit sums over the
+classes and draws, its importance-sampled likelihood against its bound, its settings and bad input,
+and (slow) a short run on a real MNIST slice against the classifier trained on its labels alone."""
+
+import math
+
+import pytest
+import torch
+
+from vaelab import objectives
+from vaelab.cli import main
+from vaelab.models import ADGM, Classifies, Noise, build_model
+
+SHAPE = (1, 6, 5)
+CLASSES, Z, A = 4, 3, 2
+
+
+def small_adgm(alpha=0.0, seed=0) -> ADGM:
+    torch.manual_seed(seed)
+    model = build_model("adgm", SHAPE, CLASSES, latent_dim=Z, aux_dim=A, hidden=(16, 12), alpha=alpha)
+    return model.double().eval()
+
+
+def binary_images(batch, seed=1):
+    return torch.bernoulli(torch.full((batch, *SHAPE), 0.4, dtype=torch.float64),
+                           generator=torch.Generator().manual_seed(seed))
+
+
+def test_it_is_a_semi_supervised_family_with_the_settings_it_names():
+    model = small_adgm()
+    assert isinstance(model, Classifies) and model.code_dim == Z
+    assert model.noise_shape() == (A + Z,) and model.noise_shape(labelled=False) == (A + CLASSES * Z,)
+    x = binary_images(5)
+    assert model.classifier(x).probs.shape == (5, CLASSES) and model.code(x, torch.arange(5) % 4).shape == (5, Z)
+    assert model.sample_codes(7, torch.Generator().manual_seed(0)).shape == (7, Z)
+    assert build_model("adgm", SHAPE, CLASSES, latent_dim=Z, hidden=(8,)).aux_dim == Z  # |a| defaults to |z|
+    trained = build_model("adgm", SHAPE, CLASSES, 50_000, 100, 100, latent_dim=Z, hidden=(8,))
+    assert trained.alpha == pytest.approx(50.0)  # 0.1 N / N_l on the labelled mean, as M2
+
+
+def test_the_unlabelled_bound_is_the_explicit_sum_over_classes_and_draws():
+    """One draw of a shared by the classes, a z per class: the ELBO on log p(x) written out with
+    the labelled densities, one (draw, class) at a time."""
+    model, x = small_adgm(), binary_images(5)
+    samples = 3
+    noise = torch.randn(samples, 5, A + CLASSES * Z, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    terms = model.objective(x, None, Noise(noise, None), objectives.elbo)
+    flat = x.flatten(-3)
+    explicit = torch.zeros(5, dtype=torch.float64)
+    for s in range(samples):
+        mu_a, sigma_a = model._aux(flat)
+        a = mu_a + sigma_a * noise[s, :, :A]
+        q_y = torch.softmax(model.classifier_net(flat, a), -1)  # [5, classes]
+        for c in range(CLASSES):
+            y = torch.full((5,), c)
+            one = torch.cat([noise[s, :, :A], noise[s, :, A + c * Z : A + (c + 1) * Z]], -1)[None]
+            d = model.densities(x, y, model.posterior(x, y), one, closed_form=True)
+            per_class = d.log_px[0] - d.kl["kl"][0] - d.kl["kl_a"][0]
+            explicit += q_y[:, c] * (per_class + math.log(1 / CLASSES) - q_y[:, c].log()) / samples
+    torch.testing.assert_close(terms.bound, explicit, atol=1e-9, rtol=1e-9)
+    parts = terms.parts
+    assert set(parts) == {"recon", "kl", "kl_a", "label_kl"} and (parts["label_kl"] >= 0).all()
+    torch.testing.assert_close(parts["recon"] - parts["kl"] - parts["kl_a"] - parts["label_kl"], terms.bound)
+    torch.testing.assert_close(terms.maximised, terms.bound)
+    annealed = model.objective(x, None, Noise(noise, None), objectives.elbo, torch.tensor(0.5))
+    torch.testing.assert_close(annealed.bound, terms.bound)
+    torch.testing.assert_close(annealed.maximised, terms.bound + 0.5 * (parts["kl"] + parts["kl_a"]))
+
+
+def test_the_labelled_bound_and_its_classifier_term():
+    model, x = small_adgm(alpha=2.5), binary_images(6)
+    y = torch.tensor([0, 1, 2, 3, 1, 2])
+    generator = torch.Generator().manual_seed(3)
+    unknown = torch.randn(2, 2, A + CLASSES * Z, generator=generator, dtype=torch.float64)
+    known = torch.randn(2, 4, A + Z, generator=generator, dtype=torch.float64)
+    terms = model.objective(x, y[2:], Noise(unknown, known), objectives.elbo)
+    assert terms.bound.shape == (6,)
+    alone = model.objective(x[:2], None, Noise(unknown, None), objectives.elbo)
+    torch.testing.assert_close(terms.bound[:2], alone.bound)  # the unlabelled images first, as x orders them
+    elbo = objectives.elbo(model, x[2:], y[2:], known).bound
+    torch.testing.assert_close(terms.bound[2:], elbo + math.log(1 / CLASSES))
+    flat = x[2:].flatten(-3)
+    mu_a, sigma_a = model._aux(flat)
+    q = torch.stack([torch.softmax(model.classifier_net(flat, mu_a + sigma_a * known[s, :, :A]), -1) for s in range(2)])
+    log_q = q.mean(0).gather(1, y[2:, None])[:, 0].log()  # log of q(y | x) averaged over the draws of a
+    torch.testing.assert_close(terms.maximised[2:], terms.bound[2:] + 2.5 * log_q)
+    torch.testing.assert_close(terms.parts["label_kl"][2:], torch.full((4,), math.log(CLASSES), dtype=torch.float64))
+
+
+def test_its_importance_sampled_likelihood_lies_above_its_bounds():
+    """log p(x | y) by importance sampling with (a, z) ~ q(a | x) q(z | a, y, x) against the ELBO,
+    and log p(x) = logsumexp_y [log p(x | y) + log π_y] against the bound with y summed out."""
+    model, x = small_adgm(seed=4), binary_images(8, seed=5)
+    y = torch.arange(8) % CLASSES
+    generator = torch.Generator().manual_seed(6)
+    elbo = objectives.elbo(model, x, y, objectives.draw_noise(model, 2000, 8, generator, "cpu", torch.float64)).bound
+    is_k = objectives.log_likelihood_is(model, x, y, 5000, generator)
+    again = objectives.log_likelihood_is(model, x, y, 5000, generator)
+    assert (is_k - again).abs().max() < 0.05  # precise enough for the gap below to mean something
+    assert (is_k > elbo).all() and (is_k - elbo).mean() > 0.05
+    per_class = objectives.log_likelihood_per_class(model, x, 5000, generator)
+    marginal = objectives.log_marginal_likelihood(per_class, model.class_log_prior())
+    noise = objectives.draw_noise(model, 2000, 8, generator, "cpu", torch.float64, labelled=False)
+    summed_out = model.objective(x, None, Noise(noise, None), objectives.elbo).bound
+    assert (marginal > summed_out).all()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "adgm", "--labels", "100", "--objective", "iwae", "--samples", "5"],
+     "--model adgm trains with --objective elbo, not iwae"),
+    (["--model", "adgm", "--labels", "100", "--binarize", "none"],
+     "--model adgm models binarised pixels (Bernoulli): use --binarize dynamic or static"),
+    (["--model", "m2", "--labels", "100", "--aux-dim", "20"], "--model m2 does not take --aux-dim"),
+    (["--model", "adgm", "--labels", "100", "--alpha", "-1"], "--alpha -1"),
+    (["--model", "adgm", "--network", "conv"], "--model adgm does not take --network"),
+])
+def test_bad_settings_are_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vaelab: error:") and err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_adgm_learns_resumes_mid_epoch_and_evaluates(tmp_path, mnist_raw):
+    from tests.test_m2 import M2_SMALL, check_a_semi_supervised_run
+
+    check_a_semi_supervised_run(tmp_path, dict(M2_SMALL, model="adgm", aux_dim=6))

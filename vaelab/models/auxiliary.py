@@ -1,0 +1,264 @@
+"""The auxiliary deep generative model (ADGM) of Maaløe et al. (2016), semi-supervised like M2.
+
+An auxiliary latent a makes the variational posterior richer while the generative model of x
+stays the CVAE's:
+
+    p(y) p(z) p(x | y, z) p(a | x, y, z)          y ~ Categorical(π), z ~ N(0, I), a | x, y, z Gaussian
+    q(a | x) q(y | a, x) q(z | a, y, x)            all diagonal Gaussian but y
+
+Integrating a out of q gives a classifier q(y | x) = E_q(a|x)[q(y | a, x)] and a posterior over
+z that is a mixture, not one Gaussian; p(a | x, y, z) is what the bound needs to stay a bound on
+log p(x, y) = log ∫∫ p(x, y, z) p(a | x, y, z) da dz. Where the label is missing, it is summed
+out exactly over the classes, as in M2, for each draw of a (one a for every class, as the
+authors' code does).
+
+Every network is an MLP whose first layer takes its inputs apart and adds them (`Joined`), so
+the image's share of a first layer is computed once per image, not once per class and draw.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution
+
+from .base import Family
+from .families import default_alpha
+from .interface import Bound, DataFacts, Densities, Noise, Terms
+from .layers import ACTIVATIONS, ConditionalLinear, Dense
+from .likelihoods import pixel_distribution
+from .mlp import MLPDecoder
+from .priors import HALF_LOG_TWO_PI, gaussian_kl, gaussian_log_density
+
+
+class Joined(nn.Module):
+    """An MLP on several vectors and perhaps a label: W_0 u_0 + onehot(y) W_y + b + Σ_i W_i u_i, then
+    the hidden layers, then a linear head; the same function as a dense first layer on their
+    concatenation, initialised like one.
+
+    `head(u_0, y)` is u_0's and y's share of the first layer and `finish(head, u_1, ...)` the rest,
+    so a u_0 shared by many rows (an image, for every draw and class) is multiplied once; the
+    shares broadcast against each other. inputs: the widths of u_0, u_1, ...; u_i [..., inputs[i]].
+    """
+
+    def __init__(self, inputs: tuple[int, ...], hidden: tuple[int, ...], out_features: int, activation: str,
+                 num_classes: int = 0):
+        super().__init__()
+        if not hidden:
+            raise ValueError("the auxiliary-variable model needs at least one hidden layer")
+        self.first = ConditionalLinear(inputs[0], hidden[0], num_classes)
+        self.others = nn.ModuleList(Dense(width, hidden[0], bias=False) for width in inputs[1:])
+        bound = 1.0 / math.sqrt(sum(inputs) + num_classes)
+        for parameter in self.parameters():  # every share as a part of one dense layer over the concatenation
+            nn.init.uniform_(parameter, -bound, bound)
+        layers: list[nn.Module] = []
+        for width_in, width_out in zip(hidden, (*hidden[1:], out_features)):
+            layers += [ACTIVATIONS[activation](), Dense(width_in, width_out)]
+        self.rest = nn.Sequential(*layers)
+        self.description = f"MLP {'-'.join(map(str, hidden))} {activation}"
+
+    def head(self, first: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.first(first, y)
+
+    def finish(self, head: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
+        total = head
+        for layer, value in zip(self.others, others):
+            total = total + layer(value)
+        return self.rest(total)
+
+    def forward(self, first: torch.Tensor, *others: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.finish(self.head(first, y), *others)
+
+
+def loc_scale(outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(μ, σ) from a network's [..., 2k] outputs (μ, log σ²)."""
+    mu, log_var = outputs.chunk(2, dim=-1)
+    return mu, torch.exp(0.5 * log_var)
+
+
+def standard_log_density(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) summed over the last dimension: [...], nats."""
+    return -(0.5 * z.pow(2) + HALF_LOG_TWO_PI).sum(-1)
+
+
+class ADGM(Family):
+    """Maaløe et al. (2016)'s auxiliary deep generative model for images with few labels.
+
+    latent_dim = |z|, aux_dim = |a| (default |z|); every network an MLP with the `hidden` widths
+    and `activation`; binarised pixels (Bernoulli). `alpha` weighs log q(y | x) of every labelled
+    image in what is maximised, as in M2 (`families.default_alpha`), with q(y | x) the mean of
+    q(y | a_s, x) over the step's draws of a. The representative code is E_q[z] at a = E_q[a],
+    and `classifier` names classes at a = E_q[a]: deterministic, with no draw.
+    """
+
+    settings = ("latent_dim", "aux_dim", "hidden", "activation", "alpha")
+    objectives = ("elbo",)  # the missing label's sum shares a draw of a between the classes: an ELBO
+    binary_pixels = True  # p(x | y, z) is Bernoulli: the images must be binarised
+    pixel_words = "Bernoulli means"
+    code_words = "E_q[z] at a = E_q[a]"
+
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 100,
+                 aux_dim: int | None = None, hidden: tuple[int, ...] = (500, 500), activation: str = "relu",
+                 alpha: float = 0.0):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}")
+        self.image_shape, self.num_classes = tuple(image_shape), num_classes
+        self.latent_dim, self.aux_dim, self.alpha = latent_dim, aux_dim or latent_dim, alpha
+        pixels, a, z, hidden = math.prod(self.image_shape), self.aux_dim, latent_dim, tuple(hidden)
+        self.aux_encoder = Joined((pixels,), hidden, 2 * a, activation)  # q(a | x)
+        self.classifier_net = Joined((pixels, a), hidden, num_classes, activation)  # q(y | a, x)
+        self.z_encoder = Joined((pixels, a), hidden, 2 * z, activation, num_classes)  # q(z | a, y, x)
+        self.aux_decoder = Joined((pixels, z), hidden, 2 * a, activation, num_classes)  # p(a | x, y, z)
+        self.decoder_net = MLPDecoder(z, self.image_shape, num_classes, hidden, activation)  # p(x | y, z)
+
+    @classmethod
+    def for_data(cls, data: DataFacts, alpha: float | None = None, **settings) -> "ADGM":
+        return cls(data.image_shape, data.num_classes, alpha=default_alpha(data) if alpha is None else alpha,
+                   **settings)
+
+    @property
+    def code_dim(self) -> int:
+        return self.latent_dim
+
+    def noise_shape(self, labelled: bool = True) -> tuple[int, ...]:
+        """(|a| + |z|,) for an image with its label; (|a| + classes |z|,) without: one a, and a z for
+        every class it is taken in."""
+        return (self.aux_dim + (1 if labelled else self.num_classes) * self.latent_dim,)
+
+    def class_log_prior(self) -> torch.Tensor:
+        """log π: [num_classes], uniform."""
+        return torch.full((self.num_classes,), -math.log(self.num_classes), device=self.first_weight.device)
+
+    @property
+    def first_weight(self) -> torch.Tensor:
+        return self.aux_encoder.first.linear.weight
+
+    def _aux(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, σ) of q(a | x) for flat images [*batch, pixels]: [*batch, |a|] each."""
+        return loc_scale(self.aux_encoder(flat))
+
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The amortised pass for x [*batch, C, H, W] and y (a suffix of the batch shape): (μ_a, σ_a)
+        of q(a | x) [*batch, |a|], and the image's and label's shares of the first layers of
+        q(z | a, y, x) and p(a | x, y, z) [*batch, hidden[0]]."""
+        flat = x.flatten(-3)
+        mu_a, sigma_a = self._aux(flat)
+        return mu_a, sigma_a, self.z_encoder.head(flat, y), self.aux_decoder.head(flat, y)
+
+    def densities(self, x: torch.Tensor, y: torch.Tensor | None, posterior: tuple[torch.Tensor, ...],
+                  noise: torch.Tensor, closed_form: bool = False) -> Densities:
+        """a = μ_a + σ_a ε_a, z = μ_z(a) + σ_z(a) ε_z for noise [samples, *batch, |a| + |z|]:
+        log p(x | y, z), and {"kl": log q(z | a, y, x) - log p(z), "kl_a": log q(a | x) - log p(a | x, y, z)},
+        [samples, *batch] each (closed_form: the first as KL(q(z | a, y, x) ‖ N(0, I)) given a)."""
+        mu_a, sigma_a, z_head, aux_head = posterior
+        noise_a, noise_z = noise.split([self.aux_dim, self.latent_dim], dim=-1)
+        a = mu_a + sigma_a * noise_a
+        mu_z, sigma_z = loc_scale(self.z_encoder.finish(z_head, a))
+        z = mu_z + sigma_z * noise_z
+        log_px = self.decoder(z, y).log_prob(x)
+        mu_pa, sigma_pa = loc_scale(self.aux_decoder.finish(aux_head, z))
+        kl_a = gaussian_log_density(noise_a, sigma_a) - gaussian_log_density((a - mu_pa) / sigma_pa, sigma_pa)
+        if closed_form:
+            kl_z = gaussian_kl(mu_z, sigma_z, torch.zeros_like(mu_z), torch.ones_like(sigma_z))
+        else:
+            kl_z = gaussian_log_density(noise_z, sigma_z) - standard_log_density(z)
+        return Densities(log_px, {"kl": kl_z, "kl_a": kl_a})
+
+    def classifier(self, x: torch.Tensor) -> Categorical:
+        """q(y | a, x) at a = E_q[a | x] for x [*batch, C, H, W]: batch shape [*batch], num_classes categories."""
+        flat = x.flatten(-3)
+        return Categorical(logits=self.classifier_net(flat, self._aux(flat)[0]), validate_args=False)
+
+    def objective(self, x: torch.Tensor, y: torch.Tensor | None, noise: Noise, bound: Bound,
+                  kl_weight: torch.Tensor | float = 1.0) -> Terms:
+        """The ELBO on log p(x, y) for the last y.shape[0] images of x, whose labels y are seen, plus
+        alpha log q(y | x) in what is maximised; the ELBO on log p(x) for the others, y summed out
+        over the classes for each draw of a: [batch] each, the unlabelled images' first.
+
+        The parts are recon, kl (of z), kl_a and label_kl, with bound = recon - kl - kl_a - label_kl:
+        where y is seen label_kl = -log π_y, where not E_q(a|x)[KL(q(y | a, x) ‖ π)]."""
+        known = 0 if y is None else y.shape[0]
+        unknown = x.shape[0] - known
+        pieces = []
+        if unknown:
+            pieces.append(self._unlabelled(x[:unknown], noise.unlabelled, kl_weight))
+        if known:
+            x_l = x[unknown:]
+            terms = bound(self, x_l, y, noise.labelled, kl_weight)
+            log_pi = self.class_log_prior()[y]
+            flat = x_l.flatten(-3)
+            mu_a, sigma_a = self._aux(flat)
+            a = mu_a + sigma_a * noise.labelled[..., : self.aux_dim]  # the draws the bound took
+            log_q = torch.log_softmax(self.classifier_net(flat, a), dim=-1).gather(-1, y.expand(a.shape[0], -1)[..., None])
+            log_q_mean = torch.logsumexp(log_q[..., 0], dim=0) - math.log(a.shape[0])  # log mean_s q(y | a_s, x)
+            pieces.append(Terms(maximised=terms.maximised + log_pi + self.alpha * log_q_mean,
+                                bound=terms.bound + log_pi, parts={**terms.parts, "label_kl": -log_pi}))
+        if not pieces:  # no image at all: a process's empty share of a short batch
+            empty = x.new_zeros(0)
+            return Terms(empty, empty, {})
+        if len(pieces) == 1:
+            return pieces[0]
+        return Terms(torch.cat([p.maximised for p in pieces]), torch.cat([p.bound for p in pieces]),
+                     {name: torch.cat([p.parts[name] for p in pieces]) for name in pieces[0].parts})
+
+    def _unlabelled(self, x: torch.Tensor, noise: torch.Tensor, kl_weight: torch.Tensor | float) -> Terms:
+        """The ELBO on log p(x) for images x [batch, C, H, W] without labels, noise [samples, batch,
+        |a| + classes |z|]: E_q(a|x)[Σ_y q(y | a, x) (log p(x, y, z, a) - log q(z | a, y, x)) + H(q(y | a, x))]
+        - E[log q(a | x)], the sum over y exact, one a per draw for every class: Terms [batch]."""
+        classes = self.num_classes
+        flat = x.flatten(-3)
+        noise_a = noise[..., : self.aux_dim]  # [S, batch, |a|]
+        noise_z = noise[..., self.aux_dim :].unflatten(-1, (classes, self.latent_dim)).movedim(-2, 1)  # [S, classes, batch, |z|]
+        mu_a, sigma_a = self._aux(flat)
+        a = mu_a + sigma_a * noise_a
+        log_qa = gaussian_log_density(noise_a, sigma_a)  # [S, batch]
+        log_q_y = torch.log_softmax(self.classifier_net(flat, a), dim=-1).movedim(-1, 1)  # [S, classes, batch]
+        q_y = log_q_y.exp()
+        labels = torch.arange(classes, device=x.device)[:, None]  # [classes, 1]: every class for every image
+        mu_z, sigma_z = loc_scale(self.z_encoder.finish(self.z_encoder.head(flat, labels), a[:, None]))
+        z = mu_z + sigma_z * noise_z  # [S, classes, batch, |z|]
+        log_px = self.decoder(z, labels).log_prob(x)  # [S, classes, batch]
+        mu_pa, sigma_pa = loc_scale(self.aux_decoder.finish(self.aux_decoder.head(flat, labels), z))
+        log_pa = gaussian_log_density((a[:, None] - mu_pa) / sigma_pa, sigma_pa)
+        kl_z = gaussian_kl(mu_z, sigma_z, torch.zeros_like(mu_z), torch.ones_like(sigma_z))
+        recon = (q_y * log_px).sum(1).mean(0)
+        kl = (q_y * kl_z).sum(1).mean(0)
+        kl_a = (log_qa - (q_y * log_pa).sum(1)).mean(0)
+        label_kl = (q_y * (log_q_y - self.class_log_prior()[:, None])).sum(1).mean(0)
+        return Terms(maximised=recon - kl_weight * (kl + kl_a) - label_kl, bound=recon - kl - kl_a - label_kl,
+                     parts={"recon": recon, "kl": kl, "kl_a": kl_a, "label_kl": label_kl})
+
+    def code(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """E_q[z | a, y, x] at a = E_q[a | x]: [*batch, |z|]."""
+        mu_a, _, z_head, _ = self.posterior(x, y)
+        return loc_scale(self.z_encoder.finish(z_head, mu_a))[0]
+
+    def decoder(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """p(x | y, z) for z [*batch, |z|] and y: batch shape [*batch], event [C, H, W] (Bernoulli)."""
+        return pixel_distribution("bernoulli", self.decoder_net(z, y), None)
+
+    def sample_codes(self, count: int, generator: torch.Generator | None) -> torch.Tensor:
+        """z ~ N(0, I): [count, |z|]."""
+        return torch.randn(count, self.latent_dim, generator=generator, device=self.first_weight.device)
+
+    def part_words(self) -> dict[str, str]:
+        return {"recon": "reconstruction term E_q[log p(x | y, z)]",
+                "kl": "KL term of z, KL(q(z | a, y, x) ‖ p(z)) in closed form given a",
+                "kl_a": "auxiliary term E_q[log q(a | x) − log p(a | x, y, z)]",
+                "label_kl": "label term KL(q(y | a, x) ‖ π), or −log π_y where y is seen"}
+
+    def equations(self) -> list[str]:
+        nets = self.decoder_net.description
+        return [
+            f"y ~ Categorical(π),  π_j = 1/{self.num_classes};   z ~ N(0, I_d),  d = {self.latent_dim}",
+            f"x | y, z ~ Bernoulli(σ(f_θ(z, onehot(y)))),  f_θ: {nets};   a | x, y, z ~ N(μ_θ, diag σ²_θ),  "
+            f"|a| = {self.aux_dim}",
+            f"q_φ(a | x) q_φ(y | a, x) q_φ(z | a, y, x): Gaussian, Categorical, Gaussian;  each {self.aux_encoder.description}",
+            "labelled:  log p(x, y) ≥ E_q[log p(x, y, z, a) − log q(a, z | x, y)],  trained with + α log q_φ(y | x)",
+            "unlabelled:  log p(x) ≥ E_q(a|x)[Σ_y q_φ(y | a, x) (log p(x, y, z, a) − log q(z | a, y, x) − log q(y | a, x))] "
+            "− E[log q(a | x)]",
+            "ŷ(x) = argmax_y q_φ(y | a = E_q[a | x], x) or argmax_y π_y p_θ(x | y)",
+        ]
