@@ -1,19 +1,19 @@
 """Semi-supervised learning: test error of q(y | x) for several models and numbers of labels, over label draws.
 
-Each (model, labels, draw) trains `--model M --labels N --label-seed D --seed D` on the 50,000
-training images (the other 50,000 - N unlabelled) for --epochs (or until --minutes of training),
-with the run's own settings from --set. The run uses no label beyond its N: no choice is made on
+Each (recipe, labels, draw) trains a recipe of configs/ (its model and settings, then --set) with
+`--labels N --label-seed D --seed D` on the 50,000 training images (the other 50,000 - N
+unlabelled), for the recipe's epochs or --epochs (or until --minutes of training). The run uses no label beyond its N: no choice is made on
 the validation or test labels. At the last epoch it measures the error of argmax_y q(y | x) on the
 10,000 test images, grayscale (as Pyro and Maaloe et al. classify them) and binarised once with
 the fixed seed the evaluation uses. Beside it: the same classifier (`model.classifier`, freshly
 initialised) trained on the N labelled images alone (cross-entropy, Adam at the run's learning
 rate, 2,000 steps of up to 128 freshly binarised images), i.e. what the unlabelled images add; the
 median seconds per epoch and the minutes in all; and the published figures. Runs go to
---out/MODEL-labels-N-draw-D; an unfinished run resumes, a finished one is read back, so the
+--out/RECIPE-labels-N-draw-D; an unfinished run resumes, a finished one is read back, so the
 benchmark can be stopped and continued.
 
-    python benchmarks/semi_supervised.py [--model m2,adgm] [--labels 100,3000] [--draws 3]
-        [--epochs 100] [--minutes M] [--set batch_size=100 --set clip_grad_norm=5 ...] [--out runs/semi]
+    python benchmarks/semi_supervised.py [--recipe configs/cpu-m2.toml --recipe configs/cpu-adgm.toml]
+        [--labels 100,3000] [--draws 3] [--epochs E] [--minutes M] [--set key=value ...] [--out runs/semi]
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from common import add_run_arguments, common_settings, machine
 import torch
 
 import vaelab
-from vaelab.config import make_config
+from vaelab.config import make_config, read_toml
 from vaelab.data import labelled_subset, load_raw, make_splits
 from vaelab.runs import RunDir, new_model
+from vaelab.threads import share_cpus
 from vaelab.training import train
 
 PUBLISHED = {  # test error (%) on MNIST with N labels
@@ -85,25 +86,31 @@ def supervised_only(config, steps: int = 2000) -> tuple[float, float]:
     return test_error(model, gray, labels), test_error(model, binary, labels)
 
 
-def run_one(model: str, labels: int, draw: int, args, common: dict) -> dict:
-    out = Path(args.out) / f"{model}-labels-{labels}-draw-{draw}"
+def run_one(recipe: Path, labels: int, draw: int, args, common: dict) -> dict:
+    out = Path(args.out) / f"{recipe.stem}-labels-{labels}-draw-{draw}"
     result_path = out / "semi_supervised.json"
-    settings = dict(common, model=model, labels=labels, label_seed=draw, seed=draw, epochs=args.epochs,
-                    time_limit=args.minutes, sample_epochs=(args.epochs,))
+    settings = dict(read_toml(recipe), **common, labels=labels, label_seed=draw, seed=draw)
+    if args.epochs:
+        settings["epochs"] = args.epochs
+    if args.minutes:
+        settings["time_limit"] = args.minutes
+    settings["sample_epochs"] = (settings.get("epochs", 100),)
+    model = settings.get("model", "cvae")
     stored = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
     if result_path.is_file():
         done = json.loads(result_path.read_text())
         if done["settings"] == stored:
             return done
     started = time.perf_counter()
-    rows = train(make_config(settings), out, resume=RunDir(out).config.is_file(), explicit=set(settings),
-                 log=lambda line: None, progress=False)
+    with share_cpus(print):  # as the command line does: fewer threads while other programs use the CPUs
+        train(make_config(settings), out, resume=RunDir(out).config.is_file(), explicit=set(settings),
+              log=lambda line: None, progress=False)
     seconds = time.perf_counter() - started
     rows = [json.loads(line) for line in RunDir(out).metrics.read_text().splitlines() if line.strip()]
     run = vaelab.load_run(out, checkpoint="latest", device="cpu")
     gray, binary, test_labels = test_images(run.config)
     alone_gray, alone_binary = supervised_only(make_config(settings))
-    result = {"model": model, "labels": labels, "draw": draw, "epochs": len(rows),
+    result = {"recipe": recipe.stem, "model": model, "labels": labels, "draw": draw, "epochs": len(rows),
               "seconds": sum(row["seconds"] for row in rows), "last_call_seconds": seconds,
               "seconds_per_epoch": statistics.median(row["seconds"] for row in rows),
               "test_error": test_error(run.model.eval(), gray, test_labels),
@@ -122,34 +129,37 @@ def mean_sd(values: list[float]) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="m2,adgm", help="the families (--model) to train, comma-separated")
+    parser.add_argument("--recipe", action="append", type=Path, help="a config file of configs/ (repeatable; "
+                        "default: configs/cpu-m2.toml and configs/cpu-adgm.toml)")
     parser.add_argument("--labels", default="100", help="numbers of labelled images, comma-separated")
     parser.add_argument("--draws", type=int, default=3, help="label draws (and seeds) per number of labels")
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=None, help="instead of the recipe's epochs")
     parser.add_argument("--minutes", type=float, default=None, help="also stop a run after this much training")
     add_run_arguments(parser, out="runs/semi")
     args = parser.parse_args()
     common = common_settings(args)
     results: dict[tuple[str, int], list[dict]] = {}
-    for model in args.model.split(","):
+    recipes = args.recipe or [Path("configs/cpu-m2.toml"), Path("configs/cpu-adgm.toml")]
+    for recipe in recipes:
         for labels in [int(n) for n in args.labels.split(",")]:
             for draw in range(args.draws):
-                r = run_one(model, labels, draw, args, common)
-                results.setdefault((model, labels), []).append(r)
-                print(f"{model} labels {labels:5d} draw {draw}: test error {r['test_error']:5.2f}% grayscale, "
+                r = run_one(recipe, labels, draw, args, common)
+                results.setdefault((recipe.stem, labels), []).append(r)
+                print(f"{recipe.stem} labels {labels:5d} draw {draw}: test error {r['test_error']:5.2f}% grayscale, "
                       f"{r['test_error_binarised']:5.2f}% binarised, after {r['epochs']} epochs "
                       f"({r['seconds'] / 60:.1f} min); the classifier on the labelled images alone: "
                       f"{r['supervised_only_error']:5.2f}% / {r['supervised_only_error_binarised']:5.2f}%", flush=True)
-    print(f"\nmachine: {machine()}; {args.epochs} epochs" + (f" or {args.minutes:g} minutes" if args.minutes else "")
-          + f" per run, test error at the last epoch; settings: {common}")
-    print(f"{'model':>6s} {'labels':>6s} {'test error % (gray)':>20s} {'(binarised)':>16s} "
+    print(f"\nmachine: {machine()}; test error at the last epoch" + (f", --epochs {args.epochs}" if args.epochs else "")
+          + (f", at most {args.minutes:g} minutes" if args.minutes else "") + f"; --set {common}")
+    print(f"{'recipe':>10s} {'labels':>6s} {'test error % (gray)':>20s} {'(binarised)':>16s} "
           f"{'labels alone (gray)':>20s} {'s/epoch':>8s} {'min/run':>8s}")
-    for (model, labels), runs in results.items():
-        print(f"{model:>6s} {labels:6d} {mean_sd([r['test_error'] for r in runs]):>20s} "
+    for (recipe, labels), runs in results.items():
+        print(f"{recipe:>10s} {labels:6d} {mean_sd([r['test_error'] for r in runs]):>20s} "
               f"{mean_sd([r['test_error_binarised'] for r in runs]):>16s} "
               f"{mean_sd([r['supervised_only_error'] for r in runs]):>20s} "
               f"{statistics.median(r['seconds_per_epoch'] for r in runs):8.1f} "
-              f"{statistics.mean(r['seconds'] for r in runs) / 60:8.1f}   ({len(runs)} draws)")
+              f"{statistics.mean(r['seconds'] for r in runs) / 60:8.1f}   ({len(runs)} draws, "
+              f"{statistics.median(r['epochs'] for r in runs)} epochs)")
     print("\npublished (test error %):")
     for labels in sorted({labels for _, labels in results}):
         for source, figure in PUBLISHED.get(labels, []):

@@ -127,3 +127,4 @@ def test_adgm_learns_resumes_mid_epoch_and_evaluates(tmp_path, mnist_raw):
     from tests.test_m2 import M2_SMALL, check_a_semi_supervised_run
 
     check_a_semi_supervised_run(tmp_path, dict(M2_SMALL, model="adgm", aux_dim=6))
+

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution
 
-from .base import Family
+from .base import Family, join_terms
 from .families import default_alpha
 from .interface import Bound, DataFacts, Densities, Noise, Terms
 from .layers import ACTIVATIONS, ConditionalLinear, Dense
@@ -196,13 +196,7 @@ class ADGM(Family):
             log_q_mean = torch.logsumexp(log_q[..., 0], dim=0) - math.log(a.shape[0])  # log mean_s q(y | a_s, x)
             pieces.append(Terms(maximised=terms.maximised + log_pi + self.alpha * log_q_mean,
                                 bound=terms.bound + log_pi, parts={**terms.parts, "label_kl": -log_pi}))
-        if not pieces:  # no image at all: a process's empty share of a short batch
-            empty = x.new_zeros(0)
-            return Terms(empty, empty, {})
-        if len(pieces) == 1:
-            return pieces[0]
-        return Terms(torch.cat([p.maximised for p in pieces]), torch.cat([p.bound for p in pieces]),
-                     {name: torch.cat([p.parts[name] for p in pieces]) for name in pieces[0].parts})
+        return join_terms(pieces, x)
 
     def _unlabelled(self, x: torch.Tensor, noise: torch.Tensor, kl_weight: torch.Tensor | float) -> Terms:
         """The ELBO on log p(x) for images x [batch, C, H, W] without labels, noise [samples, batch,

@@ -26,3 +26,16 @@ class Family(nn.Module):
             raise ValueError(f"{type(self).__name__} has no classifier to sum a missing label out; "
                              "give every image its label")
         return bound(self, x, y, noise.labelled, kl_weight)
+
+
+def join_terms(pieces: list[Terms], like: torch.Tensor) -> Terms:
+    """The Terms of a batch's parts in order, [sum of their batches] each: the unlabelled images'
+    and the labelled ones' of a semi-supervised step; an empty Terms (no image: a process's empty
+    share of a short batch) on `like`'s device and dtype when there are none."""
+    if not pieces:
+        empty = like.new_zeros(0)
+        return Terms(empty, empty, {})
+    if len(pieces) == 1:
+        return pieces[0]
+    return Terms(torch.cat([p.maximised for p in pieces]), torch.cat([p.bound for p in pieces]),
+                 {name: torch.cat([p.parts[name] for p in pieces]) for name in pieces[0].parts})

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-from .base import Family
+from .base import Family, join_terms
 from .interface import Bound, DataFacts, Densities, Noise, Terms
 from .likelihoods import EQUATIONS, LIKELIHOODS, MEAN_WORDS, pixel_distribution
 from .networks import build_classifier, build_networks
@@ -245,13 +245,7 @@ class M2(CVAE):
             log_pi = self.class_log_prior()[y]
             pieces.append(Terms(maximised=terms.maximised + log_pi + self.alpha * self.classifier(x_l).log_prob(y),
                                 bound=terms.bound + log_pi, parts={**terms.parts, "label_kl": -log_pi}))
-        if len(pieces) == 1:
-            return pieces[0]
-        if not pieces:  # no image at all: a process's empty share of a short batch
-            empty = x.new_zeros(0)
-            return Terms(empty, empty, {})
-        return Terms(torch.cat([p.maximised for p in pieces]), torch.cat([p.bound for p in pieces]),
-                     {name: torch.cat([p.parts[name] for p in pieces]) for name in pieces[0].parts})
+        return join_terms(pieces, x)
 
     def part_words(self) -> dict[str, str]:
         words = super().part_words()
