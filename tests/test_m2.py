@@ -1,6 +1,7 @@
 """The semi-supervised M2: its bound with the label summed out, the labelled subset, the epoch's
 batches, the bad --labels, and (slow) training, resuming and evaluating on a real MNIST slice."""
 
+import importlib.util
 import json
 import math
 
@@ -255,6 +256,19 @@ def check_a_semi_supervised_run(tmp_path, settings: dict) -> None:
     write_report([tmp_path / "full"], report)
     page = report.read_text()
     assert "argmax_y q(y|x)" in page and "the class q(y | x) names" in page and "Validation error of the classifier" in page
+    if importlib.util.find_spec("starlette"):  # the explorer's class posterior of a drawn image is q(y | x)
+        from starlette.testclient import TestClient
+
+        from vaelab.explore import session
+        from vaelab.explore.server import build_app
+
+        explored = session.explore_runs([tmp_path / "full"], device="cpu")
+        client = TestClient(build_app(explored), raise_server_exceptions=False)
+        image = explored[0].test_x[3]
+        analysis = client.post("/api/analyse", json={"run": 0, "image": image[0].tolist()}).json()
+        with torch.no_grad():
+            expected = explored[0].run.model.classifier(image[None]).probs[0].double().numpy()
+        np.testing.assert_allclose(analysis["posterior"], expected, atol=1e-6)
 
 
 def test_a_labelled_batch_rides_in_every_step_and_every_unlabelled_image_comes_once():

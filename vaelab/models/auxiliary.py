@@ -130,11 +130,10 @@ class ADGM(Family):
 
     def class_log_prior(self) -> torch.Tensor:
         """log π: [num_classes], uniform."""
-        return torch.full((self.num_classes,), -math.log(self.num_classes), device=self.first_weight.device)
+        return torch.full((self.num_classes,), -math.log(self.num_classes), device=self._device())
 
-    @property
-    def first_weight(self) -> torch.Tensor:
-        return self.aux_encoder.first.linear.weight
+    def _device(self) -> torch.device:
+        return self.aux_encoder.first.linear.weight.device
 
     def _aux(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(μ, σ) of q(a | x) for flat images [*batch, pixels]: [*batch, |a|] each."""
@@ -236,7 +235,7 @@ class ADGM(Family):
 
     def sample_codes(self, count: int, generator: torch.Generator | None) -> torch.Tensor:
         """z ~ N(0, I): [count, |z|]."""
-        return torch.randn(count, self.latent_dim, generator=generator, device=self.first_weight.device)
+        return torch.randn(count, self.latent_dim, generator=generator, device=self._device())
 
     def part_words(self) -> dict[str, str]:
         return {"recon": "reconstruction term E_q[log p(x | y, z)]",
