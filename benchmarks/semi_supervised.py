@@ -31,7 +31,6 @@ import torch
 import vaelab
 from vaelab.config import make_config, read_toml
 from vaelab.data import labelled_subset, load_raw, make_splits
-from vaelab.fast import flush_denormals
 from vaelab.runs import RunDir, new_model
 from vaelab.threads import share_cpus
 from vaelab.training import train
@@ -63,7 +62,6 @@ def test_images(config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             torch.from_numpy(gray.labels))
 
 
-@flush_denormals()
 def supervised_only(config, steps: int = 2000) -> tuple[float, float]:
     """Test error (%) on (grayscale, binarised) images of `config`'s classifier q(y | x), freshly
     initialised and trained on its labelled images alone."""

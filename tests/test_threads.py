@@ -230,8 +230,8 @@ def test_importing_vaelab_sets_no_openmp_variable():
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs 2 CPU threads to share")
 @pytest.mark.slow
 def test_a_run_beside_another_uses_fewer_threads_and_gets_the_same_numbers(tmp_path, mnist_raw):
-    """`vaelab train` beside another vaelab command takes 1 of 2 threads; weights and metrics are bitwise those of a
-    run with all threads (default 500-500 CVAE, eager: the compiled step was checked the same way by hand)."""
+    """`vaelab train` beside another vaelab command takes 1 of 2 threads; weights and metrics are those of a
+    run with all threads to float rounding (default 500-500 CVAE, eager)."""
     command = [sys.executable, "-m", "vaelab", "train", "--limit-train", "1000", "--epochs", "2", "--no-progress",
                "--compile", "off", "--out"]
     env = {key: value for key, value in os.environ.items()
@@ -249,9 +249,18 @@ def test_a_run_beside_another_uses_fewer_threads_and_gets_the_same_numbers(tmp_p
     assert "threads" not in alone.stderr
     a = load_checkpoint(RunDir(tmp_path / "shared").checkpoint).tensors
     b = load_checkpoint(RunDir(tmp_path / "alone").checkpoint).tensors
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert _without_timing(read_metrics(RunDir(tmp_path / "shared").metrics)) == \
-        _without_timing(read_metrics(RunDir(tmp_path / "alone").metrics))
+    # bit for bit on some CPUs; on others (AVX-512) a matrix product sums in another order on two
+    # threads than on one, and 20 steps of Adam carry the difference to about 1e-5 of a weight (1.3e-5 measured)
+    assert a.keys() == b.keys()
+    worst = max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+    print(f"largest weight difference between 1 and 2 threads: {worst:.2e}")
+    assert worst < 1e-4
+    shared_rows = _without_timing(read_metrics(RunDir(tmp_path / "shared").metrics))
+    alone_rows = _without_timing(read_metrics(RunDir(tmp_path / "alone").metrics))
+    assert [row.keys() for row in shared_rows] == [row.keys() for row in alone_rows]
+    for row_a, row_b in zip(shared_rows, alone_rows):
+        for key, value in row_a.items():
+            assert value == pytest.approx(row_b[key], abs=1e-3), key
 
 
 def test_an_evaluation_looks_at_the_cpus_before_every_batch(small_run, tmp_path, monkeypatch):

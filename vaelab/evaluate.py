@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from . import objectives
 from .distributed import SINGLE, Processes
-from .fast import flush_denormals, use_compile
+from .fast import use_compile
 from .devices import DeviceSplit, NamedSums, chunk_generator
 from .models import Classifies, Model, Noise, class_conditional
 
@@ -24,7 +24,6 @@ COMPILE_FROM = 2_000_000  # decoder evaluations from which torch.compile's start
 
 
 @torch.no_grad()
-@flush_denormals()
 def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, class_samples: int | None = None,
                    batch_size: int = 100, seed: int = 0, progress: bool = False, compile: str = "auto",
                    processes: Processes = SINGLE, between_batches: Callable[[], None] = lambda: None) -> dict:

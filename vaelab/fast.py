@@ -1,8 +1,6 @@
-"""Speed without different numbers: torch.compile with an eager fallback, the fastest Adam the device
-has, and no denormal arithmetic on a CPU.
+"""Speed without different numbers: torch.compile with an eager fallback, and the fastest Adam the device has.
 
-Nothing here changes what is computed beyond float rounding (`flush_denormals` rounds numbers
-below 1.2e-38 to zero). A compiled function and its eager original take the same
+Nothing here changes what is computed. A compiled function and its eager original take the same
 inputs (random draws are made outside, from the caller's generator) and agree to float rounding;
 tests/test_fast.py checks that they do.
 """
@@ -11,31 +9,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
 
 import torch
 
 from .errors import out_of_memory
 
 COMPILE_MODES = ("auto", "on", "off")
-
-
-@contextmanager
-def flush_denormals():
-    """Within it, the CPU computes float numbers smaller than 1.2e-38 (subnormals) as zero.
-
-    Why: a CPU computes with subnormal numbers many times more slowly, and a confident classifier
-    makes them: q(y | x) of the wrong classes underflows below 1e-38, and the enumerated bound of
-    a semi-supervised model carries those weights through every class's decoder pass and its
-    gradients. Measured on a training step of the M2 recipe after 18 epochs (100 labels): 269 ms
-    against 87 ms on one thread, 118 ms against 59 ms on two; training slowed from 22 s to 87 s an
-    epoch as the classifier grew confident. The numbers change only where they are below 1.2e-38.
-    """
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)  # torch's default (it offers no way to read the setting)
 
 
 def use_compile(mode: str, work: int, threshold: int) -> bool:

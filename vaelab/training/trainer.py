@@ -22,7 +22,7 @@ from ..data import labelled_subset, load_raw, make_splits
 from ..devices import DeviceSplit, resolve_device
 from ..distributed import SINGLE, Processes, ProcessLost
 from ..errors import RunError, RunFailed, TrainingDiverged, TrainingInterrupted, VaelabError
-from ..fast import flush_denormals, make_adam, use_compile
+from ..fast import make_adam, use_compile
 from ..models import Model, pixel_words
 from ..runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json, write_metrics
 from .epoch import SYNC_EVERY, EpochState, Stopped, batch_plan, plan_images, train_epoch, validate
@@ -201,9 +201,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
         f"{labelled}, "
         f"{device.type}{group}{' (compiled step)' if training.step.compiled.active else ''}, batch {config.batch_size}, "
         f"{config.epochs} epochs max -> {run.path}")
-    with flush_denormals():  # a confident classifier's weights would make the CPU's arithmetic subnormal
-        _Epochs(config, run, training, train_data, valid_data, splits.class_names, log, progress, processes).loop(
-            done_epochs + 1, history, partial)
+    _Epochs(config, run, training, train_data, valid_data, splits.class_names, log, progress, processes).loop(
+        done_epochs + 1, history, partial)
     return history.rows if processes.main else []
 
 
