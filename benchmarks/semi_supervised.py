@@ -13,7 +13,7 @@ median seconds per epoch and the minutes in all; and the published figures. Runs
 benchmark can be stopped and continued.
 
     python benchmarks/semi_supervised.py [--recipe configs/cpu-m2.toml --recipe configs/cpu-adgm.toml]
-        [--labels 100,3000] [--draws 3] [--epochs E] [--minutes M] [--set key=value ...] [--out runs/semi]
+        [--labels 100,3000] [--draws 3 | --draw D ...] [--epochs E] [--minutes M] [--set key=value ...] [--out runs/semi]
 """
 
 from __future__ import annotations
@@ -133,6 +133,8 @@ def main():
                         "default: configs/cpu-m2.toml and configs/cpu-adgm.toml)")
     parser.add_argument("--labels", default="100", help="numbers of labelled images, comma-separated")
     parser.add_argument("--draws", type=int, default=3, help="label draws (and seeds) per number of labels")
+    parser.add_argument("--draw", type=int, action="append", help="run only this draw (repeatable; e.g. one "
+                        "draw per process, and then --draws N to gather them)")
     parser.add_argument("--epochs", type=int, default=None, help="instead of the recipe's epochs")
     parser.add_argument("--minutes", type=float, default=None, help="also stop a run after this much training")
     add_run_arguments(parser, out="runs/semi")
@@ -142,7 +144,7 @@ def main():
     recipes = args.recipe or [Path("configs/cpu-m2.toml"), Path("configs/cpu-adgm.toml")]
     for recipe in recipes:
         for labels in [int(n) for n in args.labels.split(",")]:
-            for draw in range(args.draws):
+            for draw in args.draw or range(args.draws):
                 r = run_one(recipe, labels, draw, args, common)
                 results.setdefault((recipe.stem, labels), []).append(r)
                 print(f"{recipe.stem} labels {labels:5d} draw {draw}: test error {r['test_error']:5.2f}% grayscale, "

@@ -86,6 +86,26 @@ def test_iw_bound_with_the_label_summed_out_lies_above_the_mean_log_weight():
     assert (iw >= summed - 1e-4).all() and (iw > summed + 1e-3).any()
 
 
+def test_a_confident_classifier_sends_no_subnormal_gradient_to_the_classes_it_rules_out():
+    """Classes with q(y | x) < 1e-20 weigh 0 in the enumeration: their bounds get an exact zero
+    gradient (not a subnormal one, which is slow on a CPU), and the bound moves by less than
+    float32 can show."""
+    from torch.distributions import Categorical
+
+    logits = torch.tensor([[0.0, -30.0, -95.0, -200.0], [0.0, -1.0, -2.0, -3.0]])  # q ~ 1e-13, 6e-42, 0
+    per_class = torch.tensor([[-90.0, -100.0], [-95.0, -101.0], [-300.0, -102.0], [-99.0, -103.0]], requires_grad=True)
+    summed = sum_over_labels(Categorical(logits=logits), torch.full((4,), math.log(0.25)),
+                             Terms(per_class, per_class, {"recon": per_class}))
+    summed.maximised.sum().backward()
+    grad = per_class.grad
+    tiny = torch.finfo(torch.float32).tiny
+    assert not ((grad != 0) & (grad.abs() < tiny)).any(), grad  # no subnormal number
+    assert grad[2:, 0].eq(0).all() and grad[1, 0] > 0 and (grad[:, 1] > 0).all()
+    q = torch.softmax(logits.double(), -1).T
+    exact = (q * per_class.detach().double()).sum(0) + Categorical(logits=logits.double()).entropy() + math.log(0.25)
+    torch.testing.assert_close(summed.bound.double(), exact, rtol=1e-6, atol=0)
+
+
 def test_labelled_bound_adds_the_class_prior_and_alpha_times_the_classifier():
     model, x, y = small_m2(alpha=2.5), binary_images(4), torch.tensor([0, 1, 2, 3])
     noise = torch.randn(1, 4, 3, generator=torch.Generator().manual_seed(5))

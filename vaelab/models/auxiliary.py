@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution
 
-from .base import Family, join_terms
+from .base import Family, class_weights, join_terms
 from .families import default_alpha
 from .interface import Bound, DataFacts, Densities, Noise, Terms
 from .layers import ACTIVATIONS, ConditionalLinear, Dense
@@ -209,7 +209,8 @@ class ADGM(Family):
         a = mu_a + sigma_a * noise_a
         log_qa = gaussian_log_density(noise_a, sigma_a)  # [S, batch]
         log_q_y = torch.log_softmax(self.classifier_net(flat, a), dim=-1).movedim(-1, 1)  # [S, classes, batch]
-        q_y = log_q_y.exp()
+        probs = log_q_y.exp()
+        q_y = class_weights(probs)  # the classes' terms: negligible ones weigh 0 (as in the label term's)
         labels = torch.arange(classes, device=x.device)[:, None]  # [classes, 1]: every class for every image
         mu_z, sigma_z = loc_scale(self.z_encoder.finish(self.z_encoder.head(flat, labels), a[:, None]))
         z = mu_z + sigma_z * noise_z  # [S, classes, batch, |z|]
@@ -220,7 +221,7 @@ class ADGM(Family):
         recon = (q_y * log_px).sum(1).mean(0)
         kl = (q_y * kl_z).sum(1).mean(0)
         kl_a = (log_qa - (q_y * log_pa).sum(1)).mean(0)
-        label_kl = (q_y * (log_q_y - self.class_log_prior()[:, None])).sum(1).mean(0)
+        label_kl = (probs * (log_q_y - self.class_log_prior()[:, None])).sum(1).mean(0)
         return Terms(maximised=recon - kl_weight * (kl + kl_a) - label_kl, bound=recon - kl - kl_a - label_kl,
                      parts={"recon": recon, "kl": kl, "kl_a": kl_a, "label_kl": label_kl})
 

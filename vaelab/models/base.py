@@ -28,6 +28,23 @@ class Family(nn.Module):
         return bound(self, x, y, noise.labelled, kl_weight)
 
 
+# q(y | x) below this weighs nothing in an enumeration over the classes (`class_weights`)
+NEGLIGIBLE_CLASS = 1e-20
+
+
+def class_weights(probs: torch.Tensor) -> torch.Tensor:
+    """q(y | x) as the weights of an exact enumeration over the classes, any shape: the
+    probabilities themselves, with those below `NEGLIGIBLE_CLASS` set to 0.
+
+    A confident classifier puts some classes below float32's smallest normal number (1.2e-38);
+    weighing a class's decoder pass by such a subnormal number makes its backward pass several
+    times slower on a CPU (measured on the M2 recipe: a training step 275 ms against 41 ms), while
+    what such a class adds to a bound of a few hundred nats is below 1e-17 nats, under float32's
+    resolution of the bound. Its gradient to q(y | x), as small, is dropped with it.
+    """
+    return torch.where(probs > NEGLIGIBLE_CLASS, probs, torch.zeros_like(probs))
+
+
 def join_terms(pieces: list[Terms], like: torch.Tensor) -> Terms:
     """The Terms of a batch's parts in order, [sum of their batches] each: the unlabelled images'
     and the labelled ones' of a semi-supervised step; an empty Terms (no image: a process's empty

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-from .base import Family, join_terms
+from .base import Family, class_weights, join_terms
 from .interface import Bound, DataFacts, Densities, Noise, Terms
 from .likelihoods import EQUATIONS, LIKELIHOODS, MEAN_WORDS, pixel_distribution
 from .networks import build_classifier, build_networks
@@ -286,11 +286,13 @@ def sum_over_labels(q_y: Categorical, class_log_prior: torch.Tensor, per_class: 
     (Kingma et al. 2014, eq. 7): sum_y q(y | x) [bound_y + log π_y] + H(q(y | x)) = E_q(y|x)[recon_y]
     - E_q(y|x)[KL_y] - KL(q(y | x) ‖ π), by exact enumeration over the classes: Terms [batch].
 
-    What is maximised is summed the same way, with the same label term. q_y: batch shape [batch];
+    What is maximised is summed the same way, with the same label term. Classes with q(y | x) below
+    1e-20 weigh 0 in the sums of bounds (`class_weights`). q_y: batch shape [batch];
     class_log_prior [classes].
     """
     probs = q_y.probs.movedim(-1, 0)  # [classes, batch]
     label_kl = -(q_y.entropy() + (probs * class_log_prior[:, None]).sum(0))
+    probs = class_weights(probs)  # the classes' bounds: negligible ones weigh 0
     weighted = {name: (probs * value).sum(0) for name, value in per_class.parts.items()}
     return Terms(maximised=(probs * per_class.maximised).sum(0) - label_kl,
                  bound=(probs * per_class.bound).sum(0) - label_kl, parts={**weighted, "label_kl": label_kl})
