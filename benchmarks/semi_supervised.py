@@ -30,10 +30,11 @@ import torch
 
 import vaelab
 from vaelab.config import make_config, read_toml
-from vaelab.data import labelled_subset, load_raw, make_splits
-from vaelab.runs import RunDir, new_model
+from vaelab.data import load_raw, make_splits
+from vaelab.runs import RunDir
 from vaelab.threads import share_cpus
 from vaelab.training import train
+from vaelab.training.baseline import labels_alone
 
 PUBLISHED = {  # test error (%) on MNIST with N labels
     100: [("Kingma et al. 2014 M2", "11.97 +- 1.71"), ("Kingma et al. 2014 M1+M2", "3.33 +- 0.14"),
@@ -64,24 +65,8 @@ def test_images(config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def supervised_only(config, steps: int = 2000) -> tuple[float, float]:
     """Test error (%) on (grayscale, binarised) images of `config`'s classifier q(y | x), freshly
-    initialised and trained on its labelled images alone."""
-    splits = make_splits(load_raw(config.dataset, data_dir=config.data_dir), config.binarize)
-    train_split = splits.train
-    chosen = labelled_subset(train_split.labels, config.labels, splits.num_classes, config.label_seed)
-    x, y = torch.from_numpy(train_split.float_images()[chosen]), torch.from_numpy(train_split.labels[chosen])
-    torch.manual_seed(config.seed)
-    model = new_model(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    model.train()
-    for _ in range(steps):
-        batch = torch.randint(len(x), (min(128, len(x)),), generator=generator)
-        images = torch.bernoulli(x[batch], generator=generator) if config.binarize == "dynamic" else x[batch]
-        loss = torch.nn.functional.cross_entropy(model.classifier(images).logits, y[batch])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
+    initialised and trained on its labelled images alone (`training.baseline.labels_alone`)."""
+    model = labels_alone(config, steps)
     gray, binary, labels = test_images(config)
     return test_error(model, gray, labels), test_error(model, binary, labels)
 

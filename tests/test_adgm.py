@@ -128,3 +128,26 @@ def test_adgm_learns_resumes_mid_epoch_and_evaluates(tmp_path, mnist_raw):
 
     check_a_semi_supervised_run(tmp_path, dict(M2_SMALL, model="adgm", aux_dim=6))
 
+
+
+@pytest.mark.slow
+def test_a_short_run_learns_well_above_its_classifier_on_the_labels_alone(tmp_path, mnist_raw):
+    """100 labels and the 49,900 other training images, 3 epochs (1,497 steps of 100 unlabelled
+    and all 100 labelled images): the validation accuracy of q(y | x) beats the same classifier
+    trained on the 100 labels alone for as many steps by at least 3 points (measured on a 2-core
+    CPU: 81.3 % against 76.0 %; on 10,000 validation images a point is about 2 standard errors of
+    the difference)."""
+    from vaelab.config import make_config
+    from vaelab.data import load_raw, make_splits
+    from vaelab.devices import DeviceSplit
+    from vaelab.training import train, validate
+    from vaelab.training.baseline import labels_alone
+
+    config = make_config(dict(model="adgm", latent_dim=2, aux_dim=20, hidden=(256,), activation="softplus",
+                              labels=100, batch_size=100, lr=1e-3, clip_grad_norm=5.0, epochs=3,
+                              sample_epochs=(3,), compile="off"))
+    rows = train(config, tmp_path / "run", log=lambda _: None, progress=False)
+    valid = DeviceSplit.from_split(make_splits(mnist_raw, config.binarize).valid, torch.device("cpu"))
+    alone = validate(labels_alone(config, steps=rows[-1]["steps"]), valid)["accuracy"]
+    assert rows[-1]["steps"] == 3 * 499 and alone > 0.6, (rows[-1]["steps"], alone)  # chance is 0.1
+    assert rows[-1]["valid_accuracy"] > alone + 0.03, ([row["valid_accuracy"] for row in rows], alone)
