@@ -1,16 +1,20 @@
-"""Which network and prior is best per minute: each trained for the same wall-clock budget, then
-test log p(x) (VAE) and log p(x | y) (CVAE) by importance sampling, next to published numbers.
+"""Which network, prior, posterior and depth is best per minute: each trained for the same wall-clock
+budget, then test log p(x) (VAE) and log p(x | y) (CVAE) by importance sampling, next to published
+numbers.
 
 Every variant trains on the same data (dynamically binarised MNIST, 50,000 training images) with
-the same settings apart from --network and --prior, for --minutes of training (the epoch that
-crosses the budget finishes), then its best checkpoint (by validation ELBO) is evaluated on the
-test set with K importance samples. Runs go to --out/<model>-<network>-<prior>; a variant whose
+the same settings apart from --network, --prior and its latents, for --minutes of training (the
+epoch that crosses the budget finishes), then its best checkpoint (by validation ELBO) is evaluated
+on the test set with K importance samples. A variant is network/prior[/latents], the latents one
+of `gaussian` (the default: one diagonal Gaussian), `iaf` or `iaf:T` (an IAF posterior of T steps),
+`top-down:64x32` or `bottom-up:64x32` (a hierarchy of those layer sizes, inferred so).
+Runs go to --out/<model>-<network>-<prior>[-<latents>]; a variant whose
 run already holds an evaluation with this K is read back, and one that has finished its budget
 (trained.json) is evaluated, not trained again, so the benchmark can be stopped and continued,
 and the evaluation redone with another K or test subset.
 
     python benchmarks/likelihood_frontier.py --minutes 60 [--models vae,cvae]
-        [--variants mlp/standard,mlp/vamp,conv/standard,conv/vamp,resnet/standard,resnet/vamp]
+        [--variants mlp/standard,mlp/vamp,mlp/standard/iaf,mlp/flow,mlp/vamp/top-down:64x32,...]
         [--iw-samples 1000] [--test-images N] [--set warmup=20 --set pseudo-inputs=100 ...]
         [--out runs/frontier]
 """
@@ -34,14 +38,29 @@ PUBLISHED = [  # test log p(x), dynamically binarised MNIST, nats (REFERENCE.md)
     ("MLP VAE, 3,280 epochs (Burda et al. 2015)", "-86.76"),
     ("MLP IWAE, k = 50 (Burda et al. 2015)", "-84.78"),
     ("class-conditional MLP, log p(x | y), k = 1 / k = 50 (nbip/IWAE)", "-82.32 / -80.78"),
+    ("MLP IWAE, 2 stochastic layers, k = 50 (Burda et al. 2015)", "-82.90"),
+    ("Ladder VAE, top-down inference (Sønderby et al. 2016)", "-81.74"),
     ("ResNet VAE (Kingma et al. 2016)", "-81.08"),
     ("ResNet VAE + IAF (Kingma et al. 2016)", "-79.10"),
     ("ResNet VAE + RealNVP prior (Xu et al. 2019)", "-78.49"),
 ]
 
 
-def run_variant(model: str, network: str, prior: str, args, common: dict) -> dict:
-    out = Path(args.out) / f"{model}-{network}-{prior}"
+def latent_settings(latents: str) -> dict:
+    """The settings of a variant's latents (see the module's docstring)."""
+    kind, _, detail = latents.partition(":")
+    if kind == "gaussian" and not detail:
+        return {}
+    if kind == "iaf":
+        return dict(posterior="iaf", **({"flow_steps": int(detail)} if detail else {}))
+    if kind in ("top-down", "bottom-up") and detail:
+        return dict(latent_dims=tuple(int(size) for size in detail.split("x")), inference=kind)
+    raise SystemExit(f"unknown latents {latents!r}: use gaussian, iaf, iaf:T, top-down:64x32 or bottom-up:64x32")
+
+
+def run_variant(model: str, network: str, prior: str, latents: str, args, common: dict) -> dict:
+    named = "" if latents == "gaussian" else "-" + latents.replace(":", "")
+    out = Path(args.out) / f"{model}-{network}-{prior}{named}"
     run = RunDir(out)
     if run.eval.is_file():
         done = json.loads(run.eval.read_text())
@@ -49,7 +68,7 @@ def run_variant(model: str, network: str, prior: str, args, common: dict) -> dic
                 (args.iw_samples, args.minutes, args.test_images or 10_000):
             return done
     settings = dict(common, model=model, network=network, prior=prior, time_limit=args.minutes,
-                    epochs=100_000, sample_epochs=(1,))
+                    epochs=100_000, sample_epochs=(1,), **latent_settings(latents))
     marker = out / "trained.json"
     if marker.is_file() and json.loads(marker.read_text())["time_limit"] == args.minutes:
         trained = json.loads(marker.read_text())["seconds"]
@@ -71,7 +90,8 @@ def run_variant(model: str, network: str, prior: str, args, common: dict) -> dic
         test = DeviceSplit(test.x[: args.test_images], test.y[: args.test_images], test.binary)
     result = evaluate_model(loaded.model, test, iw_samples=args.iw_samples)
     result.update(epochs=len(rows), train_minutes=trained / 60, time_limit=args.minutes,
-                  best_valid_elbo=max(row["valid_elbo"] for row in rows), network=network, prior=prior, model=model)
+                  best_valid_elbo=max(row["valid_elbo"] for row in rows), network=network, prior=prior, model=model,
+                  latents=latents)
     run.eval.write_text(json.dumps(result, indent=1))
     return result
 
@@ -81,7 +101,7 @@ def main():
     parser.add_argument("--minutes", type=float, default=60.0, help="training budget per variant (60)")
     parser.add_argument("--models", default="vae,cvae")
     parser.add_argument("--variants", default="mlp/standard,mlp/vamp,conv/standard,conv/vamp,resnet/standard,"
-                                              "resnet/vamp", help="network/prior pairs")
+                                              "resnet/vamp", help="network/prior[/latents] variants")
     parser.add_argument("--iw-samples", type=int, default=1000)
     parser.add_argument("--test-images", type=int, default=0, help="evaluate on the first N test images (0: all)")
     add_run_arguments(parser, out="runs/frontier")
@@ -90,16 +110,19 @@ def main():
     results = []
     for model in args.models.split(","):
         for variant in args.variants.split(","):
-            network, prior = variant.split("/")
-            print(f"{model} {network} {prior}: {args.minutes:g} minutes of training", flush=True)
-            results.append(run_variant(model, network, prior, args, common))
+            network, prior, *rest = variant.split("/")
+            latents = rest[0] if rest else "gaussian"
+            latent_settings(latents)  # a bad one stops here, before any training
+            print(f"{model} {network} {prior} {latents}: {args.minutes:g} minutes of training", flush=True)
+            results.append(run_variant(model, network, prior, latents, args, common))
     print(f"\nmachine: {machine()}; {args.minutes:g} minutes of training each; K = {args.iw_samples} on "
           f"{args.test_images or 10_000} test images; common settings: {common or 'defaults'}")
-    print(f"{'model':5s} {'network':7s} {'prior':8s} {'epochs':>6s} {'min':>5s} {'valid ELBO':>10s} "
+    print(f"{'model':5s} {'network':7s} {'prior':8s} {'latents':17s} {'epochs':>6s} {'min':>5s} {'valid ELBO':>10s} "
           f"{'test ELBO':>9s} {'log p(x|y) or log p(x)':>22s} {'log p(x), CVAE':>14s}")
     for r in results:
         marginal = f"{r['log_likelihood_marginal']:14.2f}" if "log_likelihood_marginal" in r else f"{'':14s}"
-        print(f"{r['model']:5s} {r['network']:7s} {r['prior']:8s} {r['epochs']:6d} {r['train_minutes']:5.1f} "
+        print(f"{r['model']:5s} {r['network']:7s} {r['prior']:8s} {r.get('latents', 'gaussian'):17s} {r['epochs']:6d} "
+              f"{r['train_minutes']:5.1f} "
               f"{r['best_valid_elbo']:10.2f} {r['elbo']:9.2f} {r['log_likelihood']:22.2f} {marginal}")
     print("\npublished (test log p(x), nats):")
     for name, value in PUBLISHED:

@@ -21,7 +21,7 @@ from .data import BINARIZE_MODES, DATASETS
 from .data.user import is_user_dataset
 from .errors import VaelabError
 from .fast import COMPILE_MODES
-from .models import ACTIVATIONS, FAMILIES, LIKELIHOODS, NETWORKS, PRIORS, family_settings
+from .models import ACTIVATIONS, FAMILIES, INFERENCES, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS, family_settings
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,13 @@ class TrainConfig:
                            "subfolder of PNG images per class",
                            describe=f"one of {', '.join(DATASETS)}, an .npz file or a folder of class subfolders", group="data")
     latent_dim: int = setting(int, 40, "latent size d", minimum=1, maximum=MAX_WIDTH, group="model")
+    latent_dims: tuple[int, ...] | None = setting(tuple, None, "sizes of a hierarchy's stochastic layers, z_1 (read by "
+                                                  "the decoder) first, e.g. 64,32 (instead of --latent-dim)",
+                                                  minimum=1, maximum=MAX_WIDTH, optional=True, group="model",
+                                                  example="64,32")
+    inference: str = setting(str, "top-down", "how q infers a hierarchy (--latent-dims): top-down (the ladder VAE's "
+                             "precision-weighted merge, Sønderby et al.) or bottom-up (Burda et al.)",
+                             choices=INFERENCES, group="model")
     aux_dim: int | None = setting(int, None, "size of the auxiliary latent a (--model adgm; default: the latent "
                                   "size)", minimum=1, maximum=MAX_WIDTH, optional=True, group="model")
     hidden: tuple[int, ...] = setting(tuple, (500, 500), "hidden widths, e.g. 500,500 (encoder; the decoder "
@@ -104,10 +111,19 @@ class TrainConfig:
                                 minimum=1, maximum=64, optional=True, group="model")
     likelihood: str = setting(str, "bernoulli", "bernoulli (binarised data), gaussian or continuous-bernoulli "
                               "(grayscale)", choices=LIKELIHOODS, group="model")
-    prior: str = setting(str, "standard", "p(z): standard (N(0, I)) or vamp (the VampPrior, a mixture of the "
-                         "encoder's posteriors at learned pseudo-inputs)", choices=PRIORS, group="model")
+    posterior: str = setting(str, "gaussian", "q(z | x): gaussian (one diagonal Gaussian) or iaf (the Gaussian's "
+                             "draw through inverse autoregressive flow steps fed a context from the encoder)",
+                             choices=POSTERIORS, group="model")
+    flow_steps: int = setting(int, 2, "IAF steps of --posterior iaf", minimum=1, maximum=64, group="model")
+    flow_hidden: int = setting(int, 320, "hidden units of each flow step's networks (the IAF's MADEs and context, "
+                               "the flow prior's coupling layers)", minimum=1, maximum=MAX_WIDTH, group="model")
+    prior: str = setting(str, "standard", "p(z): standard (N(0, I)), vamp (the VampPrior, a mixture of the "
+                         "encoder's posteriors at learned pseudo-inputs) or flow (a RealNVP flow from N(0, I))",
+                         choices=PRIORS, group="model")
     pseudo_inputs: int = setting(int, 500, "pseudo-inputs K of the VampPrior", minimum=1, maximum=10_000,
                                  group="model")
+    prior_flow_steps: int = setting(int, 4, "affine coupling layers of --prior flow", minimum=1, maximum=64,
+                                    group="model")
     binarize: str = setting(str, "dynamic", "dynamic (fresh draw each epoch), static (drawn once) or none "
                             "(grayscale)", choices=BINARIZE_MODES, group="data")
     objective: str = setting(str, "elbo", "elbo (SGVB) or iwae (importance-weighted bound)", choices=OBJECTIVES)
@@ -294,13 +310,29 @@ def check_consistency(config: TrainConfig) -> None:
     if getattr(FAMILIES[config.model], "binary_pixels", False) and config.binarize == "none":
         raise VaelabError(f"{{model}} {config.model} models binarised pixels (Bernoulli): use {{binarize}} dynamic "
                           "or static")
+    defaults = TrainConfig()
+    for name, needs, value in (("flow_steps", "posterior", "iaf"), ("prior_flow_steps", "prior", "flow")):
+        if name in taken and getattr(config, name) != getattr(defaults, name) and getattr(config, needs) != value:
+            raise VaelabError(f"{{{name}}} is a setting of {{{needs}}} {value}, not of {{{needs}}} "
+                              f"{getattr(config, needs)}: drop it, or use {{{needs}}} {value}")
+    layers = config.latent_dims or (config.latent_dim,)
+    if config.latent_dims is not None and "latent_dims" in taken:
+        if config.latent_dim != defaults.latent_dim:
+            raise VaelabError("{latent_dims} gives every layer's size, z_1's too: drop {latent_dim}")
+        if len(layers) > 1 and config.posterior != "gaussian":
+            raise VaelabError(f"{{posterior}} {config.posterior} is for one stochastic layer: use it without "
+                              "{latent_dims}, or a hierarchy with {posterior} gaussian")
+    if "inference" in taken and len(layers) < 2 and config.inference != defaults.inference:
+        raise VaelabError("{inference} is how a hierarchy is inferred: use it with {latent_dims} of two or more sizes")
+    if "prior" in taken and config.prior == "flow" and layers[-1] < 2:
+        raise VaelabError("{prior} flow couples half of z with the other half: it needs a top layer of 2 or more "
+                          "({latent_dim} or the last of {latent_dims})")
     if config.labelled_batch is not None and config.labels is None:
         raise VaelabError("{labelled_batch} sizes the labelled batch of a semi-supervised run: use it with {labels}")
     if config.labels is not None and not hasattr(FAMILIES[config.model], "classifier"):
         inferring = " or ".join(name for name, family in FAMILIES.items() if hasattr(family, "classifier"))
         raise VaelabError(f"{{labels}} needs a model that infers missing labels ({{model}} {inferring}); {{model}} "
                           f"{config.model} trains on every label: drop {{labels}}")
-    defaults = TrainConfig()
     for name, s in SETTINGS.items():
         if s.group == "model" and name != "model" and name not in taken and getattr(config, name) != getattr(defaults, name):
             raise VaelabError(f"{{model}} {config.model} does not take {{{name}}}: drop it (its settings: "

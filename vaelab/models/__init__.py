@@ -4,6 +4,8 @@
     base.py         Family: the module a family may build on (its default objective)
     networks.py     encoder and decoder networks (--network), built as parts: layers, mlp, conv, resnet
     priors.py       p(z) (--prior): the standard Gaussian, the VampPrior; Gaussian densities and draws
+    latents.py      the Gaussian families' latents: one layer (perhaps with an IAF), or a hierarchy
+    flows.py        normalising flows: the IAF posterior (--posterior iaf), the RealNVP prior (--prior flow)
     likelihoods.py  p(x | z) per pixel (--likelihood)
     families.py     VAE, CVAE and M2 (--model), put together from those parts
     auxiliary.py    ADGM (--model adgm): Maaløe et al.'s auxiliary deep generative model, semi-supervised
@@ -13,7 +15,8 @@ from __future__ import annotations
 
 from .auxiliary import ADGM
 from .base import Family
-from .families import CVAE, FAMILIES, M2, VAE
+from .families import CVAE, FAMILIES, M2, POSTERIORS, VAE
+from .latents import INFERENCES
 from .interface import (Bound, ClassConditional, Classifies, DataFacts, Densities, Model, Noise, Terms,
                         class_conditional, code_words, pixel_words)
 from .likelihoods import LIKELIHOODS, decoder_mean, mean_words
@@ -56,7 +59,7 @@ def build_model(family: str, image_shape: tuple[int, int, int], num_classes: int
 
 register_family("adgm", ADGM)
 
-__all__ = ["ACTIVATIONS", "ADGM", "CVAE", "FAMILIES", "GaussianMixture", "LIKELIHOODS", "M2", "NETWORKS", "PRIORS", "VAE",
+__all__ = ["ACTIVATIONS", "ADGM", "CVAE", "FAMILIES", "GaussianMixture", "INFERENCES", "LIKELIHOODS", "M2", "NETWORKS", "POSTERIORS", "PRIORS", "VAE",
            "Bound", "ClassConditional", "Classifies", "ConditionalLinear", "DataFacts", "Densities", "Family", "Model",
            "Noise", "ReLU", "Terms", "analytic_kl", "build_model", "class_conditional", "code_words", "decoder_mean",
            "describe_prior", "family_settings", "mean_words", "pixel_words", "register_family", "rsample"]

@@ -18,11 +18,15 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 from .base import Family, class_weights, join_terms
 from .interface import Bound, DataFacts, Densities, Noise, Terms
 from .likelihoods import EQUATIONS, LIKELIHOODS, MEAN_WORDS, pixel_distribution
+from .flows import RealNVP
+from .latents import INFERENCES, AncestralPrior, GaussianLatent, LatentHierarchy
 from .networks import build_classifier, build_networks
-from .priors import PRIORS, GaussianMixture, PseudoInputs, analytic_kl, gaussian_kl, gaussian_log_density, rsample
+from .priors import PRIORS, GaussianMixture, PseudoInputs, rsample
 
 NETWORK_SETTINGS = ("hidden", "activation", "channels", "depth")
-GAUSSIAN_SETTINGS = ("latent_dim", "network", *NETWORK_SETTINGS, "likelihood", "prior", "pseudo_inputs")
+POSTERIORS = ("gaussian", "iaf")
+GAUSSIAN_SETTINGS = ("latent_dim", "latent_dims", "inference", "network", *NETWORK_SETTINGS, "likelihood",
+                     "posterior", "flow_steps", "flow_hidden", "prior", "pseudo_inputs", "prior_flow_steps")
 
 
 class VAE(Family):
@@ -31,12 +35,21 @@ class VAE(Family):
     The encoder network gives μ and log σ² (2d numbers per image); the decoder network gives the
     pixel parameters of p(x | z), every channel's pixels (Bernoulli logits for binarised images, or a
     Gaussian or continuous Bernoulli for intensities in [0, 1], grey or colour).
+
+    Beyond one Gaussian (`latents.py`): posterior="iaf" sends the Gaussian's draw through
+    `flow_steps` inverse autoregressive flow steps (MADEs of `flow_hidden` units fed a context h(x)
+    from the encoder), so q(z | x) is no longer one Gaussian and its KL is estimated at the draw;
+    latent_dims (two or more sizes, z_1 first) makes z a hierarchy of Gaussian layers, inferred
+    top-down or bottom-up (`inference`). The prior of the top layer is N(0, I), the VampPrior or a
+    RealNVP flow of `prior_flow_steps` coupling layers (prior="flow").
     """
 
     settings = GAUSSIAN_SETTINGS
 
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int = 40, network: str = "mlp",
                  likelihood: str = "bernoulli", prior: str = "standard", pseudo_inputs: int = 500,
+                 posterior: str = "gaussian", flow_steps: int = 2, flow_hidden: int = 320, prior_flow_steps: int = 4,
+                 latent_dims: tuple[int, ...] | None = None, inference: str = "top-down",
                  hidden: tuple[int, ...] | None = None, activation: str | None = None, channels: int | None = None,
                  depth: int | None = None, _label_classes: int = 0):
         super().__init__()
@@ -46,17 +59,28 @@ class VAE(Family):
             raise ValueError(f"unknown likelihood {likelihood!r}")
         if prior not in PRIORS:
             raise ValueError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
+        if posterior not in POSTERIORS:
+            raise ValueError(f"unknown posterior {posterior!r}; choose one of {', '.join(POSTERIORS)}")
         self.image_shape = tuple(image_shape)
-        self.latent_dim = latent_dim
         self.likelihood = likelihood
-        self.encoder_net, self.decoder_net = build_networks(network, self.image_shape, latent_dim, 2 * latent_dim,
-                                                            _label_classes, **network_settings)
-        # the VampPrior's pseudo-inputs (see priors.py); None for the standard Gaussian prior
+        dims = tuple(latent_dims) if latent_dims else (latent_dim,)
+        if len(dims) > 1:
+            if posterior != "gaussian":
+                raise ValueError("an IAF posterior is for one stochastic layer, not a hierarchy")
+            self.latents = LatentHierarchy(dims, inference, activation or "relu")
+        else:
+            self.latents = GaussianLatent(dims[0], flow_steps if posterior == "iaf" else 0, flow_hidden)
+        self.latent_dim, top = dims[0], dims[-1]  # z_1, what the decoder reads; z_L, what the prior is over
+        self.encoder_net, self.decoder_net = build_networks(network, self.image_shape, self.latent_dim,
+                                                            self.latents.encoder_outputs, _label_classes,
+                                                            **network_settings)
+        # the VampPrior's pseudo-inputs (see priors.py), the flow prior's coupling layers; None for N(0, I)
         self.pseudo_inputs = PseudoInputs(pseudo_inputs, self.image_shape, _label_classes) if prior == "vamp" else None
+        self.prior_flow = RealNVP(top, prior_flow_steps, flow_hidden) if prior == "flow" else None
         if likelihood == "gaussian":  # one learned scale per pixel (flat, as vaelab 0.1 stored it)
             self.decoder_raw_scale = nn.Parameter(torch.zeros(math.prod(self.image_shape)))
-        self.register_buffer("prior_loc", torch.zeros(latent_dim), persistent=False)
-        self.register_buffer("prior_scale", torch.ones(latent_dim), persistent=False)
+        self.register_buffer("prior_loc", torch.zeros(top), persistent=False)
+        self.register_buffer("prior_scale", torch.ones(top), persistent=False)
 
     @classmethod
     def for_data(cls, data: DataFacts, **settings) -> "VAE":
@@ -75,52 +99,63 @@ class VAE(Family):
         return MEAN_WORDS[self.likelihood]
 
     def noise_shape(self, labelled: bool = True) -> tuple[int, ...]:
-        """(d,): one N(0, I_d) draw per image and sample."""
-        return (self.latent_dim,)
+        """(Σ_l d_l,): one N(0, I) draw of every layer per image and sample ((d,) for one layer)."""
+        return (sum(self.latents.dims),)
+
+    def top_prior(self) -> Distribution:
+        """p(z_L) of the top layer (z itself for one layer): N(0, I), the VampPrior (1/K) sum_k q(z | u_k)
+        or the RealNVP flow: batch shape [], event [d_L]."""
+        if self.pseudo_inputs is not None:
+            components = self.latents.top_gaussian(self.posterior(*self.pseudo_inputs()))
+            return GaussianMixture(*components)  # K components
+        if self.prior_flow is not None:
+            return self.prior_flow.distribution()
+        return Independent(Normal(self.prior_loc, self.prior_scale, validate_args=False), 1)
 
     def prior(self) -> Distribution:
-        """p(z): N(0, I), or the VampPrior (1/K) sum_k q(z | u_k): batch shape [], event [d]."""
-        if self.pseudo_inputs is None:
-            return Independent(Normal(self.prior_loc, self.prior_scale, validate_args=False), 1)
-        return GaussianMixture(*self.posterior(*self.pseudo_inputs()))  # K components
+        """p(z) of the code the decoder reads: the top prior for one layer, the hierarchy's ancestral
+        prior over z_1 (`latents.AncestralPrior`) for several: batch shape [], event [d_1]."""
+        top = self.top_prior()
+        return top if len(self.latents.dims) == 1 else AncestralPrior(self.latents, top)
 
     def _prior_equation(self, given: str) -> str:
-        if self.pseudo_inputs is None:
-            return f"z ~ N(0, I_d),  d = {self.latent_dim}"
-        count = self.pseudo_inputs.values.shape[0]
-        return (f"z ~ (1/K) Σ_k q_φ(z | u_k{given}),  d = {self.latent_dim}, K = {count} learned pseudo-inputs "
-                "(VampPrior)")
+        top = "z" if len(self.latents.dims) == 1 else f"z{len(self.latents.dims)}"
+        size = f"d = {self.latents.dims[-1]}"
+        if self.pseudo_inputs is not None:
+            count = self.pseudo_inputs.values.shape[0]
+            line = (f"{top} ~ (1/K) Σ_k q_φ({top} | u_k{given}),  {size}, K = {count} learned pseudo-inputs "
+                    "(VampPrior)" + (", q's Gaussian before its flow" if getattr(self.latents, "flow", None) else ""))
+        elif self.prior_flow is not None:
+            line = (f"{top} = g_θ(u),  u ~ N(0, I_d),  {size};  g_θ: RealNVP, "
+                    f"{len(self.prior_flow.layers)} affine coupling layers")
+        else:
+            line = f"{top} ~ N(0, I_d),  {size}"
+        return line + self.latents.prior_equation()
 
     def encoder(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
-        """q(z | x[, y]) = N(μ, diag σ²) as a distribution: batch shape [*batch], event [d]."""
-        loc, scale = self.posterior(x, y)
+        """The Gaussian of q(z | x[, y]) as a distribution: batch shape [*batch], event [d] (with an
+        IAF, the Gaussian its flow starts from; for a hierarchy, the bottom layer's own Gaussian)."""
+        loc, scale = self.posterior(x, y)[:2]
         return Independent(Normal(loc, scale, validate_args=False), 1)
 
-    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(μ, σ) of q(z | x) for x [*batch, C, H, W] in [0, 1]: [*batch, d] each; y is not used."""
-        return self._loc_scale(self.encoder_net(x))
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The amortised pass of q(z | x) for x [*batch, C, H, W] in [0, 1] (`latents`): (μ, σ)
+        [*batch, d] each for one Gaussian, and more for an IAF or a hierarchy; y is not used."""
+        return self.latents.posterior(self.encoder_net(x))
 
-    def _loc_scale(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, log_var = outputs.chunk(2, dim=-1)
-        return mu, torch.exp(0.5 * log_var)
-
-    def densities(self, x: torch.Tensor, y: torch.Tensor | None, posterior: tuple[torch.Tensor, torch.Tensor],
+    def densities(self, x: torch.Tensor, y: torch.Tensor | None, posterior: tuple[torch.Tensor, ...],
                   noise: torch.Tensor, closed_form: bool = False) -> Densities:
-        """z = μ + σ ε for ε = noise [samples, *batch, d]: log p(x | z[, y]) and {"kl": log q(z | x) - log p(z)}.
+        """The latents from noise [samples, *batch, Σ d_l] (`latents.draw`): log p(x | z[, y]) and
+        every layer's log q - log p ({"kl": ...} for one layer, "kl_z1", ... for a hierarchy).
 
-        closed_form: the KL to N(0, I) in closed form, [*batch] (a prior without one, the
-        VampPrior, keeps the draw's value)."""
-        loc, scale = posterior
-        z = loc + scale * noise
-        log_px = self.decoder(z, y).log_prob(x)
-        prior = self.prior()
-        if closed_form and analytic_kl(prior):
-            return Densities(log_px, {"kl": gaussian_kl(loc, scale, prior.base_dist.loc, prior.base_dist.scale)})
-        return Densities(log_px, {"kl": gaussian_log_density(noise, scale) - prior.log_prob(z)})
+        closed_form: a KL in closed form where there is one ([*batch]: one Gaussian against N(0, I));
+        an IAF, the VampPrior or the flow prior keep the draw's value."""
+        z, kl = self.latents.draw(posterior, noise, self.top_prior(), closed_form)
+        return Densities(self.decoder(z, y).log_prob(x), kl)
 
     def code(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """μ of q(z | x[, y]): [*batch, d]."""
-        return self.posterior(x, y)[0]
+        """The mean of q(z | x[, y]) (through the IAF's steps, or down a hierarchy to z_1, every noise 0): [*batch, d]."""
+        return self.latents.code(self.posterior(x, y))
 
     def decoder(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """p(x | z) for z [*batch, d]: batch shape [*batch], event [C, H, W]; y is not used."""
@@ -131,10 +166,23 @@ class VAE(Family):
         with torch.no_grad():
             return rsample(self.prior(), (count,), generator)
 
+    given = "x"  # what q(z | ...) reads, in the words of the parts
+    recon_words = "reconstruction term E_q[log p(x | z)]"
+
     def part_words(self) -> dict[str, str]:
         with torch.no_grad():
-            how = "in closed form" if analytic_kl(self.prior()) else "a Monte-Carlo estimate at the drawn z"
-        return {"recon": "reconstruction term E_q[log p(x | z)]", "kl": f"KL term KL(q(z | x) ‖ p(z)), {how}"}
+            words = self.latents.part_words(self.given, self.top_prior())
+        return {"recon": self.recon_words, **words}
+
+    def _elbo_equation(self, inputs: str, decoded: str, target: str) -> str:
+        if len(self.latents.dims) == 1:
+            return f"ELBO({inputs}) = E_q[log p_θ(x | {decoded})] − KL(q_φ(z | {inputs}) ‖ p(z)) ≤ {target}"
+        top = len(self.latents.dims)
+        return (f"ELBO({inputs}) = E_q[log p_θ(x | {decoded.replace('z', 'z1')})] − Σ_(l<{top}) E_q[log q_φ(z_l | …) "
+                f"− log p_θ(z_l | z_(l+1))] − E_q[log q_φ(z{top} | …) − log p(z{top})] ≤ {target},  z = z1")
+
+    def _posterior_equation(self, inputs: str) -> str:
+        return self.latents.posterior_equation(inputs, self.encoder_net.description)
 
     def _pixels(self, logits: torch.Tensor) -> Distribution:
         return pixel_distribution(self.likelihood, logits, getattr(self, "decoder_raw_scale", None))
@@ -143,8 +191,8 @@ class VAE(Family):
         return [
             self._prior_equation(""),
             "x | z ~ " + EQUATIONS[self.likelihood].format(inputs="z") + f",  f_θ: {self.decoder_net.description}",
-            f"q_φ(z | x) = N(μ_φ(x), diag σ²_φ(x)),  {self.encoder_net.description}",
-            "ELBO(x) = E_q[log p_θ(x | z)] − KL(q_φ(z | x) ‖ p(z)) ≤ log p_θ(x)",
+            self._posterior_equation("x"),
+            self._elbo_equation("x", "z", "log p_θ(x)"),
         ]
 
 
@@ -155,6 +203,9 @@ class CVAE(VAE):
     onehot(y) (see `networks.ConditionalLinear`).
     """
 
+    given = "x, y"
+    recon_words = "reconstruction term E_q[log p(x | y, z)]"
+
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 40, **settings):
         super().__init__(image_shape, latent_dim, _label_classes=num_classes, **settings)
         self.num_classes = num_classes
@@ -163,9 +214,10 @@ class CVAE(VAE):
     def for_data(cls, data: DataFacts, **settings) -> "CVAE":
         return cls(data.image_shape, data.num_classes, **settings)
 
-    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(μ, σ) of q(z | x, y) for x [*batch, C, H, W] and y [*batch] (or a suffix of it): [*batch, d] each."""
-        return self._loc_scale(self.encoder_net(x, y))
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The amortised pass of q(z | x, y) for x [*batch, C, H, W] and y [*batch] (or a suffix of it):
+        (μ, σ) [*batch, d] each for one Gaussian, and more for an IAF or a hierarchy (`latents`)."""
+        return self.latents.posterior(self.encoder_net(x, y))
 
     def decoder(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """p(x | z, y) for z [*batch, d] and y: batch shape [*batch], event [C, H, W]."""
@@ -175,18 +227,14 @@ class CVAE(VAE):
         """log π: [num_classes], uniform (π_j = 1 / num_classes)."""
         return torch.full((self.num_classes,), -math.log(self.num_classes), device=self.prior_loc.device)
 
-    def part_words(self) -> dict[str, str]:
-        words = super().part_words()
-        return {"recon": "reconstruction term E_q[log p(x | y, z)]", "kl": words["kl"].replace("z | x", "z | x, y")}
-
     def equations(self) -> list[str]:
         return [
             f"y ~ Categorical(π),  π_j = 1/{self.num_classes}",
             self._prior_equation(", y_k"),
             "x | y, z ~ " + EQUATIONS[self.likelihood].format(inputs="z, onehot(y)")
             + f",  f_θ: {self.decoder_net.description}",
-            f"q_φ(z | x, y) = N(μ_φ(x, y), diag σ²_φ(x, y)),  {self.encoder_net.description}",
-            "ELBO(x, y) = E_q[log p_θ(x | y, z)] − KL(q_φ(z | x, y) ‖ p(z)) ≤ log p_θ(x | y)",
+            self._posterior_equation("x, y"),
+            self._elbo_equation("x, y", "y, z", "log p_θ(x | y)"),
             "log p(x) = log Σ_y π_y p_θ(x | y);   ŷ(x) = argmax_y π_y p_θ(x | y)",
         ]
 
@@ -215,8 +263,9 @@ class M2(CVAE):
         return cls(data.image_shape, data.num_classes, alpha=default_alpha(data) if alpha is None else alpha, **settings)
 
     def noise_shape(self, labelled: bool = True) -> tuple[int, ...]:
-        """(d,) for an image with its label; (classes, d) without: one z for every class it is taken in."""
-        return (self.latent_dim,) if labelled else (self.num_classes, self.latent_dim)
+        """(Σ d_l,) for an image with its label; (classes, Σ d_l) without: one draw for every class it is taken in."""
+        own = super().noise_shape()
+        return own if labelled else (self.num_classes, *own)
 
     def classifier(self, x: torch.Tensor) -> Categorical:
         """q(y | x) for images x [*batch, C, H, W]: batch shape [*batch], num_classes categories."""

@@ -1,4 +1,5 @@
-"""Priors p(z) (`--prior`): the standard Gaussian, and the VampPrior of Tomczak & Welling (2018).
+"""Priors p(z) (`--prior`): the standard Gaussian, the VampPrior of Tomczak & Welling (2018), and a
+RealNVP flow (`flows.RealNVP`, Dinh et al. 2017; the flow priors of Xu et al. 2019).
 
 The VampPrior is the mixture p(z) = (1/K) sum_k q(z | u_k) of the encoder's posteriors at K learned
 pseudo-inputs u_k (`--pseudo-inputs K`), images of the data's shape. It has no closed-form KL to a
@@ -10,6 +11,12 @@ fixed label (round-robin over the classes), so the prior stays p(z), independent
 class-conditional model's generative story has it: y ~ pi and z ~ p(z) independently, and the
 same z written under every class keeps its meaning (style transfer). It costs K encoder passes
 per evaluation of the prior; a prior per class, p(z | y), would tie the style to the class.
+With an IAF posterior, the VampPrior's components are the encoder's Gaussians before the flow (a
+mixture of Gaussians, exact to evaluate), not the flow's densities at the pseudo-inputs.
+
+The flow prior does not see y either, for the same reason: z ~ p(z) apart from the class. It has
+no closed-form KL, so its KL is estimated at the draw, and it costs one pass of its coupling
+layers per drawn z, whatever the batch.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal, constraints
 
-PRIORS = ("standard", "vamp")
+PRIORS = ("standard", "vamp", "flow")
 HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 
 

@@ -1,0 +1,314 @@
+"""The latents of the Gaussian families (VAE, CVAE, M2): one Gaussian layer, perhaps with an IAF on
+it, or a hierarchy of Gaussian layers z_1, ..., z_L with bottom-up or top-down inference.
+
+Both sit between the encoder network (whose outputs they read), the decoder network (which reads
+z_1) and the prior of their top layer (`priors.py`, `flows.RealNVP`): the family asks them for
+
+    encoder_outputs            how many numbers per image the encoder network must give
+    posterior(outputs)         the amortised pass: a tuple of [*batch, ...] tensors, once per batch
+    draw(posterior, noise, top_prior, closed_form)
+                               z_1 [samples, *batch, d_1] and every layer's log q - log p, in one pass
+    code(posterior)            z_1 with every noise at 0 (the pictures' code)
+    top_gaussian(posterior)    a Gaussian over the top layer, for the VampPrior's components
+    generate(z_top, generator) z_1 from a draw of the top layer, down through p(z_l | z_(l+1))
+
+The hierarchy (Burda et al. 2015, bottom-up; Sønderby et al. 2016, top-down):
+
+    p(z_L) p(z_(L-1) | z_L) ... p(z_1 | z_2) p(x | z_1[, y])
+    bottom-up:  q(z_1 | x[, y]) q(z_2 | z_1) ... q(z_L | z_(L-1))
+    top-down:   q(z_L | x[, y]) q(z_(L-1) | z_L, x[, y]) ... q(z_1 | z_2, x[, y]), each q(z_l | z_(l+1), x)
+                the precision-weighted mean of the bottom-up pass's Gaussian N(μ̂_l, σ̂_l²) and the
+                generative p(z_l | z_(l+1)), sharing the generative network with p
+
+Every conditional Gaussian between layers is an MLP with two hidden layers as wide as the lower of
+the two latents it joins (Burda et al.'s 100-100 between z_1 = 100 and z_2 = 50), σ = softplus + 10^-3.
+The label y enters only through the encoder and decoder networks: the latents' prior stays p(z)
+apart from y, as for the VampPrior (see priors.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Distribution, constraints
+
+from .flows import InverseAutoregressiveFlow
+from .layers import ACTIVATIONS, Dense
+from .priors import analytic_kl, describe_prior, gaussian_kl, gaussian_log_density, rsample
+
+MIN_SCALE = 1e-3  # the hierarchy's conditional Gaussians keep σ above this
+INFERENCES = ("top-down", "bottom-up")
+
+
+def loc_scale(outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(μ, σ) from an encoder's [..., 2d] outputs read as (μ, log σ²), as every one-layer family does."""
+    mu, log_var = outputs.chunk(2, dim=-1)
+    return mu, torch.exp(0.5 * log_var)
+
+
+def softplus_loc_scale(outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(μ, σ) from [..., 2d] outputs read as (μ, softplus⁻¹ σ), σ >= MIN_SCALE."""
+    mu, raw = outputs.chunk(2, dim=-1)
+    return mu, F.softplus(raw) + MIN_SCALE
+
+
+def normal_log_density(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """log N(value; loc, diag scale²) summed over the last dimension: [...], nats."""
+    return gaussian_log_density((value - loc) / scale, scale)
+
+
+class GaussianMLP(nn.Module):
+    """inputs [..., n] -> raw [..., 2 d], read by `softplus_loc_scale`: two hidden layers of `width`."""
+
+    def __init__(self, inputs: int, width: int, outputs: int, activation: str):
+        super().__init__()
+        self.net = nn.Sequential(Dense(inputs, width), ACTIVATIONS[activation](), Dense(width, width),
+                                 ACTIVATIONS[activation](), Dense(width, 2 * outputs))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(inputs)
+
+
+class GaussianLatent(nn.Module):
+    """One layer z ~ q(z | x[, y]) = N(μ, diag σ²), the encoder giving (μ, log σ²), or with
+    `flow_steps` the IAF of Kingma et al. (2016) on its draw, fed a context h of `flow_hidden`
+    numbers more from the encoder (`flows.InverseAutoregressiveFlow`). The bound's part is "kl"."""
+
+    def __init__(self, dim: int, flow_steps: int = 0, flow_hidden: int = 320):
+        super().__init__()
+        self.dims = (dim,)
+        self.context_dim = flow_hidden if flow_steps else 0
+        self.flow = InverseAutoregressiveFlow(dim, flow_steps, flow_hidden, self.context_dim) if flow_steps else None
+
+    @property
+    def encoder_outputs(self) -> int:
+        return 2 * self.dims[0] + self.context_dim
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ("kl",)
+
+    def posterior(self, outputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(μ, σ) [*batch, d] each, and with an IAF its context h [*batch, flow_hidden]."""
+        d = self.dims[0]
+        mu, scale = loc_scale(outputs[..., : 2 * d])
+        return (mu, scale) if self.flow is None else (mu, scale, outputs[..., 2 * d :])
+
+    def draw(self, posterior: tuple[torch.Tensor, ...], noise: torch.Tensor, top_prior: Distribution,
+             closed_form: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """z = μ + σ ε (then the IAF's steps): (z [samples, *batch, d], {"kl": log q(z | x) - log p(z)}),
+        the KL [*batch] in closed form where asked and there is one (no flow, a Gaussian prior)."""
+        loc, scale = posterior[:2]
+        z = loc + scale * noise
+        if closed_form and self.flow is None and analytic_kl(top_prior):
+            return z, {"kl": gaussian_kl(loc, scale, top_prior.base_dist.loc, top_prior.base_dist.scale)}
+        log_q = gaussian_log_density(noise, scale)
+        if self.flow is not None:
+            z, log_det = self.flow(z, posterior[2])
+            log_q = log_q - log_det
+        return z, {"kl": log_q - top_prior.log_prob(z)}
+
+    def code(self, posterior: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """μ, through the IAF's steps if there are any (the draw at ε = 0): [*batch, d]."""
+        return posterior[0] if self.flow is None else self.flow(posterior[0], posterior[2])[0]
+
+    def top_gaussian(self, posterior: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, σ): the Gaussian of q (before its flow, if it has one)."""
+        return posterior[0], posterior[1]
+
+    def generate(self, top: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return top
+
+    def part_words(self, given: str, top_prior: Distribution) -> dict[str, str]:
+        """The KL part in words: closed form or at the draw."""
+        closed = self.flow is None and analytic_kl(top_prior)
+        how = "in closed form" if closed else "a Monte-Carlo estimate at the drawn z"
+        return {"kl": f"KL term KL(q(z | {given}) ‖ p(z)), {how}"}
+
+    def posterior_equation(self, inputs: str, network: str) -> str:
+        gaussian = f"N(μ_φ({inputs}), diag σ²_φ({inputs}))"
+        if self.flow is None:
+            return f"q_φ(z | {inputs}) = {gaussian},  {network}"
+        return (f"q_φ(z | {inputs}): z_0 ~ {gaussian},  z = z_T,  z_t = σ_t ⊙ z_(t−1) + (1 − σ_t) ⊙ m_t,  "
+                f"[m_t, σ_t] = MADE_t(z_(t−1), h_φ({inputs}));  {network}, {self.flow.description}")
+
+    def prior_equation(self) -> str:
+        return ""
+
+
+class LatentHierarchy(nn.Module):
+    """L >= 2 Gaussian layers of sizes `dims` (d_1 nearest x), inferred bottom-up or top-down
+    (`INFERENCES`); see the module's docstring. The bound's parts are "kl_z1", ..., "kl_zL":
+    layer l's log q(z_l | ...) - log p(z_l | z_(l+1)) (the top's against its prior), each at the draw
+    or, top-down and asked for, in closed form given the draw of the layer above.
+
+    The encoder network gives 2 d_1 numbers: (μ, log σ²) of q(z_1 | x) bottom-up, (μ̂_1, log σ̂_1²)
+    top-down, from which the upward networks give (μ̂_l, σ̂_l) of every layer above.
+    """
+
+    def __init__(self, dims: tuple[int, ...], inference: str, activation: str):
+        super().__init__()
+        if len(dims) < 2:
+            raise ValueError("a hierarchy has two or more stochastic layers")
+        if inference not in INFERENCES:
+            raise ValueError(f"unknown inference {inference!r}; choose one of {', '.join(INFERENCES)}")
+        self.dims, self.inference = tuple(dims), inference
+        pairs = list(zip(dims[:-1], dims[1:]))  # (d_l, d_(l+1)) for l = 1 .. L-1
+        # p(z_l | z_(l+1)), l = 1 .. L-1
+        self.down = nn.ModuleList(GaussianMLP(upper, lower, lower, activation) for lower, upper in pairs)
+        # bottom-up: q(z_(l+1) | z_l); top-down: the deterministic (μ̂_(l+1), σ̂_(l+1)) from layer l's
+        inputs = [lower if inference == "bottom-up" else 2 * lower for lower, _ in pairs]
+        self.up = nn.ModuleList(GaussianMLP(n, lower, upper, activation) for n, (lower, upper) in zip(inputs, pairs))
+        self.activation = activation
+
+    @property
+    def encoder_outputs(self) -> int:
+        return 2 * self.dims[0]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f"kl_z{l + 1}" for l in range(len(self.dims)))
+
+    def posterior(self, outputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Bottom-up: (μ_1, σ_1) of q(z_1 | x) [*batch, d_1]; top-down: (μ̂_1, σ̂_1, ..., μ̂_L, σ̂_L), every
+        layer's bottom-up Gaussian [*batch, d_l] each."""
+        first = loc_scale(outputs)
+        if self.inference == "bottom-up":
+            return first
+        found, raw = list(first), outputs
+        for up in self.up:
+            raw = up(raw)
+            found += softplus_loc_scale(raw)
+        return tuple(found)
+
+    def _layers(self, posterior, noise: torch.Tensor | None, top_prior: Distribution | None, closed_form: bool):
+        """z_1 and the KL of every layer (None without a prior: `code`), from noise [samples, *batch,
+        Σ d_l] or, with noise None, at the means."""
+        count = len(self.dims)
+        eps = [None] * count if noise is None else list(noise.split(self.dims, dim=-1))
+        kl = {}
+        if self.inference == "bottom-up":
+            loc, scale = posterior
+            z = [None] * count
+            log_q = [None] * count
+            for l in range(count):
+                if l:
+                    loc, scale = softplus_loc_scale(self.up[l - 1](z[l - 1]))
+                z[l] = loc if eps[l] is None else loc + scale * eps[l]
+                log_q[l] = None if eps[l] is None else gaussian_log_density(eps[l], scale)
+            if top_prior is None:
+                return z[0], kl
+            top = count - 1
+            if closed_form and analytic_kl(top_prior):  # the top's KL given the layer below's draw
+                kl[self.names[top]] = gaussian_kl(loc, scale, top_prior.base_dist.loc, top_prior.base_dist.scale)
+            else:
+                kl[self.names[top]] = log_q[top] - top_prior.log_prob(z[top])
+            for l in range(top):
+                p_loc, p_scale = softplus_loc_scale(self.down[l](z[l + 1]))
+                kl[self.names[l]] = log_q[l] - normal_log_density(z[l], p_loc, p_scale)
+            return z[0], {name: kl[name] for name in self.names}
+        # top-down: the top layer from its bottom-up Gaussian, then each lower one merged with p
+        loc, scale = posterior[-2], posterior[-1]
+        z = loc if eps[-1] is None else loc + scale * eps[-1]
+        if top_prior is not None:
+            if closed_form and analytic_kl(top_prior):
+                kl[self.names[-1]] = gaussian_kl(loc, scale, top_prior.base_dist.loc, top_prior.base_dist.scale)
+            else:
+                kl[self.names[-1]] = gaussian_log_density(eps[-1], scale) - top_prior.log_prob(z)
+        for l in reversed(range(count - 1)):
+            p_loc, p_scale = softplus_loc_scale(self.down[l](z))
+            hat_loc, hat_scale = posterior[2 * l], posterior[2 * l + 1]
+            hat_precision, p_precision = hat_scale.pow(-2), p_scale.pow(-2)
+            variance = 1 / (hat_precision + p_precision)
+            loc = (hat_loc * hat_precision + p_loc * p_precision) * variance
+            scale = variance.sqrt()
+            z = loc if eps[l] is None else loc + scale * eps[l]
+            if top_prior is not None:
+                if closed_form:
+                    kl[self.names[l]] = gaussian_kl(loc, scale, p_loc, p_scale)
+                else:
+                    kl[self.names[l]] = gaussian_log_density(eps[l], scale) - normal_log_density(z, p_loc, p_scale)
+        return z, {name: kl[name] for name in self.names if name in kl}
+
+    def draw(self, posterior: tuple[torch.Tensor, ...], noise: torch.Tensor, top_prior: Distribution,
+             closed_form: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(z_1 [samples, *batch, d_1], {"kl_z1": ..., "kl_zL": ...}) from noise [samples, *batch, Σ d_l]:
+        each [samples, *batch], or [samples, *batch] / [*batch] in closed form (see the class)."""
+        return self._layers(posterior, noise, top_prior, closed_form)
+
+    def code(self, posterior: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """z_1 with every layer at its mean given the layers it depends on: [*batch, d_1]."""
+        return self._layers(posterior, None, None, False)[0]
+
+    def top_gaussian(self, posterior: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A Gaussian over z_L: top-down, q(z_L | x); bottom-up, q(z_L | z_(L-1)) with every layer
+        below at its mean."""
+        if self.inference == "top-down":
+            return posterior[-2], posterior[-1]
+        loc, scale = posterior
+        for up in self.up:
+            loc, scale = softplus_loc_scale(up(loc))
+        return loc, scale
+
+    def generate(self, top: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """z_1 [..., d_1] from z_L [..., d_L]: z_l ~ p(z_l | z_(l+1)) down the layers, with `generator`."""
+        z = top
+        for down in reversed(self.down):
+            loc, scale = softplus_loc_scale(down(z))
+            z = loc + scale * torch.randn(loc.shape, generator=generator, device=loc.device, dtype=loc.dtype)
+        return z
+
+    def part_words(self, given: str, top_prior: Distribution) -> dict[str, str]:
+        """Every layer's KL part in words."""
+        closed = analytic_kl(top_prior)
+        count = len(self.dims)
+        how = ("in closed form given the draw of the layer above" if self.inference == "top-down"
+               else "a Monte-Carlo estimate at the draw")
+        words = {f"kl_z{l + 1}": f"KL term of layer {l + 1}, log q(z{l + 1} | …) − log p(z{l + 1} | z{l + 2}), {how}"
+                 for l in range(count - 1)}
+        words[f"kl_z{count}"] = (f"KL term of the top layer {count}, log q(z{count} | …) − log p(z{count}), "
+                                 + ("in closed form given the layers below" if closed and self.inference == "bottom-up"
+                                    else "in closed form" if closed else "a Monte-Carlo estimate at the draw"))
+        return words
+
+    def posterior_equation(self, inputs: str, network: str) -> str:
+        count = len(self.dims)
+        if self.inference == "bottom-up":
+            return (f"q_φ(z1 | {inputs}) = N(μ_φ({inputs}), diag σ²_φ({inputs})),  q_φ(z_(l+1) | z_l) Gaussian "
+                    f"(bottom-up, Burda et al. 2015);  {network}, between layers MLPs of two hidden layers")
+        return (f"q_φ(z{count} | {inputs}) = N(μ̂_{count}, σ̂²_{count}),  q(z_l | z_(l+1), {inputs}) = N(μ_q, σ_q²),  "
+                "σ_q⁻² = σ̂_l⁻² + σ_p⁻²,  μ_q = σ_q² (μ̂_l σ̂_l⁻² + μ_p σ_p⁻²)  (top-down, Sønderby et al. 2016);  "
+                f"μ̂_l, σ̂_l bottom-up from {network}")
+
+    def prior_equation(self) -> str:
+        sizes = ", ".join(f"d{l + 1} = {d}" for l, d in enumerate(self.dims))
+        return (f";  z_l | z_(l+1) ~ N(μ_θ(z_(l+1)), diag σ²_θ(z_(l+1))),  {len(self.dims)} stochastic layers, "
+                f"{sizes}")
+
+
+class AncestralPrior(Distribution):
+    """The prior of a hierarchy's code z_1, drawn ancestrally: z_L from the top prior, then down
+    through p(z_l | z_(l+1)). Its density has no closed form (an integral over the layers above)."""
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = False
+    monte_carlo_kl = True
+
+    def __init__(self, latents: LatentHierarchy, top: Distribution):
+        self.latents, self.top = latents, top
+        super().__init__(batch_shape=torch.Size(), event_shape=torch.Size([latents.dims[0]]), validate_args=False)
+
+    def draw(self, sample_shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+        return self.latents.generate(rsample(self.top, tuple(sample_shape), generator), generator)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.draw(tuple(sample_shape), None)
+
+    @property
+    def description(self) -> str:
+        sizes = ", ".join(map(str, self.latents.dims))
+        return (f"a hierarchy of {len(self.latents.dims)} Gaussian layers (sizes {sizes}), the top one "
+                f"{describe_prior(self.top)}")
