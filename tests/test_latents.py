@@ -314,3 +314,37 @@ def test_hierarchy_settings_are_checked():
         make_config({"model": "vae", "inference": "bottom-up"})
     with pytest.raises(VaelabError, match="model adgm does not take latent_dims"):
         make_config({"model": "adgm", "latent_dims": (64, 32)})
+
+
+def test_the_adgm_takes_the_iaf_and_the_flow_prior_with_log_q_the_change_of_variables():
+    """The ADGM's z: log q(z | a, y, x) from its one pass (its KL plus log p(z) of the RealNVP)
+    equals log N(ε_z; 0, I) - log |det ∂z/∂ε_z| by autograd, given its draw of a; and with the label
+    summed out, every class's term is the draw's too (no closed form)."""
+    torch.manual_seed(0)
+    model = build_model("adgm", (1, 3, 3), 3, latent_dim=3, aux_dim=2, hidden=(8,), posterior="iaf",
+                        flow_steps=2, flow_hidden=6, prior="flow", prior_flow_steps=2).double()
+    _scramble(model, 0.4, 9)
+    x = torch.bernoulli(torch.full((2, 1, 3, 3), 0.5, dtype=torch.float64))
+    y = torch.tensor([2, 0])
+    posterior = model.posterior(x, y)
+    noise = torch.randn(3, 2, 5, dtype=torch.float64)
+    with torch.no_grad():
+        densities = model.densities(x, y, posterior, noise)
+    mu_a, sigma_a, z_head, _ = posterior
+    for s in range(3):
+        for b in range(2):
+            a = mu_a[b] + sigma_a[b] * noise[s, b, :2]
+            outputs = model.z_encoder.finish(z_head[b], a)
+
+            def draw(eps):
+                mu, log_var = outputs[:3], outputs[3:6]
+                return model.flow(mu + (0.5 * log_var).exp() * eps, outputs[6:])[0]
+
+            eps = noise[s, b, 2:]
+            jacobian = torch.autograd.functional.jacobian(draw, eps)
+            log_q = (-0.5 * eps.pow(2) - 0.5 * math.log(2 * math.pi)).sum() - torch.linalg.slogdet(jacobian).logabsdet
+            got = densities.kl["kl"][s, b] + model.prior_flow.log_prob(draw(eps))
+            assert math.isclose(got.item(), log_q.item(), abs_tol=1e-9)
+    assert "RealNVP" in " ".join(model.equations()) and "IAF steps" in " ".join(model.equations())
+    with pytest.raises(VaelabError, match="model adgm takes prior standard or flow, not vamp"):
+        make_config({"model": "adgm", "prior": "vamp"})

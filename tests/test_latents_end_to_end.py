@@ -3,7 +3,8 @@ exactly, evaluate (ELBO <= IW(5) <= IS(500)), sample, report and explore; and a 
 step equal to the eager one.
 
 The kinds (`KINDS`) cover each option once at least and each Gaussian family: a VAE with an IAF
-posterior and a flow prior, a CVAE with a flow prior, M2 with an IAF on 200 labels, a VAE with a
+posterior and a flow prior, a CVAE with a flow prior, M2 with an IAF on 200 labels, the ADGM with
+both on 200 labels, a VAE with a
 top-down hierarchy and a CVAE with a bottom-up hierarchy and the VampPrior. Each trains 3 epochs on a
 2,000-image slice of real MNIST (a user's .npz dataset, 300 test images), on one CPU thread so
 that compared runs repeat bit for bit.
@@ -37,6 +38,8 @@ KINDS = {
     "cvae-flow": (["--model", "cvae", "--prior", "flow", "--flow-hidden", "32"], ["kl"], ["RealNVP"]),
     "m2-iaf": (["--model", "m2", "--labels", "200", "--posterior", "iaf", "--flow-hidden", "32"], ["kl"],
                ["IAF steps"]),
+    "adgm-iaf-flow": (["--model", "adgm", "--labels", "200", "--aux-dim", "4", "--posterior", "iaf", "--flow-hidden",
+                       "32", "--prior", "flow"], ["kl", "kl_a"], ["IAF steps", "RealNVP"]),
     "vae-top-down": (["--model", "vae", "--latent-dims", "8,4", "--inference", "top-down"], ["kl_z1", "kl_z2"],
                      ["top-down", "2 stochastic layers"]),
     "cvae-bottom-up-vamp": (["--model", "cvae", "--latent-dims", "8,6,4", "--inference", "bottom-up", "--prior",
@@ -220,7 +223,8 @@ def test_the_new_settings_reach_the_model_through_the_command_line(tmp_path, cap
         (["--model", "vae", "--flow-steps", "3"], "--flow-steps is a setting of --posterior iaf"),
         (["--model", "vae", "--latent-dims", "64,x"], "--latent-dims"),
         (["--model", "vae", "--latent-dims", "64,32", "--posterior", "iaf"], "is for one stochastic layer"),
-        (["--model", "adgm", "--prior", "flow"], "does not take --prior"),
+        (["--model", "adgm", "--prior", "vamp"], "--model adgm takes --prior standard or flow"),
+        (["--model", "adgm", "--latent-dims", "8,4"], "does not take --latent-dims"),
     ]:
         try:
             code = main(["train", "--out", str(tmp_path / "bad"), *argv])

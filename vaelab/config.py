@@ -324,6 +324,9 @@ def check_consistency(config: TrainConfig) -> None:
                               "{latent_dims}, or a hierarchy with {posterior} gaussian")
     if "inference" in taken and len(layers) < 2 and config.inference != defaults.inference:
         raise VaelabError("{inference} is how a hierarchy is inferred: use it with {latent_dims} of two or more sizes")
+    offered = getattr(FAMILIES[config.model], "priors", PRIORS)
+    if "prior" in taken and config.prior not in offered:
+        raise VaelabError(f"{{model}} {config.model} takes {{prior}} " + " or ".join(offered) + f", not {config.prior}")
     if "prior" in taken and config.prior == "flow" and layers[-1] < 2:
         raise VaelabError("{prior} flow couples half of z with the other half: it needs a top layer of 2 or more "
                           "({latent_dim} or the last of {latent_dims})")

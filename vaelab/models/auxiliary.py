@@ -22,15 +22,16 @@ import math
 
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution
+from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from .base import Family, class_weights, join_terms
 from .families import default_alpha
+from .flows import InverseAutoregressiveFlow, RealNVP
 from .interface import Bound, DataFacts, Densities, Noise, Terms
 from .layers import ACTIVATIONS, ConditionalLinear, Dense
 from .likelihoods import pixel_distribution
 from .mlp import MLPDecoder
-from .priors import HALF_LOG_TWO_PI, gaussian_kl, gaussian_log_density
+from .priors import HALF_LOG_TWO_PI, gaussian_kl, gaussian_log_density, rsample
 
 
 class Joined(nn.Module):
@@ -91,9 +92,17 @@ class ADGM(Family):
     image in what is maximised, as in M2 (`families.default_alpha`), with q(y | x) the mean of
     q(y | a_s, x) over the step's draws of a. The representative code is E_q[z] at a = E_q[a],
     and `classifier` names classes at a = E_q[a]: deterministic, with no draw.
+
+    As in the Gaussian families, posterior="iaf" sends the draw of z from q(z | a, y, x) through
+    `flow_steps` IAF steps (context: `flow_hidden` more outputs of that network), and prior="flow"
+    makes p(z) a RealNVP of `prior_flow_steps` coupling layers; the KL of z is then estimated at
+    the draw. (The VampPrior and hierarchies of z are not offered: a, y and z already make the
+    ADGM's stack, and its q(z | a, y, x) has no Gaussian at a pseudo-input alone.)
     """
 
-    settings = ("latent_dim", "aux_dim", "hidden", "activation", "alpha")
+    settings = ("latent_dim", "aux_dim", "hidden", "activation", "alpha", "posterior", "flow_steps", "flow_hidden",
+                "prior", "prior_flow_steps")
+    priors = ("standard", "flow")
     objectives = ("elbo",)  # the missing label's sum shares a draw of a between the classes: an ELBO
     binary_pixels = True  # p(x | y, z) is Bernoulli: the images must be binarised
     pixel_words = "Bernoulli means"
@@ -101,16 +110,23 @@ class ADGM(Family):
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 100,
                  aux_dim: int | None = None, hidden: tuple[int, ...] = (500, 500), activation: str = "relu",
-                 alpha: float = 0.0):
+                 alpha: float = 0.0, posterior: str = "gaussian", flow_steps: int = 2, flow_hidden: int = 320,
+                 prior: str = "standard", prior_flow_steps: int = 4):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}")
+        if prior not in self.priors or posterior not in ("gaussian", "iaf"):
+            raise ValueError(f"the ADGM takes prior standard or flow and posterior gaussian or iaf, not {prior!r}, "
+                             f"{posterior!r}")
         self.image_shape, self.num_classes = tuple(image_shape), num_classes
         self.latent_dim, self.aux_dim, self.alpha = latent_dim, aux_dim or latent_dim, alpha
         pixels, a, z, hidden = math.prod(self.image_shape), self.aux_dim, latent_dim, tuple(hidden)
         self.aux_encoder = Joined((pixels,), hidden, 2 * a, activation)  # q(a | x)
         self.classifier_net = Joined((pixels, a), hidden, num_classes, activation)  # q(y | a, x)
-        self.z_encoder = Joined((pixels, a), hidden, 2 * z, activation, num_classes)  # q(z | a, y, x)
+        context = flow_hidden if posterior == "iaf" else 0  # the IAF's context h(a, y, x)
+        self.z_encoder = Joined((pixels, a), hidden, 2 * z + context, activation, num_classes)  # q(z | a, y, x)
+        self.flow = InverseAutoregressiveFlow(z, flow_steps, flow_hidden, context) if context else None
+        self.prior_flow = RealNVP(z, prior_flow_steps, flow_hidden) if prior == "flow" else None
         self.aux_decoder = Joined((pixels, z), hidden, 2 * a, activation, num_classes)  # p(a | x, y, z)
         self.decoder_net = MLPDecoder(z, self.image_shape, num_classes, hidden, activation)  # p(x | y, z)
 
@@ -155,16 +171,30 @@ class ADGM(Family):
         mu_a, sigma_a, z_head, aux_head = posterior
         noise_a, noise_z = noise.split([self.aux_dim, self.latent_dim], dim=-1)
         a = mu_a + sigma_a * noise_a
-        mu_z, sigma_z = loc_scale(self.z_encoder.finish(z_head, a))
-        z = mu_z + sigma_z * noise_z
+        z, kl_z = self._z(self.z_encoder.finish(z_head, a), noise_z, closed_form)
         log_px = self.decoder(z, y).log_prob(x)
         mu_pa, sigma_pa = loc_scale(self.aux_decoder.finish(aux_head, z))
         kl_a = gaussian_log_density(noise_a, sigma_a) - gaussian_log_density((a - mu_pa) / sigma_pa, sigma_pa)
-        if closed_form:
-            kl_z = gaussian_kl(mu_z, sigma_z, torch.zeros_like(mu_z), torch.ones_like(sigma_z))
-        else:
-            kl_z = gaussian_log_density(noise_z, sigma_z) - standard_log_density(z)
         return Densities(log_px, {"kl": kl_z, "kl_a": kl_a})
+
+    def _z(self, outputs: torch.Tensor, noise: torch.Tensor, closed_form: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z, log q(z | a, y, x) - log p(z)) from q(z | a, y, x)'s network outputs [..., 2|z| (+ context)]
+        and noise [..., |z|]: z = μ + σ ε (then the IAF's steps); the KL in closed form given a where
+        asked and there is one (a Gaussian q, p(z) = N(0, I)), else at the draw."""
+        d = self.latent_dim
+        mu_z, sigma_z = loc_scale(outputs[..., : 2 * d])
+        z = mu_z + sigma_z * noise
+        if closed_form and self.flow is None and self.prior_flow is None:
+            return z, gaussian_kl(mu_z, sigma_z, torch.zeros_like(mu_z), torch.ones_like(sigma_z))
+        log_q = gaussian_log_density(noise, sigma_z)
+        if self.flow is not None:
+            z, log_det = self.flow(z, outputs[..., 2 * d :])
+            log_q = log_q - log_det
+        return z, log_q - self._log_prior(z)
+
+    def _log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z): N(0, I) or the RealNVP's, [...]."""
+        return standard_log_density(z) if self.prior_flow is None else self.prior_flow.log_prob(z)
 
     def classifier(self, x: torch.Tensor) -> Categorical:
         """q(y | a, x) at a = E_q[a | x] for x [*batch, C, H, W]: batch shape [*batch], num_classes categories."""
@@ -212,12 +242,11 @@ class ADGM(Family):
         probs = log_q_y.exp()
         q_y = class_weights(probs)  # the classes' terms: negligible ones weigh 0 (as in the label term's)
         labels = torch.arange(classes, device=x.device)[:, None]  # [classes, 1]: every class for every image
-        mu_z, sigma_z = loc_scale(self.z_encoder.finish(self.z_encoder.head(flat, labels), a[:, None]))
-        z = mu_z + sigma_z * noise_z  # [S, classes, batch, |z|]
+        outputs = self.z_encoder.finish(self.z_encoder.head(flat, labels), a[:, None])
+        z, kl_z = self._z(outputs, noise_z, closed_form=True)  # [S, classes, batch, |z|], [S, classes, batch]
         log_px = self.decoder(z, labels).log_prob(x)  # [S, classes, batch]
         mu_pa, sigma_pa = loc_scale(self.aux_decoder.finish(self.aux_decoder.head(flat, labels), z))
         log_pa = gaussian_log_density((a[:, None] - mu_pa) / sigma_pa, sigma_pa)
-        kl_z = gaussian_kl(mu_z, sigma_z, torch.zeros_like(mu_z), torch.ones_like(sigma_z))
         recon = (q_y * log_px).sum(1).mean(0)
         kl = (q_y * kl_z).sum(1).mean(0)
         kl_a = (log_qa - (q_y * log_pa).sum(1)).mean(0)
@@ -228,29 +257,46 @@ class ADGM(Family):
     def code(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """E_q[z | a, y, x] at a = E_q[a | x]: [*batch, |z|]."""
         mu_a, _, z_head, _ = self.posterior(x, y)
-        return loc_scale(self.z_encoder.finish(z_head, mu_a))[0]
+        outputs = self.z_encoder.finish(z_head, mu_a)
+        mu_z = outputs[..., : self.latent_dim]
+        return mu_z if self.flow is None else self.flow(mu_z, outputs[..., 2 * self.latent_dim :])[0]
 
     def decoder(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """p(x | y, z) for z [*batch, |z|] and y: batch shape [*batch], event [C, H, W] (Bernoulli)."""
         return pixel_distribution("bernoulli", self.decoder_net(z, y), None)
 
+    def prior(self) -> Distribution:
+        """p(z): N(0, I) or the RealNVP flow, batch shape [], event [|z|]."""
+        if self.prior_flow is not None:
+            return self.prior_flow.distribution()
+        zeros = torch.zeros(self.latent_dim, device=self._device())
+        return Independent(Normal(zeros, torch.ones_like(zeros), validate_args=False), 1)
+
     def sample_codes(self, count: int, generator: torch.Generator | None) -> torch.Tensor:
-        """z ~ N(0, I): [count, |z|]."""
-        return torch.randn(count, self.latent_dim, generator=generator, device=self._device())
+        """z ~ p(z), N(0, I) or the RealNVP's: [count, |z|]."""
+        with torch.no_grad():
+            return rsample(self.prior(), (count,), generator)
 
     def part_words(self) -> dict[str, str]:
         return {"recon": "reconstruction term E_q[log p(x | y, z)]",
-                "kl": "KL term of z, KL(q(z | a, y, x) ‖ p(z)) in closed form given a",
+                "kl": "KL term of z, KL(q(z | a, y, x) ‖ p(z)), " + (
+                    "in closed form given a" if self.flow is None and self.prior_flow is None
+                    else "a Monte-Carlo estimate at the drawn z"),
                 "kl_a": "auxiliary term E_q[log q(a | x) − log p(a | x, y, z)]",
                 "label_kl": "label term KL(q(y | a, x) ‖ π), or −log π_y where y is seen"}
 
     def equations(self) -> list[str]:
         nets = self.decoder_net.description
         return [
-            f"y ~ Categorical(π),  π_j = 1/{self.num_classes};   z ~ N(0, I_d),  d = {self.latent_dim}",
+            f"y ~ Categorical(π),  π_j = 1/{self.num_classes};   " + (
+                f"z ~ N(0, I_d),  d = {self.latent_dim}" if self.prior_flow is None else
+                f"z = g_θ(u),  u ~ N(0, I_d),  d = {self.latent_dim};  g_θ: RealNVP, "
+                f"{len(self.prior_flow.layers)} affine coupling layers"),
             f"x | y, z ~ Bernoulli(σ(f_θ(z, onehot(y)))),  f_θ: {nets};   a | x, y, z ~ N(μ_θ, diag σ²_θ),  "
             f"|a| = {self.aux_dim}",
-            f"q_φ(a | x) q_φ(y | a, x) q_φ(z | a, y, x): Gaussian, Categorical, Gaussian;  each {self.aux_encoder.description}",
+            f"q_φ(a | x) q_φ(y | a, x) q_φ(z | a, y, x): Gaussian, Categorical, "
+            + ("Gaussian" if self.flow is None else f"a Gaussian through {self.flow.description}")
+            + f";  each {self.aux_encoder.description}",
             "labelled:  log p(x, y) ≥ E_q[log p(x, y, z, a) − log q(a, z | x, y)],  trained with + α log q_φ(y | x)",
             "unlabelled:  log p(x) ≥ E_q(a|x)[Σ_y q_φ(y | a, x) (log p(x, y, z, a) − log q(z | a, y, x) − log q(y | a, x))] "
             "− E[log q(a | x)]",
