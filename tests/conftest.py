@@ -31,3 +31,19 @@ def small_run(tmp_path_factory, mnist_raw):
     out = tmp_path_factory.mktemp("runs") / "small"
     train(make_config(dict(SMALL, epochs=4)), out, log=lambda _: None, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def mnist_slice(tmp_path_factory, mnist_raw):
+    """MNIST_SLICE real MNIST images (the first training and test images) as a user's .npz dataset:
+    vaelab splits it into 2,400 training, 300 validation and 300 test images."""
+    import numpy as np
+
+    from .steps import MNIST_SLICE
+
+    path = tmp_path_factory.mktemp("data") / "mnist-slice.npz"
+    train, test = MNIST_SLICE * 4 // 5, MNIST_SLICE // 5
+    images = np.concatenate([mnist_raw.train_images[:train], mnist_raw.test_images[:test]])
+    labels = np.concatenate([mnist_raw.train_labels[:train], mnist_raw.test_labels[:test]]).astype(np.int64)
+    np.savez(path, images=images, labels=labels)
+    return path

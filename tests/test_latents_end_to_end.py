@@ -26,9 +26,9 @@ from vaelab.cli import main
 from vaelab.config import make_config
 from vaelab.models import class_conditional, decoder_mean
 from vaelab.runs import RunDir, read_metrics
-from vaelab.training import train
+from .steps import MNIST_SLICE, assert_compiled_step_equals_eager
 
-SLICE = 3000  # MNIST images in the .npz dataset: 2,400 to train on (2,000 used), 300 validation, 300 test
+SLICE = MNIST_SLICE  # MNIST images in the .npz dataset: 2,400 to train on (2,000 used), 300 validation, 300 test
 TIMING = {"seconds", "samples_per_second"}
 
 # name -> (vaelab train flags, the bound's KL parts, words its equations must hold)
@@ -54,16 +54,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def mnist_slice(tmp_path_factory, mnist_raw):
-    path = tmp_path_factory.mktemp("data") / "mnist-slice.npz"
-    train_count, test = SLICE * 4 // 5, SLICE // 5
-    images = np.concatenate([mnist_raw.train_images[:train_count], mnist_raw.test_images[:test]])
-    labels = np.concatenate([mnist_raw.train_labels[:train_count], mnist_raw.test_labels[:test]]).astype(np.int64)
-    np.savez(path, images=images, labels=labels)
-    return path
 
 
 def _flags(kind: str, dataset, out, epochs: int = 3) -> list[str]:
@@ -195,25 +185,8 @@ def test_it_samples_reports_and_explores(trained, tmp_path):
     dict(model="cvae", latent_dims=(6, 4), inference="bottom-up"),
 ], ids=["iaf-flow-prior", "top-down-flow-prior", "bottom-up"])
 def test_a_compiled_step_equals_the_eager_one(settings, mnist_raw):
-    from vaelab.data import make_splits
-    from vaelab.training import DeviceSplit, RandomStreams, TrainStep, new_training
-
-    config = make_config(dict(settings, hidden=(32,), batch_size=16, **({} if "latent_dims" in settings
-                                                                        else {"latent_dim": 6})))
-    model = new_training(config, torch.device("cpu"), dynamic=True, compile=False).model
-    data = DeviceSplit.from_split(make_splits(mnist_raw, limit_train=16).train, torch.device("cpu"))
-    results = []
-    for compile in (False, True):
-        step = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic=True, compile=compile)
-        model.zero_grad(set_to_none=True)
-        loss, bound_sum = step(data.x, data.y, RandomStreams.seeded(3, "cpu"), kl_weight=0.5)
-        results.append((loss, bound_sum, {name: p.grad.clone() for name, p in model.named_parameters()}))
-        assert step.compiled.active == compile  # no silent fallback
-    (loss_e, sum_e, grads_e), (loss_c, sum_c, grads_c) = results
-    torch.testing.assert_close(loss_c, loss_e, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(sum_c, sum_e, rtol=1e-5, atol=1e-3)
-    for name in grads_e:
-        torch.testing.assert_close(grads_c[name], grads_e[name], rtol=1e-3, atol=1e-5, msg=name)
+    assert_compiled_step_equals_eager(dict(settings, hidden=(32,), batch_size=16,
+                                           **({} if "latent_dims" in settings else {"latent_dim": 6})), mnist_raw)
 
 
 def test_the_new_settings_reach_the_model_through_the_command_line(tmp_path, capsys):

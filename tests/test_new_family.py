@@ -40,11 +40,12 @@ from vaelab.models import (FAMILIES, DataFacts, Model, build_model, class_condit
                            family_settings, register_family)
 from vaelab.runs import RunDir, new_model, read_metrics
 
+from .steps import MNIST_SLICE
 from .outside_families import OUTSIDE_FAMILIES, PlanarFlowVAE, TwoLayerVAE, standard_log_density
 from .progress import HANG_GUARD, ROOT
 
 TIMING = {"seconds", "samples_per_second"}
-SLICE = 3000  # MNIST images in the .npz dataset: 2,400 to train on (2,000 used), 300 validation, 300 test
+SLICE = MNIST_SLICE  # MNIST images in the .npz dataset: 2,400 to train on (2,000 used), 300 validation, 300 test
 EPOCHS, STEPS_PER_EPOCH = 3, 20  # 2,000 images in batches of 100
 SIGNAL_STEP = 27  # SIGTERM just before the 27th optimizer step: step 7 of epoch 2
 
@@ -188,17 +189,6 @@ def test_build_model_hands_a_family_only_the_settings_it_declares(families):
 
 
 # ---- end to end: train, resume after SIGTERM, evaluate, sample, report, explore ----
-
-@pytest.fixture(scope="module")
-def mnist_slice(tmp_path_factory, mnist_raw):
-    """SLICE real MNIST images (the first training and test images) as a user's .npz dataset."""
-    path = tmp_path_factory.mktemp("data") / "mnist-slice.npz"
-    train, test = SLICE * 4 // 5, SLICE // 5
-    images = np.concatenate([mnist_raw.train_images[:train], mnist_raw.test_images[:test]])
-    labels = np.concatenate([mnist_raw.train_labels[:train], mnist_raw.test_labels[:test]]).astype(np.int64)
-    np.savez(path, images=images, labels=labels)
-    return path
-
 
 def _flags(family: str, dataset, out) -> list[str]:
     """`vaelab train` flags of the small runs: d = 8 (two-layer: d1 = 8, d2 = 4), 3 epochs of 20 steps."""
