@@ -11,7 +11,8 @@ of `gaussian` (the default: one diagonal Gaussian), `iaf` or `iaf:T` (an IAF pos
 Runs go to --out/<model>-<network>-<prior>[-<latents>]; a variant whose
 run already holds an evaluation with this K is read back, and one that has finished its budget
 (trained.json) is evaluated, not trained again, so the benchmark can be stopped and continued,
-and the evaluation redone with another K or test subset.
+and the evaluation redone with another K or test subset. A variant stopped before the end of its
+budget is trained again from the start: a budget is minutes of one uninterrupted call.
 
     python benchmarks/likelihood_frontier.py --minutes 60 [--models vae,cvae]
         [--variants mlp/standard,mlp/vamp,mlp/standard/iaf,mlp/flow,mlp/vamp/top-down:64x32,...]
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -74,13 +76,16 @@ def run_variant(model: str, network: str, prior: str, latents: str, args, common
         trained = json.loads(marker.read_text())["seconds"]
         rows = read_metrics(run.metrics)
     else:
+        if out.exists():  # stopped before its budget, or trained for another: the budget counts one call
+            print(f"  {out.name}: not trained for {args.minutes:g} minutes in one go; training it again", flush=True)
+            shutil.rmtree(out)
         started = time.perf_counter()
 
         def log(line: str) -> None:  # the run's own lines, without one per epoch
             if not line.startswith("epoch"):
                 print(f"  {out.name}: {line}", flush=True)
 
-        rows = train(make_config(settings), out, resume=run.config.is_file(), explicit=set(settings), log=log,
+        rows = train(make_config(settings), out, explicit=set(settings), log=log,
                      progress=False)
         trained = time.perf_counter() - started
         marker.write_text(json.dumps({"time_limit": args.minutes, "seconds": trained}))
