@@ -125,9 +125,7 @@ def test_it_evaluates_and_its_estimators_are_in_order(trained, capsys):
     mean, error = _mean_and_error(is500 - elbo)
     assert mean > 3 * error, (kind, mean, error)
     if class_conditional(model):
-        assert result["log_likelihood_marginal"] < result["log_likelihood"] + 1e-6 or math.isfinite(
-            result["log_likelihood_marginal"])
-        assert 0 <= result["accuracy"] <= 1
+        assert math.isfinite(result["log_likelihood_marginal"]) and 0 <= result["accuracy"] <= 1
 
 
 @pytest.mark.slow
