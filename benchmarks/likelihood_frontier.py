@@ -28,6 +28,7 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
 from common import add_run_arguments, common_settings, machine
 
 import vaelab
@@ -79,6 +80,9 @@ def run_variant(model: str, network: str, prior: str, latents: str, args, common
         if out.exists():  # stopped before its budget, or trained for another: the budget counts one call
             print(f"  {out.name}: not trained for {args.minutes:g} minutes in one go; training it again", flush=True)
             shutil.rmtree(out)
+        # every variant's step compiles afresh: torch.compile keeps one cache per function for the whole
+        # process, and after 8 models it would run the next ones eagerly (its recompile limit)
+        torch._dynamo.reset()
         started = time.perf_counter()
 
         def log(line: str) -> None:  # the run's own lines, without one per epoch

@@ -27,6 +27,7 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 from .base import Family, class_weights, join_terms
 from .families import default_alpha
 from .flows import InverseAutoregressiveFlow, RealNVP
+from .latents import loc_scale
 from .interface import Bound, DataFacts, Densities, Noise, Terms
 from .layers import ACTIVATIONS, ConditionalLinear, Dense
 from .likelihoods import pixel_distribution
@@ -71,12 +72,6 @@ class Joined(nn.Module):
 
     def forward(self, first: torch.Tensor, *others: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.finish(self.head(first, y), *others)
-
-
-def loc_scale(outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(μ, σ) from a network's [..., 2k] outputs (μ, log σ²)."""
-    mu, log_var = outputs.chunk(2, dim=-1)
-    return mu, torch.exp(0.5 * log_var)
 
 
 def standard_log_density(z: torch.Tensor) -> torch.Tensor:

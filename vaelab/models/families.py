@@ -19,7 +19,7 @@ from .base import Family, class_weights, join_terms
 from .interface import Bound, DataFacts, Densities, Noise, Terms
 from .likelihoods import EQUATIONS, LIKELIHOODS, MEAN_WORDS, pixel_distribution
 from .flows import RealNVP
-from .latents import INFERENCES, AncestralPrior, GaussianLatent, LatentHierarchy
+from .latents import AncestralPrior, GaussianLatent, LatentHierarchy
 from .networks import build_classifier, build_networks
 from .priors import PRIORS, GaussianMixture, PseudoInputs, rsample
 

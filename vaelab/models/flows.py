@@ -17,18 +17,16 @@ state is its parameters (a checkpoint's tensors, hence exact resume); docs/depen
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, constraints
 
 from .layers import Dense
+from .priors import HALF_LOG_TWO_PI
 
 GATE_BIAS = 2.0  # an IAF step's gate starts at sigmoid(2) = 0.88: near the identity (Kingma et al. 2016, sec. 4)
 COUPLING_SCALE_INIT = 0.0  # RealNVP's log-scales start at 0, so a new prior is N(0, I)
-HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 
 
 class MaskedLinear(Dense):
