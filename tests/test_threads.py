@@ -273,6 +273,8 @@ def test_an_evaluation_looks_at_the_cpus_before_every_batch(small_run, tmp_path,
     monkeypatch.setattr(threads.CpuShare, "update", lambda self, report=True: looks.append(report) or real(self, report))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.delenv("VAELAB_THREADS")
+    for name in threads.USER_THREAD_VARIABLES:  # a thread count the user fixed turns the looks off
+        monkeypatch.delenv(name, raising=False)
     assert main(["evaluate", str(small_run), "--iw-samples", "2", "--no-progress", "--compile", "off"]) == 0
     assert looks == [False] + [True] * 100  # on entry (silently), then before each of the 100 batches
 
