@@ -127,12 +127,13 @@ def main():
     print(f"\nmachine: {machine()}; {args.minutes:g} minutes of training each; K = {args.iw_samples} on "
           f"{args.test_images or 10_000} test images; common settings: {common or 'defaults'}")
     print(f"{'model':5s} {'network':7s} {'prior':8s} {'latents':17s} {'epochs':>6s} {'min':>5s} {'valid ELBO':>10s} "
-          f"{'test ELBO':>9s} {'log p(x|y) or log p(x)':>22s} {'log p(x), CVAE':>14s}")
+          f"{'test ELBO':>9s} {'KL (per layer)':>14s} {'log p(x|y) or log p(x)':>22s} {'log p(x), CVAE':>14s}")
     for r in results:
         marginal = f"{r['log_likelihood_marginal']:14.2f}" if "log_likelihood_marginal" in r else f"{'':14s}"
+        kl = " + ".join(f"{r[name]:.1f}" for name in sorted(r) if name == "kl" or name.startswith("kl_z"))
         print(f"{r['model']:5s} {r['network']:7s} {r['prior']:8s} {r.get('latents', 'gaussian'):17s} {r['epochs']:6d} "
               f"{r['train_minutes']:5.1f} "
-              f"{r['best_valid_elbo']:10.2f} {r['elbo']:9.2f} {r['log_likelihood']:22.2f} {marginal}")
+              f"{r['best_valid_elbo']:10.2f} {r['elbo']:9.2f} {kl:>14s} {r['log_likelihood']:22.2f} {marginal}")
     print("\npublished (test log p(x), nats):")
     for name, value in PUBLISHED:
         print(f"  {name:66s} {value}")

@@ -11,6 +11,19 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ["VAELAB_THREADS"] = "off"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (a subprocess it starts sets its own, by OMP_NUM_THREADS):
+    runs compared bit for bit then repeat, and the module shares the machine without torch's thread
+    team waiting on a busy core."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def mnist_raw():
     """The real MNIST arrays from the cache (or fetched into it on first use)."""

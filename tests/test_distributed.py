@@ -249,8 +249,10 @@ def test_kill_9_of_one_process_ends_the_others_with_a_clear_error_then_resume(tm
 
 @pytest.mark.slow
 def test_evaluation_split_over_two_processes_gives_the_one_process_figures(tmp_path, one_process):
+    """IS, AIS (two batches of images, each with its own generator) and BDMC alike."""
     run = one_process["m2-compiled"]
-    flags = ["--iw-samples", "20", "--class-samples", "5", "--json", "--no-progress", "--compile", "off"]
+    flags = ["--iw-samples", "20", "--class-samples", "5", "--ais", "5", "--leapfrog", "2", "--chains", "16",
+             "--ais-images", "30", "--bdmc", "6", "--json", "--no-progress", "--compile", "off"]
     single = subprocess.run([sys.executable, "-m", "vaelab", "evaluate", str(run), *flags], capture_output=True,
                             text=True, check=True)
     one = json.loads(single.stdout)
@@ -258,10 +260,22 @@ def test_evaluation_split_over_two_processes_gives_the_one_process_figures(tmp_p
     two = json.loads(RunDir(run).eval.read_text())
     assert output.count('"elbo"') == 1  # process 0 alone prints
     assert two.pop("processes") == 2 and one.pop("processes") == 1
+    assert one["ais"]["images"] == 30 and one["bdmc"]["images"] == 6
+    _same_figures(one, two)
+
+
+def _same_figures(one: dict, two: dict) -> None:
+    """Every figure of `one` in `two`, floats to 1e-5 (sums in another order), but for the seconds."""
     for key, value in one.items():
-        if key != "seconds" and isinstance(value, float):
+        if key == "seconds":
+            continue
+        if isinstance(value, dict):
+            _same_figures(value, two[key])
+        elif isinstance(value, float):
             assert two[key] == pytest.approx(value, abs=1e-5), key
-        elif key != "seconds":
+        elif isinstance(value, list) and value and isinstance(value[0], float):
+            assert two[key] == pytest.approx(value, abs=1e-5), key
+        else:
             assert two[key] == value, key
 
 

@@ -213,6 +213,11 @@ def _normal(loc, scale):
 def _written_out_log_weight(model, x, y, noise):
     """log p(x | z1) + log p(z1 | z2) + ... + log p(zL) - log q(z1, ..., zL | x) for each draw, every
     density a torch.distributions Normal built here from the family's networks' raw outputs."""
+    return _written_out(model, x, y, noise)[0]
+
+
+def _written_out(model, x, y, noise):
+    """(`_written_out_log_weight`, the layers [z1, ..., zL] of each draw)."""
     from vaelab.models.latents import softplus_loc_scale
 
     latents = model.latents
@@ -245,7 +250,40 @@ def _written_out_log_weight(model, x, y, noise):
     log_p = _normal(torch.zeros_like(z[-1]), torch.ones_like(z[-1])).log_prob(z[-1])
     for l in range(count - 1):
         log_p = log_p + _normal(*softplus_loc_scale(latents.down[l](z[l + 1]))).log_prob(z[l])
-    return model.decoder(z[0], y).log_prob(x) + log_p - log_q
+    return model.decoder(z[0], y).log_prob(x) + log_p - log_q, z
+
+
+@pytest.mark.parametrize("inference", ["top-down", "bottom-up"])
+@pytest.mark.parametrize("dims", [(5, 3), (6, 4, 2)])
+def test_a_hierarchy_finds_the_noise_of_given_latents(inference, dims):
+    """noise_of inverts the draw: from layers drawn from q (written out here), it gives back their noise."""
+    torch.manual_seed(0)
+    model = build_model("cvae", (1, 3, 3), 3, latent_dims=dims, inference=inference, hidden=(8,)).double()
+    _scramble(model, 0.4, 9)
+    x = torch.bernoulli(torch.full((4, 1, 3, 3), 0.5, dtype=torch.float64))
+    y = torch.tensor([2, 0, 1, 1])
+    noise = draw_noise(model, 1, 4, torch.Generator().manual_seed(4), "cpu", torch.float64)
+    with torch.no_grad():
+        _, layers = _written_out(model, x, y, noise)
+        found = model.latents.noise_of(model.posterior(x, y), tuple(layer[0] for layer in layers))
+    torch.testing.assert_close(found, noise[0], rtol=0, atol=1e-9)
+
+
+def test_the_iaf_inverts_its_draw_and_a_one_layer_latent_finds_its_noise():
+    flow = InverseAutoregressiveFlow(5, 3, 16, 4).double()
+    _scramble(flow, 0.5, 10)
+    g = torch.Generator().manual_seed(5)
+    z0 = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    context = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(flow.inverse(flow(z0, context)[0], context), z0, rtol=0, atol=1e-9)
+    model = build_model("vae", (1, 3, 3), 0, latent_dim=5, posterior="iaf", flow_hidden=16, hidden=(8,)).double()
+    _scramble(model, 0.4, 11)
+    x = torch.bernoulli(torch.full((3, 1, 3, 3), 0.5, dtype=torch.float64))
+    noise = draw_noise(model, 1, 3, g, "cpu", torch.float64)
+    with torch.no_grad():
+        posterior = model.posterior(x)
+        z, _ = model.latents.draw(posterior, noise, model.top_prior(), False)
+        torch.testing.assert_close(model.latents.noise_of(posterior, (z[0],)), noise[0], rtol=0, atol=1e-8)
 
 
 @pytest.mark.parametrize("family", ["vae", "cvae"])

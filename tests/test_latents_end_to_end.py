@@ -1,6 +1,7 @@
 """Every new posterior, prior and hierarchy end to end, through the command line: train, resume
-exactly, evaluate (ELBO <= IW(5) <= IS(500)), sample, report and explore; and a compiled training
-step equal to the eager one.
+exactly, evaluate (ELBO <= IW(5) <= IS(500)), sample, report and explore, simulate with the noise
+of the latents, AIS above IS and the BDMC sandwich in order; and a compiled training step equal to
+the eager one.
 
 The kinds (`KINDS`) cover each option once at least and each Gaussian family: a VAE with an IAF
 posterior and a flow prior, a CVAE with a flow prior, M2 with an IAF on 200 labels, the ADGM with
@@ -20,11 +21,11 @@ import pytest
 import torch
 
 import vaelab
-from vaelab import objectives
+from vaelab import annealing, objectives
 from vaelab.checkpoints import load_checkpoint
 from vaelab.cli import main
 from vaelab.config import make_config
-from vaelab.models import class_conditional, decoder_mean
+from vaelab.models import class_conditional, decoder_mean, rsample
 from vaelab.runs import RunDir, read_metrics
 from .steps import MNIST_SLICE, assert_compiled_step_equals_eager
 
@@ -48,12 +49,7 @@ KINDS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one torch thread in this module
 
 
 def _flags(kind: str, dataset, out, epochs: int = 3) -> list[str]:
@@ -174,6 +170,79 @@ def test_it_samples_reports_and_explores(trained, tmp_path):
     answer = client.post("/api/random", json={"run": 0, "seed": 4, **label}).json()
     drawn = model.sample_codes(1, torch.Generator().manual_seed(4))
     np.testing.assert_allclose(np.asarray(answer["z"][0]), drawn[0].double().numpy(), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_simulated_images_come_with_the_noise_of_their_latents(trained):
+    """`simulate` inverts q's draw: at the noise it gives, the family's densities decode the very
+    latents the images were made from (drawn again here from the same stream)."""
+    kind, run = trained
+    model = vaelab.load_run(run, device="cpu").model
+    n = 6
+    simulated = model.simulate(n, torch.Generator().manual_seed(1))
+    again = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        if hasattr(model, "latents"):  # the Gaussian families: labels, then every layer from the prior
+            y = model._simulated_labels(n, again)
+            code = model.latents.simulate(model.top_prior(), n, again)[0]
+        else:  # the ADGM: y, then z from its prior
+            y = torch.multinomial(model.class_log_prior().exp(), n, replacement=True, generator=again)
+            code = rsample(model.prior(), (n,), again)
+        expected = model.decoder(code, y).log_prob(simulated.x)
+        found = model.densities(simulated.x, simulated.y, model.posterior(simulated.x, simulated.y),
+                                simulated.noise[None]).log_px[0]
+    assert simulated.x.shape == (n, 1, 28, 28) and set(simulated.x.unique().tolist()) <= {0.0, 1.0}
+    assert (simulated.y is None) == (not class_conditional(model))
+    torch.testing.assert_close(found, expected, atol=1e-2, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_ais_beats_importance_sampling_and_bdmc_sandwiches(trained):
+    """On 40 test images, AIS (4 chains, 60 steps) lies above IS with 16 draws beyond the error of the
+    paired differences; on 32 simulated images the reverse chains' bound lies above the forward
+    chains', and the sandwich narrows from 3 steps to 60."""
+    kind, run = trained
+    loaded = vaelab.load_run(run, device="cpu")
+    model, test = loaded.model, loaded.test_data()
+    x = test.x[:40]
+    y = test.y[:40] if class_conditional(model) else None
+    settings = annealing.AisSettings(steps=60, leapfrog=4, chains=4, step_size=0.2)
+    ais = annealing.log_likelihood_ais(model, x, y, settings, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        iw = objectives.log_likelihood_is(model, x, y, 16, torch.Generator().manual_seed(3))
+    mean, error = _mean_and_error(ais.log_likelihood - iw)
+    assert mean > 3 * error, (kind, mean, error)
+    simulated = model.simulate(32, torch.Generator().manual_seed(4))
+    widths = {}
+    for steps in (3, 60):
+        sandwich = annealing.bidirectional(model, simulated.x, simulated.y, simulated.noise,
+                                           annealing.AisSettings(steps, 4, 4, 0.2), torch.Generator().manual_seed(5))
+        mean, error = _mean_and_error(sandwich.upper - sandwich.lower)
+        assert mean > 3 * error, (kind, steps, mean, error)
+        widths[steps] = mean
+    assert widths[60] < widths[3], (kind, widths)
+
+
+@pytest.mark.slow
+def test_evaluate_writes_ais_and_bdmc_into_eval_json_and_the_report(trained, capsys, tmp_path):
+    kind, run = trained
+    assert main(["evaluate", str(run), "--iw-samples", "8", "--class-samples", "2", "--ais", "6", "--leapfrog", "2",
+                 "--chains", "2", "--ais-images", "10", "--bdmc", "6", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "AIS (6 steps, 2 leapfrog, 2 chains)" in out and "BDMC (6 steps, 6 simulated images)" in out
+    result = json.loads(RunDir(run).eval.read_text())
+    ais, bdmc = result["ais"], result["bdmc"]
+    assert (ais["images"], ais["steps"], ais["chains"], ais["iw_samples"], bdmc["images"]) == (10, 6, 2, 8, 6)
+    assert 0 < ais["acceptance"] <= 1 and len(ais["step_sizes"]) == 10 and ais["standard_error"] >= 0
+    assert math.isclose(ais["gap"], ais["log_likelihood"] - ais["log_likelihood_is"], abs_tol=1e-9)
+    assert math.isclose(bdmc["width"], bdmc["upper"] - bdmc["lower"], abs_tol=1e-9)
+    if class_conditional(vaelab.load_run(run, device="cpu").model):
+        assert 0 <= ais["accuracy"] <= 1 and math.isfinite(ais["log_likelihood_marginal"])
+    assert main(["report", str(run), "-o", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "AIS, 6 steps of 2 leapfrog steps, 2 chains, first 10 test images" in page
+    assert f"{ais['log_likelihood']:.2f} ± {ais['standard_error']:.2f}" in page
+    assert "bidirectional Monte Carlo (6 steps)" in page
 
 
 @pytest.mark.slow

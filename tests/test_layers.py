@@ -10,6 +10,7 @@ LAYERS = [
     {"errors", "files"},
     {"fast", "distributed", "threads", "data", "checkpoints", "pictures", "models"},
     {"objectives", "devices", "config"},
+    {"annealing"},
     {"runs"},
     {"training", "evaluate"},
     {"api"},

@@ -63,13 +63,7 @@ def families():
             FAMILIES.pop(name, None)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread in this process (the subprocess gets OMP_NUM_THREADS=1): see the module's docstring."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one torch thread in this module
 
 
 # ---- the flow's density, against change of variables computed without the flow's own log-determinant ----
@@ -304,6 +298,22 @@ def test_it_evaluates_and_its_estimators_are_in_order(trained, capsys):
     print(f"{family}: ELBO {elbo.mean():.2f}, IW(5) {iw5.mean():.2f}, IS(500) {is500.mean():.2f} (IS - ELBO "
           f"{mean:.2f} ± {error:.2f}); vaelab evaluate: ELBO {result['elbo']:.2f} (± {elbo_error:.2f}), log p(x) "
           f"{result['log_likelihood']:.2f} (± {is_error:.3f}), K = 500; nats per image")
+
+
+@pytest.mark.slow
+def test_ais_reaches_it_through_the_interface_and_bdmc_asks_for_simulate(trained, capsys):
+    """AIS needs nothing but `posterior` and `densities`: a family from outside gets it; BDMC also
+    needs `simulate`, and without it the command says so in one line, exit 2, before any work."""
+    family, run = trained
+    assert main(["evaluate", str(run), "--iw-samples", "8", "--ais", "20", "--chains", "2", "--leapfrog", "2",
+                 "--ais-images", "20", "--json", "--no-progress"]) == 0
+    ais = json.loads(capsys.readouterr().out.splitlines()[-1])["ais"]
+    assert ais["images"] == 20 and math.isfinite(ais["log_likelihood"]) and 0 < ais["acceptance"] <= 1
+    before = RunDir(run).eval.read_bytes()
+    assert main(["evaluate", str(run), "--bdmc", "4", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "has no simulate method" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert RunDir(run).eval.read_bytes() == before
 
 
 def _ancestral_codes(model: TwoLayerVAE, count: int, seed: int) -> torch.Tensor:

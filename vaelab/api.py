@@ -122,15 +122,19 @@ class Run:
 
     def evaluate(self, iw_samples: int = 1000, class_samples: int | None = None, seed: int = 0,
                  progress: bool = False, compile: str = "auto", processes: Processes = SINGLE,
-                 between_batches=lambda: None) -> dict:
-        """Test-set metrics in nats per image; see `vaelab.evaluate.evaluate_model`."""
+                 between_batches=lambda: None, ais=None, ais_images: int | None = None, bdmc: int = 0,
+                 bdmc_settings=None) -> dict:
+        """Test-set metrics in nats per image; see `vaelab.evaluate.evaluate_model` (ais: an
+        `annealing.AisSettings` for annealed importance sampling too; bdmc: simulated images for
+        bidirectional Monte Carlo, with bdmc_settings)."""
         from .evaluate import evaluate_model
 
         with processes.agreement("loading the test data"):
             data = self.test_data()
         return evaluate_model(self.model, data, iw_samples=iw_samples, class_samples=class_samples,
                               seed=seed, progress=progress, compile=compile, processes=processes,
-                              between_batches=between_batches)
+                              between_batches=between_batches, ais=ais, ais_images=ais_images, bdmc=bdmc,
+                              bdmc_settings=bdmc_settings)
 
 
 def _read_run(path: Path, checkpoint: str) -> tuple[TrainConfig, bytes, Path, Checkpoint]:

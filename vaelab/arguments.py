@@ -24,6 +24,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 MAX_IW_SAMPLES = 100_000  # K = 5,000 is the literature's figure; 100,000 already takes days on a CPU
 MAX_IMAGES = 10_000  # pictures: images per grid
+MAX_AIS_STEPS = 1_000_000  # AIS bridges; Wu et al. used up to 16,000
 
 
 def _int(text: str) -> int:
@@ -33,12 +34,12 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
-def _count(maximum: int):
-    """An argparse type: a whole number from 1 to `maximum`."""
+def _count(maximum: int, minimum: int = 1):
+    """An argparse type: a whole number from `minimum` to `maximum`."""
     def parse(text: str) -> int:
         value = _int(text)
-        if not 1 <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"{text!r} must be a whole number from 1 to {maximum:,}")
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be a whole number from {minimum} to {maximum:,}")
         return value
     return parse
 
@@ -115,6 +116,18 @@ def build_parser() -> ArgumentParser:
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     evaluate.add_argument("--compile", default="auto", choices=COMPILE_MODES,
                           help="evaluate the importance weights through torch.compile (auto: for large K)")
+    evaluate.add_argument("--ais", type=_count(MAX_AIS_STEPS), metavar="STEPS",
+                          help="also annealed importance sampling from q to the posterior with this many bridges "
+                               "(HMC transitions; eval.json's ais)")
+    evaluate.add_argument("--leapfrog", type=_count(1000), help="AIS: leapfrog steps per HMC transition (default 10)")
+    evaluate.add_argument("--chains", type=_count(10_000, minimum=2),
+                          help="AIS: chains per test image and class (default 16; 2 at least, for a standard error)")
+    evaluate.add_argument("--ais-images", type=_count(MAX_IMAGES), metavar="N",
+                          help="AIS: the first N test images only (default: all)")
+    evaluate.add_argument("--bdmc", type=_count(MAX_IMAGES), metavar="N",
+                          help="also bidirectional Monte Carlo on N images simulated from the model: AIS's lower "
+                               "and upper bounds and the width between them (eval.json's bdmc), with the steps of "
+                               "--ais (1000 without it), --leapfrog and --chains")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--no-progress", action="store_true")
 

@@ -71,12 +71,28 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_run
     from .models import class_conditional
     from .runs import RunDir
+    from .annealing import AisSettings
+    from .models import Simulates
 
+    if args.ais is None and args.bdmc is None:
+        for flag, value in (("--leapfrog", args.leapfrog), ("--chains", args.chains), ("--ais-images", args.ais_images)):
+            if value is not None:
+                raise VaelabError(f"{flag} is a setting of AIS: add --ais STEPS (or --bdmc N)")
+    if args.ais is None and args.ais_images is not None:
+        raise VaelabError("--ais-images is a setting of AIS: add --ais STEPS")
+    defaults = AisSettings()
+    ais = AisSettings(steps=args.ais or defaults.steps, leapfrog=args.leapfrog or defaults.leapfrog,
+                      chains=args.chains or defaults.chains)
     run = load_run(args.run, checkpoint=args.checkpoint, device=args.device, processes=args.processes)
+    if args.bdmc and not isinstance(run.model, Simulates):
+        raise VaelabError(f"--bdmc: {type(run.model).__name__} has no simulate method (models.Simulates) to draw "
+                          "images with their latents; leave out --bdmc")
     main = args.processes.main
     result = evaluate_run(run, iw_samples=args.iw_samples, class_samples=args.class_samples, seed=args.seed,
                           progress=main and not args.no_progress and sys.stderr.isatty(), compile=args.compile,
-                          processes=args.processes, between_batches=args.look_at_the_cpus)
+                          processes=args.processes, between_batches=args.look_at_the_cpus,
+                          ais=ais if args.ais else None, ais_images=args.ais_images, bdmc=args.bdmc or 0,
+                          bdmc_settings=ais)
     if not main:
         return 0
     if args.json:
@@ -92,6 +108,17 @@ def cmd_evaluate(args) -> int:
               + (f" (Bayes rule), {100 * result['classifier_accuracy']:.2f}% (q(y | x)); bound with y summed out "
                  f"{result['unlabelled_elbo']:.2f}" if "classifier_accuracy" in result else "")
               + f"  [nats per image, {result['n_test']} test images, {result['seconds']:.0f} s]")
+        if "ais" in result:
+            done = result["ais"]
+            print(f"AIS ({done['steps']} steps, {done['leapfrog']} leapfrog, {done['chains']} chains): {name} "
+                  f"{done['log_likelihood']:.2f} ± {done['standard_error']:.2f} against IS {done['log_likelihood_is']:.2f} "
+                  f"(gap {done['gap']:.2f})" + (f"; log p(x) {done['log_likelihood_marginal']:.2f}; accuracy "
+                                                f"{100 * done['accuracy']:.2f}%" if labelled else "")
+                  + f"; acceptance {done['acceptance']:.2f}  [{done['images']} test images, {done['seconds']:.0f} s]")
+        if "bdmc" in result:
+            done = result["bdmc"]
+            print(f"BDMC ({done['steps']} steps, {done['images']} simulated images): {name} between "
+                  f"{done['lower']:.2f} and {done['upper']:.2f}, width {done['width']:.2f}  [{done['seconds']:.0f} s]")
         print(f"written to {RunDir(run.path).eval}")
     return 0
 

@@ -1,7 +1,8 @@
 """Test-set evaluation: ELBO with its terms, importance-sampled log-likelihood, for a class-conditional
 model the marginal log-likelihood and the Bayes classifier's accuracy, and for a model with a
 classifier q(y | x) (M2) that classifier's accuracy and confusion matrix and the bound with y summed
-out. All figures are mean nats per test image.
+out; asked for, annealed importance sampling on the test images (`ais_terms`) and bidirectional Monte
+Carlo on images simulated from the model (`bdmc_terms`). All figures are mean nats per test image.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from collections.abc import Callable
 import torch
 from tqdm import tqdm
 
-from . import objectives
+from . import annealing, objectives
 from .distributed import SINGLE, Processes
 from .fast import use_compile
 from .devices import DeviceSplit, NamedSums, chunk_generator
-from .models import Classifies, Model, Noise, class_conditional
+from .errors import VaelabError
+from .models import Classifies, Model, Noise, Simulates, class_conditional
 
 ROWS_PER_CHUNK = 4096  # images x samples decoded at once: big enough for fast matmuls, small enough for the caches
 COMPILE_FROM = 2_000_000  # decoder evaluations from which torch.compile's start-up (about 15 s) pays off
@@ -26,7 +28,9 @@ COMPILE_FROM = 2_000_000  # decoder evaluations from which torch.compile's start
 @torch.no_grad()
 def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, class_samples: int | None = None,
                    batch_size: int = 100, seed: int = 0, progress: bool = False, compile: str = "auto",
-                   processes: Processes = SINGLE, between_batches: Callable[[], None] = lambda: None) -> dict:
+                   processes: Processes = SINGLE, between_batches: Callable[[], None] = lambda: None,
+                   ais: annealing.AisSettings | None = None, ais_images: int | None = None, bdmc: int = 0,
+                   bdmc_settings: annealing.AisSettings | None = None) -> dict:
     """Evaluate `model` on `data` (the fixed-binarised test split).
 
     - elbo and its parts (recon, the family's KL of every latent, ...): the ELBO with one draw of
@@ -50,6 +54,10 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
 
     `between_batches` is called before every batch: the command line's CPU sharing looks at the
     machine then (`vaelab.threads.CpuShare.update`).
+
+    ais: also annealed importance sampling on the first `ais_images` test images (all by default),
+    as "ais" (`ais_terms`); bdmc: also bidirectional Monte Carlo on that many simulated images, as
+    "bdmc" (`bdmc_terms`), with `bdmc_settings` (by default ais's, or `annealing.AisSettings()`).
     """
     model.eval()
     labelled = class_conditional(model)
@@ -95,6 +103,16 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
         result["class_samples"] = class_samples
     if isinstance(model, Classifies):
         result.update(classifier_terms(model, data, batch_size, seed, len(batches), processes))
+    if ais is not None:
+        images = min(ais_images or n, n)
+        passes = ais.chains * (model.num_classes if labelled else 1) * ais.steps * ais.leapfrog
+        result["ais"] = ais_terms(model, data, ais, images, iw_samples, seed,
+                                  use_compile(compile, images * passes, COMPILE_FROM), processes, progress)
+    if bdmc:
+        settings = bdmc_settings or ais or annealing.AisSettings()
+        passes = 2 * settings.chains * settings.steps * settings.leapfrog  # forward and reverse chains
+        result["bdmc"] = bdmc_terms(model, bdmc, settings, seed, use_compile(compile, bdmc * passes, COMPILE_FROM),
+                                    processes, progress)
     return result
 
 
@@ -125,6 +143,129 @@ def classifier_terms(model, data: DeviceSplit, batch_size: int, seed: int, first
             "confusion": confusion.tolist(), **sums.means(data.x.shape[0], processes)}
 
 
+AIS_STREAM, BDMC_STREAM = 1 << 40, 1 << 41  # the chunk numbers of AIS's and BDMC's generators start here
+
+
+@torch.no_grad()
+def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, images: int | None = None,
+              iw_samples: int = 1000, seed: int = 0, compile: bool = False, processes: Processes = SINGLE,
+              progress: bool = False) -> dict:
+    """AIS on the first `images` test images (all by default; `vaelab.annealing`), with the IS
+    estimate with `iw_samples` on the same images beside it, as eval.json's "ais": mean nats per
+    image.
+
+    log_likelihood (of x, or of x given its label) with standard_error, the Monte-Carlo error of
+    that mean over the chains; log_likelihood_is and gap = AIS - IS; acceptance, the chains' mean
+    acceptance probability; step_sizes, the tuned step size at ten points of the schedule (mean over
+    images); seconds. A class-conditional model runs chains for every class of every image, so
+    log_likelihood_marginal (log Σ_y π_y p(x | y)) and the Bayes classifier's accuracy get AIS too.
+    Batch b draws from `chunk_generator(seed, AIS_STREAM + b)`; the processes share the batches.
+    """
+    model.eval()
+    labelled = class_conditional(model)
+    n = min(images or data.x.shape[0], data.x.shape[0])
+    classes = model.num_classes if labelled else 1
+    batch_size = max(1, ROWS_PER_CHUNK // (settings.chains * classes))
+    device = data.x.device
+    log_weights = objectives.make_log_weights(model, compile=compile)
+    sums, schedule = NamedSums(), None
+    batches = range(math.ceil(n / batch_size))
+    mine = batches[processes.rows(len(batches))]
+    started = time.perf_counter()
+    with tqdm(total=min(n, len(mine) * batch_size), desc="AIS", unit="img", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for batch in mine or range(0, 1):  # a process without a batch takes an empty one
+            start = batch * batch_size
+            stop = min(n, start + batch_size) if batch in mine else start
+            x, y = data.x[start:stop], data.y[start:stop]
+            generator = chunk_generator(seed, AIS_STREAM + batch, device)
+            if not x.shape[0]:  # a process without a batch adds empty figures
+                names = ["log_likelihood", "variance", *(("log_likelihood_marginal", "variance_marginal", "accuracy")
+                                                           if labelled else ()), "log_likelihood_is", "acceptance"]
+                sums.add({name: x.new_zeros(0) for name in names})
+                schedule = x.new_zeros(10 if settings.steps > 1 else 0, dtype=torch.float64) if schedule is None else schedule
+                continue
+            if labelled:  # every (image, class) pair, the image's classes side by side
+                pairs = torch.arange(classes, device=device).repeat(x.shape[0])
+                estimate = annealing.log_likelihood_ais(model, x.repeat_interleave(classes, 0), pairs, settings,
+                                                        generator, log_weights)
+                per_class = estimate.log_likelihood.view(-1, classes)
+                variance = estimate.standard_error.square().view(-1, classes)
+                log_pi = model.class_log_prior()
+                mine_own = per_class.gather(1, y[:, None])[:, 0]
+                joint = per_class + log_pi
+                share = torch.softmax(joint, dim=1)  # each class's part of p(x): the delta method's weights
+                figures = {"log_likelihood": mine_own, "variance": variance.gather(1, y[:, None])[:, 0],
+                           "log_likelihood_marginal": torch.logsumexp(joint, dim=1),
+                           "variance_marginal": (share.square() * variance).sum(1),
+                           "accuracy": (objectives.classify(per_class, log_pi) == y).to(torch.float32)}
+            else:
+                estimate = annealing.log_likelihood_ais(model, x, None, settings, generator, log_weights)
+                figures = {"log_likelihood": estimate.log_likelihood, "variance": estimate.standard_error.square()}
+            figures["log_likelihood_is"] = objectives.log_likelihood_is(model, x, y if labelled else None,
+                                                                        iw_samples, generator)
+            figures["acceptance"] = estimate.acceptance.view(x.shape[0], -1).mean(1)
+            sizes = estimate.step_sizes.view(len(estimate.step_sizes), x.shape[0], classes).mean(-1)  # [T - 1, images]
+            figures["step_sizes"] = sizes[torch.linspace(0, max(len(sizes) - 1, 0), 10).long()].T \
+                if len(sizes) else x.new_zeros(x.shape[0], 0)
+            sums.add({name: value for name, value in figures.items() if name != "step_sizes"})
+            part = figures["step_sizes"].sum(0).double()
+            schedule = part if schedule is None else schedule + part
+            bar.update(x.shape[0])
+    result = sums.means(n, processes)
+    result["standard_error"] = math.sqrt(result.pop("variance") / n)
+    if labelled:
+        result["standard_error_marginal"] = math.sqrt(result.pop("variance_marginal") / n)
+    result["gap"] = result["log_likelihood"] - result["log_likelihood_is"]
+    if schedule is not None and len(schedule):
+        result["step_sizes"] = (processes.sum(schedule) / n).tolist()
+    return {**result, **settings.description(), "images": n, "iw_samples": iw_samples,
+            "seconds": time.perf_counter() - started}
+
+
+@torch.no_grad()
+def bdmc_terms(model: Model, count: int, settings: annealing.AisSettings, seed: int = 0, compile: bool = False,
+               processes: Processes = SINGLE, progress: bool = False) -> dict:
+    """Bidirectional Monte Carlo on `count` images simulated from the model (`Model.simulate`), as
+    eval.json's "bdmc": the forward chains' lower bound and the reverse chains' upper bound on
+    log p(x[ | y]) of those images, mean nats per image, the sandwich's width (upper - lower) and
+    each direction's acceptance; for a class-conditional model the labels are simulated too and the
+    bounds are of log p(x | y). Batch b simulates and anneals with `chunk_generator(seed,
+    BDMC_STREAM + b)`."""
+    if not isinstance(model, Simulates):
+        raise VaelabError(f"{type(model).__name__} has no simulate method (models.Simulates), which bidirectional "
+                          "Monte Carlo needs; leave out --bdmc")
+    model.eval()
+    batch_size = max(1, ROWS_PER_CHUNK // settings.chains)
+    device = next(model.parameters()).device
+    log_weights = objectives.make_log_weights(model, compile=compile)
+    sums = NamedSums()
+    batches = range(math.ceil(count / batch_size))
+    mine = batches[processes.rows(len(batches))]
+    started = time.perf_counter()
+    with tqdm(total=min(count, len(mine) * batch_size), desc="BDMC", unit="img", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for batch in mine or range(0, 1):
+            size = min(batch_size, count - batch * batch_size) if batch in mine else 0
+            if not size:  # a process without a batch adds empty figures
+                sums.add({name: torch.zeros(0, device=device) for name in
+                          ("lower", "upper", "forward_acceptance", "reverse_acceptance")})
+                continue
+            generator = chunk_generator(seed, BDMC_STREAM + batch, device)
+            simulated = model.simulate(size, generator)
+            if not torch.isfinite(simulated.noise).all():
+                raise VaelabError("BDMC: the latents of a simulated image could not be carried back to q's noise "
+                                  "(an inverse flow step overflowed); this model cannot be checked by BDMC")
+            sandwich = annealing.bidirectional(model, simulated.x, simulated.y, simulated.noise, settings, generator,
+                                               log_weights)
+            sums.add({"lower": sandwich.lower, "upper": sandwich.upper, "forward_acceptance": sandwich.forward_acceptance,
+                      "reverse_acceptance": sandwich.reverse_acceptance})
+            bar.update(size)
+    result = sums.means(count, processes)
+    result["width"] = result["upper"] - result["lower"]
+    return {**result, **settings.description(), "images": count, "seconds": time.perf_counter() - started}
+
+
 def decoder_passes(model, iw_samples: int, class_samples: int) -> int:
     """Decoder evaluations per test image for a class-conditional model, as `evaluate_model` makes them."""
     return max(iw_samples, class_samples) + class_samples * (model.num_classes - 1)
@@ -132,12 +273,14 @@ def decoder_passes(model, iw_samples: int, class_samples: int) -> int:
 
 def evaluate_run(run, iw_samples: int = 1000, class_samples: int | None = None, seed: int = 0,
                  progress: bool = False, compile: str = "auto", processes: Processes = SINGLE,
-                 between_batches: Callable[[], None] = lambda: None) -> dict:
+                 between_batches: Callable[[], None] = lambda: None, ais: annealing.AisSettings | None = None,
+                 ais_images: int | None = None, bdmc: int = 0, bdmc_settings: annealing.AisSettings | None = None) -> dict:
     """Evaluate a loaded `vaelab.api.Run` and record the result as the run's eval.json (process 0 writes it)."""
     from .runs import RunDir, write_json
 
     result = run.evaluate(iw_samples=iw_samples, class_samples=class_samples, seed=seed, progress=progress,
-                          compile=compile, processes=processes, between_batches=between_batches)
+                          compile=compile, processes=processes, between_batches=between_batches, ais=ais,
+                          ais_images=ais_images, bdmc=bdmc, bdmc_settings=bdmc_settings)
     result.update(checkpoint=run.checkpoint, epoch=run.epoch, model=run.config.model, dataset=run.config.dataset)
     with processes.agreement("writing eval.json"):
         if processes.main:

@@ -28,7 +28,7 @@ from .base import Family, class_weights, join_terms
 from .families import default_alpha
 from .flows import InverseAutoregressiveFlow, RealNVP
 from .latents import loc_scale
-from .interface import Bound, DataFacts, Densities, Noise, Terms
+from .interface import Bound, DataFacts, Densities, Noise, Simulated, Terms
 from .layers import ACTIVATIONS, ConditionalLinear, Dense
 from .likelihoods import pixel_distribution
 from .mlp import MLPDecoder
@@ -271,6 +271,25 @@ class ADGM(Family):
         """z ~ p(z), N(0, I) or the RealNVP's: [count, |z|]."""
         with torch.no_grad():
             return rsample(self.prior(), (count,), generator)
+
+    def simulate(self, count: int, generator: torch.Generator | None) -> Simulated:
+        """`count` images from the model with the base noise of their latents (`interface.Simulated`):
+        y ~ π, z ~ p(z), x ~ p(x | y, z), a ~ p(a | x, y, z), then q's draws inverted at x: ε_a from
+        q(a | x), ε_z from q(z | a, y, x) (through the IAF backwards, if there is one)."""
+        with torch.no_grad():
+            y = torch.multinomial(self.class_log_prior().exp(), count, replacement=True, generator=generator)
+            z = rsample(self.prior(), (count,), generator)
+            x = rsample(self.decoder(z, y), (), generator)
+            flat = x.flatten(-3)
+            mu_pa, sigma_pa = loc_scale(self.aux_decoder(flat, z, y=y))
+            a = mu_pa + sigma_pa * torch.randn(mu_pa.shape, generator=generator, device=mu_pa.device,
+                                               dtype=mu_pa.dtype)
+            mu_a, sigma_a, z_head, _ = self.posterior(x, y)
+            outputs = self.z_encoder.finish(z_head, a)
+            d = self.latent_dim
+            z_0 = z if self.flow is None else self.flow.inverse(z, outputs[..., 2 * d :])
+            mu_z, sigma_z = loc_scale(outputs[..., : 2 * d])
+            return Simulated(x, y, torch.cat([(a - mu_a) / sigma_a, (z_0 - mu_z) / sigma_z], dim=-1))
 
     def part_words(self) -> dict[str, str]:
         return {"recon": "reconstruction term E_q[log p(x | y, z)]",

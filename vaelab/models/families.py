@@ -16,7 +16,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from .base import Family, class_weights, join_terms
-from .interface import Bound, DataFacts, Densities, Noise, Terms
+from .interface import Bound, DataFacts, Densities, Noise, Simulated, Terms
 from .likelihoods import EQUATIONS, LIKELIHOODS, MEAN_WORDS, pixel_distribution
 from .flows import RealNVP
 from .latents import AncestralPrior, GaussianLatent, LatentHierarchy
@@ -166,6 +166,19 @@ class VAE(Family):
         with torch.no_grad():
             return rsample(self.prior(), (count,), generator)
 
+    def simulate(self, count: int, generator: torch.Generator | None) -> Simulated:
+        """`count` images from the model with the base noise of their latents (`interface.Simulated`):
+        the labels (`_simulated_labels`), every latent layer from the prior, x from p(x | z_1[, y]),
+        then q's draw inverted at x (`latents.noise_of`), all with `generator`."""
+        with torch.no_grad():
+            y = self._simulated_labels(count, generator)
+            latents = self.latents.simulate(self.top_prior(), count, generator)
+            x = rsample(self.decoder(latents[0], y), (), generator)
+            return Simulated(x, y, self.latents.noise_of(self.posterior(x, y), latents))
+
+    def _simulated_labels(self, count: int, generator: torch.Generator | None) -> torch.Tensor | None:
+        return None
+
     given = "x"  # what q(z | ...) reads, in the words of the parts
     recon_words = "reconstruction term E_q[log p(x | z)]"
 
@@ -226,6 +239,10 @@ class CVAE(VAE):
     def class_log_prior(self) -> torch.Tensor:
         """log π: [num_classes], uniform (π_j = 1 / num_classes)."""
         return torch.full((self.num_classes,), -math.log(self.num_classes), device=self.prior_loc.device)
+
+    def _simulated_labels(self, count: int, generator: torch.Generator | None) -> torch.Tensor:
+        """y [count] ~ Categorical(π), int64, with `generator`."""
+        return torch.multinomial(self.class_log_prior().exp(), count, replacement=True, generator=generator)
 
     def equations(self) -> list[str]:
         return [

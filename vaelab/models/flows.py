@@ -6,7 +6,8 @@
 
 Both run the direction their use needs in one pass and give its log-determinant in that pass:
 the IAF maps base noise to z (a draw and its log q), RealNVP maps a z to its base point (log p(z))
-or a base point to z (a draw), both exactly, nothing solved by iteration. Shapes: z [..., d],
+or a base point to z (a draw), both exactly. Only the IAF's inverse, which bidirectional Monte
+Carlo alone asks for, takes d passes per step. Shapes: z [..., d],
 any leading dimensions (samples, classes, images); log-determinants [...], nats.
 
 Written here rather than taken from a flow library (zuko, nflows, normflows; torch.distributions has
@@ -72,6 +73,8 @@ class IAFStep(nn.Module):
     def __init__(self, dim: int, hidden: int, context: int, reverse: bool):
         super().__init__()
         masks = made_masks(dim, hidden, 2, reverse)
+        degrees = torch.arange(1, dim + 1)  # the input degrees of `made_masks`: coordinate i reads those below
+        self.register_buffer("degrees", degrees.flip(0) if reverse else degrees, persistent=False)
         self.first = MaskedLinear(dim, hidden, masks[0])
         self.context = Dense(context, hidden, bias=False) if context else None
         self.middle = MaskedLinear(hidden, hidden, masks[1])
@@ -90,6 +93,21 @@ class IAFStep(nn.Module):
         log_sigma = F.logsigmoid(gate)
         sigma = log_sigma.exp()
         return sigma * z + (1 - sigma) * shift, log_sigma.sum(-1)
+
+    def inverse(self, z_out: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """z [..., d] with forward(z) = z_out: d passes, pass k fixing the coordinate of degree k
+        (its shift and gate read only the coordinates of lower degree, fixed before it). The others
+        stay 0 until their pass, so that no value computed from unfixed inputs can overflow into
+        the fixed ones."""
+        z = torch.zeros_like(z_out)
+        for k in range(1, z_out.shape[-1] + 1):
+            pre = self.first(z)
+            if self.context is not None:
+                pre = pre + self.context(context)
+            shift, gate = self.last(F.elu(self.middle(F.elu(pre)))).chunk(2, dim=-1)
+            sigma = torch.sigmoid(gate)
+            z = torch.where(self.degrees <= k, (z_out - (1 - sigma) * shift) / sigma, torch.zeros_like(z))
+        return z
 
 
 class InverseAutoregressiveFlow(nn.Module):
@@ -111,6 +129,13 @@ class InverseAutoregressiveFlow(nn.Module):
             z, log_det = step(z, context)
             total = total + log_det
         return z, total
+
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """z_0 [..., d] for z_T = z: every step inverted, last first (d passes each, `IAFStep.inverse`).
+        Only bidirectional Monte Carlo needs it, to start a reverse chain at a simulated z."""
+        for step in reversed(self.steps):
+            z = step.inverse(z, context)
+        return z
 
 
 class Coupling(nn.Module):

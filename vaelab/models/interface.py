@@ -6,6 +6,7 @@ through these members alone. They never ask which family a model is, only what i
 
     isinstance(model, ClassConditional)   it has a class label y ~ Categorical(pi)
     isinstance(model, Classifies)         it also has a classifier q(y | x)
+    isinstance(model, Simulates)          it draws images with the noise of their latents (BDMC)
 
 A family owns its latents and its bound. Its latents may be one Gaussian z, a flow on top of one,
 several layers z1, z2, ..., or an auxiliary variable: the estimators see them only through
@@ -149,6 +150,28 @@ class Classifies(Protocol):
 
     def classifier(self, x: torch.Tensor) -> Categorical:
         """q(y | x) for images x [*batch, C, H, W]: batch shape [*batch], num_classes categories."""
+
+
+class Simulated(NamedTuple):
+    """Images drawn from a model (`Simulates.simulate`): x [count, C, H, W], their labels y [count]
+    (None for a family without a class label), and the base noise [count, *noise_shape()] whose
+    draw under q(latents | x[, y]) gives the very latents x was generated from. That noise is an
+    exact draw of the posterior p(latents | x[, y]) carried over to the noise, where a reverse AIS
+    chain starts (bidirectional Monte Carlo, `vaelab.annealing`)."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    noise: torch.Tensor
+
+
+@runtime_checkable
+class Simulates(Protocol):
+    """What a family may add (every family of vaelab has it): draws of the whole generative model,
+    with the base noise that reproduces their latents, for bidirectional Monte Carlo."""
+
+    def simulate(self, count: int, generator: torch.Generator | None) -> Simulated:
+        """`count` images (labels drawn from π first, for a class-conditional family), each with its
+        latents drawn from the prior, with `generator`; see `Simulated`."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ z_1) and the prior of their top layer (`priors.py`, `flows.RealNVP`): the family
     code(posterior)            z_1 with every noise at 0 (the pictures' code)
     top_gaussian(posterior)    a Gaussian over the top layer, for the VampPrior's components
     generate(z_top, generator) z_1 from a draw of the top layer, down through p(z_l | z_(l+1))
+    simulate(top_prior, n, g)  every layer drawn from the prior, z_1 first
+    noise_of(posterior, latents) the base noise whose draw gives those latents (the draw inverted)
 
 The hierarchy (Burda et al. 2015, bottom-up; Sønderby et al. 2016, top-down):
 
@@ -56,6 +58,14 @@ def softplus_loc_scale(outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 def normal_log_density(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """log N(value; loc, diag scale²) summed over the last dimension: [...], nats."""
     return gaussian_log_density((value - loc) / scale, scale)
+
+
+def merge(hat_loc: torch.Tensor, hat_scale: torch.Tensor, p_loc: torch.Tensor,
+          p_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-down posterior's (μ_q, σ_q): the precision-weighted mean of N(μ̂, σ̂²) and N(μ_p, σ_p²)."""
+    hat_precision, p_precision = hat_scale.pow(-2), p_scale.pow(-2)
+    variance = 1 / (hat_precision + p_precision)
+    return (hat_loc * hat_precision + p_loc * p_precision) * variance, variance.sqrt()
 
 
 class GaussianMLP(nn.Module):
@@ -119,6 +129,18 @@ class GaussianLatent(nn.Module):
 
     def generate(self, top: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return top
+
+    def simulate(self, top_prior: Distribution, count: int, generator: torch.Generator | None) -> tuple[torch.Tensor]:
+        """(z,): z [count, d] drawn from the prior with `generator`."""
+        return (rsample(top_prior, (count,), generator),)
+
+    def noise_of(self, posterior: tuple[torch.Tensor, ...], latents: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The base noise ε [*batch, d] whose `draw` is latents = (z,): the draw inverted (through the
+        IAF's steps backwards, if there are any)."""
+        (z,) = latents
+        if self.flow is not None:
+            z = self.flow.inverse(z, posterior[2])
+        return (z - posterior[0]) / posterior[1]
 
     def part_words(self, given: str, top_prior: Distribution) -> dict[str, str]:
         """The KL part in words: closed form or at the draw."""
@@ -218,11 +240,7 @@ class LatentHierarchy(nn.Module):
                 kl[self.names[-1]] = gaussian_log_density(eps[-1], scale) - top_prior.log_prob(z)
         for l in reversed(range(count - 1)):
             p_loc, p_scale = softplus_loc_scale(self.down[l](z))
-            hat_loc, hat_scale = posterior[2 * l], posterior[2 * l + 1]
-            hat_precision, p_precision = hat_scale.pow(-2), p_scale.pow(-2)
-            variance = 1 / (hat_precision + p_precision)
-            loc = (hat_loc * hat_precision + p_loc * p_precision) * variance
-            scale = variance.sqrt()
+            loc, scale = merge(posterior[2 * l], posterior[2 * l + 1], p_loc, p_scale)
             z = loc if eps[l] is None else loc + scale * eps[l]
             if top_prior is not None:
                 if closed_form:
@@ -251,13 +269,41 @@ class LatentHierarchy(nn.Module):
             loc, scale = softplus_loc_scale(up(loc))
         return loc, scale
 
+    def _descend(self, top: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+        """(z_1, ..., z_L) from z_L = top [..., d_L]: z_l ~ p(z_l | z_(l+1)) down the layers, with `generator`."""
+        layers = [top]
+        for down in reversed(self.down):
+            loc, scale = softplus_loc_scale(down(layers[0]))
+            layers.insert(0, loc + scale * torch.randn(loc.shape, generator=generator, device=loc.device,
+                                                       dtype=loc.dtype))
+        return tuple(layers)
+
     def generate(self, top: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """z_1 [..., d_1] from z_L [..., d_L]: z_l ~ p(z_l | z_(l+1)) down the layers, with `generator`."""
-        z = top
-        for down in reversed(self.down):
-            loc, scale = softplus_loc_scale(down(z))
-            z = loc + scale * torch.randn(loc.shape, generator=generator, device=loc.device, dtype=loc.dtype)
-        return z
+        return self._descend(top, generator)[0]
+
+    def simulate(self, top_prior: Distribution, count: int, generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+        """(z_1, ..., z_L) [count, d_l] each: z_L from the top prior, the others down from it."""
+        return self._descend(rsample(top_prior, (count,), generator), generator)
+
+    def noise_of(self, posterior: tuple[torch.Tensor, ...], latents: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The base noise [*batch, Σ d_l] whose `draw` gives latents (z_1, ..., z_L): each layer's
+        Gaussian given the layers its inference reads, inverted."""
+        count = len(self.dims)
+        eps = [None] * count
+        if self.inference == "bottom-up":
+            loc, scale = posterior
+            for l in range(count):
+                if l:
+                    loc, scale = softplus_loc_scale(self.up[l - 1](latents[l - 1]))
+                eps[l] = (latents[l] - loc) / scale
+        else:
+            eps[-1] = (latents[-1] - posterior[-2]) / posterior[-1]
+            for l in reversed(range(count - 1)):
+                p_loc, p_scale = softplus_loc_scale(self.down[l](latents[l + 1]))
+                loc, scale = merge(posterior[2 * l], posterior[2 * l + 1], p_loc, p_scale)
+                eps[l] = (latents[l] - loc) / scale
+        return torch.cat(eps, dim=-1)
 
     def part_words(self, given: str, top_prior: Distribution) -> dict[str, str]:
         """Every layer's KL part in words."""

@@ -184,9 +184,33 @@ def metrics_table(metrics: dict, conditional: bool, parts: dict[str, str]) -> Ta
             elif key in ("log_likelihood_marginal", "accuracy"):
                 label += per_class
             rows.append([label, metric_value(metrics, key)])
+    rows += annealing_rows(metrics, name)
     return Table(caption=f"Test set ({metrics['n_test']} images, checkpoint '{metrics.get('checkpoint', 'best')}' "
                          f"from epoch {metrics.get('epoch', '?')}; nats per image)", header=["metric", "value"],
                  rows=rows)
+
+
+def annealing_rows(metrics: dict, name: str) -> list[list[str]]:
+    """The table rows of eval.json's "ais" and "bdmc" (`vaelab evaluate --ais / --bdmc`), if any."""
+    rows = []
+    if "ais" in metrics:
+        ais = metrics["ais"]
+        how = (f"AIS, {ais['steps']} steps of {ais['leapfrog']} leapfrog steps, {ais['chains']} chains, "
+               f"first {ais['images']} test images")
+        rows += [[f"{name}, {how} (± its Monte-Carlo standard error)",
+                  f"{_fmt(ais['log_likelihood'])} ± {ais['standard_error']:.2f}"],
+                 [f"{name}, importance sampling with K = {ais['iw_samples']} on the same images; AIS − IS",
+                  f"{_fmt(ais['log_likelihood_is'])}; {ais['gap']:+.2f}"],
+                 ["AIS: mean HMC acceptance probability", f"{ais['acceptance']:.2f}"]]
+        if "log_likelihood_marginal" in ais:
+            rows += [[f"marginal log p(x), {how}", _fmt(ais["log_likelihood_marginal"])],
+                     ["classification accuracy, Bayes rule on the AIS estimates", f"{100 * ais['accuracy']:.2f}%"]]
+    if "bdmc" in metrics:
+        bdmc = metrics["bdmc"]
+        rows.append([f"{name} of {bdmc['images']} images simulated from the model, bidirectional Monte Carlo "
+                     f"({bdmc['steps']} steps): forward AIS … reverse AIS (width)",
+                     f"{_fmt(bdmc['lower'])} … {_fmt(bdmc['upper'])} ({bdmc['width']:.2f})"])
+    return rows
 
 
 BINARIZATION = {"dynamic": "binarised afresh every epoch (validation and test once, with a fixed seed)",
