@@ -74,12 +74,11 @@ def cmd_evaluate(args) -> int:
     from .annealing import AisSettings
     from .models import Simulates
 
-    if args.ais is None and args.bdmc is None:
-        for flag, value in (("--leapfrog", args.leapfrog), ("--chains", args.chains), ("--ais-images", args.ais_images)):
-            if value is not None:
-                raise VaelabError(f"{flag} is a setting of AIS: add --ais STEPS (or --bdmc N)")
     if args.ais is None and args.ais_images is not None:
         raise VaelabError("--ais-images is a setting of AIS: add --ais STEPS")
+    for flag, value in (("--leapfrog", args.leapfrog), ("--chains", args.chains)):
+        if value is not None and args.ais is None and args.bdmc is None:
+            raise VaelabError(f"{flag} is a setting of AIS: add --ais STEPS (or --bdmc N)")
     defaults = AisSettings()
     ais = AisSettings(steps=args.ais or defaults.steps, leapfrog=args.leapfrog or defaults.leapfrog,
                       chains=args.chains or defaults.chains)

@@ -193,10 +193,9 @@ def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, 
                 variance = estimate.standard_error.square().view(-1, classes)
                 log_pi = model.class_log_prior()
                 mine_own = per_class.gather(1, y[:, None])[:, 0]
-                joint = per_class + log_pi
-                share = torch.softmax(joint, dim=1)  # each class's part of p(x): the delta method's weights
+                share = torch.softmax(per_class + log_pi, dim=1)  # each class's part of p(x): the delta method's weights
                 figures = {"log_likelihood": mine_own, "variance": variance.gather(1, y[:, None])[:, 0],
-                           "log_likelihood_marginal": torch.logsumexp(joint, dim=1),
+                           "log_likelihood_marginal": objectives.log_marginal_likelihood(per_class, log_pi),
                            "variance_marginal": (share.square() * variance).sum(1),
                            "accuracy": (objectives.classify(per_class, log_pi) == y).to(torch.float32)}
             else:
