@@ -120,6 +120,32 @@ def test_compiled_step_equals_the_eager_step(mnist_raw, objective):
 
 
 @pytest.mark.slow
+def test_a_vampprior_step_encodes_its_pseudo_inputs_once_and_compiles_to_the_eager_numbers(mnist_raw):
+    """M2 with a VampPrior bounds a step's unlabelled and labelled images apart (two draws of the
+    prior): the pseudo-inputs go through the encoder once per step, and the compiled step gives the
+    eager loss and gradients."""
+    settings = dict(SMALL, model="m2", prior="vamp", pseudo_inputs=20, batch_size=32)
+    config = make_config(settings)
+    model = new_training(config, torch.device("cpu"), dynamic=True, compile=False).model
+    data = DeviceSplit.from_split(make_splits(mnist_raw, limit_train=32).train, torch.device("cpu"))
+    y = data.y[20:]  # the last 12 images keep their label
+    made = []
+    hook = model.pseudo_inputs.register_forward_hook(lambda *_: made.append(1))
+    eager = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic=True, compile=False)
+    loss_e, sum_e, grads_e = _step_and_gradients(eager, model, data.x, y, seed=3)
+    assert len(made) == 1
+    hook.remove()
+    compiled = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic=True, compile=True)
+    loss_c, sum_c, grads_c = _step_and_gradients(compiled, model, data.x, y, seed=3)
+    assert compiled.compiled.active
+    torch.testing.assert_close(loss_c, loss_e, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(sum_c, sum_e, rtol=1e-5, atol=1e-3)
+    for name in grads_e:
+        torch.testing.assert_close(grads_c[name], grads_e[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert grads_e["pseudo_inputs.values"].abs().sum() > 0  # the prior's gradient reaches the pseudo-inputs
+
+
+@pytest.mark.slow
 def test_compiled_training_follows_the_eager_training(mnist_raw):
     """Two epochs on 2,000 real images, compiled against eager: the same bounds to within 0.05 nats."""
     config = make_config(dict(SMALL, batch_size=50))

@@ -116,6 +116,42 @@ def test_the_vamp_prior_is_the_mean_of_the_encoders_posteriors_at_the_pseudo_inp
     assert model.pseudo_inputs.values.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("family", ["vae", "cvae"])
+def test_an_evaluation_encodes_the_pseudo_inputs_once_and_gives_the_same_numbers(family, monkeypatch):
+    """The VampPrior made once per evaluation (`fixed_prior`): the IS estimate over several batches,
+    AIS and BDMC ask the encoder for the pseudo-inputs once in all, and give what making it at every
+    draw gives."""
+    from vaelab import annealing, evaluate
+    from vaelab.devices import DeviceSplit
+
+    torch.manual_seed(0)
+    model = build_model(family, (1, 4, 4), 3 if family == "cvae" else 0, latent_dim=2, hidden=(8,), prior="vamp",
+                        pseudo_inputs=5)
+    g = torch.Generator().manual_seed(1)
+    data = DeviceSplit(torch.bernoulli(torch.full((6, 1, 4, 4), 0.5), generator=g), torch.tensor([0, 1, 2, 0, 1, 2]),
+                       True)
+    settings = annealing.AisSettings(3, 2, 2, 0.2)
+    made = []
+    model.pseudo_inputs.register_forward_hook(lambda *_: made.append(1))
+
+    def run():
+        return evaluate.evaluate_model(model, data, iw_samples=4, batch_size=2, compile="off", ais=settings, bdmc=2)
+
+    once = run()
+    assert len(made) == 1  # the IS estimate (three batches), AIS and BDMC: once in all
+    made.clear()
+    with monkeypatch.context() as patched:
+        patched.setattr(type(model), "fixed_prior", lambda self: __import__("contextlib").nullcontext())
+        every_time = run()
+    assert len(made) > 10
+    for name in ("elbo", "log_likelihood"):
+        assert once[name] == pytest.approx(every_time[name], abs=1e-5)
+    for part in ("ais", "bdmc"):
+        for name in ("log_likelihood", "lower", "upper"):
+            if name in once[part]:
+                assert once[part][name] == pytest.approx(every_time[part][name], abs=1e-4), (part, name)
+
+
 def test_warm_up_weighs_the_kl_and_reports_the_true_bound():
     torch.manual_seed(0)
     model = build_model("cvae", (1, 6, 6), 3, latent_dim=2, hidden=(8,)).double()

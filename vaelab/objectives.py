@@ -15,17 +15,19 @@ estimators read them through `model.posterior` and `model.densities` alone.
     log_likelihood_per_class / log_marginal_likelihood / classify: the class-conditional extras,
                            log p(x) = logsumexp_y [log p(x | y) + log pi_y] and argmax_y p(y | x)
     confusion_matrix:      how often q(y | x) names each class for each true class
+    fixing_prior           runs a function of a model with its prior made once (`models.prior_fixed`)
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
 import torch
 
 from .fast import CompiledOrEager
-from .models import Densities, Terms
+from .models import Densities, Terms, prior_fixed
 
 
 def draw_noise(model, samples: int, batch: int | tuple[int, ...], generator: torch.Generator | None,
@@ -38,6 +40,18 @@ def draw_noise(model, samples: int, batch: int | tuple[int, ...], generator: tor
     batch = (batch,) if isinstance(batch, int) else tuple(batch)
     return torch.randn((samples, *batch, *model.noise_shape(labelled)), generator=generator, device=device,
                        dtype=dtype)
+
+
+def fixing_prior(function: Callable) -> Callable:
+    """`function(model, ...)` run within `prior_fixed(model)`: whatever it evaluates reuses one making
+    of the prior (the VampPrior's pseudo-inputs encoded once, not once per batch). For a function
+    during which the parameters do not change."""
+    @functools.wraps(function)
+    def with_fixed_prior(model, *args, **kwargs):
+        with prior_fixed(model):
+            return function(model, *args, **kwargs)
+
+    return with_fixed_prior
 
 
 def log_weight(densities: Densities, kl_weight: torch.Tensor | float = 1.0) -> torch.Tensor:

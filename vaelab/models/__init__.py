@@ -1,6 +1,6 @@
 """The models wing: the model interface, the networks, the pixel likelihoods and the families.
 
-    interface.py    Model, ClassConditional, Classifies, Simulates, Densities, Terms: what a family declares
+    interface.py    Model, ClassConditional, Classifies, Simulates, FixesPrior, Densities, Terms: what a family declares
     base.py         Family: the module a family may build on (its default objective)
     networks.py     encoder and decoder networks (--network), built as parts: layers, mlp, conv, resnet
     priors.py       p(z) (--prior): the standard Gaussian, the VampPrior; Gaussian densities and draws
@@ -17,8 +17,8 @@ from .auxiliary import ADGM
 from .base import Family
 from .families import CVAE, FAMILIES, M2, POSTERIORS, VAE
 from .latents import INFERENCES
-from .interface import (Bound, ClassConditional, Classifies, DataFacts, Densities, Model, Noise, Simulated,
-                        Simulates, Terms, class_conditional, code_words, pixel_words)
+from .interface import (Bound, ClassConditional, Classifies, DataFacts, Densities, FixesPrior, Model, Noise,
+                        Simulated, Simulates, Terms, class_conditional, code_words, pixel_words, prior_fixed)
 from .likelihoods import LIKELIHOODS, decoder_mean, mean_words
 from .networks import ACTIVATIONS, NETWORKS, ConditionalLinear, ReLU
 from .priors import PRIORS, GaussianMixture, analytic_kl, describe_prior, rsample
@@ -60,6 +60,7 @@ def build_model(family: str, image_shape: tuple[int, int, int], num_classes: int
 register_family("adgm", ADGM)
 
 __all__ = ["ACTIVATIONS", "ADGM", "CVAE", "FAMILIES", "GaussianMixture", "INFERENCES", "LIKELIHOODS", "M2", "NETWORKS", "POSTERIORS", "PRIORS", "VAE",
-           "Bound", "ClassConditional", "Classifies", "ConditionalLinear", "DataFacts", "Densities", "Family", "Model",
+           "Bound", "ClassConditional", "Classifies", "ConditionalLinear", "DataFacts", "Densities", "Family", "FixesPrior", "Model",
            "Noise", "ReLU", "Simulated", "Simulates", "Terms", "analytic_kl", "build_model", "class_conditional", "code_words", "decoder_mean",
-           "describe_prior", "family_settings", "mean_words", "pixel_words", "register_family", "rsample"]
+           "describe_prior", "family_settings", "mean_words", "pixel_words", "prior_fixed", "register_family",
+           "rsample"]

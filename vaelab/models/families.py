@@ -10,6 +10,8 @@ N(0, I_d), a draw is z = μ + σ ε and its log q comes from ε in the same pass
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -81,6 +83,7 @@ class VAE(Family):
             self.decoder_raw_scale = nn.Parameter(torch.zeros(math.prod(self.image_shape)))
         self.register_buffer("prior_loc", torch.zeros(top), persistent=False)
         self.register_buffer("prior_scale", torch.ones(top), persistent=False)
+        self._fixed_components: tuple[torch.Tensor, torch.Tensor] | None = None  # see fixed_prior
 
     @classmethod
     def for_data(cls, data: DataFacts, **settings) -> "VAE":
@@ -106,11 +109,29 @@ class VAE(Family):
         """p(z_L) of the top layer (z itself for one layer): N(0, I), the VampPrior (1/K) sum_k q(z | u_k)
         or the RealNVP flow: batch shape [], event [d_L]."""
         if self.pseudo_inputs is not None:
-            components = self.latents.top_gaussian(self.posterior(*self.pseudo_inputs()))
+            components = self._fixed_components
+            if components is None:
+                components = self.latents.top_gaussian(self.posterior(*self.pseudo_inputs()))
             return GaussianMixture(*components)  # K components
         if self.prior_flow is not None:
             return self.prior_flow.distribution()
         return Independent(Normal(self.prior_loc, self.prior_scale, validate_args=False), 1)
+
+    @contextmanager
+    def fixed_prior(self) -> Iterator[None]:
+        """Within it, the VampPrior's components are made once, on entry, and every draw reuses them:
+        its K pseudo-inputs go through the encoder once per evaluation (`interface.FixesPrior`) or
+        once per training step, not once per batch of draws. Only while the parameters do not change;
+        the components keep the gradient they have on entry. Nested, the outermost one holds; nothing
+        changes for the other priors."""
+        if self.pseudo_inputs is None or self._fixed_components is not None:
+            yield
+            return
+        self._fixed_components = self.latents.top_gaussian(self.posterior(*self.pseudo_inputs()))
+        try:
+            yield
+        finally:
+            self._fixed_components = None
 
     def prior(self) -> Distribution:
         """p(z) of the code the decoder reads: the top prior for one layer, the hierarchy's ancestral

@@ -7,6 +7,7 @@ through these members alone. They never ask which family a model is, only what i
     isinstance(model, ClassConditional)   it has a class label y ~ Categorical(pi)
     isinstance(model, Classifies)         it also has a classifier q(y | x)
     isinstance(model, Simulates)          it draws images with the noise of their latents (BDMC)
+    isinstance(model, FixesPrior)         its prior costs work that can be done once (`fixed_prior`)
 
 A family owns its latents and its bound. Its latents may be one Gaussian z, a flow on top of one,
 several layers z1, z2, ..., or an auxiliary variable: the estimators see them only through
@@ -30,6 +31,7 @@ class label ignores them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -172,6 +174,21 @@ class Simulates(Protocol):
     def simulate(self, count: int, generator: torch.Generator | None) -> Simulated:
         """`count` images (labels drawn from π first, for a class-conditional family), each with its
         latents drawn from the prior, with `generator`; see `Simulated`."""
+
+
+@runtime_checkable
+class FixesPrior(Protocol):
+    """What a family may add: a prior whose making costs work (the VampPrior encodes its pseudo-inputs),
+    done once for a stretch in which the parameters do not change: a whole evaluation, or one
+    training step (`prior_fixed`)."""
+
+    def fixed_prior(self) -> AbstractContextManager[None]:
+        """A context within which the prior is made once, on entry, and reused by every draw."""
+
+
+def prior_fixed(model: Model) -> AbstractContextManager[None]:
+    """`model.fixed_prior()` for a family that has it (`FixesPrior`), else a context that does nothing."""
+    return model.fixed_prior() if isinstance(model, FixesPrior) else nullcontext()
 
 
 @dataclass(frozen=True)

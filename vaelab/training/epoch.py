@@ -139,6 +139,7 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
 
 
 @torch.no_grad()
+@objectives.fixing_prior
 def validate(model: Model, data: DeviceSplit, batch_size: int = 1000, seed: int = VALIDATION_SEED,
              processes: Processes = SINGLE) -> dict:
     """The ELBO on a fixed split with a fixed seed, one draw of the latents per image, and its parts:

@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import objectives
 from ..distributed import SINGLE, Processes, ProcessLost, lost_message
 from ..fast import CompiledOrEager
-from ..models import Model, Noise
+from ..models import Model, Noise, prior_fixed
 from .randomness import RandomStreams
 
 
@@ -61,7 +61,8 @@ class Loss(torch.nn.Module):
         mean of each kind, added: `step_scale`)."""
         if bits is not None:  # dynamic binarisation: x ~ Bernoulli(gray level), fresh every time
             x = binarize(x, bits)
-        terms = self.model.objective(x, y, noise, self.bound, kl_weight)
+        with prior_fixed(self.model):  # the VampPrior's pseudo-inputs encoded once per step
+            terms = self.model.objective(x, y, noise, self.bound, kl_weight)
         unknown = x.shape[0] - (0 if y is None else y.shape[0])  # the family keeps the rows in x's order
         maximised = terms.maximised[:unknown].sum() * scale[0] + terms.maximised[unknown:].sum() * scale[1]
         return -maximised, terms.bound.detach().sum()
