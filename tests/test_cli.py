@@ -44,6 +44,8 @@ BAD_INPUT = [
     (["sample", "nowhere", "-o", "s.png", "--per-class", "0"], "'0' must be a whole number from 1 to 1,000"),
     (["train", "--out", "X", "--patience", "-1"], "--patience -1 is not allowed"),
     (["train", "--out", "X", "--compile", "fast"], "--compile 'fast' is not allowed: use one of auto, on, off"),
+    (["train", "--out", "X", "--precision", "fp8"], "--precision 'fp8' is not allowed: use one of float32, bf16, tf32"),
+    (["train", "--out", "X", "--device", "cpu", "--precision", "tf32"], "--precision tf32 is for CUDA GPUs"),
     (["study", "--out", "X", "--latent-dims", "3,0"], "every latent size must be from 1 to 10,000"),
     (["study", "--out", "X", "--epochs", "0"], "--epochs 0 is not allowed"),
     (["report", "nowhere", "-o", "r.html"], "run directory nowhere does not exist"),

@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vaelab"
 # lowest first; a wing may import from the layers before its own, never from its own layer's others or above
 LAYERS = [
     {"errors", "files"},
-    {"fast", "distributed", "threads", "data", "checkpoints", "pictures", "models"},
+    {"fast", "precision", "distributed", "threads", "data", "checkpoints", "pictures", "models"},
     {"objectives", "devices", "config"},
     {"annealing"},
     {"runs"},

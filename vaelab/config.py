@@ -21,6 +21,7 @@ from .data import BINARIZE_MODES, DATASETS
 from .data.user import is_user_dataset
 from .errors import VaelabError
 from .fast import COMPILE_MODES
+from .precision import PRECISIONS
 from .models import ACTIVATIONS, FAMILIES, INFERENCES, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS, family_settings
 
 
@@ -145,6 +146,10 @@ class TrainConfig:
     device: str = setting(str, "auto", "auto, cpu or cuda", choices=DEVICES, changes_on_resume=True, group="run")
     compile: str = setting(str, "auto", "run the training step through torch.compile: on, off, or auto (for runs "
                            "of 4,000+ steps)", choices=COMPILE_MODES, changes_on_resume=True, group="run")
+    precision: str = setting(str, "float32", "the training step's products: float32, bf16 (the networks' matrix "
+                             "products and convolutions in bfloat16, everything else in float32) or tf32 (CUDA's "
+                             "TensorFloat-32); validation and evaluation stay float32", choices=PRECISIONS,
+                             changes_on_resume=True, group="run")
     time_limit: float | None = setting(float, None, "stop after the epoch that brings this call's training past "
                                        "this many minutes (resume continues)", minimum=0.0, maximum=100_000.0,
                                        optional=True, changes_on_resume=True, group="run")

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from . import annealing, objectives
 from .distributed import SINGLE, Processes
 from .fast import use_compile
+from .precision import in_float32
 from .devices import DeviceSplit, NamedSums, chunk_generator
 from .errors import VaelabError
 from .models import Classifies, Model, Noise, Simulates, class_conditional
@@ -27,6 +28,7 @@ COMPILE_FROM = 2_000_000  # decoder evaluations from which torch.compile's start
 
 @torch.no_grad()
 @objectives.fixing_prior
+@in_float32
 def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, class_samples: int | None = None,
                    batch_size: int = 100, seed: int = 0, progress: bool = False, compile: str = "auto",
                    processes: Processes = SINGLE, between_batches: Callable[[], None] = lambda: None,
@@ -149,6 +151,7 @@ AIS_STREAM, BDMC_STREAM = 1 << 40, 1 << 41  # the chunk numbers of AIS's and BDM
 
 @torch.no_grad()
 @objectives.fixing_prior
+@in_float32
 def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, images: int | None = None,
               iw_samples: int = 1000, seed: int = 0, compile: bool = False, processes: Processes = SINGLE,
               progress: bool = False) -> dict:
@@ -226,6 +229,7 @@ def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, 
 
 @torch.no_grad()
 @objectives.fixing_prior
+@in_float32
 def bdmc_terms(model: Model, count: int, settings: annealing.AisSettings, seed: int = 0, compile: bool = False,
                processes: Processes = SINGLE, progress: bool = False) -> dict:
     """Bidirectional Monte Carlo on `count` images simulated from the model (`Model.simulate`), as

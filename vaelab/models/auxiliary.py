@@ -29,13 +29,13 @@ from .families import default_alpha
 from .flows import InverseAutoregressiveFlow, RealNVP
 from .latents import loc_scale
 from .interface import Bound, DataFacts, Densities, Noise, Simulated, Terms
-from .layers import ACTIVATIONS, ConditionalLinear, Dense
+from .layers import ACTIVATIONS, ConditionalLinear, Dense, Network
 from .likelihoods import pixel_distribution
 from .mlp import MLPDecoder
 from .priors import HALF_LOG_TWO_PI, gaussian_kl, gaussian_log_density, rsample
 
 
-class Joined(nn.Module):
+class Joined(Network):
     """An MLP on several vectors and perhaps a label: W_0 u_0 + onehot(y) W_y + b + Σ_i W_i u_i, then
     the hidden layers, then a linear head; the same function as a dense first layer on their
     concatenation, initialised like one.
@@ -62,15 +62,17 @@ class Joined(nn.Module):
         self.description = f"MLP {'-'.join(map(str, hidden))} {activation}"
 
     def head(self, first: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.first(first, y)
+        with self.products(first):
+            return self.returned(self.first(first, y))
 
     def finish(self, head: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
-        total = head
-        for layer, value in zip(self.others, others):
-            total = total + layer(value)
-        return self.rest(total)
+        with self.products(head):
+            total = head
+            for layer, value in zip(self.others, others):
+                total = total + layer(value)
+            return self.returned(self.rest(total))
 
-    def forward(self, first: torch.Tensor, *others: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def compute(self, first: torch.Tensor, *others: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.finish(self.head(first, y), *others)
 
 

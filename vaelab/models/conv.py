@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from .layers import ACTIVATIONS, ClassBias, ConditionalLinear, Dense, flat_labels
+from .layers import ACTIVATIONS, ClassBias, ConditionalLinear, Dense, Network, flat_labels
 
 
 def halve(size: int) -> int:
@@ -42,14 +42,14 @@ def fold(inputs: torch.Tensor, event_dims: int) -> tuple[torch.Tensor, torch.Siz
     return inputs.reshape(math.prod(batch), *inputs.shape[len(batch):]), batch
 
 
-class ImageEncoder(nn.Module):
+class ImageEncoder(Network):
     """Images [*batch, C, H, W] (and y) -> [*batch, out_features] through `stem` (a convolution),
     `label` (a `ClassBias` on its maps), `body` (to flat features) and `head` (dense); the batch
     dimensions are folded into one on the way. Labels y may have more leading dimensions than x's
     batch (y [classes, batch] with x [batch, C, H, W]: each image under every class); the output
     then has their broadcast batch shape. Subclasses build the four parts."""
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def compute(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         images, batch = fold(x, 3)
         features = self.stem(images)
         if y is not None and y.dim() > len(batch):  # more labels than images (every class for each image):
@@ -61,12 +61,12 @@ class ImageEncoder(nn.Module):
         return self.head(self.body(features)).view(*batch, -1)
 
 
-class CodeDecoder(nn.Module):
+class CodeDecoder(Network):
     """Codes [*batch, d] (and y) -> [*batch, C, H, W] through `first` (a `ConditionalLinear` to the
     `start` feature maps) and `body` (to the pixels); the batch dimensions are folded into one on
     the way. Subclasses build the parts."""
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def compute(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         codes, batch = fold(self.first(z, y), 1)
         return self.body(codes.view(-1, *self.start)).view(*batch, *self.image_shape)
 

@@ -7,6 +7,8 @@ A label never enters as a one-hot copy of an image: a dense layer adds a learned
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +57,53 @@ class Dense(nn.Linear):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         out = torch.matmul(inputs, self.weight.t())
         return out if self.bias is None else out + self.bias
+
+
+class Network(nn.Module):
+    """A network whose matrix products and convolutions may run in reduced precision.
+
+    `precision` (None: the parameters' own dtype) is set for a stretch of work by
+    `reduced_precision`; the training step sets it to bfloat16 for `--precision bf16`. The
+    products then run under torch.autocast, with the parameters and the optimizer's state kept in
+    float32, and what the network returns is float32 again: the log-likelihood, the KL terms, the
+    flows and every reduction over pixels or draws stay in float32. A subclass writes `compute`
+    (its forward pass); a network whose parts are called apart (the ADGM's shared first layer)
+    wraps each part in `products` and `returned`.
+    """
+
+    precision: torch.dtype | None = None
+
+    def products(self, reference: torch.Tensor):
+        """The context its products run in: autocast to `precision` on `reference`'s device, or none."""
+        return torch.autocast(reference.device.type, dtype=self.precision or torch.bfloat16,
+                              enabled=self.precision is not None)
+
+    def returned(self, output: torch.Tensor) -> torch.Tensor:
+        """`output` as the network returns it: float32 again after reduced-precision products."""
+        return output if self.precision is None else output.float()
+
+    def compute(self, *inputs, **named) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, first: torch.Tensor, *inputs, **named) -> torch.Tensor:
+        with self.products(first):
+            output = self.compute(first, *inputs, **named)
+        return self.returned(output)
+
+
+@contextmanager
+def reduced_precision(module: nn.Module, precision: torch.dtype | None) -> Iterator[None]:
+    """Within it, every `Network` inside `module` runs its products in `precision` (None: as its
+    parameters); on exit each is put back as it was."""
+    networks = [m for m in module.modules() if isinstance(m, Network)]
+    before = [network.precision for network in networks]
+    for network in networks:
+        network.precision = precision
+    try:
+        yield
+    finally:
+        for network, value in zip(networks, before):
+            network.precision = value
 
 
 ACTIVATIONS = {"relu": ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU, "gelu": nn.GELU}

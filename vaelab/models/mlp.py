@@ -7,10 +7,10 @@ import math
 import torch
 from torch import nn
 
-from .layers import ACTIVATIONS, ConditionalLinear, Dense
+from .layers import ACTIVATIONS, ConditionalLinear, Dense, Network
 
 
-class MLP(nn.Module):
+class MLP(Network):
     """in -> hidden... -> out (a linear head), the first layer also seeing the label if it has classes."""
 
     def __init__(self, in_features: int, hidden: tuple[int, ...], out_features: int, activation: str,
@@ -26,7 +26,7 @@ class MLP(nn.Module):
         self.rest = nn.Sequential(*layers)
         self.description = f"MLP {'-'.join(map(str, hidden)) or 'linear'} {activation}"
 
-    def forward(self, inputs: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def compute(self, inputs: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.rest(self.first(inputs, y))
 
 
@@ -37,8 +37,8 @@ class MLPEncoder(MLP):
                  hidden: tuple[int, ...] = (500, 500), activation: str = "relu"):
         super().__init__(math.prod(image_shape), tuple(hidden), out_features, activation, num_classes)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return super().forward(x.flatten(-3), y)
+    def compute(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return super().compute(x.flatten(-3), y)
 
 
 class MLPDecoder(MLP):
@@ -49,5 +49,5 @@ class MLPDecoder(MLP):
         super().__init__(latent_dim, tuple(reversed(hidden)), math.prod(image_shape), activation, num_classes)
         self.image_shape = tuple(image_shape)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return super().forward(z, y).unflatten(-1, self.image_shape)
+    def compute(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return super().compute(z, y).unflatten(-1, self.image_shape)

@@ -15,6 +15,7 @@ from ..devices import DeviceSplit, NamedSums
 from ..distributed import SINGLE, Processes
 from ..errors import TrainingDiverged
 from ..models import Classifies, Model
+from ..precision import in_float32
 from .randomness import RandomStreams
 from .step import TrainStep
 
@@ -140,6 +141,7 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
 
 @torch.no_grad()
 @objectives.fixing_prior
+@in_float32
 def validate(model: Model, data: DeviceSplit, batch_size: int = 1000, seed: int = VALIDATION_SEED,
              processes: Processes = SINGLE) -> dict:
     """The ELBO on a fixed split with a fixed seed, one draw of the latents per image, and its parts:

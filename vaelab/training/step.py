@@ -17,6 +17,7 @@ from .. import objectives
 from ..distributed import SINGLE, Processes, ProcessLost, lost_message
 from ..fast import CompiledOrEager
 from ..models import Model, Noise, prior_fixed
+from ..models.layers import reduced_precision
 from .randomness import RandomStreams
 
 
@@ -117,6 +118,9 @@ class TrainStep:
     and agree to float rounding. Only batches of `batch_size` go through the compiled function
     (one static shape, one compilation); an epoch's short last batch runs it eagerly.
 
+    precision: the dtype of the networks' products (`models.layers.reduced_precision`; bfloat16 for
+    --precision bf16), None for their own.
+
     In a group of processes (`vaelab.distributed`) every process is called with the whole step,
     draws all its random numbers, and computes on its share (`process_share`); the loss, the bound
     and the gradients returned are the whole step's, the same as one process computes. Eagerly
@@ -126,8 +130,10 @@ class TrainStep:
     """
 
     def __init__(self, model: Model, objective: str, samples: int, batch_size: int, dynamic: bool, compile: bool,
-                 processes: Processes = SINGLE, clip_grad_norm: float | None = None, means_apart: bool = False):
+                 processes: Processes = SINGLE, clip_grad_norm: float | None = None, means_apart: bool = False,
+                 precision: torch.dtype | None = None):
         self.model, self.samples, self.batch_size, self.dynamic = model, samples, batch_size, dynamic
+        self.precision = precision
         self.processes, self.clip_grad_norm, self.means_apart = processes, clip_grad_norm, means_apart
         self.loss = Loss(model, objective)
         self.parameters = [(name, p) for name, p in self.loss.named_parameters() if p.requires_grad]
@@ -175,7 +181,8 @@ class TrainStep:
         gradients left in `.grad` are scaled down to that total (Euclidean) norm where it is larger:
         the whole step's gradients, the same on every process, with no host sync.
         """
-        loss, bound_sum = self._gradients(x, y, streams, kl_weight, regular)
+        with reduced_precision(self.model, self.precision):
+            loss, bound_sum = self._gradients(x, y, streams, kl_weight, regular)
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_([p for _, p in self.parameters], self.clip_grad_norm, foreach=True)
         return loss, bound_sum

@@ -23,6 +23,7 @@ from ..devices import DeviceSplit, resolve_device
 from ..distributed import SINGLE, Processes, ProcessLost
 from ..errors import RunError, RunFailed, TrainingDiverged, TrainingInterrupted, VaelabError
 from ..fast import make_adam, use_compile
+from ..precision import check_precision, matmul_precision, network_dtype
 from ..models import Model, pixel_words
 from ..runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json, write_metrics
 from .epoch import SYNC_EVERY, EpochState, Stopped, batch_plan, plan_images, train_epoch, validate
@@ -62,7 +63,8 @@ def new_training(config: TrainConfig, device: torch.device, dynamic: bool, compi
         model = new_model(config, train_images)
     model = model.to(device)
     step = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic, compile, processes,
-                     config.clip_grad_norm, means_apart=config.labelled_batch_size() > 0)
+                     config.clip_grad_norm, means_apart=config.labelled_batch_size() > 0,
+                     precision=network_dtype(config.precision))
     return Training(model, make_adam(model.parameters(), config.lr), RandomStreams.seeded(config.seed, device), step)
 
 
@@ -149,6 +151,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
         checkpoint = checkpoint or parse_checkpoint(data, run.checkpoint)
     with processes.agreement("choosing the device"):
         device = processes.device(resolve_device(config.device))
+        check_precision(config.precision, device)
     # the data first: a failure here leaves no half-made run directory behind
     with processes.agreement("loading the data"):
         raw = load_raw(config.dataset, data_dir=config.data_dir, cache_dir=config.cache_dir, log=log)
@@ -199,11 +202,18 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     group = f" x {processes.count} processes" if processes.count > 1 else ""
     log(f"training {config.model.upper()} on {len(splits.train)} {config.dataset} images"
         f"{labelled}, "
-        f"{device.type}{group}{' (compiled step)' if training.step.compiled.active else ''}, batch {config.batch_size}, "
+        f"{device.type}{group}{_step_words(training.step.compiled.active, config.precision)}, batch {config.batch_size}, "
         f"{config.epochs} epochs max -> {run.path}")
-    _Epochs(config, run, training, train_data, valid_data, splits.class_names, log, progress, processes).loop(
-        done_epochs + 1, history, partial)
+    with matmul_precision(config.precision, device):
+        _Epochs(config, run, training, train_data, valid_data, splits.class_names, log, progress, processes).loop(
+            done_epochs + 1, history, partial)
     return history.rows if processes.main else []
+
+
+def _step_words(compiled: bool, precision: str) -> str:
+    """" (compiled step, bf16)" and the like for the log's first line: what is not the plain float32 step."""
+    notes = (["compiled step"] if compiled else []) + ([precision] if precision != "float32" else [])
+    return f" ({', '.join(notes)})" if notes else ""
 
 
 @dataclass
