@@ -232,6 +232,32 @@ def test_a_compiled_convolutional_step_equals_the_eager_one(network, mnist_raw):
                                            prior="vamp", pseudo_inputs=6), mnist_raw)
 
 
+@pytest.mark.parametrize("network", ["conv", "resnet"])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 12, 10)])
+def test_channels_last_maps_give_the_step_of_plain_maps(network, shape):
+    """The convolutional networks lay their maps out channels-last for speed: the step's loss and every
+    gradient are what the plain (N, C, H, W) layout gives, to float rounding, for grey and colour
+    images of any size, with the label entering as a bias per class."""
+    torch.manual_seed(0)
+    model = build_model("cvae", shape, 3, network=network, channels=8, latent_dim=4).double()
+    x = torch.rand(6, *shape, dtype=torch.float64).round()
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    noise = torch.randn(2, 6, 4, dtype=torch.float64)
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        for network_part in (model.encoder_net, model.decoder_net):
+            network_part.memory_format = layout
+        model.zero_grad(set_to_none=True)
+        terms = objectives.elbo(model, x, y, noise)
+        terms.bound.sum().backward()
+        results.append((terms.bound.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
+    (plain, plain_grads), (last, last_grads) = results
+    torch.testing.assert_close(last, plain)
+    for name in plain_grads:
+        torch.testing.assert_close(last_grads[name], plain_grads[name], msg=name)
+    assert type(model.encoder_net).memory_format == torch.channels_last  # what every network has by default
+
+
 @pytest.mark.slow
 def test_a_resumed_run_with_every_new_part_equals_the_uninterrupted_one(tmp_path, mnist_raw):
     """conv networks, the VampPrior, KL warm-up and the cosine schedule: saved, loaded, resumed exactly."""
