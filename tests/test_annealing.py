@@ -227,3 +227,21 @@ def test_the_evaluation_takes_any_number_of_steps_and_bdmc_its_own_settings(fami
     assert (bdmc["images"], bdmc["steps"], bdmc["chains"], bdmc["leapfrog"]) == (3, steps, 3, 2)
     assert math.isclose(bdmc["width"], bdmc["upper"] - bdmc["lower"])
     assert bdmc["width"] > 0 or steps == 1  # one step on 3 images: the two bounds' noise can cross
+
+
+def test_the_cpu_share_is_looked_at_before_every_batch_of_chains_too():
+    """evaluate_model calls between_batches before each IS batch, each AIS batch and each BDMC batch
+    (where `vaelab evaluate` looks at the machine), not only while it importance-samples."""
+    from vaelab import evaluate
+    from vaelab.devices import DeviceSplit
+    from vaelab.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("vae", (1, 3, 3), 0, latent_dim=2, hidden=(8,))
+    data = DeviceSplit(torch.bernoulli(torch.full((6, 1, 3, 3), 0.5), generator=torch.Generator().manual_seed(1)),
+                       torch.zeros(6, dtype=torch.int64), True)
+    settings = annealing.AisSettings(2, 1, 2048, 0.2)  # 4096 rows per batch: two images per batch of chains
+    calls = []
+    evaluate.evaluate_model(model, data, iw_samples=2, batch_size=3, compile="off", ais=settings, bdmc=3,
+                            between_batches=lambda: calls.append(1))
+    assert len(calls) == 2 + 3 + 2  # IS: 6 images by 3; AIS: by 2; BDMC: 3 images by 2

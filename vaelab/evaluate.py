@@ -110,12 +110,13 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
         images = min(ais_images or n, n)
         passes = ais.chains * (model.num_classes if labelled else 1) * ais.steps * ais.leapfrog
         result["ais"] = ais_terms(model, data, ais, images, iw_samples, seed,
-                                  use_compile(compile, images * passes, COMPILE_FROM), processes, progress)
+                                  use_compile(compile, images * passes, COMPILE_FROM), processes, progress,
+                                  between_batches)
     if bdmc:
         settings = bdmc_settings or ais or annealing.AisSettings()
         passes = 2 * settings.chains * settings.steps * settings.leapfrog  # forward and reverse chains
         result["bdmc"] = bdmc_terms(model, bdmc, settings, seed, use_compile(compile, bdmc * passes, COMPILE_FROM),
-                                    processes, progress)
+                                    processes, progress, between_batches)
     return result
 
 
@@ -154,7 +155,7 @@ AIS_STREAM, BDMC_STREAM = 1 << 40, 1 << 41  # the chunk numbers of AIS's and BDM
 @in_float32
 def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, images: int | None = None,
               iw_samples: int = 1000, seed: int = 0, compile: bool = False, processes: Processes = SINGLE,
-              progress: bool = False) -> dict:
+              progress: bool = False, between_batches: Callable[[], None] = lambda: None) -> dict:
     """AIS on the first `images` test images (all by default; `vaelab.annealing`), with the IS
     estimate with `iw_samples` on the same images beside it, as eval.json's "ais": mean nats per
     image.
@@ -165,6 +166,7 @@ def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, 
     images); seconds. A class-conditional model runs chains for every class of every image, so
     log_likelihood_marginal (log Σ_y π_y p(x | y)) and the Bayes classifier's accuracy get AIS too.
     Batch b draws from `chunk_generator(seed, AIS_STREAM + b)`; the processes share the batches.
+    `between_batches` is called before every batch (as `evaluate_model`'s).
     """
     model.eval()
     labelled = class_conditional(model)
@@ -180,6 +182,7 @@ def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, 
     with tqdm(total=min(n, len(mine) * batch_size), desc="AIS", unit="img", disable=not progress,
               dynamic_ncols=True) as bar:
         for batch in mine or range(0, 1):  # a process without a batch takes an empty one
+            between_batches()
             start = batch * batch_size
             stop = min(n, start + batch_size) if batch in mine else start
             x, y = data.x[start:stop], data.y[start:stop]
@@ -231,13 +234,14 @@ def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, 
 @objectives.fixing_prior
 @in_float32
 def bdmc_terms(model: Model, count: int, settings: annealing.AisSettings, seed: int = 0, compile: bool = False,
-               processes: Processes = SINGLE, progress: bool = False) -> dict:
+               processes: Processes = SINGLE, progress: bool = False,
+               between_batches: Callable[[], None] = lambda: None) -> dict:
     """Bidirectional Monte Carlo on `count` images simulated from the model (`Model.simulate`), as
     eval.json's "bdmc": the forward chains' lower bound and the reverse chains' upper bound on
     log p(x[ | y]) of those images, mean nats per image, the sandwich's width (upper - lower) and
     each direction's acceptance; for a class-conditional model the labels are simulated too and the
     bounds are of log p(x | y). Batch b simulates and anneals with `chunk_generator(seed,
-    BDMC_STREAM + b)`."""
+    BDMC_STREAM + b)`; `between_batches` is called before every batch."""
     if not isinstance(model, Simulates):
         raise VaelabError(f"{type(model).__name__} has no simulate method (models.Simulates), which bidirectional "
                           "Monte Carlo needs; leave out --bdmc")
@@ -252,6 +256,7 @@ def bdmc_terms(model: Model, count: int, settings: annealing.AisSettings, seed: 
     with tqdm(total=min(count, len(mine) * batch_size), desc="BDMC", unit="img", disable=not progress,
               dynamic_ncols=True) as bar:
         for batch in mine or range(0, 1):
+            between_batches()
             size = min(batch_size, count - batch * batch_size) if batch in mine else 0
             if not size:  # a process without a batch adds empty figures
                 sums.add({name: torch.zeros(0, device=device) for name in
