@@ -75,9 +75,11 @@ def step_scale(images: int, labelled: int, apart: bool, dtype: torch.dtype, devi
     labelled-batch plan, where alpha weighs log q(y | x) on the labelled mean); else the mean over
     all the step's images."""
     unknown = images - labelled
-    if apart and unknown and labelled:
-        return torch.tensor([1 / unknown, 1 / labelled], dtype=dtype, device=device)
-    return torch.full((2,), 1 / images, dtype=dtype, device=device)
+    scale = torch.full((2,), 1 / images, dtype=dtype, device=device)
+    if apart and unknown and labelled:  # filled on the device: torch.tensor([...]) would copy from the host
+        scale[0].fill_(1 / unknown)
+        scale[1].fill_(1 / labelled)
+    return scale
 
 
 def step_noise(model: Model, images: int, labelled: int, samples: int, generator: torch.Generator,
