@@ -227,6 +227,11 @@ def test_use_compile_and_adam():
     assert fast.use_compile("on", 1, 4000) and not fast.use_compile("off", 10**9, 4000)
     params = [nn.Parameter(torch.randn(3, 3))]
     assert fast.make_adam(params, 1e-3).defaults["fused"]
+    # CUDA graphs for the step on a GPU only; a CPU step compiles in the default mode
+    assert fast.step_compile_mode(torch.device("cuda")) == "reduce-overhead"
+    assert fast.step_compile_mode(torch.device("cpu")) is None
+    step = TrainStep(nn.Linear(2, 2), "elbo", 1, 4, dynamic=False, compile=True)
+    assert step.compiled.active and step.compiled.mode is None
 
 
 def _square_loss_steps(nets_and_optimizers, x):

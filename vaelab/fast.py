@@ -28,6 +28,14 @@ def use_compile(mode: str, work: int, threshold: int) -> bool:
     return mode == "on" or (mode == "auto" and work >= threshold)
 
 
+def step_compile_mode(device: torch.device) -> str | None:
+    """torch.compile's mode for a function of static shapes called once per step on `device`:
+    "reduce-overhead" on CUDA, which records the step's kernels once as a CUDA graph and replays it
+    with one launch (a step of the default CVAE is a few dozen small kernels, whose launches a GPU
+    would otherwise wait on); None (the default mode) elsewhere, where there are no graphs to replay."""
+    return "reduce-overhead" if device.type == "cuda" else None
+
+
 def compilation_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that say torch.compile could not compile a function, as opposed to the function
     failing: no C++ compiler or Triton, an operation the compiler cannot lower or trace, a backend
@@ -53,14 +61,15 @@ class CompiledOrEager:
     eagerly. Same results either way. Any other error, such as a bug in the model or memory that
     ran out (also while compiling), is raised as it is. `eager` (default: `fn` itself) is what runs
     eagerly: a function that computes what `fn` does in a way that is faster without a compiler.
-    `backend` is torch.compile's.
+    `backend` and `mode` are torch.compile's.
     """
 
     def __init__(self, fn: Callable, what: str, enabled: bool = True, dynamic: bool | None = None,
-                 eager: Callable | None = None, backend: str | Callable = "inductor"):
+                 eager: Callable | None = None, backend: str | Callable = "inductor", mode: str | None = None):
         self.fn = fn if eager is None else eager
         self.what = what
-        self.compiled = torch.compile(fn, dynamic=dynamic, backend=backend) if enabled else None
+        self.mode = mode
+        self.compiled = torch.compile(fn, dynamic=dynamic, backend=backend, mode=mode) if enabled else None
 
     @property
     def active(self) -> bool:

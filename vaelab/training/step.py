@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import objectives
 from ..distributed import SINGLE, Processes, ProcessLost, lost_message
-from ..fast import CompiledOrEager
+from ..fast import CompiledOrEager, step_compile_mode
 from ..models import Model, Noise, prior_fixed
 from ..models.layers import reduced_precision
 from .randomness import RandomStreams
@@ -139,11 +139,11 @@ class TrainStep:
         self.processes, self.clip_grad_norm, self.means_apart = processes, clip_grad_norm, means_apart
         self.loss = Loss(model, objective)
         self.parameters = [(name, p) for name, p in self.loss.named_parameters() if p.requires_grad]
+        device = next(model.parameters()).device
         self.compiled = CompiledOrEager(self.loss_and_gradients, "the training step", enabled=compile, dynamic=False,
-                                        eager=self.eager_loss_and_gradients)
+                                        eager=self.eager_loss_and_gradients, mode=step_compile_mode(device))
         self.ddp = None
         if processes.count > 1:
-            device = next(model.parameters()).device
             # gradients averaged over processes: the loss is scaled by count to make that a sum
             self.ddp = DistributedDataParallel(self.loss, device_ids=[device] if device.type == "cuda" else None,
                                                forward_sync_buffers=False)

@@ -202,7 +202,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     group = f" x {processes.count} processes" if processes.count > 1 else ""
     log(f"training {config.model.upper()} on {len(splits.train)} {config.dataset} images"
         f"{labelled}, "
-        f"{device.type}{group}{_step_words(training.step.compiled.active, config.precision)}, batch {config.batch_size}, "
+        f"{device.type}{group}{_step_words(training.step.compiled.active, config.precision, training.step.compiled.mode)}, batch {config.batch_size}, "
         f"{config.epochs} epochs max -> {run.path}")
     with matmul_precision(config.precision, device):
         _Epochs(config, run, training, train_data, valid_data, splits.class_names, log, progress, processes).loop(
@@ -210,9 +210,10 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     return history.rows if processes.main else []
 
 
-def _step_words(compiled: bool, precision: str) -> str:
+def _step_words(compiled: bool, precision: str, mode: str | None = None) -> str:
     """" (compiled step, bf16)" and the like for the log's first line: what is not the plain float32 step."""
-    notes = (["compiled step"] if compiled else []) + ([precision] if precision != "float32" else [])
+    notes = ((["compiled step" + (", CUDA graphs" if mode == "reduce-overhead" else "")] if compiled else [])
+             + ([precision] if precision != "float32" else []))
     return f" ({', '.join(notes)})" if notes else ""
 
 
