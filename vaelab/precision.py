@@ -15,6 +15,7 @@ every picture are computed in float32 whatever the run trained with.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -61,7 +62,8 @@ def in_float32(function: Callable) -> Callable:
     validation and the evaluation, whatever the training ran with."""
     @functools.wraps(function)
     def in_true_float32(model, *args, **kwargs):
-        with matmul_precision("float32", next(model.parameters()).device):
+        tensor = next(itertools.chain(model.parameters(), model.buffers()), None)  # a model may have neither
+        with matmul_precision("float32", torch.device("cpu") if tensor is None else tensor.device):
             return function(model, *args, **kwargs)
 
     return in_true_float32
