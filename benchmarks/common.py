@@ -52,6 +52,17 @@ def matmul_peak_gflops(seconds: float = 1.5, size: int = 2048) -> float:
     return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
 
 
+def timed(function, device: torch.device) -> float:
+    """Seconds that function() takes on `device`, waiting for a GPU's queued work before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    function()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
 def machine() -> str:
     import os
     import platform

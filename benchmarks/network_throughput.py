@@ -23,7 +23,7 @@ import statistics
 import time
 
 import torch
-from common import machine
+from common import machine, timed
 
 from vaelab.config import make_config
 from vaelab.data import load_raw, make_splits
@@ -55,16 +55,6 @@ def make_variant(network: str, layout, precision: str, train: DeviceSplit, test:
         evaluate_model(t.model, test, iw_samples=samples, compile="on" if compile else "off")
 
     return epoch, evaluation
-
-
-def timed(function, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    function()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - started
 
 
 def main():

@@ -25,7 +25,7 @@ import statistics
 import time
 
 import torch
-from common import ReferenceCVAE, machine, matmul_peak_gflops, mlp_flops_per_image
+from common import ReferenceCVAE, machine, matmul_peak_gflops, mlp_flops_per_image, timed
 
 from vaelab.config import TrainConfig, make_config
 from vaelab.data import load_raw, make_splits
@@ -111,13 +111,7 @@ def main():
     seconds = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, epoch in variants.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-            epoch()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds[name].append(time.perf_counter() - started)
+            seconds[name].append(timed(epoch, device))
     rates = {name: args.images / statistics.median(times) for name, times in seconds.items()}
 
     flops = 3 * mlp_flops_per_image([784 + 10, 500, 500, 80], [40 + 10, 500, 500, 784])  # forward + backward
