@@ -29,7 +29,6 @@ from vaelab.config import make_config
 from vaelab.data import load_raw, make_splits
 from vaelab.evaluate import evaluate_model
 from vaelab.models.layers import Network
-from vaelab.precision import network_dtype
 from vaelab.training import DeviceSplit, new_training, train_epoch
 
 VARIANTS = {"plain maps": (torch.contiguous_format, "float32"), "channels-last": (torch.channels_last, "float32"),
@@ -42,7 +41,6 @@ def make_variant(network: str, layout, precision: str, train: DeviceSplit, test:
     """(one training epoch, one evaluation) of a fresh default CVAE with `network`, as functions."""
     config = make_config({"network": network, "batch_size": 128, "precision": precision})
     t = new_training(config, train.x.device, dynamic=True, compile=compile)
-    t.step.precision = network_dtype(precision)
     if layout is not None:
         for module in t.model.modules():
             if isinstance(module, Network) and hasattr(module, "memory_format"):

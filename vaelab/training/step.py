@@ -10,6 +10,8 @@ is faster than torch.func's transforms without a compiler.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
@@ -183,7 +185,8 @@ class TrainStep:
         gradients left in `.grad` are scaled down to that total (Euclidean) norm where it is larger:
         the whole step's gradients, the same on every process, with no host sync.
         """
-        with reduced_precision(self.model, self.precision):
+        # float32 (the default) walks no modules: this is the hot path
+        with nullcontext() if self.precision is None else reduced_precision(self.model, self.precision):
             loss, bound_sum = self._gradients(x, y, streams, kl_weight, regular)
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_([p for _, p in self.parameters], self.clip_grad_norm, foreach=True)

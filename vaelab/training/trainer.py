@@ -200,9 +200,10 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
         write_metrics(run.metrics, [])
     labelled = f" ({config.labels} of them labelled)" if config.labels is not None else ""
     group = f" x {processes.count} processes" if processes.count > 1 else ""
+    how = _step_words(training.step.compiled.active, config.precision, training.step.compiled.mode)
     log(f"training {config.model.upper()} on {len(splits.train)} {config.dataset} images"
         f"{labelled}, "
-        f"{device.type}{group}{_step_words(training.step.compiled.active, config.precision, training.step.compiled.mode)}, batch {config.batch_size}, "
+        f"{device.type}{group}{how}, batch {config.batch_size}, "
         f"{config.epochs} epochs max -> {run.path}")
     with matmul_precision(config.precision, device):
         _Epochs(config, run, training, train_data, valid_data, splits.class_names, log, progress, processes).loop(
