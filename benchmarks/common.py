@@ -41,9 +41,9 @@ def mlp_flops_per_image(widths_encoder, widths_decoder) -> float:
     return float(total)
 
 
-def matmul_peak_gflops(seconds: float = 1.5, size: int = 2048) -> float:
-    """The machine's float32 matmul rate on a large square product: an achievable-peak estimate."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak_gflops(seconds: float = 1.5, size: int = 2048, dtype: torch.dtype = torch.float32) -> float:
+    """The machine's matmul rate in `dtype` on a large square product (CPU): an achievable-peak estimate."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
     start, count = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
@@ -78,17 +78,23 @@ def add_run_arguments(parser, out: str) -> None:
     parser.add_argument("--out", default=out)
 
 
-def common_settings(args) -> dict:
-    """The settings every run of the benchmark shares, from --set and --device, checked as vaelab checks them."""
+def parse_settings(pairs: list[str]) -> dict:
+    """Settings from "key=value" strings (keys as in a config file or as attributes), checked as vaelab checks them."""
     from vaelab.config import SETTINGS, check_value
 
     settings = {}
-    for pair in args.set:
+    for pair in pairs:
         key, _, value = pair.partition("=")
         name = key.strip().replace("-", "_")
         if name not in SETTINGS:
-            raise SystemExit(f"--set {pair}: no such setting")
+            raise SystemExit(f"{pair}: no such setting")
         kind = SETTINGS[name].kind
         settings[name] = check_value(name, kind(value) if kind in (int, float) else value)
+    return settings
+
+
+def common_settings(args) -> dict:
+    """The settings every run of the benchmark shares, from --set and --device, checked as vaelab checks them."""
+    settings = parse_settings(args.set)
     settings.setdefault("device", args.device)
     return settings

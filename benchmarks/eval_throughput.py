@@ -9,10 +9,12 @@ the network: the evaluation of a few images records the shapes of the decoder's 
 decoder pass per shape records its matrix products, and the floor replays those products.
 
 Evaluation and floor take turns on slices of the test set, so drift on a shared machine hits
-both alike; the ratio is their sums' and the median of the rounds'. The model is the default CVAE
-(weights from --run DIR if given, else the initial ones: speed does not depend on the weights).
+both alike; the ratio is their sums' and the median of the rounds'. The model is the default CVAE,
+or another with `--set key=value` (repeatable: `--set network=conv`), with the weights from --run
+DIR if given, else the initial ones (speed does not depend on the weights).
 
     python benchmarks/eval_throughput.py [--samples 1000] [--images 10000] [--rounds 5] [--run DIR]
+        [--set key=value]
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ import time
 from collections import Counter
 
 import torch
-from common import machine
+from common import machine, parse_settings
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from vaelab.api import load_run
-from vaelab.config import TrainConfig
+from vaelab.config import make_config
 from vaelab.data import load_raw, make_splits
 from vaelab.evaluate import COMPILE_FROM, evaluate_model
 from vaelab.fast import use_compile
@@ -113,9 +115,10 @@ def main():
     parser.add_argument("--images", type=int, default=10_000, help="test images in all (10,000)")
     parser.add_argument("--rounds", type=int, default=5, help="turns of evaluation and floor (5)")
     parser.add_argument("--run", help="a run directory whose best weights to use")
+    parser.add_argument("--set", action="append", default=[], help="a setting of the model, key=value")
     args = parser.parse_args()
     device = torch.device("cpu")
-    model = load_run(args.run, device="cpu").model if args.run else new_model(TrainConfig())
+    model = load_run(args.run, device="cpu").model if args.run else new_model(make_config(parse_settings(args.set)))
     model.eval()
     test = DeviceSplit.from_split(make_splits(load_raw("mnist")).test, device)
     batch = 100  # as vaelab evaluate

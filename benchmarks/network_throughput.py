@@ -11,6 +11,11 @@ The MLP has no maps: its variants are float32 and bf16. Training is vaelab's ste
 runs it (compiled with --compile on, the default here), on real MNIST images; evaluation is
 `evaluate_model` with --samples importance samples per image (compiled likewise). Prints images/s
 and the ratios: each variant against the network's first, and each network's against the MLP's.
+On a CPU it also prints what each network's training step asks of the machine: its floating-point
+operations per image (counted by torch.utils.flop_counter on one eager step: the matrix products
+and convolutions, forward and backward) and the rate each variant reaches, against the machine's
+rate on one large matrix product in the same precision (measured in the same run): how far each
+is from the most its products could give.
 
     python benchmarks/network_throughput.py [--networks mlp,conv,resnet] [--images 5120] [--eval-images 100]
         [--samples 100] [--rounds 5] [--compile on] [--device cpu]
@@ -23,7 +28,8 @@ import statistics
 import time
 
 import torch
-from common import machine, timed
+from common import machine, matmul_peak_gflops, timed
+from torch.utils.flop_counter import FlopCounterMode
 
 from vaelab.config import make_config
 from vaelab.data import load_raw, make_splits
@@ -53,6 +59,16 @@ def make_variant(network: str, layout, precision: str, train: DeviceSplit, test:
         evaluate_model(t.model, test, iw_samples=samples, compile="on" if compile else "off")
 
     return epoch, evaluation
+
+
+def step_flops(network: str, train: DeviceSplit) -> float:
+    """Floating-point operations of one eager training step of the default CVAE with `network`, per image."""
+    config = make_config({"network": network, "batch_size": 128})
+    t = new_training(config, train.x.device, dynamic=True, compile=False)
+    one_batch = DeviceSplit(train.x[:128], train.y[:128], train.binary)
+    with FlopCounterMode(display=False) as counter:
+        train_epoch(t.step, t.optimizer, one_batch, 128, t.streams)
+    return counter.get_total_flops() / 128
 
 
 def main():
@@ -106,6 +122,17 @@ def main():
         for (network, name), rate in training.items():
             if network != "mlp":
                 print(f"ratio {network} {name} / mlp float32, training: {rate / mlp:.2f}")
+    if device.type == "cpu":
+        peaks = {"float32": matmul_peak_gflops(), "bf16": matmul_peak_gflops(dtype=torch.bfloat16)}
+        print(f"one 2048 x 2048 matrix product: {peaks['float32']:.0f} GFLOP/s in float32, {peaks['bf16']:.0f} in bf16")
+        for network in dict.fromkeys(network for network, _ in training):
+            flops = step_flops(network, train)
+            for (net, name), rate in training.items():
+                if net == network:
+                    reached = flops * rate / 1e9
+                    peak = peaks["bf16" if "bf16" in name else "float32"]
+                    print(f"{network:7s} {name:20s} {flops / 1e6:6.1f} MFLOP per image, {reached:5.0f} GFLOP/s "
+                          f"= {reached / peak:.2f} of the large product's rate")
 
 
 if __name__ == "__main__":

@@ -117,3 +117,25 @@ def test_tf32_is_for_cuda_and_only_within_training():
     finally:
         for s, value in zip(switches, before):
             s.allow_tf32 = value
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_bf16_instructions_says_so_in_the_log(native, monkeypatch, tmp_path, mnist_raw):
+    """Where the CPU has neither AVX-512 BF16 nor AMX, oneDNN emulates bf16: the run still trains, and
+    its log says bf16 is slower there and to use float32; with the instructions (or float32) it says nothing."""
+    from vaelab.training import train
+
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: native, raising=False)
+    cpu = torch.device("cpu")
+    assert precision.native_bf16(cpu) is native
+    assert precision.precision_warning("float32", cpu) is None and precision.precision_warning("tf32", cpu) is None
+    lines = []
+    train(make_config(dict(SMALL, epochs=1, limit_train=200, precision="bf16", compile="off")), tmp_path / "run",
+          log=lines.append, progress=False)
+    notes = [line for line in lines if "no bfloat16 instructions" in line]
+    if native:
+        assert not notes
+    else:
+        assert notes == ["note: this cpu has no bfloat16 instructions, so --precision bf16 is emulated and slower "
+                         "than float32; use float32 here"]

@@ -41,6 +41,26 @@ def check_precision(precision: str, device: torch.device) -> None:
                           "use float32 or bf16")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` multiplies bfloat16 in hardware: a CPU with AVX-512 BF16 or AMX, a GPU that
+    torch says supports it. Elsewhere oneDNN emulates bf16 and `--precision bf16` is slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return True  # other accelerators: their own business
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
+
+
+def precision_warning(precision: str, device: torch.device) -> str | None:
+    """A line for the run's log where `precision` will be slow on `device` (bf16 without bf16
+    instructions), or None."""
+    if precision == "bf16" and not native_bf16(device):
+        return (f"note: this {device.type} has no bfloat16 instructions, so --precision bf16 is emulated and "
+                "slower than float32; use float32 here")
+    return None
+
+
 @contextmanager
 def matmul_precision(precision: str, device: torch.device) -> Iterator[None]:
     """Within it, CUDA's float32 products and convolutions use TensorFloat-32 for precision tf32, and

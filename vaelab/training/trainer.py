@@ -23,7 +23,7 @@ from ..devices import DeviceSplit, resolve_device
 from ..distributed import SINGLE, Processes, ProcessLost
 from ..errors import RunError, RunFailed, TrainingDiverged, TrainingInterrupted, VaelabError
 from ..fast import make_adam, use_compile
-from ..precision import check_precision, matmul_precision, network_dtype
+from ..precision import check_precision, matmul_precision, network_dtype, precision_warning
 from ..models import Model, pixel_words
 from ..runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json, write_metrics
 from .epoch import SYNC_EVERY, EpochState, Stopped, batch_plan, plan_images, train_epoch, validate
@@ -205,6 +205,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
         f"{labelled}, "
         f"{device.type}{group}{how}, batch {config.batch_size}, "
         f"{config.epochs} epochs max -> {run.path}")
+    if warning := precision_warning(config.precision, device):
+        log(warning)
     with matmul_precision(config.precision, device):
         _Epochs(config, run, training, train_data, valid_data, splits.class_names, log, progress, processes).loop(
             done_epochs + 1, history, partial)
