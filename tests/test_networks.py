@@ -258,6 +258,32 @@ def test_channels_last_maps_give_the_step_of_plain_maps(network, shape):
     assert type(model.encoder_net).memory_format == torch.channels_last  # what every network has by default
 
 
+@pytest.mark.parametrize("network, compile", [("conv", False), ("resnet", False),
+                                              pytest.param("conv", True, marks=pytest.mark.slow)])
+def test_training_on_channels_last_maps_takes_the_steps_of_plain_maps(network, compile):
+    """What the optimizer does with the gradients, not only the gradients: a few steps of vaelab's
+    trainer (its step and fused Adam) move every parameter as they do on plain maps. torch's fused
+    Adam reads a gradient in its parameter's memory order, so a channels-last weight gradient handed
+    over as it is was applied to the wrong elements (the step lays it out as the parameter)."""
+    from vaelab.config import make_config
+    from vaelab.training import DeviceSplit, new_training, train_epoch
+
+    generator = torch.Generator().manual_seed(0)
+    data = DeviceSplit(torch.rand(48, 1, 28, 28, generator=generator), torch.arange(48) % 10, binary=False)
+    config = make_config(dict(model="cvae", network=network, channels=8, latent_dim=4, batch_size=16))
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        t = new_training(config, torch.device("cpu"), dynamic=True, compile=compile)
+        for network_part in (t.model.encoder_net, t.model.decoder_net):
+            network_part.memory_format = layout
+        train_epoch(t.step, t.optimizer, data, 16, t.streams)
+        assert all(p.grad.stride() == p.stride() for p in t.model.parameters() if p.grad is not None)
+        results.append({name: p.detach().clone() for name, p in t.model.named_parameters()})
+    plain, last = results
+    for name in plain:  # a misapplied Adam step moves an element by up to lr = 1e-3
+        torch.testing.assert_close(last[name], plain[name], rtol=0, atol=2e-5, msg=name)
+
+
 @pytest.mark.slow
 def test_a_resumed_run_with_every_new_part_equals_the_uninterrupted_one(tmp_path, mnist_raw):
     """conv networks, the VampPrior, KL warm-up and the cosine schedule: saved, loaded, resumed exactly."""

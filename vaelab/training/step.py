@@ -46,6 +46,21 @@ def binarize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     return (uniforms < x).to(x.dtype)
 
 
+def laid_out_like(gradient: torch.Tensor, parameter: torch.Tensor) -> torch.Tensor:
+    """`gradient` with `parameter`'s strides (a copy only where they differ).
+
+    Why: torch's fused Adam on a CPU (torch 2.13) reads a gradient's memory in its parameter's
+    order without checking the strides, so the channels-last gradient that a convolution's weight
+    gets from channels-last feature maps would be applied to the wrong elements, silently (conv
+    and resnet then train far worse). A gradient that autograd accumulates into `.grad` is laid
+    out so already; one that the step hands over itself is not.
+    """
+    if gradient.stride() == parameter.stride():
+        return gradient
+    return torch.empty_strided(parameter.shape, parameter.stride(), dtype=gradient.dtype,
+                               device=gradient.device).copy_(gradient)
+
+
 class Loss(torch.nn.Module):
     """The training loss as a module (parameters "model.*"), so torch.func can differentiate it."""
 
@@ -215,7 +230,7 @@ class TrainStep:
             pieces = flat[:-2].split([p.numel() for _, p in self.parameters])
             gradients = {name: piece.view_as(p) for (name, p), piece in zip(self.parameters, pieces)}
         for name, parameter in self.parameters:
-            parameter.grad = gradients[name]
+            parameter.grad = laid_out_like(gradients[name], parameter)
         return loss, bound_sum
 
     def _data_parallel(self, x, y, noise, weight, scale) -> tuple[torch.Tensor, torch.Tensor]:
