@@ -52,8 +52,9 @@ def laid_out_like(gradient: torch.Tensor, parameter: torch.Tensor) -> torch.Tens
     Why: torch's fused Adam on a CPU (torch 2.13) reads a gradient's memory in its parameter's
     order without checking the strides, so the channels-last gradient that a convolution's weight
     gets from channels-last feature maps would be applied to the wrong elements, silently (conv
-    and resnet then train far worse). A gradient that autograd accumulates into `.grad` is laid
-    out so already; one that the step hands over itself is not.
+    and resnet then train far worse; pytorch/pytorch#106951 reports the same mismatch as an error
+    on CUDA). A gradient that autograd accumulates into `.grad` is laid out so
+    already; one that the step hands over itself is not.
     """
     if gradient.stride() == parameter.stride():
         return gradient
