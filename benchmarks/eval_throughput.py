@@ -14,7 +14,7 @@ or another with `--set key=value` (repeatable: `--set network=conv`), with the w
 DIR if given, else the initial ones (speed does not depend on the weights).
 
     python benchmarks/eval_throughput.py [--samples 1000] [--images 10000] [--rounds 5] [--run DIR]
-        [--set key=value]
+        [--set key=value] [--compile auto]
 """
 
 from __future__ import annotations
@@ -116,6 +116,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="turns of evaluation and floor (5)")
     parser.add_argument("--run", help="a run directory whose best weights to use")
     parser.add_argument("--set", action="append", default=[], help="a setting of the model, key=value")
+    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                        help="as vaelab evaluate's --compile (auto: compiled from 2 million decoder passes on)")
     args = parser.parse_args()
     device = torch.device("cpu")
     model = load_run(args.run, device="cpu").model if args.run else new_model(make_config(parse_settings(args.set)))
@@ -126,7 +128,7 @@ def main():
     calls = floor_calls(model, shapes, device)
     passes = sum(count * torch.Size(z[:-1]).numel() for (z, _), count in shapes.items()) // batch
     per_round = args.images // args.rounds // batch * batch
-    compile = "on" if use_compile("auto", args.images * passes, COMPILE_FROM) else "off"  # as vaelab evaluate
+    compile = "on" if use_compile(args.compile, args.images * passes, COMPILE_FROM) else "off"  # as vaelab evaluate
 
     warm = time.perf_counter()  # compilation, as the first evaluation in a process pays it
     evaluate_model(model, DeviceSplit(test.x[:batch], test.y[:batch], test.binary), iw_samples=args.samples,

@@ -112,7 +112,8 @@ def main():
     firsts = {}
     for (network, name), rate in training.items():
         first = firsts.setdefault(network, (network, name))
-        line = f"{network:7s} {name:20s} train {rate:8,.0f} images/s (x{rate / training[first]:.2f})"
+        line = (f"{network:7s} {name:20s} train {rate:8,.0f} images/s (x{rate / training[first]:.2f}), "
+                f"{50_000 / rate:6.2f} s per 50,000-image epoch")
         if (network, name) in evaluating:
             rate_eval = evaluating[(network, name)]
             line += f"   evaluate {rate_eval:7,.1f} images/s (x{rate_eval / evaluating[first]:.2f})"
