@@ -9,6 +9,7 @@ command that makes progress never meets it.
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -66,6 +67,15 @@ class EpochWatch:
         that ends somewhere in the epoch after the last one, however fast the machine."""
         last = max(self.seen)
         return rng.random() * (self.seen[last] - self.seen[last - 1])
+
+
+def same_threads() -> dict[str, str]:
+    """The environment for a command whose numbers a test compares bit for bit with this process's:
+    this process's torch thread count, fixed. Bit for bit holds only at one thread count: on some
+    CPUs (an AVX-512 Xeon, say) a matrix product sums in another order on 2 threads than on 1."""
+    import torch
+
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
 
 
 def vaelab_command(*arguments: str, signal_at: tuple[int, str] | None = None, rank: int | None = None) -> list[str]:

@@ -19,11 +19,13 @@ from vaelab.runs import RunDir, read_metrics
 from vaelab.training import new_training, train
 from vaelab.training.step import process_share, step_noise, step_scale
 
-from .progress import HANG_GUARD, ROOT, vaelab_command
+from .progress import HANG_GUARD, ROOT, same_threads, vaelab_command
 from .test_reliability import TIMING, _flags
+from .test_train import _without_timing
 
 SETTINGS = dict(latent_dim=8, hidden=(64,), batch_size=100, sample_epochs=(1,), compile="off")
 LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # each process of a group, as torchrun sets it by default
 
 
 def _free_port() -> int:
@@ -46,14 +48,14 @@ def _launch(command: list[str], nproc: int, *, nodes: str | None = None, signal_
                      "--rdzv-id", run_id]
     program = vaelab_command(*command, signal_at=signal_at, rank=rank)[1:]  # after the interpreter
     return subprocess.Popen(launcher + program, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **LOOPBACK}, start_new_session=True, cwd=ROOT)
+                            env={**os.environ, **LOOPBACK, **ONE_THREAD}, start_new_session=True, cwd=ROOT)
 
 
 def _train(out, settings, nproc: int, resume=True, signal_at=None, rank=None) -> subprocess.Popen:
     command = ["train", "--out", str(out), "--no-progress", *_flags(settings)] + (["--resume"] if resume else [])
     if nproc == 1:
         return subprocess.Popen(vaelab_command(*command, signal_at=signal_at), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                                stderr=subprocess.PIPE, text=True, cwd=ROOT, env=same_threads())
     return _launch(command, nproc, signal_at=signal_at, rank=rank)
 
 
@@ -63,8 +65,17 @@ def _finish(process, timeout=HANG_GUARD) -> str:
     return out + err
 
 
-def _close(rows_a, rows_b, tolerance=1e-4):
-    """metrics.jsonl rows equal but for `processes` and float-reduction noise (nats)."""
+# A group of processes sums each step's gradient in another order than one process does, and Adam
+# turns a rounding difference in a near-zero gradient into a whole step of the learning rate: no
+# bound follows from float32 (tests/rounding.py). Runs across process counts are held to vaelab's
+# promise instead (docs/reliability.md): the one-process run's metrics within PROMISE nats per image
+# (and validation accuracy within PROMISE). Measured on an AMD EPYC: 3e-4 at most, after the
+# compiled M2's second epoch. What is the same computation is compared bit for bit.
+PROMISE = 0.01
+
+
+def _close(rows_a, rows_b, tolerance=PROMISE):
+    """metrics.jsonl rows equal but for `processes` and the promise's tolerance (nats per image)."""
     assert len(rows_a) == len(rows_b)
     for a, b in zip(rows_a, rows_b):
         a, b = dict(a), dict(b)
@@ -181,9 +192,7 @@ def test_two_processes_give_the_one_process_run(tmp_path, one_process, name):
     output = _finish(_train(tmp_path / "run", BASELINES[name], 2, resume=False))
     rows = read_metrics(RunDir(tmp_path / "run").metrics)
     assert [row["processes"] for row in rows] == [2] * len(rows)
-    # float32 sums in another order, grown by Adam's first steps: 2e-5 nats per image after the
-    # compiled M2's first epoch, 3e-4 after its second (its labelled batch weighs alpha = 50)
-    _close(rows, read_metrics(RunDir(one_process[name]).metrics), tolerance=1e-3 if name == "m2-compiled" else 1e-4)
+    _close(rows, read_metrics(RunDir(one_process[name]).metrics))
     assert output.count("trained 2 epochs") == 1  # process 0 alone prints
 
 
@@ -228,9 +237,10 @@ def test_one_process_stopped_then_two_resume(tmp_path, one_process):
     assert process.returncode == 143
     assert load_checkpoint(RunDir(out).checkpoint).info["partial_step"] == 30
     _finish(_train(out, settings, 2))
-    rows = read_metrics(RunDir(out).metrics)
+    rows, baseline = read_metrics(RunDir(out).metrics), read_metrics(RunDir(one_process["long"]).metrics)
     assert rows[-1]["processes"] == 2
-    _close(rows, read_metrics(RunDir(one_process["long"]).metrics))
+    assert _without_timing(rows[:1]) == _without_timing(baseline[:1])  # one process, its thread count: bit for bit
+    _close(rows, baseline)
 
 
 @pytest.mark.slow
@@ -254,7 +264,7 @@ def test_evaluation_split_over_two_processes_gives_the_one_process_figures(tmp_p
     flags = ["--iw-samples", "20", "--class-samples", "5", "--ais", "5", "--leapfrog", "2", "--chains", "16",
              "--ais-images", "30", "--bdmc", "6", "--json", "--no-progress", "--compile", "off"]
     single = subprocess.run([sys.executable, "-m", "vaelab", "evaluate", str(run), *flags], capture_output=True,
-                            text=True, check=True)
+                            text=True, check=True, env={**os.environ, **ONE_THREAD})  # as each process of the group
     one = json.loads(single.stdout)
     output = _finish(_launch(["evaluate", str(run), *flags], 2))
     two = json.loads(RunDir(run).eval.read_text())
@@ -264,17 +274,24 @@ def test_evaluation_split_over_two_processes_gives_the_one_process_figures(tmp_p
     _same_figures(one, two)
 
 
+# Each batch of images is the same computation whichever process makes it (its own generator, one
+# thread): only the float64 sums of the batches' figures over processes come in another order, which
+# moves a mean of at most 10,000 terms by at most 2 x 10,000 x 2^-53 of its size (Higham, eq. 4.4):
+# below 1e-9 for figures under 2,000 nats.
+SUMS_APART = 1e-9
+
+
 def _same_figures(one: dict, two: dict) -> None:
-    """Every figure of `one` in `two`, floats to 1e-5 (sums in another order), but for the seconds."""
+    """Every figure of `one` in `two`, floats to SUMS_APART, but for the seconds."""
     for key, value in one.items():
         if key == "seconds":
             continue
         if isinstance(value, dict):
             _same_figures(value, two[key])
         elif isinstance(value, float):
-            assert two[key] == pytest.approx(value, abs=1e-5), key
+            assert two[key] == pytest.approx(value, rel=0, abs=SUMS_APART), key
         elif isinstance(value, list) and value and isinstance(value[0], float):
-            assert two[key] == pytest.approx(value, abs=1e-5), key
+            assert two[key] == pytest.approx(value, rel=0, abs=SUMS_APART), key
         else:
             assert two[key] == value, key
 

@@ -42,7 +42,7 @@ from vaelab.runs import RunDir, new_model, read_metrics
 
 from .steps import MNIST_SLICE
 from .outside_families import OUTSIDE_FAMILIES, PlanarFlowVAE, TwoLayerVAE, standard_log_density
-from .progress import HANG_GUARD, ROOT
+from .progress import HANG_GUARD, ROOT, same_threads
 
 TIMING = {"seconds", "samples_per_second"}
 SLICE = MNIST_SLICE  # MNIST images in the .npz dataset: 2,400 to train on (2,000 used), 300 validation, 300 test
@@ -232,7 +232,7 @@ def test_sigterm_then_resume_gives_the_uninterrupted_run(trained, mnist_slice, t
     command = [sys.executable, "-m", "tests.signal_at_step", str(SIGNAL_STEP), "TERM",
                "--import", "tests.register_outside_families", "--", "train", *_flags(family, mnist_slice, out)]
     process = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=HANG_GUARD,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+                             env=same_threads())  # compared bit for bit with the run in this process
     assert process.returncode == 143, process.stderr
     assert "Resume with: vaelab train --out" in process.stderr and "Traceback" not in process.stderr
     info = load_checkpoint(RunDir(out).checkpoint).info

@@ -23,7 +23,7 @@ from vaelab.checkpoints import load_checkpoint, save_checkpoint
 from vaelab.runs import RunDir, read_metrics
 from vaelab.training import train
 
-from .progress import HANG_GUARD, ROOT, EpochWatch, vaelab_command, wait_until
+from .progress import HANG_GUARD, ROOT, EpochWatch, same_threads, vaelab_command, wait_until
 
 SETTINGS = dict(latent_dim=8, hidden=(128,), batch_size=100, sample_epochs=(1,))
 TIMING = {"seconds", "samples_per_second"}
@@ -45,7 +45,8 @@ def _start(out, settings, resume=True, signal_at=None):
     """`vaelab train` in a subprocess (with signal_at = (step, name): it signals itself then)."""
     command = vaelab_command("train", "--out", str(out), "--no-progress", *_flags(settings),
                              *(["--resume"] if resume else []), signal_at=signal_at)
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env=same_threads())  # compared bit for bit with runs in this process
 
 
 @pytest.mark.slow

@@ -229,9 +229,15 @@ def test_importing_vaelab_sets_no_openmp_variable():
 
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs 2 CPU threads to share")
 @pytest.mark.slow
-def test_a_run_beside_another_uses_fewer_threads_and_gets_the_same_numbers(tmp_path, mnist_raw):
-    """`vaelab train` beside another vaelab command takes 1 of 2 threads; weights and metrics are those of a
-    run with all threads to float rounding (default 500-500 CVAE, eager)."""
+def test_a_run_beside_another_takes_fewer_threads_and_is_then_a_run_on_that_many(tmp_path, mnist_raw):
+    """`vaelab train` beside another vaelab command takes 1 of 2 threads, and gives bit for bit the run
+    of a command fixed at one thread: sharing changes the thread count and nothing else.
+
+    Against a run on 2 threads nothing is asserted here: on a CPU whose matrix products sum in
+    another order on 2 threads than on 1 (an AVX-512 Xeon), Adam makes a rounding difference in a
+    near-zero gradient a whole step, and weights part by up to lr x steps (8e-3 after 20 steps,
+    seen). How far figures move with the thread count where Adam cannot amplify is
+    `test_evaluation_agrees_across_thread_counts_and_kernels`."""
     command = [sys.executable, "-m", "vaelab", "train", "--limit-train", "1000", "--epochs", "2", "--no-progress",
                "--compile", "off", "--out"]
     env = {key: value for key, value in os.environ.items()
@@ -243,24 +249,15 @@ def test_a_run_beside_another_uses_fewer_threads_and_gets_the_same_numbers(tmp_p
                                 timeout=600)
         assert shared.returncode == 0, shared.stderr
         assert "2 vaelab commands share the CPUs: using 1 of 2 threads" in shared.stderr
-    alone = subprocess.run(command + [str(tmp_path / "alone")], env=dict(env, VAELAB_THREADS="off"),
+    alone = subprocess.run(command + [str(tmp_path / "alone")], env=dict(env, VAELAB_THREADS="off", OMP_NUM_THREADS="1"),
                            capture_output=True, text=True, timeout=600)
     assert alone.returncode == 0, alone.stderr
     assert "threads" not in alone.stderr
     a = load_checkpoint(RunDir(tmp_path / "shared").checkpoint).tensors
     b = load_checkpoint(RunDir(tmp_path / "alone").checkpoint).tensors
-    # bit for bit on some CPUs; on others (AVX-512) a matrix product sums in another order on two
-    # threads than on one, and 20 steps of Adam carry the difference to about 1e-5 of a weight (1.3e-5 measured)
-    assert a.keys() == b.keys()
-    worst = max((a[k].double() - b[k].double()).abs().max().item() for k in a)
-    print(f"largest weight difference between 1 and 2 threads: {worst:.2e}")
-    assert worst < 1e-4
-    shared_rows = _without_timing(read_metrics(RunDir(tmp_path / "shared").metrics))
-    alone_rows = _without_timing(read_metrics(RunDir(tmp_path / "alone").metrics))
-    assert [row.keys() for row in shared_rows] == [row.keys() for row in alone_rows]
-    for row_a, row_b in zip(shared_rows, alone_rows):
-        for key, value in row_a.items():
-            assert value == pytest.approx(row_b[key], abs=1e-3), key
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _without_timing(read_metrics(RunDir(tmp_path / "shared").metrics)) == \
+        _without_timing(read_metrics(RunDir(tmp_path / "alone").metrics))
 
 
 def test_an_evaluation_looks_at_the_cpus_before_every_batch(small_run, tmp_path, monkeypatch):

@@ -17,6 +17,8 @@ from vaelab.runs import RunDir, read_metrics
 from vaelab.training import train
 
 from .conftest import SMALL
+from .progress import same_threads
+from .rounding import assert_apart_by_rounding
 
 TIMING_KEYS = {"seconds", "samples_per_second"}
 
@@ -159,7 +161,7 @@ def test_same_seed_same_result_in_separate_processes(tmp_path, mnist_raw, compil
     for name in ("a", "b"):
         done = subprocess.run([sys.executable, "-m", "vaelab", "train", "--out", str(tmp_path / name),
                                "--limit-train", "5000", "--epochs", "1", "--no-progress", "--compile", compile],
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, timeout=600, env=same_threads())
         assert done.returncode == 0, done.stderr
         assert ("(compiled step)" in done.stderr) == (compile == "on"), done.stderr
     a = load_checkpoint(RunDir(tmp_path / "a").checkpoint).tensors
@@ -171,7 +173,8 @@ def test_same_seed_same_result_in_separate_processes(tmp_path, mnist_raw, compil
 
 @pytest.mark.slow
 def test_compiled_importance_weights_match_the_eager_ones(small_run, capsys):
-    """The fast (torch.compile) path is the same estimator: same draws, same numbers to float precision."""
+    """The fast (torch.compile) path is the same estimator: same draws, the same number for each image
+    to float32's rounding."""
     run = vaelab.load_run(small_run, device="cpu")
     test = run.test_data()
     x, y = test.x[:100], test.y[:100]
@@ -179,7 +182,7 @@ def test_compiled_importance_weights_match_the_eager_ones(small_run, capsys):
     fast = objectives.log_likelihood_is(run.model, x, y, 40, torch.Generator().manual_seed(0), 20,
                                         objectives.make_log_weights(run.model, compile=True))
     assert "running eagerly" not in capsys.readouterr().err  # it really compiled
-    torch.testing.assert_close(fast, eager, rtol=0, atol=1e-3)
+    assert_apart_by_rounding(fast, eager, eager.abs(), "log p(x | y) per image")  # tests/rounding.py
 
 
 @pytest.mark.slow

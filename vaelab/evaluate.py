@@ -20,6 +20,7 @@ from .fast import use_compile
 from .precision import in_float32
 from .devices import DeviceSplit, NamedSums, chunk_generator
 from .errors import VaelabError
+from .threads import hold_thread_count
 from .models import Classifies, Model, Noise, Simulates, class_conditional
 
 ROWS_PER_CHUNK = 4096  # images x samples decoded at once: big enough for fast matmuls, small enough for the caches
@@ -62,6 +63,7 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
     as "ais" (`ais_terms`); bdmc: also bidirectional Monte Carlo on that many simulated images, as
     "bdmc" (`bdmc_terms`), with `bdmc_settings` (by default ais's, or `annealing.AisSettings()`).
     """
+    hold_thread_count()  # MKL computes with torch's thread count: the same seed, the same figures
     model.eval()
     labelled = class_conditional(model)
     device = data.x.device

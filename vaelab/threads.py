@@ -66,6 +66,20 @@ YIELD_AT = 0.7  # CPUs that other processes take beyond what this process's thre
 RETURN_AT = 0.3  # CPUs that must stay free beyond one more thread before it is taken back
 
 
+def hold_thread_count() -> None:
+    """Make MKL compute with exactly torch's thread count, as a run that must repeat needs.
+
+    Until torch.set_num_threads is first called in a process, torch leaves MKL's MKL_DYNAMIC on:
+    MKL may then take fewer threads than it is given for a matrix product, by how busy the machine
+    is, and that product sums in another order. Two runs with the same seed then differ in the
+    last bits, which Adam turns into whole steps on near-zero gradients (seen on an Intel Xeon
+    beside another program; Intel's condition for run-to-run reproducibility is MKL_DYNAMIC off
+    and a fixed thread count). torch.set_num_threads turns MKL_DYNAMIC off; setting the count
+    torch already has changes nothing else. Training and evaluation call this first.
+    """
+    torch.set_num_threads(torch.get_num_threads())
+
+
 def running_directory() -> Path:
     """Where running vaelab commands of this user announce themselves (one locked file each)."""
     return Path(tempfile.gettempdir()) / f"vaelab-{os.getuid()}" / "running"

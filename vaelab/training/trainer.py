@@ -25,6 +25,7 @@ from ..errors import RunError, RunFailed, TrainingDiverged, TrainingInterrupted,
 from ..fast import make_adam, use_compile
 from ..precision import check_precision, matmul_precision, network_dtype, precision_warning
 from ..models import Model, pixel_words
+from ..threads import hold_thread_count
 from ..runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json, write_metrics
 from .epoch import SYNC_EVERY, EpochState, Stopped, batch_plan, plan_images, train_epoch, validate
 from .schedules import kl_weight, learning_rate
@@ -133,6 +134,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     logs (the others return no rows), and sends the others the config and checkpoint it resumes.
     A run may resume with another number of processes than it started with.
     """
+    hold_thread_count()  # MKL computes with torch's thread count: the same seed, the same bits
     run = RunDir(Path(out))
     explicit = explicit or set()
     if not processes.main:

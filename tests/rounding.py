@@ -1,0 +1,65 @@
+"""How far float32 rounding alone may move a figure: the tolerance of every test that compares a
+computation with the same computation done another way (another thread count, other CPU kernels, a
+compiled program, another memory layout, another split over processes), derived here once rather
+than measured on one machine.
+
+float32 rounds each operation to a relative error of at most u = 2^-24. A figure of one image (a
+bound, a log-likelihood, a gradient's share) is a chain of at most OPERATIONS = 4,000 rounded
+operations along any path: an encoder's and a decoder's dot products of up to 794 and 500 terms,
+the 784-pixel sum, the KL's and the importance weights' sums, and their reverse in the backward
+pass. Another order of summation, another kernel, a fused program or another exp or log changes
+which roundings it makes, not how many. Rounding errors behave as independent zero-mean variables
+(Higham and Mary, "A new approach to probabilistic rounding error analysis", SIAM J. Sci. Comput.
+41(5), 2019, Theorem 2.4): with probability at least 1 - 2n exp(-LAMBDA^2 / 2), below 1e-10 for
+n = 4,000 and LAMBDA = 8, a computation of n operations is off by at most LAMBDA sqrt(n) u of the
+magnitude it accumulates. Two such computations are at most twice that apart: RELATIVE = 3.0e-5
+of the magnitude, 6e-3 nats for an image whose bound is -200 nats.
+
+The magnitude a figure accumulates: for a per-image bound, its own size (its terms are
+log-probabilities of one sign, and the importance weights are of that size); for a mean over
+images, the mean of theirs; for a gradient, the largest entry of its tensor (an entry that sums to
+near zero cancels terms that are no larger than the entries that do not). A different random
+draw, a skipped batch or a gradient applied to the wrong elements moves a figure by far more.
+
+Where Adam has stepped on such gradients, no bound follows: a rounding difference in a gradient
+that is near zero becomes a whole step of the learning rate. Tests compare whole training runs
+bit for bit at one thread count, or against a promise in nats that docs/reliability.md states.
+"""
+
+import math
+
+import torch
+
+U = 2.0 ** -24
+OPERATIONS = 4000
+LAMBDA = 8.0
+RELATIVE = 2 * LAMBDA * math.sqrt(OPERATIONS) * U  # 3.0e-5
+
+
+def rounding_bound(magnitude):
+    """How far two float32 computations of a figure accumulating `magnitude` may be apart."""
+    return RELATIVE * magnitude
+
+
+def assert_apart_by_rounding(actual: torch.Tensor, expected: torch.Tensor, magnitude=None, what: str = "") -> None:
+    """`actual` is `expected` computed another way: every element within the rounding bound of the
+    magnitude (by default the largest |expected| in the tensor, as for a gradient)."""
+    actual, expected = torch.as_tensor(actual).double(), torch.as_tensor(expected).double()
+    if magnitude is None:
+        magnitude = expected.abs().max()
+    allowed = rounding_bound(torch.as_tensor(magnitude, dtype=torch.float64))
+    apart = (actual - expected).abs()
+    assert bool((apart <= allowed).all()), \
+        f"{what}: {apart.max().item():.3g} apart where rounding allows {allowed.min().item():.3g}"
+
+
+def assert_step_apart_by_rounding(found: tuple, expected: tuple) -> None:
+    """A training step's (loss, bound sum, {name: gradient}) computed another way: the loss and the
+    sum within the rounding bound of their own size (their images' bounds share one sign), each
+    gradient within that of its tensor's largest entry."""
+    (loss, bound_sum, gradients), (loss_e, bound_sum_e, gradients_e) = found, expected
+    assert_apart_by_rounding(loss, loss_e, loss_e.abs(), "loss")
+    assert_apart_by_rounding(bound_sum, bound_sum_e, bound_sum_e.abs(), "bound sum")
+    assert gradients.keys() == gradients_e.keys()
+    for name, gradient in gradients_e.items():
+        assert_apart_by_rounding(gradients[name], gradient, what=f"gradient of {name}")
