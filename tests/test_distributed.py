@@ -20,6 +20,7 @@ from vaelab.training import new_training, train
 from vaelab.training.step import process_share, step_noise, step_scale
 
 from .progress import HANG_GUARD, ROOT, same_threads, vaelab_command
+from .rounding import RUNS_APART
 from .test_reliability import TIMING, _flags
 from .test_train import _without_timing
 
@@ -66,15 +67,12 @@ def _finish(process, timeout=HANG_GUARD) -> str:
 
 
 # A group of processes sums each step's gradient in another order than one process does, and Adam
-# turns a rounding difference in a near-zero gradient into a whole step of the learning rate: no
-# bound follows from float32 (tests/rounding.py). Runs across process counts are held to vaelab's
-# promise instead (docs/reliability.md): the one-process run's metrics within PROMISE nats per image
-# (and validation accuracy within PROMISE). Measured on an AMD EPYC: 3e-4 at most, after the
-# compiled M2's second epoch. What is the same computation is compared bit for bit.
-PROMISE = 0.01
+# turns a rounding difference in a near-zero gradient into a whole step: no bound follows from
+# float32, so runs across process counts are held to vaelab's promise, RUNS_APART (tests/rounding.py,
+# docs/reliability.md). What is the same computation is compared bit for bit.
 
 
-def _close(rows_a, rows_b, tolerance=PROMISE):
+def _close(rows_a, rows_b, tolerance=RUNS_APART):
     """metrics.jsonl rows equal but for `processes` and the promise's tolerance (nats per image)."""
     assert len(rows_a) == len(rows_b)
     for a, b in zip(rows_a, rows_b):

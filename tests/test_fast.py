@@ -15,7 +15,7 @@ from vaelab.training import DeviceSplit, RandomStreams, TrainStep, new_training,
 from vaelab.training.step import binarization_bits, binarize, step_noise, step_scale
 
 from .conftest import SMALL
-from .rounding import assert_step_apart_by_rounding
+from .rounding import RUNS_APART, assert_step_apart_by_rounding
 
 
 def test_relu_matches_torch_relu_in_value_and_gradient():
@@ -142,7 +142,8 @@ def test_a_vampprior_step_encodes_its_pseudo_inputs_once_and_compiles_to_the_eag
 
 @pytest.mark.slow
 def test_compiled_training_follows_the_eager_training(mnist_raw):
-    """Two epochs on 2,000 real images, compiled against eager: the same bounds to within 0.05 nats."""
+    """Two epochs on 2,000 real images, compiled against eager: the same bounds within vaelab's promise
+    for runs that compute the same steps in another order (tests/rounding.py: 0.01 nats)."""
     config = make_config(dict(SMALL, batch_size=50))
     splits = make_splits(mnist_raw, limit_train=2000)
     train_data = DeviceSplit.from_split(splits.train, torch.device("cpu"))
@@ -152,7 +153,7 @@ def test_compiled_training_follows_the_eager_training(mnist_raw):
         t = new_training(config, torch.device("cpu"), True, compile)
         bounds = [train_epoch(t.step, t.optimizer, train_data, config.batch_size, t.streams)[0] for _ in (1, 2)]
         results[compile] = bounds + [validate(t.model, valid_data)["elbo"]]
-    assert results[True] == pytest.approx(results[False], abs=0.05)
+    assert results[True] == pytest.approx(results[False], abs=RUNS_APART)  # a promise: Adam parts them
     assert results[False][1] > results[False][0]  # it learns
 
 

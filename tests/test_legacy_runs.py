@@ -15,6 +15,8 @@ import vaelab
 from vaelab.config import make_config
 from vaelab.runs import RunDir, read_metrics
 
+from .rounding import RUNS_APART
+
 LEGACY = Path(__file__).parent / "data" / "runs-v0.1"
 TIMING = {"seconds", "samples_per_second"}
 
@@ -59,5 +61,9 @@ def test_a_run_of_vaelab_0_1_resumes_as_it_would_have(model, tmp_path, mnist_raw
     assert [row["epoch"] for row in rows] == [1, 2]
     for row, want in zip(rows, expected):
         assert want.keys() <= row.keys() and row.keys() - want.keys() <= {"lr", "kl_weight", "processes"}  # logged since 0.1
+        # epoch 1 is the stored row; epoch 2 was computed by 0.1 on an AMD EPYC, and on another CPU
+        # Adam grows the kernels' rounding: the promise for runs computed in another order
+        # (tests/rounding.py); a stream drawn otherwise gives the epoch other images and pixels
+        tolerance = 0 if row["epoch"] == 1 else RUNS_APART
         for key in want:
-            assert row[key] == pytest.approx(want[key], rel=1e-6, abs=1e-6), (row["epoch"], key)
+            assert row[key] == pytest.approx(want[key], rel=0, abs=tolerance), (row["epoch"], key)
