@@ -25,8 +25,9 @@ Where Adam has stepped on such gradients, no bound follows: a rounding differenc
 that is near zero becomes a whole step of the learning rate. Tests compare whole training runs
 bit for bit at one thread count. Runs that compute the same steps in another order (compiled
 against eager, N processes against one, a run of an earlier version against its figures from
-another CPU) are held to the promise that docs/reliability.md states, RUNS_APART: their metrics
-within 0.01 nats per image (and validation accuracy within 0.01). It is a promise, not a bound:
+another CPU) follow one path for a while and then part as two seeds' runs do; the tests' two-epoch
+runs are held to the promise that docs/reliability.md states, RUNS_APART: their metrics within
+0.01 nats per image (and validation accuracy within 0.01). It is a promise, not a bound:
 measured on an AMD EPYC, such runs part by 3e-4 nats at most after two epochs, where another seed
 moves the metrics of the same 2-epoch run (the 1,000-image CVAE of tests/test_distributed.py) by
 2 to 17 nats.

@@ -22,10 +22,12 @@ each optimizer step (within a step of another program starting), an evaluation b
 of test images (the command line passes `update` to `evaluate_model`); each says on stderr, in
 one line, when its count changes (the first from its first look on: a command that stops at bad
 input prints only its error).
-The default CVAE gives bitwise the same results with 1 or 2 threads (tests/test_threads.py checks
-a training run); other models can differ in the last bits (float sums in another order, as between
-any two thread counts), so a run that must repeat bit for bit fixes its threads (OMP_NUM_THREADS,
-or VAELAB_THREADS=off).
+What sharing costs in numbers: at one thread count a run repeats bit for bit (tests/test_threads.py
+checks that a run given 1 of 2 threads is the run fixed at 1). Another count sums some float32
+products in another order on some CPUs (an AVX-512 Xeon; on an AMD EPYC MKL's products come out
+the same), and Adam grows that last-bit difference in a near-zero gradient into a step of the
+learning rate: weights part by up to lr x steps, metrics by about 1e-5 nats per image. A run that
+must repeat bit for bit on a busy machine fixes its threads (OMP_NUM_THREADS, or VAELAB_THREADS=off).
 
 Why thread counts and not OpenMP's wait settings (measured with benchmarks/concurrent_runs.py,
 figures in docs/performance.md, "Sharing the CPU"). `OMP_WAIT_POLICY=passive` lets two runs reach
