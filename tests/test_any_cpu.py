@@ -109,3 +109,29 @@ def test_training_and_evaluation_hold_the_thread_count_first(monkeypatch, tmp_pa
     assert not (tmp_path / "run").exists()
     with pytest.raises(Held):
         evaluate.evaluate_model(vaelab.build_model("cvae", (1, 28, 28), 10, latent_dim=2, hidden=(8,)), None)
+
+
+@pytest.mark.slow
+def test_compiled_runs_with_other_cpu_kernels_share_no_compiled_graph(tmp_path, mnist_raw):
+    """A compiled run with AVX2 kernels, then one with the CPU's own, both into one empty inductor
+    cache (as every process of a user shares one): each compiles for its own vector width. Before
+    vaelab named the width, the second took the first's graph and stopped on a non-finite loss (or
+    crashed); now both train, to the same metrics within the promise for runs computed another way."""
+    from vaelab.runs import RunDir, read_metrics
+
+    from .rounding import RUNS_APART
+
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("OMP_NUM_THREADS", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")}
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")
+    rows = []
+    for name, kernels in (("avx2", {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}), ("own", {})):
+        done = subprocess.run([sys.executable, "-m", "vaelab", "train", "--out", str(tmp_path / name), "--limit-train",
+                               "512", "--batch-size", "128", "--epochs", "1", "--hidden", "32", "--latent-dim", "4",
+                               "--compile", "on", "--no-progress"], env={**env, **kernels}, capture_output=True,
+                              text=True, timeout=900, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        assert "(compiled step)" in done.stderr and "running eagerly" not in done.stderr, done.stderr
+        rows.append(read_metrics(RunDir(tmp_path / name).metrics)[-1])
+    for key in ("train_elbo", "valid_elbo"):
+        assert rows[1][key] == pytest.approx(rows[0][key], abs=RUNS_APART), key

@@ -36,6 +36,24 @@ def step_compile_mode(device: torch.device) -> str | None:
     return "reduce-overhead" if device.type == "cuda" else None
 
 
+def vector_width_options() -> dict:
+    """torch.compile's inductor options that name the CPU vector width its C++ kernels are written
+    for: the width inductor picks itself (AVX-512: 512 bits, AVX2: 256; ATEN_CPU_CAPABILITY chooses).
+
+    Why name it: inductor's cache of compiled graphs (under the temporary folder, shared by every
+    process of the user) does not tell the widths apart, and a graph written for one width and
+    built for another computed NaN or crashed the process (torch 2.13: a run with
+    ATEN_CPU_CAPABILITY=avx2 after one without, or the other way round). The width set as an
+    option enters the cache's key, and the kernels are those inductor would write anyway.
+    """
+    try:
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+        return {"cpp.simdlen": pick_vec_isa().bit_width()}
+    except (ImportError, AttributeError):  # another torch: compile as it does by default
+        return {}
+
+
 def compilation_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that say torch.compile could not compile a function, as opposed to the function
     failing: no C++ compiler or Triton, an operation the compiler cannot lower or trace, a backend
@@ -69,7 +87,10 @@ class CompiledOrEager:
         self.fn = fn if eager is None else eager
         self.what = what
         self.mode = mode
-        self.compiled = torch.compile(fn, dynamic=dynamic, backend=backend, mode=mode) if enabled else None
+        # a mode brings its own options (torch.compile takes one or the other); modes are for CUDA
+        options = vector_width_options() if enabled and mode is None and backend == "inductor" else None
+        self.compiled = torch.compile(fn, dynamic=dynamic, backend=backend, mode=mode, options=options) \
+            if enabled else None
 
     @property
     def active(self) -> bool:

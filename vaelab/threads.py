@@ -72,12 +72,13 @@ def hold_thread_count() -> None:
     """Make MKL compute with exactly torch's thread count, as a run that must repeat needs.
 
     Until torch.set_num_threads is first called in a process, torch leaves MKL's MKL_DYNAMIC on:
-    MKL may then take fewer threads than it is given for a matrix product, by how busy the machine
-    is, and that product sums in another order. Two runs with the same seed then differ in the
-    last bits, which Adam turns into whole steps on near-zero gradients (seen on an Intel Xeon
-    beside another program; Intel's condition for run-to-run reproducibility is MKL_DYNAMIC off
-    and a fixed thread count). torch.set_num_threads turns MKL_DYNAMIC off; setting the count
-    torch already has changes nothing else. Training and evaluation call this first.
+    MKL may then choose fewer threads for a product than it is given, by rules it does not state,
+    and on a CPU whose products sum in another order on fewer threads, two runs with the same seed
+    differ in the last bits, which Adam turns into whole steps on near-zero gradients (an Intel
+    Xeon gave two processes with the same seed and thread count other weights beside another
+    program). Intel's conditions for run-to-run reproducibility are a fixed thread count and
+    MKL_DYNAMIC off. torch.set_num_threads turns MKL_DYNAMIC off; setting the count torch already
+    has changes nothing else. Training and evaluation call this first.
     """
     torch.set_num_threads(torch.get_num_threads())
 
