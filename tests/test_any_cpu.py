@@ -2,7 +2,6 @@
 rounding alone, within a bound derived from float32 (not one measured on one machine), and MKL held
 to torch's thread count, so that the same seed gives the same bits on a busy machine."""
 
-import math
 import os
 import subprocess
 import sys

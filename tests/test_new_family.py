@@ -21,7 +21,6 @@ import base64
 import io
 import json
 import math
-import os
 import re
 import subprocess
 import sys
