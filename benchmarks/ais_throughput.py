@@ -24,14 +24,14 @@ import torch
 from common import machine
 from eval_throughput import RecordProducts, floor_seconds
 
-from vaelab import annealing
 from vaelab.api import load_run
 from vaelab.config import TrainConfig
 from vaelab.data import load_raw, make_splits
-from vaelab.evaluate import COMPILE_FROM, ROWS_PER_CHUNK, ais_terms
-from vaelab.fast import use_compile
+from vaelab.inference import annealing
+from vaelab.inference.evaluation import COMPILE_FROM, ROWS_PER_CHUNK, ais_terms
 from vaelab.models import class_conditional
 from vaelab.runs import new_model
+from vaelab.runtime.compilation import use_compile
 from vaelab.training import DeviceSplit
 
 

@@ -4,7 +4,7 @@ vaelab's CPU sharing against OpenMP settings.
 Each variant is an environment for `python -m vaelab train` subprocesses (compiled step, batch 128,
 `--limit-train` images per epoch, each run in its own temporary run directory):
 
-    vaelab       vaelab as it comes: commands running together divide the threads (vaelab/threads.py)
+    vaelab       vaelab as it comes: commands running together divide the threads (vaelab/runtime/cpu_share.py)
     today        VAELAB_THREADS=off: no thread count changed; libgomp spins ~300,000 times before it sleeps
     passive      VAELAB_THREADS=off OMP_WAIT_POLICY=passive: a waiting OpenMP thread sleeps at once
     spin-N       VAELAB_THREADS=off GOMP_SPINCOUNT=N: spin N times, then sleep

@@ -31,9 +31,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from vaelab.api import load_run
 from vaelab.config import make_config
 from vaelab.data import load_raw, make_splits
-from vaelab.evaluate import COMPILE_FROM, evaluate_model
-from vaelab.fast import use_compile
+from vaelab.inference.evaluation import COMPILE_FROM, evaluate_model
 from vaelab.runs import new_model
+from vaelab.runtime.compilation import use_compile
 from vaelab.training import DeviceSplit
 
 aten = torch.ops.aten

@@ -33,7 +33,7 @@ from common import add_run_arguments, common_settings, machine
 
 import vaelab
 from vaelab.config import make_config
-from vaelab.evaluate import evaluate_model
+from vaelab.inference.evaluation import evaluate_model
 from vaelab.runs import RunDir, read_metrics
 from vaelab.training import DeviceSplit, train
 

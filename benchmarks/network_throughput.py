@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vaelab.config import make_config
 from vaelab.data import load_raw, make_splits
-from vaelab.evaluate import evaluate_model
+from vaelab.inference.evaluation import evaluate_model
 from vaelab.models.layers import Network
 from vaelab.training import DeviceSplit, new_training, train_epoch
 

@@ -24,15 +24,14 @@ import statistics
 import time
 from pathlib import Path
 
-from common import add_run_arguments, common_settings, machine
-
 import torch
+from common import add_run_arguments, common_settings, machine
 
 import vaelab
 from vaelab.config import make_config, read_toml
 from vaelab.data import load_raw, make_splits
 from vaelab.runs import RunDir
-from vaelab.threads import share_cpus
+from vaelab.runtime.cpu_share import share_cpus
 from vaelab.training import train
 from vaelab.training.baseline import labels_alone
 

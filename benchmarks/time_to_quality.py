@@ -18,7 +18,7 @@ from common import ReferenceCVAE, machine, parse_settings
 
 from vaelab.config import make_config
 from vaelab.data import load_raw, make_splits
-from vaelab.fast import use_compile
+from vaelab.runtime.compilation import use_compile
 from vaelab.training import COMPILE_FROM_STEPS, DeviceSplit, new_training, train_epoch, validate
 
 THRESHOLDS = (-100.0, -95.0, -90.0)

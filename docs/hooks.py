@@ -2,7 +2,7 @@
 
 A page's `SETTINGS_MARKER` becomes `vaelab.config.flags_table` of every setting in `SETTINGS` with
 `TrainConfig`'s defaults; its `RUN_FLAGS_MARKER` becomes a table of the train flags that are not
-settings (--out, --resume, ...), read from `vaelab.arguments.build_parser`. So the documented flags
+settings (--out, --resume, ...), read from `vaelab.cli.arguments.build_parser`. So the documented flags
 are the parser's own. The training guide must hold both markers: a build without the tables fails
 instead of shipping none.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from mkdocs.exceptions import PluginError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's vaelab, as mkdocstrings reads it
-from vaelab.arguments import build_parser  # noqa: E402
+from vaelab.cli.arguments import build_parser  # noqa: E402
 from vaelab.config import SETTINGS, TrainConfig, flags_table  # noqa: E402
 
 SETTINGS_MARKER = "<!-- vaelab: train flags -->"

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 import vaelab
-from vaelab import objectives
-from vaelab.devices import chunk_generator
+from vaelab import inference
+from vaelab.inference.batches import chunk_generator
 from vaelab.models import class_conditional
-from vaelab.threads import hold_thread_count
+from vaelab.runtime.cpu_share import hold_thread_count
 
 BATCH = 100
 SAMPLES = 20
@@ -29,11 +29,11 @@ def per_image(run: vaelab.Run, images: int) -> dict[str, np.ndarray]:
     for batch in range(images // BATCH):
         x, y = test.x[batch * BATCH:(batch + 1) * BATCH], test.y[batch * BATCH:(batch + 1) * BATCH]
         generator = chunk_generator(0, batch, "cpu")
-        noise = objectives.draw_noise(model, 1, BATCH, generator, "cpu")
-        figures["elbo"].append(objectives.elbo(model, x, y, noise).bound)
-        figures["log_likelihood"].append(objectives.log_likelihood_is(model, x, y, SAMPLES, generator, 40))
+        noise = inference.draw_noise(model, 1, BATCH, generator, "cpu")
+        figures["elbo"].append(inference.elbo(model, x, y, noise).bound)
+        figures["log_likelihood"].append(inference.log_likelihood_is(model, x, y, SAMPLES, generator, 40))
         if class_conditional(model):
-            figures["per_class"].append(objectives.log_likelihood_per_class(model, x, SAMPLES, generator, 40))
+            figures["per_class"].append(inference.log_likelihood_per_class(model, x, SAMPLES, generator, 40))
     return {name: torch.cat(values).double().numpy() for name, values in figures.items() if values}
 
 

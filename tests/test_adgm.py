@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from vaelab import objectives
+from vaelab import inference
 from vaelab.cli import main
 from vaelab.models import ADGM, Classifies, Noise, build_model
 
@@ -44,7 +44,7 @@ def test_the_unlabelled_bound_is_the_explicit_sum_over_classes_and_draws():
     model, x = small_adgm(), binary_images(5)
     samples = 3
     noise = torch.randn(samples, 5, A + CLASSES * Z, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    terms = model.objective(x, None, Noise(noise, None), objectives.elbo)
+    terms = model.objective(x, None, Noise(noise, None), inference.elbo)
     flat = x.flatten(-3)
     explicit = torch.zeros(5, dtype=torch.float64)
     for s in range(samples):
@@ -62,7 +62,7 @@ def test_the_unlabelled_bound_is_the_explicit_sum_over_classes_and_draws():
     assert set(parts) == {"recon", "kl", "kl_a", "label_kl"} and (parts["label_kl"] >= 0).all()
     torch.testing.assert_close(parts["recon"] - parts["kl"] - parts["kl_a"] - parts["label_kl"], terms.bound)
     torch.testing.assert_close(terms.maximised, terms.bound)
-    annealed = model.objective(x, None, Noise(noise, None), objectives.elbo, torch.tensor(0.5))
+    annealed = model.objective(x, None, Noise(noise, None), inference.elbo, torch.tensor(0.5))
     torch.testing.assert_close(annealed.bound, terms.bound)
     torch.testing.assert_close(annealed.maximised, terms.bound + 0.5 * (parts["kl"] + parts["kl_a"]))
 
@@ -73,11 +73,11 @@ def test_the_labelled_bound_and_its_classifier_term():
     generator = torch.Generator().manual_seed(3)
     unknown = torch.randn(2, 2, A + CLASSES * Z, generator=generator, dtype=torch.float64)
     known = torch.randn(2, 4, A + Z, generator=generator, dtype=torch.float64)
-    terms = model.objective(x, y[2:], Noise(unknown, known), objectives.elbo)
+    terms = model.objective(x, y[2:], Noise(unknown, known), inference.elbo)
     assert terms.bound.shape == (6,)
-    alone = model.objective(x[:2], None, Noise(unknown, None), objectives.elbo)
+    alone = model.objective(x[:2], None, Noise(unknown, None), inference.elbo)
     torch.testing.assert_close(terms.bound[:2], alone.bound)  # the unlabelled images first, as x orders them
-    elbo = objectives.elbo(model, x[2:], y[2:], known).bound
+    elbo = inference.elbo(model, x[2:], y[2:], known).bound
     torch.testing.assert_close(terms.bound[2:], elbo + math.log(1 / CLASSES))
     flat = x[2:].flatten(-3)
     mu_a, sigma_a = model._aux(flat)
@@ -93,15 +93,15 @@ def test_its_importance_sampled_likelihood_lies_above_its_bounds():
     model, x = small_adgm(seed=4), binary_images(8, seed=5)
     y = torch.arange(8) % CLASSES
     generator = torch.Generator().manual_seed(6)
-    elbo = objectives.elbo(model, x, y, objectives.draw_noise(model, 2000, 8, generator, "cpu", torch.float64)).bound
-    is_k = objectives.log_likelihood_is(model, x, y, 5000, generator)
-    again = objectives.log_likelihood_is(model, x, y, 5000, generator)
+    elbo = inference.elbo(model, x, y, inference.draw_noise(model, 2000, 8, generator, "cpu", torch.float64)).bound
+    is_k = inference.log_likelihood_is(model, x, y, 5000, generator)
+    again = inference.log_likelihood_is(model, x, y, 5000, generator)
     assert (is_k - again).abs().max() < 0.05  # precise enough for the gap below to mean something
     assert (is_k > elbo).all() and (is_k - elbo).mean() > 0.05
-    per_class = objectives.log_likelihood_per_class(model, x, 5000, generator)
-    marginal = objectives.log_marginal_likelihood(per_class, model.class_log_prior())
-    noise = objectives.draw_noise(model, 2000, 8, generator, "cpu", torch.float64, labelled=False)
-    summed_out = model.objective(x, None, Noise(noise, None), objectives.elbo).bound
+    per_class = inference.log_likelihood_per_class(model, x, 5000, generator)
+    marginal = inference.log_marginal_likelihood(per_class, model.class_log_prior())
+    noise = inference.draw_noise(model, 2000, 8, generator, "cpu", torch.float64, labelled=False)
+    summed_out = model.objective(x, None, Noise(noise, None), inference.elbo).bound
     assert (marginal > summed_out).all()
 
 
@@ -138,8 +138,8 @@ def test_a_short_run_learns_well_above_its_classifier_on_the_labels_alone(tmp_pa
     CPU: 81.3 % against 76.0 %; on 10,000 validation images a point is about 2 standard errors of
     the difference)."""
     from vaelab.config import make_config
-    from vaelab.data import load_raw, make_splits
-    from vaelab.devices import DeviceSplit
+    from vaelab.data import make_splits
+    from vaelab.runtime.devices import DeviceSplit
     from vaelab.training import train, validate
     from vaelab.training.baseline import labels_alone
 

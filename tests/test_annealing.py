@@ -1,4 +1,4 @@
-"""AIS and HMC (`vaelab.annealing`) on models whose answers are known exactly.
+"""AIS and HMC (`vaelab.inference.annealing`) on models whose answers are known exactly.
 
 The linear-Gaussian model z ~ N(0, I_d), x | z ~ N(W z + b, σ² I_D) has log p(x) = log N(x; b,
 W Wᵀ + σ² I) and a Gaussian posterior; its q here is a Gaussian off the posterior on purpose: too
@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from vaelab import annealing
+from vaelab.inference import annealing
 from vaelab.models import Densities
 
 D, d = 6, 3  # data and latent sizes
@@ -208,8 +208,8 @@ def test_the_bidirectional_sandwich_contains_the_exact_value_and_narrows_with_th
 def test_the_evaluation_takes_any_number_of_steps_and_bdmc_its_own_settings(family, steps):
     """eval.json's "ais" and "bdmc" from a small model: one step (importance sampling, no HMC move)
     as well as several; BDMC runs on the settings it is given."""
-    from vaelab.devices import DeviceSplit
-    from vaelab.evaluate import ais_terms, bdmc_terms
+    from vaelab.runtime.devices import DeviceSplit
+    from vaelab.inference.evaluation import ais_terms, bdmc_terms
     from vaelab.models import build_model
 
     torch.manual_seed(0)
@@ -232,8 +232,8 @@ def test_the_evaluation_takes_any_number_of_steps_and_bdmc_its_own_settings(fami
 def test_the_cpu_share_is_looked_at_before_every_batch_of_chains_too():
     """evaluate_model calls between_batches before each IS batch, each AIS batch and each BDMC batch
     (where `vaelab evaluate` looks at the machine), not only while it importance-samples."""
-    from vaelab import evaluate
-    from vaelab.devices import DeviceSplit
+    from vaelab.inference import evaluation
+    from vaelab.runtime.devices import DeviceSplit
     from vaelab.models import build_model
 
     torch.manual_seed(0)
@@ -242,6 +242,6 @@ def test_the_cpu_share_is_looked_at_before_every_batch_of_chains_too():
                        torch.zeros(6, dtype=torch.int64), True)
     settings = annealing.AisSettings(2, 1, 2048, 0.2)  # 4096 rows per batch: two images per batch of chains
     calls = []
-    evaluate.evaluate_model(model, data, iw_samples=2, batch_size=3, compile="off", ais=settings, bdmc=3,
+    evaluation.evaluate_model(model, data, iw_samples=2, batch_size=3, compile="off", ais=settings, bdmc=3,
                             between_batches=lambda: calls.append(1))
     assert len(calls) == 2 + 3 + 2  # IS: 6 images by 3; AIS: by 2; BDMC: 3 images by 2

@@ -71,7 +71,7 @@ try:
 except (OSError, AttributeError):
     sys.exit(3)
 before, threads = get(), torch.get_num_threads()
-from vaelab.threads import hold_thread_count
+from vaelab.runtime.cpu_share import hold_thread_count
 hold_thread_count()
 print(before, get(), torch.get_num_threads() == threads)
 """
@@ -94,7 +94,7 @@ class Held(Exception):
 
 
 def test_training_and_evaluation_hold_the_thread_count_first(monkeypatch, tmp_path):
-    from vaelab import evaluate
+    from vaelab.inference import evaluation
     from vaelab.config import make_config
     from vaelab.training import trainer
 
@@ -102,12 +102,12 @@ def test_training_and_evaluation_hold_the_thread_count_first(monkeypatch, tmp_pa
         raise Held
 
     monkeypatch.setattr(trainer, "hold_thread_count", held)
-    monkeypatch.setattr(evaluate, "hold_thread_count", held)
+    monkeypatch.setattr(evaluation, "hold_thread_count", held)
     with pytest.raises(Held):
         trainer.train(make_config({}), tmp_path / "run", log=lambda _: None, progress=False)
     assert not (tmp_path / "run").exists()
     with pytest.raises(Held):
-        evaluate.evaluate_model(vaelab.build_model("cvae", (1, 28, 28), 10, latent_dim=2, hidden=(8,)), None)
+        evaluation.evaluate_model(vaelab.build_model("cvae", (1, 28, 28), 10, latent_dim=2, hidden=(8,)), None)
 
 
 @pytest.mark.slow

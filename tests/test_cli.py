@@ -9,10 +9,10 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from vaelab import cli
+from vaelab.cli import commands
 from vaelab.cli import main
 from vaelab.config import SETTINGS, TrainConfig, make_config, read_toml
-from vaelab.distributed import ProcessLost
+from vaelab.runtime.processes import ProcessLost
 from vaelab.errors import RunFailed, TrainingDiverged, VaelabError
 
 BAD_INPUT = [
@@ -109,7 +109,7 @@ def test_failures_while_running_exit_1_and_bad_input_2_each_in_one_line(monkeypa
     def command(args):
         raise failure
 
-    monkeypatch.setitem(cli.COMMANDS, "train", command)
+    monkeypatch.setitem(commands.COMMANDS, "train", command)
     assert main(["train", "--out", "X"]) == code
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err and "Traceback" not in err, err
@@ -119,7 +119,7 @@ def test_a_bug_in_vaelab_is_not_dressed_up_as_a_users_problem(monkeypatch):
     def command(args):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (3x4 and 5x7)")
 
-    monkeypatch.setitem(cli.COMMANDS, "train", command)
+    monkeypatch.setitem(commands.COMMANDS, "train", command)
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):  # its traceback is the report
         main(["train", "--out", "X"])
 

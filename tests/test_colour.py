@@ -17,10 +17,11 @@ from vaelab.api import load_run
 from vaelab.cli import main
 from vaelab.errors import VaelabError
 from vaelab.models import decoder_mean
-from vaelab.report import plots, write_report
+from vaelab import pictures
+from vaelab.report import write_report
 from vaelab.pictures import mosaic
 from vaelab.runs import RunDir
-from vaelab.training.grids import GRID_COLUMNS, grid_latents, grid_means
+from vaelab.training.samples import GRID_COLUMNS, grid_latents, grid_means
 
 from .colour_runs import CLASSES, SIZE, canvas_in_png, train_flags, write_colour_npz
 from .test_report import images_drawn_on
@@ -79,8 +80,8 @@ def test_sample_and_reconstruct_draw_the_decoder_means_in_colour(colour_runs, tm
     assert np.abs(shown - expected).max() <= 1
 
     titles = []  # the titles name each run's own likelihood
-    monkeypatch.setattr(plots, "save_sample_grid", lambda path, *args, **named: titles.append(args[-1]))
-    monkeypatch.setattr(plots, "save_reconstructions", lambda path, *args: titles.append(args[-1]))
+    monkeypatch.setattr(pictures, "save_sample_grid", lambda path, *args, **named: titles.append(args[-1]))
+    monkeypatch.setattr(pictures, "save_reconstructions", lambda path, *args: titles.append(args[-1]))
     for path in (cvae, vamp):
         assert main(["sample", str(path), "-o", str(tmp_path / "t.png")]) == 0
         assert main(["reconstruct", str(path), "-o", str(tmp_path / "t.png")]) == 0
@@ -117,8 +118,8 @@ def test_a_report_of_two_same_named_runs_tells_them_apart_and_says_what_each_sho
                                                                                  monkeypatch):
     cvae, vamp = colour_runs
     curves = []
-    drawn = plots.comparison_curves_figure
-    monkeypatch.setattr(plots, "comparison_curves_figure", lambda named: curves.append(named) or drawn(named))
+    drawn = pictures.comparison_curves_figure
+    monkeypatch.setattr(pictures, "comparison_curves_figure", lambda named: curves.append(named) or drawn(named))
     report = write_report([cvae, vamp], tmp_path / "r.html", tmp_path / "r.pdf")
 
     names = [section.name for section in report.runs]

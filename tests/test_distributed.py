@@ -10,11 +10,11 @@ import sys
 import pytest
 import torch
 
-from vaelab import objectives
-from vaelab.checkpoints import load_checkpoint
+from vaelab import inference
+from vaelab.runs.checkpoints import load_checkpoint
 from vaelab.cli import main
 from vaelab.config import make_config
-from vaelab.distributed import Processes
+from vaelab.runtime.processes import Processes
 from vaelab.runs import RunDir, read_metrics
 from vaelab.training import new_training, train
 from vaelab.training.step import process_share, step_noise, step_scale
@@ -128,7 +128,7 @@ def test_a_process_with_no_image_of_a_short_step_computes_nothing():
     noise = step_noise(model, 1, 0, 1, torch.Generator().manual_seed(0), "cpu", torch.float32)
     share = process_share(Processes(0, 2), x, y, noise)
     assert share[0].shape[0] == 0 and share[2].unlabelled.shape[1] == 0 and share[2].labelled is None
-    terms = model.objective(*share, objectives.elbo, 1.0)
+    terms = model.objective(*share, inference.elbo, 1.0)
     assert terms.maximised.shape == terms.bound.shape == (0,)
 
 
@@ -299,9 +299,9 @@ def test_the_backend_vaelab_picks_carries_this_machines_tensors(tmp_path):
     tensors where this machine has a GPU: NCCL cannot be checked without one)."""
     import torch.distributed as dist
 
-    from vaelab import distributed
+    from vaelab.runtime import processes
 
-    dist.init_process_group(distributed.backend(), store=dist.FileStore(str(tmp_path / "store"), 1), rank=0,
+    dist.init_process_group(processes.backend(), store=dist.FileStore(str(tmp_path / "store"), 1), rank=0,
                             world_size=1)
     try:
         for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):

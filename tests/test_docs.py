@@ -119,7 +119,7 @@ def test_the_flag_table_page_lists_every_setting(site):
 def test_the_training_page_lists_every_train_flag_of_the_parser_once(site):
     import argparse
 
-    from vaelab.arguments import build_parser
+    from vaelab.cli.arguments import build_parser
 
     commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
     options = [option for action in commands.choices["train"]._actions if action.dest != "help"
@@ -133,7 +133,7 @@ def test_the_training_page_lists_every_train_flag_of_the_parser_once(site):
 @pytest.mark.slow
 def test_the_api_reference_holds_the_docstrings(site):
     import vaelab.api
-    import vaelab.objectives
+    import vaelab.inference
 
     def words(text: str) -> str:  # rendered code spans and line breaks aside
         return " ".join(re.findall(r"\w+", text))
@@ -142,7 +142,7 @@ def test_the_api_reference_holds_the_docstrings(site):
     assert words(vaelab.api.load_run.__doc__) in words(api)
     assert words(vaelab.api.Run.encode.__doc__) in words(api)
     assert "def " not in api  # signatures, not source code
-    assert words(vaelab.objectives.elbo.__doc__) in words(page_text(site, "reference/objectives"))
+    assert words(vaelab.inference.elbo.__doc__) in words(page_text(site, "reference/inference"))
 
 
 @pytest.mark.slow
@@ -182,3 +182,20 @@ def test_the_python_api_guide_runs_as_written(small_run, capsys, monkeypatch):
     assert namespace["means"].shape == (8, *run.model.image_shape)
     assert namespace["terms"].bound.shape == (100,)
     assert "log_likelihood" in capsys.readouterr().out
+
+
+# --- the public import paths are the package's own ---
+
+def test_the_public_import_paths_page_lists_what_each_path_gives():
+    """Every name the page lists imports from its path, and a path with `__all__` lists exactly that."""
+    import importlib
+
+    rows = re.findall(r"^\| `(vaelab[\w.]*)` \| [^|]+ \| (.+) \|$", (DOCS / "reference" / "public-api.md").read_text(),
+                      flags=re.M)
+    assert {path for path, _ in rows} >= {"vaelab", "vaelab.models", "vaelab.data", "vaelab.inference"}
+    for path, names in rows:
+        module = importlib.import_module(path)
+        listed = set(re.findall(r"`(\w+)`", names))
+        assert [name for name in sorted(listed) if not hasattr(module, name)] == [], path
+        if hasattr(module, "__all__"):
+            assert listed == set(module.__all__), path

@@ -18,7 +18,7 @@ pytest.importorskip("starlette", reason="the explore extra is not installed (mak
 
 from starlette.testclient import TestClient  # noqa: E402
 
-from vaelab import objectives  # noqa: E402
+from vaelab import inference  # noqa: E402
 from vaelab.cli import main  # noqa: E402
 from vaelab.explore import session  # noqa: E402
 from vaelab.explore.server import MAX_BODY, build_app  # noqa: E402
@@ -82,7 +82,7 @@ def test_interpolation_random_and_a_drawn_digit(client, explored, mnist_raw):
     digit = run.test_x[1]  # a real test image, as if drawn
     analysis = client.post("/api/analyse", json={"run": 0, "image": digit[0].tolist()}).json()
     # the Bayes rule p(y | x) ~ pi_y p(x | y), log p(x | y) by importance sampling (seed 0)
-    per_class = objectives.log_likelihood_per_class(run.run.model, digit[None], session.POSTERIOR_SAMPLES,
+    per_class = inference.log_likelihood_per_class(run.run.model, digit[None], session.POSTERIOR_SAMPLES,
                                                     torch.Generator().manual_seed(0))[0]
     expected = torch.softmax(per_class + run.run.model.class_log_prior(), 0)
     np.testing.assert_allclose(analysis["posterior"], expected.detach().numpy(), atol=1e-5)
@@ -126,7 +126,7 @@ def test_not_json_oversized_bodies_wrong_methods_and_paths_outside_the_static_fo
     assert huge.status_code == 413 and "at most" in huge.json()["error"]
     assert client.get("/api/decode").status_code == 405
     for path in ("/static/../server.py", "/static/%2e%2e/server.py", "/static/..%2fserver.py",
-                 "/static//etc/passwd", "/static/%2e%2e/%2e%2e/cli.py", "/../vaelab/cli.py", "/nothing"):
+                 "/static//etc/passwd", "/static/%2e%2e/%2e%2e/cli.py", "/../vaelab/cli/commands.py", "/nothing"):
         answer = client.get(path)
         assert answer.status_code == 404, path
         assert "import" not in answer.text

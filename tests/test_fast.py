@@ -6,7 +6,9 @@ from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 
 
-from vaelab import fast, objectives
+from vaelab.runtime import compilation
+from vaelab.training.optimizer import make_adam
+from vaelab import inference
 from vaelab.config import make_config
 from vaelab.data import make_splits
 from vaelab.models import ReLU, rsample
@@ -43,7 +45,7 @@ def test_drawn_noise_is_what_rsample_draws():
     x, y = torch.rand(6, 1, 28, 28).round(), torch.arange(6)
     q = model.encoder(x, y)
     z = rsample(q, (3,), torch.Generator().manual_seed(5))
-    noise = objectives.draw_noise(model, 3, 6, torch.Generator().manual_seed(5), "cpu")
+    noise = inference.draw_noise(model, 3, 6, torch.Generator().manual_seed(5), "cpu")
     assert torch.equal(z, q.base_dist.loc + q.base_dist.scale * noise)
     densities = model.densities(x, y, model.posterior(x, y), noise)
     torch.testing.assert_close(densities.kl["kl"], q.log_prob(z) - model.prior().log_prob(z), rtol=1e-5, atol=1e-4)
@@ -171,7 +173,7 @@ def _broken_compile(fn, **options):
 
 
 def test_failed_compilation_falls_back_to_the_same_numbers(capsys):
-    wrapped = fast.CompiledOrEager(lambda a: a * 2, "a test", backend=_no_compiler)
+    wrapped = compilation.CompiledOrEager(lambda a: a * 2, "a test", backend=_no_compiler)
     assert wrapped(torch.tensor(3.0)).item() == 6.0
     assert not wrapped.active
     err = capsys.readouterr().err
@@ -184,7 +186,7 @@ def test_only_a_failed_compilation_falls_back(capsys):
     def buggy(a):
         return a @ torch.ones(5, 7)
 
-    wrapped = fast.CompiledOrEager(buggy, "a buggy function")
+    wrapped = compilation.CompiledOrEager(buggy, "a buggy function")
     with pytest.raises(RuntimeError, match="must have same reduction dim"):
         wrapped(torch.ones(3, 4))
     assert wrapped.active and "unavailable" not in capsys.readouterr().err
@@ -192,7 +194,7 @@ def test_only_a_failed_compilation_falls_back(capsys):
     def out_of_memory(graph, inputs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 GB")
 
-    wrapped = fast.CompiledOrEager(lambda a: a * 2, "a test", backend=out_of_memory)
+    wrapped = compilation.CompiledOrEager(lambda a: a * 2, "a test", backend=out_of_memory)
     with pytest.raises(RuntimeError, match="can't allocate memory") as raised:
         wrapped(torch.tensor(3.0))
     assert type(raised.value) is RuntimeError  # the allocator's own error, not the compiler's wrapper
@@ -219,13 +221,13 @@ def test_a_training_step_whose_compilation_fails_gives_the_eager_gradients(monke
 
 
 def test_use_compile_and_adam():
-    assert fast.use_compile("auto", 5000, 4000) and not fast.use_compile("auto", 100, 4000)
-    assert fast.use_compile("on", 1, 4000) and not fast.use_compile("off", 10**9, 4000)
+    assert compilation.use_compile("auto", 5000, 4000) and not compilation.use_compile("auto", 100, 4000)
+    assert compilation.use_compile("on", 1, 4000) and not compilation.use_compile("off", 10**9, 4000)
     params = [nn.Parameter(torch.randn(3, 3))]
-    assert fast.make_adam(params, 1e-3).defaults["fused"]
+    assert make_adam(params, 1e-3).defaults["fused"]
     # CUDA graphs for the step on a GPU only; a CPU step compiles in the default mode
-    assert fast.step_compile_mode(torch.device("cuda")) == "reduce-overhead"
-    assert fast.step_compile_mode(torch.device("cpu")) is None
+    assert compilation.step_compile_mode(torch.device("cuda")) == "reduce-overhead"
+    assert compilation.step_compile_mode(torch.device("cpu")) is None
     step = TrainStep(nn.Linear(2, 2), "elbo", 1, 4, dynamic=False, compile=True)
     assert step.compiled.active and step.compiled.mode is None
 
@@ -243,7 +245,7 @@ def test_fused_adam_updates_like_the_default_adam():
     a = nn.Linear(20, 10)
     b = nn.Linear(20, 10)
     b.load_state_dict(a.state_dict())
-    opt_a, opt_b = fast.make_adam(a.parameters(), 1e-2), torch.optim.Adam(b.parameters(), lr=1e-2)
+    opt_a, opt_b = make_adam(a.parameters(), 1e-2), torch.optim.Adam(b.parameters(), lr=1e-2)
     for _ in range(20):
         _square_loss_steps(((a, opt_a), (b, opt_b)), torch.randn(8, 20))
     for p, q in zip(a.parameters(), b.parameters()):
@@ -252,7 +254,7 @@ def test_fused_adam_updates_like_the_default_adam():
 
 @pytest.mark.slow
 def test_compiled_run_resumed_equals_the_uninterrupted_one(tmp_path, mnist_raw):
-    from vaelab.checkpoints import load_checkpoint
+    from vaelab.runs.checkpoints import load_checkpoint
     from vaelab.runs import RunDir
     from vaelab.training import train
 
@@ -269,7 +271,7 @@ def test_compiled_run_resumed_equals_the_uninterrupted_one(tmp_path, mnist_raw):
 
 def test_a_checkpoint_of_another_adam_implementation_resumes_with_the_fused_one(tmp_path):
     """Runs saved with foreach Adam (vaelab before fused) resume fused, with the same moments and step."""
-    from vaelab.checkpoints import load_checkpoint, save_checkpoint
+    from vaelab.runs.checkpoints import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     old = nn.Linear(6, 3)
@@ -278,7 +280,7 @@ def test_a_checkpoint_of_another_adam_implementation_resumes_with_the_fused_one(
         _square_loss_steps(((old, old_optimizer),), torch.randn(4, 6))
     save_checkpoint(tmp_path / "c.safetensors", old, {"epoch": 1}, old_optimizer)
     new = nn.Linear(6, 3)
-    optimizer = fast.make_adam(new.parameters(), 1e-3)
+    optimizer = make_adam(new.parameters(), 1e-3)
     load_checkpoint(tmp_path / "c.safetensors").restore(new, optimizer)
     group = optimizer.param_groups[0]
     assert group["fused"] and not group["foreach"] and group["lr"] == 1e-2  # fast, with the stored settings

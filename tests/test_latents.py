@@ -20,7 +20,7 @@ from vaelab.config import make_config
 from vaelab.errors import VaelabError
 from vaelab.models import build_model
 from vaelab.models.flows import IAFStep, InverseAutoregressiveFlow, RealNVP, made_masks
-from vaelab.objectives import draw_noise, elbo, iw_bound, log_weight
+from vaelab.inference.bounds import draw_noise, elbo, iw_bound, log_weight
 
 
 def _scramble(module: torch.nn.Module, scale: float, seed: int) -> None:

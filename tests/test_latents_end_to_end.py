@@ -21,8 +21,9 @@ import pytest
 import torch
 
 import vaelab
-from vaelab import annealing, objectives
-from vaelab.checkpoints import load_checkpoint
+from vaelab.inference import annealing
+from vaelab import inference
+from vaelab.runs.checkpoints import load_checkpoint
 from vaelab.cli import main
 from vaelab.config import make_config
 from vaelab.models import class_conditional, decoder_mean, rsample
@@ -112,9 +113,9 @@ def test_it_evaluates_and_its_estimators_are_in_order(trained, capsys):
     y = test.y if class_conditional(model) else None
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        elbo = objectives.elbo(model, x, y, objectives.draw_noise(model, 20, n, g, "cpu")).bound
-        iw5 = objectives.iw_bound(model, x, y, objectives.draw_noise(model, 5, n, g, "cpu")).bound
-        is500 = objectives.log_likelihood_is(model, x, y, 500, g, chunk=100)
+        elbo = inference.elbo(model, x, y, inference.draw_noise(model, 20, n, g, "cpu")).bound
+        iw5 = inference.iw_bound(model, x, y, inference.draw_noise(model, 5, n, g, "cpu")).bound
+        is500 = inference.log_likelihood_is(model, x, y, 500, g, chunk=100)
     for name, difference in {"IW(5) - ELBO": iw5 - elbo, "IS(500) - IW(5)": is500 - iw5}.items():
         mean, error = _mean_and_error(difference)
         assert mean >= -3 * error, (kind, name, mean, error)
@@ -209,7 +210,7 @@ def test_ais_beats_importance_sampling_and_bdmc_sandwiches(trained):
     settings = annealing.AisSettings(steps=60, leapfrog=4, chains=4, step_size=0.2)
     ais = annealing.log_likelihood_ais(model, x, y, settings, torch.Generator().manual_seed(2))
     with torch.no_grad():
-        iw = objectives.log_likelihood_is(model, x, y, 16, torch.Generator().manual_seed(3))
+        iw = inference.log_likelihood_is(model, x, y, 16, torch.Generator().manual_seed(3))
     mean, error = _mean_and_error(ais.log_likelihood - iw)
     assert mean > 3 * error, (kind, mean, error)
     simulated = model.simulate(32, torch.Generator().manual_seed(4))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaelab import objectives
+from vaelab import inference
 from vaelab.cli import main
 from vaelab.data import labelled_subset
 from vaelab.errors import DataError
@@ -30,7 +30,7 @@ def binary_images(batch, seed=1):
     return torch.bernoulli(torch.full((batch, *SHAPE), 0.4), generator=torch.Generator().manual_seed(seed))
 
 
-def unlabelled(model, x, noise, bound=objectives.elbo, kl_weight=1.0):
+def unlabelled(model, x, noise, bound=inference.elbo, kl_weight=1.0):
     """M2's objective with no label seen; noise [samples, images, classes, d]."""
     return model.objective(x, None, Noise(noise, None), bound, kl_weight)
 
@@ -48,7 +48,7 @@ def test_unlabelled_bound_is_the_explicit_sum_over_classes(network):
     explicit = torch.zeros(5, dtype=torch.float64)
     for c in range(4):  # one class at a time, each image on its own: nothing shared, nothing broadcast
         y = torch.full((5,), c)
-        per_class = objectives.elbo(model, x, y, noise[:, :, c]).bound
+        per_class = inference.elbo(model, x, y, noise[:, :, c]).bound
         explicit += (q_y.probs[:, c] * (per_class + math.log(1 / 4) - q_y.probs[:, c].log())).double()
     torch.testing.assert_close(terms.bound.double(), explicit, atol=1e-4, rtol=1e-5)
     parts = terms.parts
@@ -66,7 +66,7 @@ def test_exact_enumeration_against_sampling_the_label():
     model, x = small_m2(), binary_images(3)
     noise = torch.randn(1, 3, 4, 3, generator=torch.Generator().manual_seed(3))
     exact = unlabelled(model, x, noise).bound
-    per_class = objectives.elbo(model, x, every_class(4, 3), noise.movedim(2, 1)).bound  # [4, 3], fixed z per class
+    per_class = inference.elbo(model, x, every_class(4, 3), noise.movedim(2, 1)).bound  # [4, 3], fixed z per class
     q_y = model.classifier(x)
     y = q_y.sample((200_000,))  # [draws, 3]
     values = per_class.T.gather(1, y.T).T + math.log(1 / 4) - q_y.log_prob(y)
@@ -78,9 +78,9 @@ def test_iw_bound_with_the_label_summed_out_lies_above_the_mean_log_weight():
     """Per class, log mean w >= mean log w for the same draws (Jensen); summing y out keeps the order."""
     model, x = small_m2(), binary_images(4)
     noise = torch.randn(8, 4, 4, 3, generator=torch.Generator().manual_seed(4))
-    iw = unlabelled(model, x, noise, objectives.iw_bound).bound
+    iw = unlabelled(model, x, noise, inference.iw_bound).bound
     labels = every_class(4, 4)
-    log_w = objectives.log_weight(model.densities(x, labels, model.posterior(x, labels), noise.movedim(2, 1)))
+    log_w = inference.log_weight(model.densities(x, labels, model.posterior(x, labels), noise.movedim(2, 1)))
     mean_log_w = Terms(log_w.mean(0), log_w.mean(0), {})
     summed = sum_over_labels(model.classifier(x), model.class_log_prior(), mean_log_w).bound
     assert (iw >= summed - 1e-4).all() and (iw > summed + 1e-3).any()
@@ -109,8 +109,8 @@ def test_a_confident_classifier_sends_no_subnormal_gradient_to_the_classes_it_ru
 def test_labelled_bound_adds_the_class_prior_and_alpha_times_the_classifier():
     model, x, y = small_m2(alpha=2.5), binary_images(4), torch.tensor([0, 1, 2, 3])
     noise = torch.randn(1, 4, 3, generator=torch.Generator().manual_seed(5))
-    terms = model.objective(x, y, Noise(None, noise), objectives.elbo)
-    elbo = objectives.elbo(model, x, y, noise).bound
+    terms = model.objective(x, y, Noise(None, noise), inference.elbo)
+    elbo = inference.elbo(model, x, y, noise).bound
     torch.testing.assert_close(terms.bound, elbo + math.log(1 / 4))
     torch.testing.assert_close(terms.maximised, terms.bound + 2.5 * model.classifier(x).log_prob(y))
     torch.testing.assert_close(terms.parts["label_kl"], torch.full((4,), math.log(4)))  # KL(onehot || uniform)
@@ -130,9 +130,9 @@ def test_a_mixed_step_is_its_unlabelled_and_its_labelled_images_apart():
     generator = torch.Generator().manual_seed(6)
     noise = Noise(torch.randn(2, 3, 4, 3, generator=generator), torch.randn(2, 2, 3, generator=generator))
     half = torch.tensor(0.5)
-    both = model.objective(x, y, noise, objectives.elbo, half)
+    both = model.objective(x, y, noise, inference.elbo, half)
     apart = [unlabelled(model, x[:3], noise.unlabelled, kl_weight=half),
-             model.objective(x[3:], y, Noise(None, noise.labelled), objectives.elbo, half)]
+             model.objective(x[3:], y, Noise(None, noise.labelled), inference.elbo, half)]
     torch.testing.assert_close(both.maximised, torch.cat([t.maximised for t in apart]))
     torch.testing.assert_close(both.bound, torch.cat([t.bound for t in apart]))
     for name in ("recon", "kl", "label_kl"):
@@ -146,7 +146,7 @@ def test_confusion_matrix_counts_true_against_predicted_classes():
     expected = torch.zeros(4, 4, dtype=torch.int64)
     for true, guess in zip(y.tolist(), predicted.tolist()):
         expected[true, guess] += 1
-    assert torch.equal(objectives.confusion_matrix(model, x, y, batch_size=10), expected)
+    assert torch.equal(inference.confusion_matrix(model, x, y, batch_size=10), expected)
 
 
 def test_m2_has_a_classifier_for_every_network():
@@ -243,7 +243,7 @@ def check_a_semi_supervised_run(tmp_path, settings: dict) -> None:
     import vaelab
     from tests.progress import HANG_GUARD
     from tests.test_reliability import _rows, _start
-    from vaelab.checkpoints import load_checkpoint
+    from vaelab.runs.checkpoints import load_checkpoint
     from vaelab.config import make_config
     from vaelab.report import write_report
     from vaelab.training import train
@@ -343,7 +343,7 @@ def test_a_labelled_batch_without_labels_is_one_line(capsys, tmp_path):
 def test_a_run_with_a_labelled_batch_resumes_mid_epoch_to_the_uninterrupted_run(tmp_path, mnist_raw):
     from tests.progress import HANG_GUARD
     from tests.test_reliability import _rows, _start
-    from vaelab.checkpoints import load_checkpoint
+    from vaelab.runs.checkpoints import load_checkpoint
     from vaelab.config import make_config
     from vaelab.training import train
 

@@ -8,7 +8,7 @@ import torch
 from torch.distributions import Independent, Normal
 from torch.nn import functional as F
 
-from vaelab import objectives
+from vaelab import inference
 from vaelab.models import NETWORKS, Noise, build_model, rsample
 from vaelab.models.layers import ClassBias
 from vaelab.models.priors import GaussianMixture
@@ -108,7 +108,7 @@ def test_the_vamp_prior_is_the_mean_of_the_encoders_posteriors_at_the_pseudo_inp
     x = torch.rand(4, 1, 6, 6, dtype=torch.float64).round()
     y = torch.tensor([0, 1, 2, 0])
     noise = torch.randn(3, 4, 2, dtype=torch.float64)
-    terms = objectives.elbo(model, x, y, noise)
+    terms = inference.elbo(model, x, y, noise)
     q = model.encoder(x, y)
     z = q.base_dist.loc + q.base_dist.scale * noise
     torch.testing.assert_close(terms.parts["kl"], (q.log_prob(z) - model.prior().log_prob(z)).mean(0))
@@ -122,8 +122,8 @@ def test_an_evaluation_encodes_the_pseudo_inputs_once_and_gives_the_same_numbers
     """The VampPrior made once per evaluation (`fixed_prior`): the IS estimate over several batches,
     AIS and BDMC ask the encoder for the pseudo-inputs once in all, and give what making it at every
     draw gives."""
-    from vaelab import annealing, evaluate
-    from vaelab.devices import DeviceSplit
+    from vaelab.inference import annealing, evaluation
+    from vaelab.runtime.devices import DeviceSplit
 
     torch.manual_seed(0)
     model = build_model(family, (1, 4, 4), 3 if family == "cvae" else 0, latent_dim=2, hidden=(8,), prior="vamp",
@@ -136,7 +136,7 @@ def test_an_evaluation_encodes_the_pseudo_inputs_once_and_gives_the_same_numbers
     model.pseudo_inputs.register_forward_hook(lambda *_: made.append(1))
 
     def run():
-        return evaluate.evaluate_model(model, data, iw_samples=4, batch_size=2, compile="off", ais=settings, bdmc=2)
+        return evaluation.evaluate_model(model, data, iw_samples=4, batch_size=2, compile="off", ais=settings, bdmc=2)
 
     once = run()
     assert len(made) == 1  # the IS estimate (three batches), AIS and BDMC: once in all
@@ -163,23 +163,23 @@ def test_warm_up_weighs_the_kl_and_reports_the_true_bound():
     y = torch.tensor([0, 1, 2, 0])
     noise = torch.randn(3, 4, 2, dtype=torch.float64)
     half = torch.tensor(0.5, dtype=torch.float64)
-    terms = model.objective(x, y, Noise(None, noise), objectives.elbo, half)
-    plain = objectives.elbo(model, x, y, noise)
+    terms = model.objective(x, y, Noise(None, noise), inference.elbo, half)
+    plain = inference.elbo(model, x, y, noise)
     torch.testing.assert_close(terms.bound, plain.bound)
     torch.testing.assert_close(terms.maximised, plain.parts["recon"] - 0.5 * plain.parts["kl"])
     torch.testing.assert_close(plain.bound, plain.parts["recon"] - plain.parts["kl"])
-    iwae = model.objective(x, y, Noise(None, noise), objectives.iw_bound, half)
-    torch.testing.assert_close(iwae.bound, objectives.iw_bound(model, x, y, noise).bound)
+    iwae = model.objective(x, y, Noise(None, noise), inference.iw_bound, half)
+    torch.testing.assert_close(iwae.bound, inference.iw_bound(model, x, y, noise).bound)
     q = model.encoder(x, y)
     z = q.base_dist.loc + q.base_dist.scale * noise
     log_px, log_ratio = model.decoder(z, y).log_prob(x), model.prior().log_prob(z) - q.log_prob(z)
     torch.testing.assert_close(iwae.bound, torch.logsumexp(log_px + log_ratio, 0) - math.log(3))
     torch.testing.assert_close(iwae.maximised, torch.logsumexp(log_px + 0.5 * log_ratio, 0) - math.log(3))
     one = torch.tensor(1.0, dtype=torch.float64)
-    torch.testing.assert_close(model.objective(x, y, Noise(None, noise), objectives.iw_bound, one).maximised,
+    torch.testing.assert_close(model.objective(x, y, Noise(None, noise), inference.iw_bound, one).maximised,
                                iwae.bound)
     # a β above 1 (β-VAE) weighs the KL more in what is maximised; the bound stays the ELBO
-    beta = model.objective(x, y, Noise(None, noise), objectives.elbo, torch.tensor(4.0, dtype=torch.float64))
+    beta = model.objective(x, y, Noise(None, noise), inference.elbo, torch.tensor(4.0, dtype=torch.float64))
     torch.testing.assert_close(beta.maximised, plain.parts["recon"] - 4 * plain.parts["kl"])
     torch.testing.assert_close(beta.bound, plain.bound)
 
@@ -219,10 +219,10 @@ def test_each_network_learns_on_a_small_slice(network, tmp_path, mnist_raw):
     x, y = test.x[:200], test.y[:200]
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        elbo = objectives.elbo(run.model, x, y, objectives.draw_noise(run.model, 50, 200, g, "cpu")).bound
-        iw5 = torch.stack([objectives.iw_bound(run.model, x, y, objectives.draw_noise(run.model, 5, 200, g, "cpu")).bound
+        elbo = inference.elbo(run.model, x, y, inference.draw_noise(run.model, 50, 200, g, "cpu")).bound
+        iw5 = torch.stack([inference.iw_bound(run.model, x, y, inference.draw_noise(run.model, 5, 200, g, "cpu")).bound
                            for _ in range(10)]).mean(0)
-        is_estimate = objectives.log_likelihood_is(run.model, x, y, 500, g)
+        is_estimate = inference.log_likelihood_is(run.model, x, y, 500, g)
     for lower, upper in ((elbo, iw5), (iw5, is_estimate)):
         gap = upper - lower  # per image; its mean must be clearly above zero
         assert gap.mean() > 4 * gap.std() / math.sqrt(len(gap)) and gap.mean() > 0.1, (elbo.mean(), iw5.mean(),
@@ -252,7 +252,7 @@ def test_channels_last_maps_give_the_step_of_plain_maps(network, shape):
         for network_part in (model.encoder_net, model.decoder_net):
             network_part.memory_format = layout
         model.zero_grad(set_to_none=True)
-        terms = objectives.elbo(model, x, y, noise)
+        terms = inference.elbo(model, x, y, noise)
         terms.bound.sum().backward()
         results.append((terms.bound.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
     (plain, plain_grads), (last, last_grads) = results

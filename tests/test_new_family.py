@@ -30,8 +30,8 @@ import pytest
 import torch
 
 import vaelab
-from vaelab import objectives
-from vaelab.checkpoints import load_checkpoint
+from vaelab import inference
+from vaelab.runs.checkpoints import load_checkpoint
 from vaelab.cli import main
 from vaelab.config import make_config
 from vaelab.errors import VaelabError
@@ -276,12 +276,12 @@ def test_it_evaluates_and_its_estimators_are_in_order(trained, capsys):
     x, n = test.x, test.x.shape[0]
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        noise = objectives.draw_noise(model, 20, n, g, "cpu")
-        elbo = objectives.elbo(model, x, None, noise).bound
-        iw5 = objectives.iw_bound(model, x, None, objectives.draw_noise(model, 5, n, g, "cpu")).bound
-        is500 = objectives.log_likelihood_is(model, x, None, 500, g, chunk=100)
-        again = objectives.log_likelihood_is(model, x, None, 500, g, chunk=100)  # other draws, for its noise
-        draws = objectives.log_weight(model.densities(x, None, model.posterior(x), noise))  # [20, n] one-draw ELBOs
+        noise = inference.draw_noise(model, 20, n, g, "cpu")
+        elbo = inference.elbo(model, x, None, noise).bound
+        iw5 = inference.iw_bound(model, x, None, inference.draw_noise(model, 5, n, g, "cpu")).bound
+        is500 = inference.log_likelihood_is(model, x, None, 500, g, chunk=100)
+        again = inference.log_likelihood_is(model, x, None, 500, g, chunk=100)  # other draws, for its noise
+        draws = inference.log_weight(model.densities(x, None, model.posterior(x), noise))  # [20, n] one-draw ELBOs
     torch.testing.assert_close(elbo, draws.mean(0))  # no closed form: the ELBO is the mean log-weight
     for name, difference in {"IW(5) - ELBO": iw5 - elbo, "IS(500) - IW(5)": is500 - iw5}.items():
         mean, error = _mean_and_error(difference)
@@ -353,9 +353,9 @@ def test_it_samples_and_gets_its_report(trained, tmp_path):
     for name in kls:  # a column of the epoch table and a panel of the curves per latent's KL
         assert f"<th>validation {name}</th>" in page
     assert ("planar-flow steps" if family == "planar-flow" else "two stochastic layers") in page  # its equations
-    from vaelab.report import plots
+    from vaelab import pictures
 
-    figure = plots.curves_figure(loaded.metrics, loaded.config.bound_key, loaded.config.bound_name, words)
+    figure = pictures.curves_figure(loaded.metrics, loaded.config.bound_key, loaded.config.bound_name, words)
     titles = [axes.get_title().split("\n")[0] for axes in figure.axes]
     assert titles == ["Lower bound per epoch (higher is better)", "validation recon",
                       *(f"validation {name}" for name in kls)]

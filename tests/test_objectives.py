@@ -1,7 +1,7 @@
 """The estimators against exact values: the Gaussian KL and densities against torch, and two linear-
 Gaussian models written to the `Model` interface whose log p(x) and true posterior are known in closed
 form (one latent z, and a two-layer hierarchy z2 -> z1 -> x), so the bounds and IS estimates of
-`vaelab.objectives` can be checked exactly. Everything is float64; every draw has its own seeded
+`vaelab.inference` can be checked exactly. Everything is float64; every draw has its own seeded
 torch.Generator. Images are [*batch, 1, 1, D] as the interface has them (D "pixels")."""
 
 import math
@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch.distributions import ContinuousBernoulli, Exponential, Independent, MultivariateNormal, Normal, kl_divergence
 
-from vaelab import objectives
-from vaelab.devices import DeviceSplit
-from vaelab.evaluate import decoder_passes, evaluate_model
+from vaelab import inference
+from vaelab.runtime.devices import DeviceSplit
+from vaelab.inference.evaluation import decoder_passes, evaluate_model
 from vaelab.models import ClassConditional, Densities, Family, Model, Noise, class_conditional, rsample
 from vaelab.models.priors import gaussian_kl, gaussian_log_density
 
@@ -144,21 +144,21 @@ def test_importance_sampling_with_exact_posterior_is_exact():
     exact = model.exact_log_likelihood(x)
     # with q = p(z | x) every importance weight equals p(x): any K and chunking give log p(x), to rounding
     for samples, chunk in [(1, 1), (10, 3), (1000, 250)]:
-        estimate = objectives.log_likelihood_is(model, x, None, samples, g, chunk=chunk)
+        estimate = inference.log_likelihood_is(model, x, None, samples, g, chunk=chunk)
         torch.testing.assert_close(estimate, exact, rtol=0, atol=1e-9)
-    noise = objectives.draw_noise(model, 5, 7, g, "cpu", F64)
-    log_w = objectives.log_weight(model.densities(x, None, model.posterior(x), noise))
+    noise = inference.draw_noise(model, 5, 7, g, "cpu", F64)
+    log_w = inference.log_weight(model.densities(x, None, model.posterior(x), noise))
     torch.testing.assert_close(log_w, exact.expand(5, -1), rtol=0, atol=1e-9)  # every draw
-    torch.testing.assert_close(objectives.iw_bound(model, x, None, noise).bound, exact, rtol=0, atol=1e-9)
+    torch.testing.assert_close(inference.iw_bound(model, x, None, noise).bound, exact, rtol=0, atol=1e-9)
 
 
 def test_bounds_are_ordered_and_converge_with_a_wrong_posterior():
     model, g = LinearGaussian(shift=0.2), seeded(4)
     x = simulate(model, 100, seeded(3))
     exact = model.exact_log_likelihood(x).mean().item()
-    elbo = objectives.elbo(model, x, None, objectives.draw_noise(model, 100, 100, g, "cpu", F64)).bound.mean().item()
-    iw5 = objectives.iw_bound(model, x, None, objectives.draw_noise(model, 5, 100, g, "cpu", F64)).bound.mean().item()
-    is_estimate = objectives.log_likelihood_is(model, x, None, 5000, g, chunk=1000).mean().item()
+    elbo = inference.elbo(model, x, None, inference.draw_noise(model, 100, 100, g, "cpu", F64)).bound.mean().item()
+    iw5 = inference.iw_bound(model, x, None, inference.draw_noise(model, 5, 100, g, "cpu", F64)).bound.mean().item()
+    is_estimate = inference.log_likelihood_is(model, x, None, 5000, g, chunk=1000).mean().item()
     # measured (10 seeds): gaps of ~9 nats (ELBO: q is 1.5-4x wider than p(z | x)), 0.9-1.7 (IW 5), and
     # IS errors within 0.007 of either sign
     assert elbo < iw5 - 1 < is_estimate - 1.5  # strictly tighter with more samples
@@ -170,13 +170,13 @@ def test_bounds_are_ordered_and_converge_with_a_wrong_posterior():
 def test_elbo_parts_add_up_and_match_the_iw_bound_with_one_sample():
     model, g = LinearGaussian(shift=0.3), seeded(6)
     x = simulate(model, 500, seeded(5))
-    terms = objectives.elbo(model, x, None, objectives.draw_noise(model, 50, 500, g, "cpu", F64), kl_weight=0.25)
+    terms = inference.elbo(model, x, None, inference.draw_noise(model, 50, 500, g, "cpu", F64), kl_weight=0.25)
     assert set(terms.parts) == set(model.part_words()) == {"recon", "kl"}
     torch.testing.assert_close(terms.bound, terms.parts["recon"] - terms.parts["kl"], rtol=0, atol=1e-12)
     torch.testing.assert_close(terms.maximised, terms.parts["recon"] - 0.25 * terms.parts["kl"], rtol=0, atol=1e-12)
     assert torch.all(terms.parts["kl"] > 0)
-    one = objectives.draw_noise(model, 1, 500, g, "cpu", F64)
-    iw1, elbo1 = objectives.iw_bound(model, x, None, one), objectives.elbo(model, x, None, one)
+    one = inference.draw_noise(model, 1, 500, g, "cpu", F64)
+    iw1, elbo1 = inference.iw_bound(model, x, None, one), inference.elbo(model, x, None, one)
     torch.testing.assert_close(iw1.maximised, iw1.bound)  # kl_weight = 1: the bound itself is maximised
     torch.testing.assert_close(iw1.parts["recon"], elbo1.parts["recon"], rtol=0, atol=0)  # the same draw
     # the same quantity, closed-form vs Monte-Carlo KL: equal means within a 4-sigma band
@@ -184,27 +184,27 @@ def test_elbo_parts_add_up_and_match_the_iw_bound_with_one_sample():
     assert abs(diff.mean().item()) < 4 * diff.std().item() / math.sqrt(len(diff))
     # without a closed-form KL, the ELBO with one draw is the IW bound with k = 1, draw for draw
     sampled = LinearGaussian(shift=0.3, analytic=False)
-    torch.testing.assert_close(objectives.elbo(sampled, x, None, one).bound,
-                               objectives.iw_bound(sampled, x, None, one).bound)
+    torch.testing.assert_close(inference.elbo(sampled, x, None, one).bound,
+                               inference.iw_bound(sampled, x, None, one).bound)
     # Family's default objective: the given bound with every label known, and no label to sum out
-    via_objective = model.objective(x, None, Noise(None, one), objectives.elbo)
+    via_objective = model.objective(x, None, Noise(None, one), inference.elbo)
     torch.testing.assert_close(via_objective.bound, elbo1.bound, rtol=0, atol=0)
     with pytest.raises(ValueError, match="no classifier"):
-        model.objective(x, None, Noise(one, None), objectives.elbo)
+        model.objective(x, None, Noise(one, None), inference.elbo)
 
 
 def test_marginal_likelihood_and_classification_from_conditionals():
     model, g = ConditionalLinearGaussian(), seeded(7)
     y_true = torch.tensor([0, 1, 2, 1, 0, 2])
     x = simulate(model, 6, g, y_true)
-    per_class = objectives.log_likelihood_per_class(model, x, samples=4, generator=g)
+    per_class = inference.log_likelihood_per_class(model, x, samples=4, generator=g)
     exact_per_class = model.exact_per_class(x)
     torch.testing.assert_close(per_class, exact_per_class, rtol=0, atol=1e-9)  # exact q: exact to rounding
     log_pi = model.class_log_prior()
-    marginal = objectives.log_marginal_likelihood(per_class, log_pi)
+    marginal = inference.log_marginal_likelihood(per_class, log_pi)
     torch.testing.assert_close(marginal, torch.log(sum(torch.exp(exact_per_class[:, c]) / 3 for c in range(3))))
     assert torch.all(marginal >= exact_per_class.max(-1).values + math.log(1 / 3) - 1e-12)
-    torch.testing.assert_close(objectives.classify(per_class, log_pi), exact_per_class.argmax(-1))
+    torch.testing.assert_close(inference.classify(per_class, log_pi), exact_per_class.argmax(-1))
 
 
 def test_rsample_is_reproducible_and_differentiable():
@@ -213,7 +213,7 @@ def test_rsample_is_reproducible_and_differentiable():
     a, b = rsample(q, (4,), seeded(0)), rsample(q, (4,), seeded(0))
     assert torch.equal(a, b) and a.shape == (4, 3)
     # the same numbers as base noise from draw_noise with that generator (a Gaussian family's loc + scale * eps)
-    assert torch.equal(a, objectives.draw_noise(LinearGaussian(), 4, (), seeded(0), "cpu", torch.float32))
+    assert torch.equal(a, inference.draw_noise(LinearGaussian(), 4, (), seeded(0), "cpu", torch.float32))
     a.sum().backward()
     assert torch.equal(mu.grad, torch.full((3,), 4.0))
 
@@ -234,14 +234,14 @@ def test_prefix_estimates_use_the_first_n_of_one_sequence_of_draws():
     y = torch.tensor([0, 2, 1, 2])
     x = simulate(model, 4, seeded(8), y)
     k, n, chunk, g = 10, 4, 2, seeded(9)
-    long, short = objectives.log_likelihood_prefixes(model, x, y, (k, n), seeded(9), chunk)
-    eps = torch.cat([objectives.draw_noise(model, chunk, 4, g, "cpu", F64) for _ in range(k // chunk)])
+    long, short = inference.log_likelihood_prefixes(model, x, y, (k, n), seeded(9), chunk)
+    eps = torch.cat([inference.draw_noise(model, chunk, 4, g, "cpu", F64) for _ in range(k // chunk)])
     mean, tril = model.posterior(x, y)
     z, q = draw(mean, tril, eps), MultivariateNormal(mean, scale_tril=tril)  # the same draws, by hand, torch's q
     log_w = model.decoder(z, y).log_prob(x) + standard_log_density(z) - q.log_prob(z)
     torch.testing.assert_close(long, torch.logsumexp(log_w, 0) - math.log(k), rtol=0, atol=1e-12)
     torch.testing.assert_close(short, torch.logsumexp(log_w[:n], 0) - math.log(n), rtol=0, atol=1e-12)
-    alone = objectives.log_likelihood_is(model, x, y, k, seeded(9), chunk)
+    alone = inference.log_likelihood_is(model, x, y, k, seeded(9), chunk)
     torch.testing.assert_close(alone, long, rtol=0, atol=0)
 
 
@@ -251,7 +251,7 @@ def test_per_class_estimates_keep_what_is_known_and_draw_the_other_classes():
     x = simulate(model, 6, g, y)
     exact = model.exact_per_class(x)
     marker = torch.arange(6, dtype=F64) - 100.0  # not an estimate: shows where "known" lands
-    shared = objectives.log_likelihood_per_class(model, x, 4, g, chunk=3, known=(y, marker))
+    shared = inference.log_likelihood_per_class(model, x, 4, g, chunk=3, known=(y, marker))
     torch.testing.assert_close(shared.gather(1, y[:, None]).squeeze(1), marker, rtol=0, atol=0)
     others = torch.ones_like(shared, dtype=torch.bool).scatter_(1, y[:, None], False)
     torch.testing.assert_close(shared[others], exact[others], rtol=0, atol=1e-9)
@@ -351,7 +351,7 @@ def test_hierarchy_with_its_true_posterior_has_a_constant_weight():
     model = TwoLayerLinearGaussian()
     x = simulate(model, 20, seeded(12))
     exact = model.exact_log_likelihood(x)
-    noise = objectives.draw_noise(model, 64, 20, seeded(13), "cpu", F64)  # [64, 20, d1 + d2]
+    noise = inference.draw_noise(model, 64, 20, seeded(13), "cpu", F64)  # [64, 20, d1 + d2]
     mean, tril = model.posterior(x)
     densities = model.densities(x, None, (mean, tril), noise)
     # the parts are the factorised posterior's: kl_z1 + log p(z1 | z2) is the marginal log q(z1 | x)
@@ -360,14 +360,14 @@ def test_hierarchy_with_its_true_posterior_has_a_constant_weight():
     log_p1 = Normal(z2 @ model.A.T + model.a, model.t).log_prob(z1).sum(-1)
     torch.testing.assert_close(densities.kl["kl_z1"] + log_p1, log_q1)  # and kl_z2, by the sum below
     # every draw's log weight is log p(x) (to rounding: float64 linear algebra on 6 x 6 matrices)
-    torch.testing.assert_close(objectives.log_weight(densities), exact.expand(64, -1), rtol=0, atol=1e-9)
-    terms = objectives.elbo(model, x, None, noise)
+    torch.testing.assert_close(inference.log_weight(densities), exact.expand(64, -1), rtol=0, atol=1e-9)
+    terms = inference.elbo(model, x, None, noise)
     assert set(terms.parts) == set(model.part_words())
     torch.testing.assert_close(terms.bound, exact, rtol=0, atol=1e-9)  # the ELBO is tight: KL(q || p(z | x)) = 0
     parts = terms.parts["recon"] - terms.parts["kl_z1"] - terms.parts["kl_z2"]
     torch.testing.assert_close(terms.bound, parts, rtol=0, atol=1e-12)
-    torch.testing.assert_close(objectives.iw_bound(model, x, None, noise[:5]).bound, exact, rtol=0, atol=1e-9)
-    torch.testing.assert_close(objectives.log_likelihood_is(model, x, None, 100, seeded(14), chunk=30), exact,
+    torch.testing.assert_close(inference.iw_bound(model, x, None, noise[:5]).bound, exact, rtol=0, atol=1e-9)
+    torch.testing.assert_close(inference.log_likelihood_is(model, x, None, 100, seeded(14), chunk=30), exact,
                                rtol=0, atol=1e-9)
     result = evaluate_model(model, DeviceSplit(x=x, y=torch.zeros(20, dtype=torch.int64), binary=False),
                             iw_samples=10, batch_size=8, compile="off")  # the evaluation reads its parts by name
@@ -379,17 +379,17 @@ def test_hierarchy_bounds_converge_to_its_closed_form_with_a_wrong_posterior():
     model, g = TwoLayerLinearGaussian(shift=0.2, widen=1.2), seeded(16)
     x = simulate(model, 50, seeded(15))
     exact = model.exact_log_likelihood(x)
-    noise = objectives.draw_noise(model, 100, 50, g, "cpu", F64)
-    elbo = objectives.elbo(model, x, None, noise).bound
+    noise = inference.draw_noise(model, 100, 50, g, "cpu", F64)
+    elbo = inference.elbo(model, x, None, noise).bound
     # its gap is KL(N(m + δ, c² Σ) || N(m, Σ)) = (d c² + δ' Σ^-1 δ - d) / 2 - d log c, the same for every x,
     # so the 5,000 gaps at the draws are i.i.d.: their mean is within 4 standard errors of it
     d, shift = 5, torch.full((5,), 0.2, dtype=F64)
     kl = 0.5 * (d * 1.2**2 + shift @ torch.linalg.solve(model.post_cov, shift) - d) - d * math.log(1.2)
-    gaps = exact - objectives.log_weight(model.densities(x, None, model.posterior(x), noise))
+    gaps = exact - inference.log_weight(model.densities(x, None, model.posterior(x), noise))
     assert abs(gaps.mean().item() - kl.item()) < 4 * gaps.std().item() / math.sqrt(gaps.numel())
     torch.testing.assert_close(elbo.mean(), gaps.mean().neg() + exact.mean())  # the ELBO is their mean
-    iw5 = objectives.iw_bound(model, x, None, objectives.draw_noise(model, 5, 50, g, "cpu", F64)).bound.mean().item()
-    estimates = objectives.log_likelihood_prefixes(model, x, None, (100, 1000, 10_000), g, chunk=1000)
+    iw5 = inference.iw_bound(model, x, None, inference.draw_noise(model, 5, 50, g, "cpu", F64)).bound.mean().item()
+    estimates = inference.log_likelihood_prefixes(model, x, None, (100, 1000, 10_000), g, chunk=1000)
     is_100, is_1000, is_large = [(e.mean() - exact.mean()).item() for e in estimates]
     elbo, iw5 = elbo.mean().item() - exact.mean().item(), iw5 - exact.mean().item()
     # measured here (10 seeds): gaps ~1.75 (ELBO), 0.25-0.65 (IW 5); IS errors within 0.05 (K = 100),

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from vaelab import precision
+from vaelab.runtime import precision
 from vaelab.config import make_config
 from vaelab.data import make_splits
 from vaelab.errors import VaelabError

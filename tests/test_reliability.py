@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 
 import vaelab
 from vaelab.training import trainer as trainer_module
-from vaelab.cli import build_parser, main
+from vaelab.cli import main
+from vaelab.cli.arguments import build_parser
 from vaelab.config import make_config, read_toml
 from vaelab.errors import RunError, RunFailed, VaelabError
-from vaelab.checkpoints import load_checkpoint, save_checkpoint
+from vaelab.runs.checkpoints import load_checkpoint, save_checkpoint
 from vaelab.runs import RunDir, read_metrics
 from vaelab.training import train
 
@@ -107,7 +108,7 @@ def test_kill_9_at_many_moments_then_resume_gives_the_uninterrupted_run(tmp_path
 
 _WRITER = """
 import sys, torch
-from vaelab.checkpoints import save_checkpoint
+from vaelab.runs.checkpoints import save_checkpoint
 model = torch.nn.Linear(1000, 2000)
 version = 0
 while True:
@@ -137,11 +138,11 @@ def test_kill_9_during_checkpoint_writes_leaves_a_readable_checkpoint(tmp_path):
 
 
 def test_an_atomic_write_gets_the_permissions_of_a_new_file_and_never_touches_the_umask(tmp_path, monkeypatch):
-    code = ("import os, sys; os.umask(0o027); from vaelab.files import atomic_write_bytes; "
+    code = ("import os, sys; os.umask(0o027); from vaelab.runtime.files import atomic_write_bytes; "
             "atomic_write_bytes(sys.argv[1], b'new'); print(oct(os.stat(sys.argv[1]).st_mode & 0o777))")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "f")], capture_output=True, text=True)
     assert done.stdout.strip() == "0o640", done.stderr
-    from vaelab.files import atomic_write_bytes
+    from vaelab.runtime.files import atomic_write_bytes
 
     def umask(_):
         raise AssertionError("the process-wide umask was changed (a race with the caller's other threads)")

@@ -17,8 +17,7 @@ import pytest
 from vaelab.cli import main
 from vaelab.config import make_config
 from vaelab.report import Figure, Report, RunSection, Table, pdf_page_count, render_html, write_report
-from vaelab.pictures import (CHANNEL_GAP_VALUE, COLOUR_PADDING, grid_figure, image_stack, mosaic, png_bytes,
-                                 save_sample_grid)
+from vaelab.pictures.grids import (CHANNEL_GAP_VALUE, COLOUR_PADDING, grid_figure, image_stack, mosaic, png_bytes, save_sample_grid)
 from vaelab.runs import RunDir
 from vaelab.training import train
 
@@ -181,13 +180,13 @@ def test_drawing_leaves_the_callers_matplotlib_backend_and_pyplot_alone(tmp_path
 import sys, matplotlib
 matplotlib.use("svg")  # a caller's own backend, as a notebook has
 import numpy as np
-from vaelab.report import plots
+from vaelab import pictures
 from vaelab.report.pdf import render_pdf
 from vaelab.report import Report
-plots.save_sample_grid(r"{tmp_path / 'grid.png'}", np.zeros((4, 3, 5, 5)), 2, None, (), "t")
-plots.png_bytes(plots.curves_figure([dict(epoch=1, train_elbo=-1.0, valid_elbo=-1.0, valid_recon=-1.0,
+pictures.save_sample_grid(r"{tmp_path / 'grid.png'}", np.zeros((4, 3, 5, 5)), 2, None, (), "t")
+pictures.png_bytes(pictures.curves_figure([dict(epoch=1, train_elbo=-1.0, valid_elbo=-1.0, valid_recon=-1.0,
                                            valid_kl=0.5)], "train_elbo", "ELBO", dict(recon="r", kl="k")))
-plots.png_bytes(plots.manifold_figure(np.zeros((9, 1, 4, 4)), np.linspace(-1, 1, 3), "m"))
+pictures.png_bytes(pictures.manifold_figure(np.zeros((9, 1, 4, 4)), np.linspace(-1, 1, 3), "m"))
 render_pdf(Report("t", [], [], []))
 assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
 assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"

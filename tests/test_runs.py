@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaelab.checkpoints import load_checkpoint
+from vaelab.runs.checkpoints import load_checkpoint
 from vaelab.cli import main
 from vaelab.training import RandomStreams
 

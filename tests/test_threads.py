@@ -13,9 +13,9 @@ import torch
 from torch.optim.optimizer import _global_optimizer_pre_hooks
 
 from vaelab.errors import VaelabError
-from vaelab.checkpoints import load_checkpoint
+from vaelab.runs.checkpoints import load_checkpoint
 from vaelab.runs import RunDir, read_metrics
-from vaelab.threads import CHECK_EVERY, CpuShare, MachineLoad, running_directory, share_cpus
+from vaelab.runtime.cpu_share import CHECK_EVERY, CpuShare, MachineLoad, running_directory, share_cpus
 
 from .busy import beside_a_training_loop
 from .progress import wait_until
@@ -123,7 +123,7 @@ def test_a_descendant_s_cpu_time_is_this_process_s_own_and_another_process_s_is_
     """What MachineLoad reads on this machine: a child that computes (as torch.compile's workers and
     their compilers do) counts as this process's own time, living or finished; a process that is no
     descendant counts as another program's. CPU seconds, not wall-clock time: the same on any machine."""
-    from vaelab.threads import _machine_busy_seconds, _own_seconds
+    from vaelab.runtime.cpu_share import _machine_busy_seconds, _own_seconds
 
     spin = ("import sys, time\nend = time.process_time() + 1.5\nwhile time.process_time() < end: pass\n"
             "open(sys.argv[1], 'w').close()\ntime.sleep(float(sys.argv[2]))")
@@ -182,7 +182,7 @@ def test_a_training_step_looks_again_and_the_hook_goes_with_the_command(tmp_path
 @pytest.mark.slow
 def test_a_command_that_died_no_longer_counts_and_its_file_is_removed(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
-                               "from vaelab.threads import CpuShare\n"
+                               "from vaelab.runtime.cpu_share import CpuShare\n"
                                f"with CpuShare({str(tmp_path)!r}, 2, None):\n"
                                "    print('in', flush=True); time.sleep(600)"],
                               stdout=subprocess.PIPE, text=True)
@@ -264,15 +264,15 @@ def test_a_run_beside_another_takes_fewer_threads_and_is_then_a_run_on_that_many
 
 def test_an_evaluation_looks_at_the_cpus_before_every_batch(small_run, tmp_path, monkeypatch):
     """`vaelab evaluate` fits its threads to the machine as it goes, not once at its start."""
-    from vaelab import threads
+    from vaelab.runtime import cpu_share
     from vaelab.cli import main
 
     looks = []
-    real = threads.CpuShare.update
-    monkeypatch.setattr(threads.CpuShare, "update", lambda self, report=True: looks.append(report) or real(self, report))
+    real = cpu_share.CpuShare.update
+    monkeypatch.setattr(cpu_share.CpuShare, "update", lambda self, report=True: looks.append(report) or real(self, report))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.delenv("VAELAB_THREADS")
-    for name in threads.USER_THREAD_VARIABLES:  # a thread count the user fixed turns the looks off
+    for name in cpu_share.USER_THREAD_VARIABLES:  # a thread count the user fixed turns the looks off
         monkeypatch.delenv(name, raising=False)
     assert main(["evaluate", str(small_run), "--iw-samples", "2", "--no-progress", "--compile", "off"]) == 0
     assert looks == [False] + [True] * 100  # on entry (silently), then before each of the 100 batches

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import vaelab
-from vaelab import objectives
+from vaelab import inference
 from vaelab.config import make_config
 from vaelab.errors import RunError
-from vaelab.checkpoints import load_checkpoint, save_checkpoint
+from vaelab.runs.checkpoints import load_checkpoint, save_checkpoint
 from vaelab.errors import TrainingDiverged
 from vaelab.runs import RunDir, read_metrics
 from vaelab.training import train
@@ -35,9 +35,9 @@ def test_trained_model_bounds_are_ordered(small_run):
     x, y = test.x[:500], test.y[:500]
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        elbo = objectives.elbo(run.model, x, y, objectives.draw_noise(run.model, 20, x.shape[0], g, "cpu")).bound
-        iw5 = objectives.iw_bound(run.model, x, y, objectives.draw_noise(run.model, 5, x.shape[0], g, "cpu")).bound
-        is500 = objectives.log_likelihood_is(run.model, x, y, 500, g, chunk=100)
+        elbo = inference.elbo(run.model, x, y, inference.draw_noise(run.model, 20, x.shape[0], g, "cpu")).bound
+        iw5 = inference.iw_bound(run.model, x, y, inference.draw_noise(run.model, 5, x.shape[0], g, "cpu")).bound
+        is500 = inference.log_likelihood_is(run.model, x, y, 500, g, chunk=100)
     differences = {"iw5 - elbo": iw5 - elbo, "is500 - iw5": is500 - iw5}
     for name, diff in differences.items():
         standard_error = diff.std().item() / math.sqrt(len(diff))
@@ -184,9 +184,9 @@ def test_compiled_importance_weights_match_the_eager_ones(small_run, capsys):
     run = vaelab.load_run(small_run, device="cpu")
     test = run.test_data()
     x, y = test.x[:100], test.y[:100]
-    eager = objectives.log_likelihood_is(run.model, x, y, 40, torch.Generator().manual_seed(0), 20)
-    fast = objectives.log_likelihood_is(run.model, x, y, 40, torch.Generator().manual_seed(0), 20,
-                                        objectives.make_log_weights(run.model, compile=True))
+    eager = inference.log_likelihood_is(run.model, x, y, 40, torch.Generator().manual_seed(0), 20)
+    fast = inference.log_likelihood_is(run.model, x, y, 40, torch.Generator().manual_seed(0), 20,
+                                        inference.make_log_weights(run.model, compile=True))
     assert "running eagerly" not in capsys.readouterr().err  # it really compiled
     assert_apart_by_rounding(fast, eager, eager.abs(), "log p(x | y) per image")  # tests/rounding.py
 
@@ -240,6 +240,6 @@ def test_the_cvae_classifies_far_above_chance_and_draws_the_digit_asked_for(labe
         images, labels = run.sample(per_class=16, digit=digit, seed=0)  # for digit 3, the command's grid
         assert images.shape == (16, 1, 28, 28) and (labels == digit).all()
         x = torch.bernoulli(torch.as_tensor(images), generator=torch.Generator().manual_seed(0))
-        per_class = objectives.log_likelihood_per_class(run.model, x, 20, torch.Generator().manual_seed(1))
-        assigned.append((objectives.classify(per_class, run.model.class_log_prior()) == digit).float().mean().item())
+        per_class = inference.log_likelihood_per_class(run.model, x, 20, torch.Generator().manual_seed(1))
+        assigned.append((inference.classify(per_class, run.model.class_log_prior()) == digit).float().mean().item())
     assert assigned[3] >= 0.75 and sum(assigned) / 10 >= 0.8, assigned  # measured 0.88 and 0.95

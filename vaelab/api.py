@@ -22,14 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from .checkpoints import Checkpoint, parse_checkpoint
+
 from .config import TrainConfig, config_from_dict
 from .data import get_spec, load_raw, make_splits
-from .distributed import SINGLE, Processes
 from .errors import RunError, VaelabError
 from .models import Model, class_conditional, decoder_mean
-from .runs import RunDir, check_agreement, new_model, read_metrics, stored_config
-from .devices import DeviceSplit, resolve_device
+from .runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json
+from .runs.checkpoints import Checkpoint, parse_checkpoint
+from .runtime.devices import DeviceSplit, resolve_device
+from .runtime.processes import SINGLE, Processes
 
 CHECKPOINTS = ("best", "latest")
 
@@ -124,10 +125,10 @@ class Run:
                  progress: bool = False, compile: str = "auto", processes: Processes = SINGLE,
                  between_batches=lambda: None, ais=None, ais_images: int | None = None, bdmc: int = 0,
                  bdmc_settings=None) -> dict:
-        """Test-set metrics in nats per image; see `vaelab.evaluate.evaluate_model` (ais: an
+        """Test-set metrics in nats per image; see `vaelab.inference.evaluate_model` (ais: an
         `annealing.AisSettings` for annealed importance sampling too; bdmc: simulated images for
         bidirectional Monte Carlo, with bdmc_settings)."""
-        from .evaluate import evaluate_model
+        from .inference.evaluation import evaluate_model
 
         with processes.agreement("loading the test data"):
             data = self.test_data()
@@ -135,6 +136,17 @@ class Run:
                               seed=seed, progress=progress, compile=compile, processes=processes,
                               between_batches=between_batches, ais=ais, ais_images=ais_images, bdmc=bdmc,
                               bdmc_settings=bdmc_settings)
+
+
+def evaluate_run(run: Run, processes: Processes = SINGLE, **options) -> dict:
+    """`run.evaluate(processes=processes, **options)`, recorded as the run's eval.json with the
+    checkpoint, epoch, model and dataset it was made of (process 0 writes it)."""
+    result = run.evaluate(processes=processes, **options)
+    result.update(checkpoint=run.checkpoint, epoch=run.epoch, model=run.config.model, dataset=run.config.dataset)
+    with processes.agreement("writing eval.json"):
+        if processes.main:
+            write_json(RunDir(run.path).eval, result)
+    return result
 
 
 def _read_run(path: Path, checkpoint: str) -> tuple[TrainConfig, bytes, Path, Checkpoint]:
@@ -157,7 +169,7 @@ def load_run(path: str | Path, checkpoint: str = "best", device: str = "auto",
     """Load a run directory's model from its best (by validation ELBO) or latest checkpoint.
 
     config.json and the checkpoint are checked against each other before the model is built. In a
-    group of processes (`vaelab.distributed`) process 0 reads the run directory and sends the
+    group of processes (`vaelab.runtime.processes`) process 0 reads the run directory and sends the
     others its config and checkpoint: they need no access to it.
     """
     if checkpoint not in CHECKPOINTS:

@@ -20,9 +20,9 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from .data import BINARIZE_MODES, DATASETS
 from .data.user import is_user_dataset
 from .errors import VaelabError
-from .fast import COMPILE_MODES
-from .precision import PRECISIONS
 from .models import ACTIVATIONS, FAMILIES, INFERENCES, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS, family_settings
+from .runtime.compilation import COMPILE_MODES
+from .runtime.precision import PRECISIONS
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ EXIT_FAILURE = 1
 class VaelabError(Exception):
     """A problem with the user's input, files or environment, with a message saying what to do.
 
-    In a group of processes (`vaelab.distributed`) process 0 prints it; another process prints it
+    In a group of processes (`vaelab.runtime.processes`) process 0 prints it; another process prints it
     too where `local` says that only it met the problem, and none where `quiet` says another does.
     """
 

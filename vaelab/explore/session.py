@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import objectives
+from .. import inference
 from ..api import Run, load_run
 from ..models import Classifies, class_conditional, decoder_mean
 
@@ -148,7 +148,7 @@ def analyse(explored: Explored, image: np.ndarray, seed: int = 0) -> dict:
         posterior = model.classifier(x).probs[0]
     else:
         generator = torch.Generator(device=run.device).manual_seed(seed)
-        per_class = objectives.log_likelihood_per_class(model, x, POSTERIOR_SAMPLES, generator)
+        per_class = inference.log_likelihood_per_class(model, x, POSTERIOR_SAMPLES, generator)
         posterior = torch.softmax(per_class[0] + model.class_log_prior(), 0)
     label = int(posterior.argmax())
     z = model.code(x, torch.tensor([label], device=run.device))

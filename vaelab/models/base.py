@@ -21,7 +21,7 @@ class Family(nn.Module):
 
     def objective(self, x: torch.Tensor, y: torch.Tensor | None, noise: Noise, bound: Bound,
                   kl_weight: torch.Tensor | float = 1.0) -> Terms:
-        """The bound (`objectives.elbo` or `objectives.iw_bound`) of images whose label, if any, is given."""
+        """The bound (`inference.elbo` or `inference.iw_bound`) of images whose label, if any, is given."""
         if noise.unlabelled is not None:
             raise ValueError(f"{type(self).__name__} has no classifier to sum a missing label out; "
                              "give every image its label")

@@ -1,7 +1,7 @@
 """The model interface: what every family declares, and what a family may add.
 
 A family is any object with the members of `Model`; the bounds and estimators in
-`vaelab.objectives`, the trainer, the evaluation, the API, the report and the explorer work with it
+`vaelab.inference`, the trainer, the evaluation, the API, the report and the explorer work with it
 through these members alone. They never ask which family a model is, only what it can do:
 
     isinstance(model, ClassConditional)   it has a class label y ~ Categorical(pi)
@@ -17,7 +17,7 @@ several layers z1, z2, ..., or an auxiliary variable: the estimators see them on
                                         every latent's log q - log p at the draw (`Densities`)
 
 so a flow posterior costs one forward pass and nothing is ever inverted. How it is trained is its
-`objective`, which calls the shared bounds (`objectives.elbo`, `objectives.iw_bound`) and returns
+`objective`, which calls the shared bounds (`inference.elbo`, `inference.iw_bound`) and returns
 named `Terms`. For pictures a family gives a representative code per image (`code`: the Gaussian's
 mean), decodes codes (`decoder`) and draws them from its prior (`sample_codes`).
 
@@ -46,7 +46,7 @@ class Densities:
     log_px [samples, *batch]: log p(x | latents[, y]).
     kl {name: tensor}: for each latent (or group of latents) log q(latent | ...) - log p(latent | ...)
     at the draw, [samples, *batch]; their sum is log q(latents | x) - log p(latents), so the
-    importance weight is log_px - sum(kl) (`objectives.log_weight`). Asked with closed_form=True,
+    importance weight is log_px - sum(kl) (`inference.log_weight`). Asked with closed_form=True,
     a family may give a term's expectation under q instead, [*batch] (the Gaussian's analytic KL).
     The names are the bound's parts (`Model.part_words`): "kl" for one latent, "kl_z1", "kl_z2" ...
     """
@@ -78,7 +78,7 @@ class Noise(NamedTuple):
     labelled: torch.Tensor | None
 
 
-# a shared bound (objectives.elbo, objectives.iw_bound): (model, x, y, noise, kl_weight) -> Terms
+# a shared bound (inference.elbo, inference.iw_bound): (model, x, y, noise, kl_weight) -> Terms
 Bound = Callable[..., Terms]
 
 
@@ -106,7 +106,7 @@ class Model(Protocol):
         """What training maximises on a batch x [batch, C, H, W] whose last y.shape[0] images come
         with their labels y (the others' a family with a classifier sums out): Terms [batch] each.
 
-        bound: the shared bound to use (`objectives.BOUNDS`, by --objective); kl_weight weighs every
+        bound: the shared bound to use (`inference.BOUNDS`, by --objective); kl_weight weighs every
         latent's log p - log q in what is maximised (warm-up, β).
         """
 
@@ -159,7 +159,7 @@ class Simulated(NamedTuple):
     (None for a family without a class label), and the base noise [count, *noise_shape()] whose
     draw under q(latents | x[, y]) gives the very latents x was generated from. That noise is an
     exact draw of the posterior p(latents | x[, y]) carried over to the noise, where a reverse AIS
-    chain starts (bidirectional Monte Carlo, `vaelab.annealing`)."""
+    chain starts (bidirectional Monte Carlo, `vaelab.inference.annealing`)."""
 
     x: torch.Tensor
     y: torch.Tensor | None

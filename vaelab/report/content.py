@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
+from .. import pictures
 from ..api import Run, load_run
 from ..errors import VaelabError
 from ..models import Classifies, class_conditional, describe_prior, family_settings, mean_words, pixel_words
 from ..runs import RunDir, read_metrics
-from . import plots
 from .analysis import label_classes
 from .figures import EPOCH_SAMPLES, Figure, run_figures
 
@@ -333,6 +333,6 @@ def build_report(paths: list[str | Path], title: str | None = None, device: str 
         comparison_tables.append(comparison_table(sections))
         named = [(s.name, history) for s, history in zip(sections, histories)]
         comparison_figures.append(Figure("comparison_curves", "Validation ELBO per epoch of every run.",
-                                         plots.png_bytes(plots.comparison_curves_figure(named))))
+                                         pictures.png_bytes(pictures.comparison_curves_figure(named))))
     return Report(title=title or "vaelab report", runs=sections, comparison_tables=comparison_tables,
                   comparison_figures=comparison_figures)

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import objectives
+from .. import inference, pictures
 from ..api import Run
 from ..models import Classifies, code_words, pixel_words
 from ..runs import RunDir
-from . import analysis, plots
+from . import analysis
 
 LATENT_POINTS = 5000  # test images in the latent-space figure
 EPOCH_SAMPLES = "samples_epoch_"  # name prefix of the sample grids saved during training
@@ -52,22 +52,22 @@ def run_figures(run: Run, seed: int = 0) -> list[Figure]:
 def classifier_figures(run: Run, test) -> list[Figure]:
     """The validation error of q(y | x) per epoch, and its confusion matrix on the test set."""
     run.model.eval()
-    confusion = objectives.confusion_matrix(run.model, test.x, test.y).cpu().numpy()
+    confusion = inference.confusion_matrix(run.model, test.x, test.y).cpu().numpy()
     accuracy = np.trace(confusion) / confusion.sum()
     labels = f" from {run.config.labels} labelled images" if run.config.labels else ""
     return [
         Figure("accuracy", f"Validation error of the classifier q(y | x) per epoch{labels}.",
-               plots.png_bytes(plots.accuracy_figure(run.metrics))),
+               pictures.png_bytes(pictures.accuracy_figure(run.metrics))),
         Figure("confusion", f"Test images by true class (rows) and the class q(y | x) names (columns): "
                f"{100 * accuracy:.2f}% right.",
-               plots.png_bytes(plots.confusion_figure(confusion, run.class_names, "Confusion matrix of q(y | x)"))),
+               pictures.png_bytes(pictures.confusion_figure(confusion, run.class_names, "Confusion matrix of q(y | x)"))),
     ]
 
 
 def curves(run: Run) -> Figure:
-    figure = plots.curves_figure(run.metrics, run.config.bound_key, run.config.bound_name, run.model.part_words())
+    figure = pictures.curves_figure(run.metrics, run.config.bound_key, run.config.bound_name, run.model.part_words())
     return Figure("curves", "The bound per epoch (left) and each part of the validation ELBO (right: its "
-                  "reconstruction term and a KL term per latent), in nats per image.", plots.png_bytes(figure))
+                  "reconstruction term and a KL term per latent), in nats per image.", pictures.png_bytes(figure))
 
 
 def saved_samples(run: Run) -> list[Figure]:
@@ -85,12 +85,12 @@ def fresh_samples(run: Run, seed: int) -> Figure:
     model_name, words = run.config.model.upper(), pixel_words(run.model)
     images, labels = run.sample(n=64, per_class=8, seed=seed)
     if labels is not None:
-        figure = plots.grid_figure(images, 8, f"{model_name} samples, one row per class ({words})",
+        figure = pictures.grid_figure(images, 8, f"{model_name} samples, one row per class ({words})",
                                    row_labels=[run.class_names[c] for c in labels[::8]])
     else:
-        figure = plots.grid_figure(images, 8, f"{model_name} random samples ({words})")
+        figure = pictures.grid_figure(images, 8, f"{model_name} random samples ({words})")
     return Figure("samples", f"Fresh samples: codes z drawn from the prior, shown as the {words} of p(x | z), "
-                  "not as draws of x.", plots.png_bytes(figure))
+                  "not as draws of x.", pictures.png_bytes(figure))
 
 
 def reconstructions(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
@@ -99,10 +99,10 @@ def reconstructions(run: Run, test, test_labels: np.ndarray, seed: int) -> Figur
     x = test.x[pick].cpu().numpy()
     y = test.y[pick].cpu().numpy() if analysis.label_classes(run.model) else None
     both = np.concatenate([x, run.reconstruct(x, y)])
-    figure = plots.grid_figure(both, len(pick), f"{run.config.model.upper()} reconstructions",
+    figure = pictures.grid_figure(both, len(pick), f"{run.config.model.upper()} reconstructions",
                                row_labels=["test image", "reconstruction"], row_axis="")
     return Figure("reconstructions", f"Test images (top) and the {pixel_words(run.model)} of "
-                  f"p(x | z = {code_words(run.model)}) (bottom).", plots.png_bytes(figure))
+                  f"p(x | z = {code_words(run.model)}) (bottom).", pictures.png_bytes(figure))
 
 
 def latent_space(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
@@ -121,10 +121,10 @@ def latent_space(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
     given = " given y" if conditional else ""
     why = (" The label y carries the class, so z is free to hold only the style: the classes may well overlap."
            if conditional else "")
-    figure = plots.latent_figure(projection.points, test_labels[subset], run.class_names, f"Test codes {code_words(run.model)}{given}",
+    figure = pictures.latent_figure(projection.points, test_labels[subset], run.class_names, f"Test codes {code_words(run.model)}{given}",
                                  axis_names)
     return Figure("latent", f"{len(subset)} test images in latent space{given}: {how}, coloured by class.{why}",
-                  plots.png_bytes(figure))
+                  pictures.png_bytes(figure))
 
 
 def manifolds(run: Run) -> list[Figure]:
@@ -133,16 +133,16 @@ def manifolds(run: Run) -> list[Figure]:
     words = pixel_words(run.model)
     if not classes:
         grid = analysis.manifold(run.model, steps=15)
-        figure = plots.manifold_figure(grid.images, grid.coordinates, "Decoded manifold over z")
+        figure = pictures.manifold_figure(grid.images, grid.coordinates, "Decoded manifold over z")
         return [Figure("manifold", f"The decoded manifold: {words} of p(x | z) over a grid of z at "
-                       f"{_quantile_words(grid)}.", plots.png_bytes(figure))]
+                       f"{_quantile_words(grid)}.", pictures.png_bytes(figure))]
     figures = []
     for label in range(classes):
         name = run.class_names[label]
         grid = analysis.manifold(run.model, steps=10, label=label)
         figures.append(Figure(f"manifold_class_{label}", f"Decoded manifold for class {name}: {words} of "
                               f"p(x | z, y = {name}) over a grid of z at {_quantile_words(grid)}.",
-                              plots.png_bytes(plots.manifold_figure(grid.images, grid.coordinates, f"class {name}"))))
+                              pictures.png_bytes(pictures.manifold_figure(grid.images, grid.coordinates, f"class {name}"))))
     return figures
 
 
@@ -160,10 +160,10 @@ def style_transfer(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure
     transfer = analysis.style_transfer(run.model, x, test.y[pick])
     inputs = x.cpu().numpy()
     images = np.concatenate([np.concatenate([inputs[i : i + 1], transfer[i]]) for i in range(len(pick))])
-    figure = plots.grid_figure(images, classes + 1, "Style transfer: z from the test image, decoded with every label",
+    figure = pictures.grid_figure(images, classes + 1, "Style transfer: z from the test image, decoded with every label",
                                row_labels=[f"test {run.class_names[c]}" for c in test_labels[pick]],
                                column_labels=["input"] + list(run.class_names), row_axis="",
                                column_axis="decoded with label y")
     return Figure("style_transfer", "Each test image (left) is encoded with its own label; the same z is decoded with "
                   f"every label ({pixel_words(run.model)}). What stays the same along a row is what z "
-                  "holds once y is given (for digits: slant, thickness, size).", plots.png_bytes(figure))
+                  "holds once y is given (for digits: slant, thickness, size).", pictures.png_bytes(figure))

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import VaelabError
-from ..files import atomic_write_bytes
 from ..runs import RunDir
+from ..runtime.files import atomic_write_bytes
 from .content import Report, build_report
 from .figures import Figure
 from .html import render_html

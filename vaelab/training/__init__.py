@@ -8,7 +8,7 @@
     grids.py       the sample grids saved during training
 """
 
-from ..devices import DeviceSplit, resolve_device
+from ..runtime.devices import DeviceSplit, resolve_device
 from .epoch import train_epoch, validate
 from .randomness import RandomStreams
 from .step import TrainStep

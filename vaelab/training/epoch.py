@@ -10,12 +10,13 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from .. import objectives
-from ..devices import DeviceSplit, NamedSums
-from ..distributed import SINGLE, Processes
+from .. import inference
 from ..errors import TrainingDiverged
+from ..inference.batches import NamedSums
 from ..models import Classifies, Model
-from ..precision import in_float32
+from ..runtime.devices import DeviceSplit
+from ..runtime.precision import in_float32
+from ..runtime.processes import SINGLE, Processes
 from .randomness import RandomStreams
 from .step import TrainStep
 
@@ -140,7 +141,7 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
 
 
 @torch.no_grad()
-@objectives.fixing_prior
+@inference.fixing_prior
 @in_float32
 def validate(model: Model, data: DeviceSplit, batch_size: int = 1000, seed: int = VALIDATION_SEED,
              processes: Processes = SINGLE) -> dict:
@@ -161,12 +162,12 @@ def validate(model: Model, data: DeviceSplit, batch_size: int = 1000, seed: int 
     mine = chunks[processes.rows(len(chunks))]
     for chunk in chunks:
         x, y = data.x[chunk * batch_size : (chunk + 1) * batch_size], data.y[chunk * batch_size : (chunk + 1) * batch_size]
-        noise = objectives.draw_noise(model, 1, x.shape[0], generator, device, x.dtype)
+        noise = inference.draw_noise(model, 1, x.shape[0], generator, device, x.dtype)
         if chunk in mine or (not len(mine) and chunk == 0):  # a process without a chunk adds an empty one
             if chunk not in mine:
                 x, y, noise = x[:0], y[:0], noise[:, :0]
-            terms = objectives.elbo(model, x, y, noise)
+            terms = inference.elbo(model, x, y, noise)
             sums.add({"elbo": terms.bound, **terms.parts})
             if isinstance(model, Classifies):  # M2: how often q(y | x) names the right class
-                sums.add({"accuracy": objectives.confusion_matrix(model, x, y, batch_size).trace()})
+                sums.add({"accuracy": inference.confusion_matrix(model, x, y, batch_size).trace()})
     return sums.means(data.x.shape[0], processes)

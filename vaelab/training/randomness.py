@@ -6,7 +6,7 @@
 
 Apart, drawing more or fewer numbers of one use (a static binarisation draws no pixels; more
 samples per image draw more noise) leaves the numbers of the others as they were. In a group of
-processes (`vaelab.distributed`) every process holds the same three streams and draws the whole
+processes (`vaelab.runtime.processes`) every process holds the same three streams and draws the whole
 step's order, pixels and noise, then computes on its own rows of them, so that N processes give
 the one-process run. The parameter initialisation is the only draw from torch's global generator,
 seeded with the run's seed inside `torch.random.fork_rng` (`trainer.new_training`), so the

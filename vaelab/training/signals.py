@@ -39,7 +39,7 @@ class StopSignals:
 
 
 class AgreedStop:
-    """StopSignals of a group of processes (`vaelab.distributed`): stop when any process got a signal.
+    """StopSignals of a group of processes (`vaelab.runtime.processes`): stop when any process got a signal.
 
     Every process calls it at the same points (once per step, and with force=True between epochs);
     every `every`-th call, and every forced one, is a collective, so all processes stop at the

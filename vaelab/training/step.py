@@ -15,11 +15,11 @@ from contextlib import nullcontext
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import objectives
-from ..distributed import SINGLE, Processes, ProcessLost, lost_message
-from ..fast import CompiledOrEager, step_compile_mode
+from .. import inference
 from ..models import Model, Noise, prior_fixed
 from ..models.layers import reduced_precision
+from ..runtime.compilation import CompiledOrEager, step_compile_mode
+from ..runtime.processes import SINGLE, Processes, ProcessLost, lost_message
 from .randomness import RandomStreams
 
 
@@ -67,7 +67,7 @@ class Loss(torch.nn.Module):
 
     def __init__(self, model: Model, objective: str):
         super().__init__()
-        self.model, self.bound = model, objectives.BOUNDS[objective]
+        self.model, self.bound = model, inference.BOUNDS[objective]
 
     def forward(self, x, y, bits, noise: Noise, kl_weight, scale) -> tuple[torch.Tensor, torch.Tensor]:
         """(-(what is maximised, weighted by `scale`, summed over the batch) [], the bound summed over the
@@ -105,7 +105,7 @@ def step_noise(model: Model, images: int, labelled: int, samples: int, generator
     """The base noise of a step of `images` images whose last `labelled` come with their label:
     the unlabelled images' first, then the labelled ones' (`Noise`), from `generator` in that order."""
     unknown = images - labelled
-    draw = objectives.draw_noise
+    draw = inference.draw_noise
     return Noise(draw(model, samples, unknown, generator, device, dtype, labelled=False) if unknown else None,
                  draw(model, samples, labelled, generator, device, dtype) if labelled else None)
 
@@ -141,7 +141,7 @@ class TrainStep:
     precision: the dtype of the networks' products (`models.layers.reduced_precision`; bfloat16 for
     --precision bf16), None for their own.
 
-    In a group of processes (`vaelab.distributed`) every process is called with the whole step,
+    In a group of processes (`vaelab.runtime.processes`) every process is called with the whole step,
     draws all its random numbers, and computes on its share (`process_share`); the loss, the bound
     and the gradients returned are the whole step's, the same as one process computes. Eagerly
     the gradients are summed by DistributedDataParallel (its buckets overlap the backward pass);

@@ -16,22 +16,23 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import Checkpoint, parse_checkpoint, save_checkpoint
-from ..config import SETTINGS, TrainConfig, config_from_dict, flag
+from ..config import SETTINGS, TrainConfig, config_from_dict
 from ..data import labelled_subset, load_raw, make_splits
-from ..devices import DeviceSplit, resolve_device
-from ..distributed import SINGLE, Processes, ProcessLost
-from ..errors import RunError, RunFailed, TrainingDiverged, TrainingInterrupted, VaelabError
-from ..fast import make_adam, use_compile
-from ..precision import check_precision, matmul_precision, network_dtype, precision_warning
+from ..errors import RunError, RunFailed, TrainingDiverged, TrainingInterrupted
 from ..models import Model, pixel_words
-from ..threads import hold_thread_count
 from ..runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json, write_metrics
-from .epoch import SYNC_EVERY, EpochState, Stopped, batch_plan, plan_images, train_epoch, validate
-from .schedules import kl_weight, learning_rate
+from ..runs.checkpoints import Checkpoint, parse_checkpoint, save_checkpoint
+from ..runtime.compilation import use_compile
+from ..runtime.cpu_share import hold_thread_count
+from ..runtime.devices import DeviceSplit, resolve_device
+from ..runtime.precision import check_precision, matmul_precision, network_dtype, precision_warning
+from ..runtime.processes import SINGLE, Processes, ProcessLost
 from .dashboard import Dashboard, summary_writer_class
-from .grids import GRID_COLUMNS, grid_latents, grid_means
+from .epoch import SYNC_EVERY, EpochState, Stopped, batch_plan, plan_images, train_epoch, validate
+from .optimizer import make_adam
 from .randomness import RandomStreams
+from .samples import GRID_COLUMNS, grid_latents, grid_means
+from .schedules import kl_weight, learning_rate
 from .signals import AgreedStop, StopSignals
 from .step import TrainStep
 
@@ -129,7 +130,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     SIGINT or SIGTERM saves the state mid-epoch and raises TrainingInterrupted; resuming then gives
     exactly the run that was not interrupted.
 
-    In a group of processes (torchrun; `vaelab.distributed`) every process calls this with the same
+    In a group of processes (torchrun; `vaelab.runtime.processes`) every process calls this with the same
     arguments and computes its share of every step; process 0 alone reads and writes `out` and
     logs (the others return no rows), and sends the others the config and checkpoint it resumes.
     A run may resume with another number of processes than it started with.
@@ -347,7 +348,7 @@ class _Epochs:
         return stop_early
 
     def save_grid(self, epoch: int) -> None:
-        from ..pictures import save_sample_grid  # matplotlib loads only when a grid is drawn
+        from ..pictures.grids import save_sample_grid  # matplotlib loads only when a grid is drawn
 
         model = self.training.model
         means, row_labels = grid_means(model, grid_latents(model, GRID_COLUMNS, self.config.seed), GRID_COLUMNS)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from .config import GROUPS, SETTINGS, TrainConfig, flag
-from .models import FAMILIES, family_settings
-from .fast import COMPILE_MODES
+from ..config import GROUPS, SETTINGS, TrainConfig, flag
+from ..models import FAMILIES, family_settings
+from ..runtime.compilation import COMPILE_MODES
 
 EXIT_USAGE = 2
 

@@ -5,7 +5,7 @@ A problem ends in one line on stderr ("vaelab: error: ..."), never a traceback: 
 input, 1 for a failure while running (a full disk, a diverged loss, a lost process, memory; see
 `errors.py`), 128 + the signal for a run stopped by Ctrl-C or SIGTERM.
 Started by torchrun (several processes), `train` and `evaluate` join the group
-(`vaelab.distributed`); process 0 prints, the others only what they alone know.
+(`vaelab.runtime.processes`); process 0 prints, the others only what they alone know.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import sys
 from contextlib import nullcontext, redirect_stderr
 from pathlib import Path
 
+from ..config import SETTINGS, flag, make_config, read_toml
+from ..errors import EXIT_FAILURE, TrainingInterrupted, VaelabError, out_of_memory
+from ..runtime.cpu_share import share_cpus
+from ..runtime.processes import SINGLE, group, group_size
 from .arguments import build_parser
-from .config import SETTINGS, flag, make_config, read_toml
-from .distributed import SINGLE, group, group_size
-from .errors import EXIT_FAILURE, TrainingInterrupted, VaelabError, out_of_memory
-from .threads import share_cpus
+
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -30,7 +31,7 @@ def _log(message: str) -> None:
 def cmd_data(args) -> int:
     import numpy as np
 
-    from .data import load_raw, make_splits
+    from ..data import load_raw, make_splits
 
     raw = load_raw(args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir, log=_log)
     splits = make_splits(raw)
@@ -51,7 +52,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .training import train
+    from ..training import train
 
     flag_values = {name: getattr(args, name) for name in SETTINGS}
     explicit = {name for name, value in flag_values.items() if value is not None}
@@ -67,12 +68,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .api import load_run
-    from .evaluate import evaluate_run
-    from .models import class_conditional
-    from .runs import RunDir
-    from .annealing import AisSettings
-    from .models import Simulates
+    from ..api import evaluate_run, load_run
+    from ..inference.annealing import AisSettings
+    from ..models import Simulates, class_conditional
+    from ..runs import RunDir
 
     if args.ais is None and args.ais_images is not None:
         raise VaelabError("--ais-images is a setting of AIS: add --ais STEPS")
@@ -123,9 +122,9 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .api import load_run
-    from .models import code_words, pixel_words
-    from .report.plots import save_sample_grid
+    from ..api import load_run
+    from ..models import pixel_words
+    from ..pictures import save_sample_grid
 
     run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
     images, labels = run.sample(n=args.n, per_class=args.per_class, digit=args.digit, seed=args.seed)
@@ -142,9 +141,9 @@ def cmd_sample(args) -> int:
 def cmd_reconstruct(args) -> int:
     import numpy as np
 
-    from .api import load_run
-    from .models import code_words, pixel_words
-    from .report.plots import save_reconstructions
+    from ..api import load_run
+    from ..models import code_words, pixel_words
+    from ..pictures import save_reconstructions
 
     run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
     test = run.test_data()
@@ -171,7 +170,7 @@ def _write_figure(output: str, write) -> None:
 
 
 def cmd_report(args) -> int:
-    from .report import pdf_page_count, write_report
+    from ..report import pdf_page_count, write_report
 
     report = write_report(args.runs, args.output, args.pdf, title=args.title, device=args.device)
     print(f"wrote {args.output}" + (f" and {args.pdf} ({pdf_page_count(report)} pages)" if args.pdf else ""))
@@ -191,8 +190,8 @@ def cmd_explore(args) -> int:
     except ImportError:
         raise VaelabError("vaelab explore needs the explore extra: pip install 'vaelab[explore]' "
                           "(make install installs it)") from None
-    from .explore.server import serve
-    from .explore.session import explore_runs
+    from ..explore.server import serve
+    from ..explore.session import explore_runs
 
     try:  # a port in use is the user's to change, before the runs are loaded
         with socket.create_server((args.host, args.port)):
@@ -206,11 +205,10 @@ def cmd_explore(args) -> int:
 
 def cmd_study(args) -> int:
     """Train a VAE per latent size (resuming what exists), evaluate each, and write one comparison report."""
-    from .api import load_run
-    from .evaluate import evaluate_run
-    from .report import write_report
-    from .runs import RunDir
-    from .training import train
+    from ..api import evaluate_run, load_run
+    from ..report import write_report
+    from ..runs import RunDir
+    from ..training import train
 
     out = Path(args.out)
     paths = []
@@ -239,13 +237,13 @@ def cmd_study(args) -> int:
     return 0
 
 
-# commands that compute for long share the CPUs with each other by thread counts (vaelab/threads.py)
+# commands that compute for long share the CPUs with each other by thread counts (vaelab/runtime/cpu_share.py)
 SHARES_CPUS = ("train", "evaluate", "study")
 COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
             "reconstruct": cmd_reconstruct, "report": cmd_report, "study": cmd_study, "explore": cmd_explore}
 
 
-# commands that run in a group of processes started by torchrun (vaelab/distributed.py)
+# commands that run in a group of processes started by torchrun (vaelab/runtime/processes.py)
 IN_GROUPS = ("train", "evaluate")
 
 

@@ -14,21 +14,22 @@ from collections.abc import Callable
 import torch
 from tqdm import tqdm
 
-from . import annealing, objectives
-from .distributed import SINGLE, Processes
-from .fast import use_compile
-from .precision import in_float32
-from .devices import DeviceSplit, NamedSums, chunk_generator
-from .errors import VaelabError
-from .threads import hold_thread_count
-from .models import Classifies, Model, Noise, Simulates, class_conditional
+from ..errors import VaelabError
+from ..models import Classifies, Model, Noise, Simulates, class_conditional
+from ..runtime.compilation import use_compile
+from ..runtime.cpu_share import hold_thread_count
+from ..runtime.devices import DeviceSplit
+from ..runtime.precision import in_float32
+from ..runtime.processes import SINGLE, Processes
+from . import annealing, bounds, importance
+from .batches import NamedSums, chunk_generator
 
 ROWS_PER_CHUNK = 4096  # images x samples decoded at once: big enough for fast matmuls, small enough for the caches
 COMPILE_FROM = 2_000_000  # decoder evaluations from which torch.compile's start-up (about 15 s) pays off
 
 
 @torch.no_grad()
-@objectives.fixing_prior
+@bounds.fixing_prior
 @in_float32
 def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, class_samples: int | None = None,
                    batch_size: int = 100, seed: int = 0, progress: bool = False, compile: str = "auto",
@@ -53,11 +54,11 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
     "off" eagerly, "auto" compiles when there are at least COMPILE_FROM decoder evaluations.
 
     Batch b of batch_size images draws from its own generator (`chunk_generator(seed, b)`), so in
-    a group of processes (`vaelab.distributed`) each takes its share of the batches, and the sums
+    a group of processes (`vaelab.runtime.processes`) each takes its share of the batches, and the sums
     they reduce give the one-process figures (to float64 summation order).
 
     `between_batches` is called before every batch: the command line's CPU sharing looks at the
-    machine then (`vaelab.threads.CpuShare.update`).
+    machine then (`vaelab.runtime.cpu_share.CpuShare.update`).
 
     ais: also annealed importance sampling on the first `ais_images` test images (all by default),
     as "ais" (`ais_terms`); bdmc: also bidirectional Monte Carlo on that many simulated images, as
@@ -74,7 +75,7 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
     n = data.x.shape[0]
     evaluations = n * (decoder_passes(model, iw_samples, class_samples) if labelled else iw_samples)
     compiled = use_compile(compile, evaluations, COMPILE_FROM)
-    log_weights = objectives.make_log_weights(model, compile=compiled)
+    log_weights = bounds.make_log_weights(model, compile=compiled)
     started = time.perf_counter()
     batches = range(math.ceil(n / batch_size))
     mine = batches[processes.rows(len(batches))]
@@ -85,19 +86,19 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
             start, generator = batch * batch_size, chunk_generator(seed, batch, device)
             stop = start + batch_size if batch in mine else start
             x, y = data.x[start:stop], data.y[start:stop]
-            terms = objectives.elbo(model, x, y, objectives.draw_noise(model, 1, x.shape[0], generator, device, x.dtype))
+            terms = bounds.elbo(model, x, y, bounds.draw_noise(model, 1, x.shape[0], generator, device, x.dtype))
             figures = {"elbo": terms.bound, **terms.parts}
             if labelled:  # the true class's first class_samples draws serve its per-class estimate
-                log_likelihood, true_class = objectives.log_likelihood_prefixes(
+                log_likelihood, true_class = importance.log_likelihood_prefixes(
                     model, x, y, (iw_samples, class_samples), generator, chunk, log_weights)
-                per_class = objectives.log_likelihood_per_class(model, x, class_samples, generator, chunk,
+                per_class = importance.log_likelihood_per_class(model, x, class_samples, generator, chunk,
                                                                 log_weights, known=(y, true_class))
                 log_pi = model.class_log_prior()
                 figures.update(log_likelihood=log_likelihood,
-                               log_likelihood_marginal=objectives.log_marginal_likelihood(per_class, log_pi),
-                               accuracy=(objectives.classify(per_class, log_pi) == y).to(torch.float32))
+                               log_likelihood_marginal=importance.log_marginal_likelihood(per_class, log_pi),
+                               accuracy=(importance.classify(per_class, log_pi) == y).to(torch.float32))
             else:
-                figures["log_likelihood"] = objectives.log_likelihood_is(model, x, y, iw_samples, generator, chunk,
+                figures["log_likelihood"] = importance.log_likelihood_is(model, x, y, iw_samples, generator, chunk,
                                                                          log_weights)
             sums.add(figures)
             bar.update(x.shape[0])
@@ -139,11 +140,11 @@ def classifier_terms(model, data: DeviceSplit, batch_size: int, seed: int, first
         start = batch * batch_size
         stop = start + batch_size if batch in mine else start
         x, y = data.x[start:stop], data.y[start:stop]
-        noise = objectives.draw_noise(model, 1, x.shape[0], chunk_generator(seed, first_chunk + batch, device),
+        noise = bounds.draw_noise(model, 1, x.shape[0], chunk_generator(seed, first_chunk + batch, device),
                                       device, x.dtype, labelled=False)
-        terms = model.objective(x, None, Noise(noise, None), objectives.elbo)
+        terms = model.objective(x, None, Noise(noise, None), bounds.elbo)
         sums.add({"unlabelled_elbo": terms.bound, **{f"unlabelled_{name}": value for name, value in terms.parts.items()}})
-        confusion += objectives.confusion_matrix(model, x, y, batch_size)
+        confusion += importance.confusion_matrix(model, x, y, batch_size)
     confusion = processes.sum(confusion)
     return {"classifier_accuracy": confusion.diagonal().sum().item() / data.x.shape[0],
             "confusion": confusion.tolist(), **sums.means(data.x.shape[0], processes)}
@@ -153,12 +154,12 @@ AIS_STREAM, BDMC_STREAM = 1 << 40, 1 << 41  # the chunk numbers of AIS's and BDM
 
 
 @torch.no_grad()
-@objectives.fixing_prior
+@bounds.fixing_prior
 @in_float32
 def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, images: int | None = None,
               iw_samples: int = 1000, seed: int = 0, compile: bool = False, processes: Processes = SINGLE,
               progress: bool = False, between_batches: Callable[[], None] = lambda: None) -> dict:
-    """AIS on the first `images` test images (all by default; `vaelab.annealing`), with the IS
+    """AIS on the first `images` test images (all by default; `vaelab.inference.annealing`), with the IS
     estimate with `iw_samples` on the same images beside it, as eval.json's "ais": mean nats per
     image.
 
@@ -176,7 +177,7 @@ def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, 
     classes = model.num_classes if labelled else 1
     batch_size = max(1, ROWS_PER_CHUNK // (settings.chains * classes))
     device = data.x.device
-    log_weights = objectives.make_log_weights(model, compile=compile)
+    log_weights = bounds.make_log_weights(model, compile=compile)
     sums, schedule = NamedSums(), None
     batches = range(math.ceil(n / batch_size))
     mine = batches[processes.rows(len(batches))]
@@ -205,13 +206,13 @@ def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, 
                 mine_own = per_class.gather(1, y[:, None])[:, 0]
                 share = torch.softmax(per_class + log_pi, dim=1)  # each class's part of p(x): the delta method's weights
                 figures = {"log_likelihood": mine_own, "variance": variance.gather(1, y[:, None])[:, 0],
-                           "log_likelihood_marginal": objectives.log_marginal_likelihood(per_class, log_pi),
+                           "log_likelihood_marginal": importance.log_marginal_likelihood(per_class, log_pi),
                            "variance_marginal": (share.square() * variance).sum(1),
-                           "accuracy": (objectives.classify(per_class, log_pi) == y).to(torch.float32)}
+                           "accuracy": (importance.classify(per_class, log_pi) == y).to(torch.float32)}
             else:
                 estimate = annealing.log_likelihood_ais(model, x, None, settings, generator, log_weights)
                 figures = {"log_likelihood": estimate.log_likelihood, "variance": estimate.standard_error.square()}
-            figures["log_likelihood_is"] = objectives.log_likelihood_is(model, x, y if labelled else None,
+            figures["log_likelihood_is"] = importance.log_likelihood_is(model, x, y if labelled else None,
                                                                         iw_samples, generator)
             figures["acceptance"] = estimate.acceptance.view(x.shape[0], -1).mean(1)
             sizes = estimate.step_sizes.view(len(estimate.step_sizes), x.shape[0], classes).mean(-1)  # [T - 1, images]
@@ -233,7 +234,7 @@ def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, 
 
 
 @torch.no_grad()
-@objectives.fixing_prior
+@bounds.fixing_prior
 @in_float32
 def bdmc_terms(model: Model, count: int, settings: annealing.AisSettings, seed: int = 0, compile: bool = False,
                processes: Processes = SINGLE, progress: bool = False,
@@ -250,7 +251,7 @@ def bdmc_terms(model: Model, count: int, settings: annealing.AisSettings, seed: 
     model.eval()
     batch_size = max(1, ROWS_PER_CHUNK // settings.chains)
     device = next(model.parameters()).device
-    log_weights = objectives.make_log_weights(model, compile=compile)
+    log_weights = bounds.make_log_weights(model, compile=compile)
     sums = NamedSums()
     batches = range(math.ceil(count / batch_size))
     mine = batches[processes.rows(len(batches))]
@@ -284,18 +285,3 @@ def decoder_passes(model, iw_samples: int, class_samples: int) -> int:
     return max(iw_samples, class_samples) + class_samples * (model.num_classes - 1)
 
 
-def evaluate_run(run, iw_samples: int = 1000, class_samples: int | None = None, seed: int = 0,
-                 progress: bool = False, compile: str = "auto", processes: Processes = SINGLE,
-                 between_batches: Callable[[], None] = lambda: None, ais: annealing.AisSettings | None = None,
-                 ais_images: int | None = None, bdmc: int = 0, bdmc_settings: annealing.AisSettings | None = None) -> dict:
-    """Evaluate a loaded `vaelab.api.Run` and record the result as the run's eval.json (process 0 writes it)."""
-    from .runs import RunDir, write_json
-
-    result = run.evaluate(iw_samples=iw_samples, class_samples=class_samples, seed=seed, progress=progress,
-                          compile=compile, processes=processes, between_batches=between_batches, ais=ais,
-                          ais_images=ais_images, bdmc=bdmc, bdmc_settings=bdmc_settings)
-    result.update(checkpoint=run.checkpoint, epoch=run.epoch, model=run.config.model, dataset=run.config.dataset)
-    with processes.agreement("writing eval.json"):
-        if processes.main:
-            write_json(RunDir(run.path).eval, result)
-    return result

@@ -13,8 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..pictures import (grid_figure, image_stack, mosaic, png_bytes, save_figure, save_reconstructions,
-                        save_sample_grid, show_canvas)
+from .grids import image_stack, mosaic, show_canvas
 
 CLASS_COLORS = matplotlib.colormaps["tab10"].colors  # one colour per class, in every figure
 RUN_COLORS = ("#1f4e79", "#c55a11", "#548235", "#7030a0", "#bf9000", "#2e75b6")

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
+from ..config import TrainConfig, config_from_dict
+from ..data import get_spec
+from ..errors import RunError, VaelabError
+from ..models import Model, build_model
+from ..runtime.files import atomic_write_bytes
 from .checkpoints import Checkpoint
-from .config import TrainConfig, config_from_dict
-from .data import get_spec
-from .errors import RunError, VaelabError
-from .files import atomic_write_bytes
-from .models import Model, build_model
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from .errors import RunError
-from .files import atomic_write_bytes
+from ..errors import RunError
+from ..runtime.files import atomic_write_bytes
 
 IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")  # optimizer settings that are not the math
 

@@ -59,7 +59,7 @@ from pathlib import Path
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from .errors import VaelabError
+from ..errors import VaelabError
 
 SWITCH = "VAELAB_THREADS"  # "off": leave torch's threads alone and do not announce this process
 USER_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")

@@ -5,7 +5,7 @@ Pure math: no files, no printing; randomness only from the `generator` argument.
 The chains run in the space of a family's base noise ε ~ N(0, I) (`Model.noise_shape`). A family's
 draw maps ε to its latents, z = T_x(ε), one-to-one, and `Model.densities` gives at z
 
-    log w(ε) = log p(x, z) - log q(z | x)          (`objectives.log_weight`)
+    log w(ε) = log p(x, z) - log q(z | x)          (`inference.log_weight`)
 
 so the bridges
 
@@ -250,9 +250,9 @@ def frozen(model):
 
 def model_log_weights(model, x: torch.Tensor, y: torch.Tensor | None, log_weights=None) -> LogWeightFn:
     """ε [chains, batch, *noise_shape()] -> log w(ε) [chains, batch] for images x [batch, C, H, W]
-    (and labels y), q's amortised pass made once. `log_weights`: `objectives.make_log_weights`'s
+    (and labels y), q's amortised pass made once. `log_weights`: `inference.make_log_weights`'s
     function (perhaps compiled); by default the eager one."""
-    from .objectives import make_log_weights
+    from .bounds import make_log_weights
 
     with torch.no_grad():
         posterior = model.posterior(x, y)

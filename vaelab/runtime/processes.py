@@ -29,7 +29,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .errors import RunFailed, VaelabError
+from ..errors import RunFailed, VaelabError
 
 TIMEOUT = timedelta(minutes=10)  # longest wait for another process: it compiles, validates or writes meanwhile
 GROUP_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .errors import VaelabError
+from ..errors import VaelabError
 
 PRECISIONS = ("float32", "bf16", "tf32")
 

@@ -16,11 +16,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from .files import atomic_write_bytes
+from ..runtime.files import atomic_write_bytes
 
 GREY_PADDING = 0.0  # the background of grey images: white once inverted
 COLOUR_PADDING = 0.8  # a light neutral grey between colour images: neither black nor white, nor sigmoid(0)

@@ -1,43 +1,12 @@
-"""What training and evaluation both stand on: the device, a split as device tensors, the
-generator of one evaluation chunk, and sums of named figures over batches and processes."""
+"""How an evaluation walks the test images: batches shared among processes, one generator per
+batch, and per-image figures summed by name into means."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .distributed import SINGLE, Processes
-from .errors import VaelabError
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" (a CUDA GPU if there is one, else the CPU), "cpu" or "cuda" as a torch.device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise VaelabError("{device} cuda was asked for but no CUDA GPU is available; use {device} cpu or auto")
-    return torch.device(name)
-
-
-@dataclass
-class DeviceSplit:
-    """A split as device tensors: x [n, C, H, W] float32 in [0, 1], y [n] int64.
-
-    labelled [n] bool, for semi-supervised training: which images' labels the model may see (the
-    others' y is kept only to measure accuracy); None: every label is seen.
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    binary: bool
-    labelled: torch.Tensor | None = None
-
-    @classmethod
-    def from_split(cls, split, device: torch.device) -> "DeviceSplit":
-        x = torch.from_numpy(split.float_images()).to(device)
-        return cls(x=x, y=torch.from_numpy(split.labels).to(device), binary=split.binary)
+from ..runtime.processes import SINGLE, Processes
 
 
 def chunk_generator(seed: int, chunk: int, device: torch.device | str) -> torch.Generator:
@@ -72,3 +41,4 @@ class NamedSums:
             return {}
         reduced = processes.sum(torch.stack(list(self.totals.values()))) / images
         return dict(zip(self.totals, reduced.tolist()))
+
