@@ -27,7 +27,10 @@ import json, sys, time
 import torch
 from vaelab.config import make_config
 from vaelab.data import load_raw, make_splits
-from vaelab.inference.evaluation import evaluate_model
+try:
+    from vaelab.inference import evaluate_model
+except ImportError:  # a tree from before the inference wing
+    from vaelab.evaluate import evaluate_model
 from vaelab.training import DeviceSplit, new_training, train_epoch
 
 kind, images, eval_images = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -62,12 +62,18 @@ def assert_apart_by_rounding(actual: torch.Tensor, expected: torch.Tensor, magni
 
 
 def assert_step_apart_by_rounding(found: tuple, expected: tuple) -> None:
-    """A training step's (loss, bound sum, {name: gradient}) computed another way: the loss and the
-    sum within the rounding bound of their own size (their images' bounds share one sign), each
-    gradient within that of its tensor's largest entry."""
-    (loss, bound_sum, gradients), (loss_e, bound_sum_e, gradients_e) = found, expected
+    """A training step's (loss, {"bound": sum, part: sum}, {name: gradient}) computed another way:
+    the loss and the bound's sum within the rounding bound of their own size (their images' bounds
+    share one sign), each part's sum within that of the larger of its own size and the bound's (a
+    part's images may differ in sign, as a KL estimated at the draw; each is a term of a bound, no
+    larger in size than the bound and the reconstruction term together), each gradient within that
+    of its tensor's largest entry."""
+    (loss, sums, gradients), (loss_e, sums_e, gradients_e) = found, expected
     assert_apart_by_rounding(loss, loss_e, loss_e.abs(), "loss")
-    assert_apart_by_rounding(bound_sum, bound_sum_e, bound_sum_e.abs(), "bound sum")
+    assert sums.keys() == sums_e.keys()
+    size = max(sums_e["bound"].abs(), sums_e.get("recon", sums_e["bound"]).abs())
+    for name, value in sums_e.items():
+        assert_apart_by_rounding(sums[name], value, max(value.abs(), size), f"{name} sum")
     assert gradients.keys() == gradients_e.keys()
     for name, gradient in gradients_e.items():
         assert_apart_by_rounding(gradients[name], gradient, what=f"gradient of {name}")

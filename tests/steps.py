@@ -22,8 +22,8 @@ def assert_compiled_step_equals_eager(settings: dict, mnist_raw) -> None:
     for compile in (False, True):
         step = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic=True, compile=compile)
         model.zero_grad(set_to_none=True)
-        loss, bound_sum = step(data.x, data.y, RandomStreams.seeded(3, "cpu"), kl_weight=0.5)
-        results.append((loss, bound_sum, {name: p.grad.clone() for name, p in model.named_parameters()}))
+        sums = step(data.x, data.y, RandomStreams.seeded(3, "cpu"), kl_weight=0.5)
+        results.append((sums.pop("loss"), sums, {name: p.grad.clone() for name, p in model.named_parameters()}))
         assert step.compiled.active == compile  # no silent fallback
     eager, compiled = results
     assert_step_apart_by_rounding(compiled, eager)  # tests/rounding.py: float32's bound, derived

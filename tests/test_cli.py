@@ -106,7 +106,7 @@ def test_every_shipped_recipe_is_a_valid_config(recipe):
     (MemoryError(), 1, "out of memory in `vaelab train` (MemoryError); use a smaller --batch-size"),
 ])
 def test_failures_while_running_exit_1_and_bad_input_2_each_in_one_line(monkeypatch, capsys, failure, code, words):
-    def command(args):
+    def command(args, session):
         raise failure
 
     monkeypatch.setitem(commands.COMMANDS, "train", command)
@@ -116,7 +116,7 @@ def test_failures_while_running_exit_1_and_bad_input_2_each_in_one_line(monkeypa
 
 
 def test_a_bug_in_vaelab_is_not_dressed_up_as_a_users_problem(monkeypatch):
-    def command(args):
+    def command(args, session):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (3x4 and 5x7)")
 
     monkeypatch.setitem(commands.COMMANDS, "train", command)

@@ -162,21 +162,32 @@ def test_the_share_is_reported_from_the_first_step_on_and_bad_input_stays_one_li
             assert len(lines) == 1
 
 
-def test_a_training_step_looks_again_and_the_hook_goes_with_the_command(tmp_path):
+def test_sharing_installs_no_hook_the_loop_does_not_show(tmp_path):
+    """The training loop calls the share's look itself (`train_epoch`'s between_steps): nothing global."""
     clock = Clock()
     hooks_before = len(_global_optimizer_pre_hooks)
-    parameter = torch.nn.Parameter(torch.zeros(3))
-    optimizer = torch.optim.SGD([parameter], lr=0.1)
     share, calls = _share(tmp_path, clock, threads_alone=2)
     with share:
-        assert len(_global_optimizer_pre_hooks) == hooks_before + 1
-        other, _ = _share(tmp_path, clock, threads_alone=2)
-        with other:
-            clock.now += CHECK_EVERY
-            parameter.grad = torch.ones(3)
-            optimizer.step()  # the hook before each step updates the share
-            assert calls == [1]
+        assert len(_global_optimizer_pre_hooks) == hooks_before
     assert len(_global_optimizer_pre_hooks) == hooks_before
+
+
+@pytest.mark.slow
+def test_a_training_run_looks_at_the_cpus_before_every_step(tmp_path, monkeypatch):
+    """`vaelab train` fits its threads to the machine as it goes: one look before each of its steps."""
+    from vaelab.cli import main
+    from vaelab.runtime import cpu_share
+
+    looks = []
+    real = cpu_share.CpuShare.update
+    monkeypatch.setattr(cpu_share.CpuShare, "update", lambda self, report=True: looks.append(report) or real(self, report))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("VAELAB_THREADS")
+    for name in cpu_share.USER_THREAD_VARIABLES:  # a thread count the user fixed turns the looks off
+        monkeypatch.delenv(name, raising=False)
+    assert main(["train", "--out", str(tmp_path / "run"), "--limit-train", "300", "--batch-size", "100",
+                 "--epochs", "2", "--latent-dim", "2", "--hidden", "8", "--compile", "off", "--no-progress"]) == 0
+    assert looks == [False] + [True] * 6  # on entry (silently), then before each of the 2 x 3 steps
 
 
 @pytest.mark.slow

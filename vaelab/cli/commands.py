@@ -14,13 +14,15 @@ import io
 import json
 import os
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext, redirect_stderr
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import SETTINGS, flag, make_config, read_toml
 from ..errors import EXIT_FAILURE, TrainingInterrupted, VaelabError, out_of_memory
 from ..runtime.cpu_share import share_cpus
-from ..runtime.processes import SINGLE, group, group_size
+from ..runtime.processes import SINGLE, Processes, group, group_size
 from .arguments import build_parser
 
 
@@ -28,7 +30,17 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def cmd_data(args) -> int:
+@dataclass
+class Session:
+    """What `main` gives a command besides its flags: the group of processes it runs in, and the
+    CPU share's look at the machine, which training calls before every step and evaluation before
+    every batch (`vaelab.runtime.cpu_share.CpuShare.update`; nothing where it does not share)."""
+
+    processes: Processes
+    look_at_the_cpus: Callable[[], None]
+
+
+def cmd_data(args, session: Session) -> int:
     import numpy as np
 
     from ..data import load_raw, make_splits
@@ -51,7 +63,7 @@ def cmd_data(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
+def cmd_train(args, session: Session) -> int:
     from ..training import train
 
     flag_values = {name: getattr(args, name) for name in SETTINGS}
@@ -59,7 +71,8 @@ def cmd_train(args) -> int:
     file_values = read_toml(args.config) if args.config else {}
     config = make_config(file_values, flag_values)
     rows = train(config, args.out, resume=args.resume, explicit=explicit | set(file_values),
-                 log=_log, progress=not args.no_progress and sys.stderr.isatty(), processes=args.processes)
+                 log=_log, progress=not args.no_progress and sys.stderr.isatty(), processes=session.processes,
+                 between_steps=session.look_at_the_cpus)
     if rows:
         best = max(row["valid_elbo"] for row in rows)
         epochs = f"{len(rows)} epoch{'s' if len(rows) != 1 else ''}"
@@ -67,7 +80,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args, session: Session) -> int:
     from ..api import evaluate_run, load_run
     from ..inference.annealing import AisSettings
     from ..models import Simulates, class_conditional
@@ -75,20 +88,20 @@ def cmd_evaluate(args) -> int:
 
     if args.ais is None and args.ais_images is not None:
         raise VaelabError("--ais-images is a setting of AIS: add --ais STEPS")
-    for flag, value in (("--leapfrog", args.leapfrog), ("--chains", args.chains)):
+    for name, value in (("--leapfrog", args.leapfrog), ("--chains", args.chains)):
         if value is not None and args.ais is None and args.bdmc is None:
-            raise VaelabError(f"{flag} is a setting of AIS: add --ais STEPS (or --bdmc N)")
+            raise VaelabError(f"{name} is a setting of AIS: add --ais STEPS (or --bdmc N)")
     defaults = AisSettings()
     ais = AisSettings(steps=args.ais or defaults.steps, leapfrog=args.leapfrog or defaults.leapfrog,
                       chains=args.chains or defaults.chains)
-    run = load_run(args.run, checkpoint=args.checkpoint, device=args.device, processes=args.processes)
+    run = load_run(args.run, checkpoint=args.checkpoint, device=args.device, processes=session.processes)
     if args.bdmc and not isinstance(run.model, Simulates):
         raise VaelabError(f"--bdmc: {type(run.model).__name__} has no simulate method (models.Simulates) to draw "
                           "images with their latents; leave out --bdmc")
-    main = args.processes.main
+    main = session.processes.main
     result = evaluate_run(run, iw_samples=args.iw_samples, class_samples=args.class_samples, seed=args.seed,
                           progress=main and not args.no_progress and sys.stderr.isatty(), compile=args.compile,
-                          processes=args.processes, between_batches=args.look_at_the_cpus,
+                          processes=session.processes, between_batches=session.look_at_the_cpus,
                           ais=ais if args.ais else None, ais_images=args.ais_images, bdmc=args.bdmc or 0,
                           bdmc_settings=ais)
     if not main:
@@ -121,7 +134,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_sample(args) -> int:
+def cmd_sample(args, session: Session) -> int:
     from ..api import load_run
     from ..models import pixel_words
     from ..pictures import save_sample_grid
@@ -138,7 +151,7 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def cmd_reconstruct(args) -> int:
+def cmd_reconstruct(args, session: Session) -> int:
     import numpy as np
 
     from ..api import load_run
@@ -169,7 +182,7 @@ def _write_figure(output: str, write) -> None:
     print(f"wrote {path}")
 
 
-def cmd_report(args) -> int:
+def cmd_report(args, session: Session) -> int:
     from ..report import pdf_page_count, write_report
 
     report = write_report(args.runs, args.output, args.pdf, title=args.title, device=args.device)
@@ -181,7 +194,7 @@ STUDY_BASE = dict(model="vae", hidden=(500,), activation="tanh", likelihood="ber
                   batch_size=100, lr=1e-3, sample_epochs=(1, 10, 25, 50, 100))
 
 
-def cmd_explore(args) -> int:
+def cmd_explore(args, session: Session) -> int:
     import socket
 
     try:
@@ -203,7 +216,7 @@ def cmd_explore(args) -> int:
     return 0
 
 
-def cmd_study(args) -> int:
+def cmd_study(args, session: Session) -> int:
     """Train a VAE per latent size (resuming what exists), evaluate each, and write one comparison report."""
     from ..api import evaluate_run, load_run
     from ..report import write_report
@@ -220,7 +233,7 @@ def cmd_study(args) -> int:
         path = out / f"vae-k{latent_dim}"
         _log(f"== VAE with k = {latent_dim} -> {path}")
         train(config, path, resume=True, explicit=set(settings[latent_dim]), log=_log,
-              progress=not args.no_progress and sys.stderr.isatty())
+              progress=not args.no_progress and sys.stderr.isatty(), between_steps=session.look_at_the_cpus)
         run = load_run(path, device=args.device)
         done = json.loads(RunDir(path).eval.read_text()) if RunDir(path).eval.is_file() else {}
         if (done.get("epoch"), done.get("iw_samples")) == (run.epoch, args.iw_samples):
@@ -228,7 +241,7 @@ def cmd_study(args) -> int:
             paths.append(path)
             continue
         result = evaluate_run(run, iw_samples=args.iw_samples, progress=not args.no_progress and sys.stderr.isatty(),
-                              between_batches=args.look_at_the_cpus)
+                              between_batches=session.look_at_the_cpus)
         _log(f"   test ELBO {result['elbo']:.2f}, log p(x) {result['log_likelihood']:.2f} (K = {args.iw_samples})")
         paths.append(path)
     title = "VAE on binarised MNIST: latent size " + " vs ".join(f"k = {d}" for d in args.latent_dims)
@@ -266,9 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         with group() if args.command in IN_GROUPS else nullcontext(SINGLE) as processes, \
                 share_cpus(_log if rank == 0 else lambda _: None) if args.command in SHARES_CPUS else nullcontext() \
                 as cpus:
-            args.processes = processes
-            args.look_at_the_cpus = getattr(cpus, "update", lambda: None)  # between two evaluation batches
-            return COMMANDS[args.command](args)
+            return COMMANDS[args.command](args, Session(processes, getattr(cpus, "update", lambda: None)))
     except TrainingInterrupted as exc:
         if rank == 0:
             print(f"vaelab: {exc.worded(flag)}", file=sys.stderr)

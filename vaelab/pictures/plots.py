@@ -21,8 +21,9 @@ NATS = "nats per image"
 
 
 def curves_figure(rows: list[dict], bound_key: str, bound_name: str, parts: dict[str, str]):
-    """The bound per epoch (training and validation), then one panel per part of the validation
-    ELBO (`parts`: {name: words}, logged as valid_<name>): the reconstruction term, a KL per latent."""
+    """The bound per epoch (training and validation), then one panel per part of the bound
+    (`parts`: {name: words}, logged as valid_<name> and, by runs that log it, train_<name>): the
+    reconstruction term, a KL per latent; validation solid, training dashed."""
     epochs = [row["epoch"] for row in rows]
     logged = {name: words for name, words in parts.items() if any(f"valid_{name}" in row for row in rows)}
     figure = Figure(figsize=(5 + 3.2 * len(logged), 3.8))
@@ -34,9 +35,14 @@ def curves_figure(rows: list[dict], bound_key: str, bound_name: str, parts: dict
     left.legend(frameon=False)
     for index, (axes, (name, words)) in enumerate(zip(panels[1:], logged.items())):
         shown = [(row["epoch"], row[f"valid_{name}"]) for row in rows if f"valid_{name}" in row]
-        axes.plot(*zip(*shown), marker="o", ms=3, color=RUN_COLORS[(index + 3) % len(RUN_COLORS)])
-        axes.set(xlabel="epoch", ylabel=NATS, title=f"validation {name}")
-        axes.set_title(f"validation {name}\n{words}", fontsize=8)
+        colour = RUN_COLORS[(index + 3) % len(RUN_COLORS)]
+        axes.plot(*zip(*shown), marker="o", ms=3, color=colour, label="validation")
+        trained = [(row["epoch"], row[f"train_{name}"]) for row in rows if f"train_{name}" in row]
+        if trained:
+            axes.plot(*zip(*trained), ls="--", color=colour, alpha=0.7, label="training")
+            axes.legend(frameon=False, fontsize=7)
+        axes.set(xlabel="epoch", ylabel=NATS)
+        axes.set_title(f"{name}\n{words}", fontsize=8)
     for axes in panels:
         axes.grid(alpha=0.3)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))

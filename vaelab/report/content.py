@@ -118,21 +118,26 @@ def bound_words(model) -> str:
 
 def epoch_table(rows: list[dict], bound_key: str, bound_name: str, parts: dict[str, str],
                 bounds: str = "log p(x)", validation_bounds: str = "log p(x)") -> Table:
-    """The bound per epoch at TABLE_EPOCHS (and the last), with the validation ELBO's parts (`parts`:
-    {name: words}, the family's `part_words`, those logged). bounds / validation_bounds: what the
-    training and the validation bound bound, in words (see `bound_words`)."""
+    """The bound per epoch at TABLE_EPOCHS (and the last), with its parts in training (where the
+    run logged them) and in validation (`parts`: {name: words}, the family's `part_words`, those
+    logged). bounds / validation_bounds: what the training and the validation bound bound, in
+    words (see `bound_words`)."""
     reached = {row["epoch"]: row for row in rows}
     wanted = [e for e in TABLE_EPOCHS if e in reached]
     if rows and rows[-1]["epoch"] not in wanted:
         wanted.append(rows[-1]["epoch"])
     logged = [name for name in parts if any(f"valid_{name}" in row for row in rows)]
+    trained = [name for name in parts if any(f"train_{name}" in row for row in rows)]
     return Table(
         caption=f"The bound per epoch (nats per image). Training {bound_name}: a bound on {bounds}, the mean "
-                "over the epoch of each batch's bound as it was trained on, before its update. Validation: the "
+                "over the epoch of each batch's bound as it was trained on, before its update, and its parts. Validation: the "
                 f"ELBO on {validation_bounds} with one draw of the latents per image, the same draws every epoch, "
                 "and its parts: " + "; ".join(f"{name} = {parts[name]}" for name in logged),
-        header=["epoch", f"training {bound_name}", "validation ELBO", *(f"validation {name}" for name in logged)],
-        rows=[[str(e), _fmt(reached[e][bound_key]), _fmt(reached[e]["valid_elbo"]),
+        header=["epoch", f"training {bound_name}", *(f"training {name}" for name in trained), "validation ELBO",
+                *(f"validation {name}" for name in logged)],
+        rows=[[str(e), _fmt(reached[e][bound_key]),
+               *(_fmt(reached[e][f"train_{name}"]) if f"train_{name}" in reached[e] else "–" for name in trained),
+               _fmt(reached[e]["valid_elbo"]),
                *(_fmt(reached[e][f"valid_{name}"]) if f"valid_{name}" in reached[e] else "–" for name in logged)]
               for e in wanted],
     )

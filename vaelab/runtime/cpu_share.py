@@ -17,9 +17,10 @@ every CHECK_EVERY seconds, at two things, and sets torch's thread count from the
   YIELD_AT of a CPU from this process's threads, it gives up threads (to 1 beside a program that
   keeps a CPU or more busy), and it takes them back once they leave RETURN_AT of a CPU free.
 A team of one thread has no one to wait for: it computes whenever it has a core. Alone a command
-keeps all of torch's threads, so its speed is unchanged. A training run looks from a hook before
-each optimizer step (within a step of another program starting), an evaluation before each batch
-of test images (the command line passes `update` to `evaluate_model`); each says on stderr, in
+keeps all of torch's threads, so its speed is unchanged. A training run looks before each step
+(within a step of another program starting: the command line passes `update` to `train`, whose
+epoch loop calls it), an evaluation before each batch of test images (`evaluate_model`'s
+`between_batches`); each says on stderr, in
 one line, when its count changes (the first from its first look on: a command that stops at bad
 input prints only its error).
 What sharing costs in numbers: at one thread count a run repeats bit for bit (tests/test_threads.py
@@ -57,7 +58,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from ..errors import VaelabError
 
@@ -175,7 +175,6 @@ class CpuShare:
         self.next_check = -float("inf")
         self._file = None
         self._path: Path | None = None
-        self._hook = None
         self._previous_sigcont = None
 
     def __enter__(self) -> CpuShare:
@@ -194,7 +193,6 @@ class CpuShare:
         if self.set_threads is not None:
             self.update(report=False)
             self.next_check = -float("inf")  # the first step looks again, and reports
-            self._hook = register_optimizer_step_pre_hook(lambda *_: self.update())
             if hasattr(self.load, "restart"):
                 try:  # only where nobody else handles SIGCONT, and from the main thread
                     if signal.getsignal(signal.SIGCONT) == signal.SIG_DFL:
@@ -204,9 +202,6 @@ class CpuShare:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
         if self._previous_sigcont is not None:
             signal.signal(signal.SIGCONT, self._previous_sigcont)
             self._previous_sigcont = None

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import VaelabError
 
 # metrics.jsonl key -> TensorBoard tag: bounds together, then speed and schedules; every other
-# valid_<part> key (the parts a family's bound declares) goes under terms/ (`tag`)
+# train_<part> and valid_<part> key (the parts a family's bound declares) goes under terms/ (`tag`)
 TAGS = {
     "train_elbo": "bound/train_elbo",
     "train_iw_bound": "bound/train_iw_bound",
@@ -29,10 +29,11 @@ GRID_TAG = "samples"
 
 
 def tag(key: str) -> str | None:
-    """The TensorBoard tag of a metrics.jsonl key: TAGS's, terms/valid_<part> for a bound's part, or None."""
+    """The TensorBoard tag of a metrics.jsonl key: TAGS's, terms/train_<part> or terms/valid_<part> for
+    a bound's part, or None."""
     if key in TAGS:
         return TAGS[key]
-    return f"terms/{key}" if key.startswith("valid_") else None
+    return f"terms/{key}" if key.startswith(("train_", "valid_")) else None
 
 
 def summary_writer_class():

@@ -26,11 +26,13 @@ VALIDATION_SEED = 1234  # validation ELBO draws the same z every epoch, so epoch
 
 @dataclass
 class EpochState:
-    """Where an epoch stands: its order of images, the batches done, and the bound summed so far."""
+    """Where an epoch stands: its order of images, the batches done, and the step's sums (`TrainStep`)
+    added up so far: {"bound": [], "recon": [], ...} float64 (a float32 sum over an epoch drifts by
+    1e-4 nats per image). A state saved before the parts were summed holds the bound alone."""
 
     order: torch.Tensor  # [n] int64 permutation
     step: int
-    bound_sum: torch.Tensor  # [] float64: a float32 sum over an epoch drifts by 1e-4 nats per image
+    sums: dict[str, torch.Tensor]
 
 
 class Stopped(Exception):
@@ -93,14 +95,16 @@ def plan_images(plan: list[Batch]) -> int:
 def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceSplit, batch_size: int,
                 streams: RandomStreams, state: EpochState | None = None,
                 should_stop: Callable[[], bool] = lambda: False, label: str = "epoch",
-                progress: bool = False, kl_weight: float = 1.0, labelled_batch: int = 0) -> tuple[float, int]:
-    """One pass over `data` in the `order` stream's random order: (mean bound per image of the
-    epoch's steps, steps taken).
+                progress: bool = False, kl_weight: float = 1.0, labelled_batch: int = 0,
+                between_steps: Callable[[], None] = lambda: None) -> tuple[dict[str, float], int]:
+    """One pass over `data` in the `order` stream's random order: (the mean per image of the epoch's
+    steps of the bound and of each of its parts, {"bound": ..., "recon": ..., "kl": ...}; steps taken).
 
     kl_weight weighs the KL terms in what is maximised (warm-up, β; see `Model.objective`); the
     mean bound is the true one.
     Steps follow `batch_plan` (with `labelled_batch`): the step sees the labels of a batch's
-    labelled images only.
+    labelled images only. `between_steps` is called before every step (the command line's CPU
+    sharing looks at the machine then: `vaelab.runtime.cpu_share.CpuShare.update`).
     `state` continues an interrupted epoch. If `should_stop()` turns true, the epoch stops between
     two steps and raises Stopped with the state to continue from. A non-finite loss raises
     TrainingDiverged naming the step (`label` names the epoch in messages and the progress bar).
@@ -108,9 +112,8 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
     step.model.train()
     n = data.x.shape[0]
     if state is None:
-        state = EpochState(torch.randperm(n, generator=streams.order, device=data.x.device), 0,
-                           torch.zeros((), dtype=torch.float64, device=data.x.device))
-    order, bound_sum, steps = state.order, state.bound_sum, state.step
+        state = EpochState(torch.randperm(n, generator=streams.order, device=data.x.device), 0, {})
+    order, sums, steps = state.order, dict(state.sums), state.step
     plan = batch_plan(order, data.labelled, batch_size, labelled_batch)
     total = plan_images(plan)
     seen = plan_images(plan[:steps])
@@ -119,25 +122,35 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
               disable=not progress, dynamic_ncols=True) as bar:
         for index, labelled, regular in plan[steps:]:
             if should_stop():
-                raise Stopped(EpochState(order, steps, bound_sum))
+                raise Stopped(EpochState(order, steps, sums))
+            between_steps()
             # index_select: a third of the time of data.x[index] on a CPU
             y = data.y.index_select(0, index[len(index) - labelled :]) if labelled else None
-            loss, batch_bound = step(data.x.index_select(0, index), y, streams, kl_weight, regular)
+            step_sums = step(data.x.index_select(0, index), y, streams, kl_weight, regular)
             optimizer.step()
-            bound_sum += batch_bound
+            loss = step_sums.pop("loss")
+            sums = _added(sums, step_sums)
             steps += 1
             seen += len(index)
             # a non-finite gradient makes the parameters, and so the next loss, non-finite too
             first_bad_step = torch.where(torch.isfinite(loss) | (first_bad_step >= 0), first_bad_step,
                                          first_bad_step.new_full((), steps))
             if steps % SYNC_EVERY == 0 or steps == len(plan):
-                running = bound_sum.item() / seen
+                running = sums["bound"].item() / seen
                 if not math.isfinite(running):
                     raise TrainingDiverged(f"the loss became non-finite in {label} at step "
                                            f"{int(first_bad_step.item())} of the epoch")
                 bar.update(seen - bar.n)
                 bar.set_postfix_str(f"bound {running:.2f}")
-    return bound_sum.item() / total, steps
+    return {name: value.item() / total for name, value in sums.items()}, steps
+
+
+def _added(sums: dict[str, torch.Tensor], step: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`sums` with a step's sums added, in float64; the first step's start them. An epoch resumed
+    from a state that holds the bound alone (saved before the parts were summed) sums the bound alone."""
+    if not sums:
+        return {name: value.double() for name, value in step.items()}
+    return {name: total + step[name] for name, total in sums.items()}
 
 
 @torch.no_grad()

@@ -1,11 +1,16 @@
-"""One training step: the loss, its gradients, and the random numbers it needs.
+"""One training step: the bound with its parts, the gradients, the update.
 
-The whole step is `loss_and_gradients`: binarise the batch with drawn bits, take the bound of the
-model with drawn noise, and differentiate -mean(bound) with respect to the trainable parameters
-(torch.func). `TrainStep` draws the numbers and runs that one function, through torch.compile
-when asked (the same numbers, faster; if compilation fails it says so once and runs eagerly). Run
-eagerly, the same math goes through ordinary autograd instead (`eager_loss_and_gradients`), which
-is faster than torch.func's transforms without a compiler.
+`train_step` is the step, every line of it, in plain PyTorch: binarise the batch, draw the noise,
+call the family's `objective`, backpropagate, clip, step. It is the reference: what the trainer
+runs is `TrainStep`, the same step made fast, which tests/test_step.py keeps equal to it (bit for
+bit when run eagerly in one process, to float rounding when compiled):
+- compiled: the loss and its gradients as one function (torch.func), through torch.compile (if
+  compilation fails it says so once and runs eagerly); eagerly, ordinary autograd, which is faster
+  than torch.func's transforms without a compiler;
+- in a group of processes, each computes its share of the step's images; the gradients are summed
+  by DistributedDataParallel (eagerly) or by one all_reduce (compiled).
+A step's sums ({"loss", "bound", one per part of the bound}, nats summed over its images) are what
+the epoch adds up into `metrics.jsonl`'s train_elbo, train_recon, train_kl, ...
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import inference
-from ..models import Model, Noise, prior_fixed
+from ..models import Bound, Model, Noise, Terms, prior_fixed
 from ..models.layers import reduced_precision
 from ..runtime.compilation import CompiledOrEager, step_compile_mode
 from ..runtime.processes import SINGLE, Processes, ProcessLost, lost_message
@@ -69,22 +74,59 @@ class Loss(torch.nn.Module):
         super().__init__()
         self.model, self.bound = model, inference.BOUNDS[objective]
 
-    def forward(self, x, y, bits, noise: Noise, kl_weight, scale) -> tuple[torch.Tensor, torch.Tensor]:
-        """(-(what is maximised, weighted by `scale`, summed over the batch) [], the bound summed over the
-        batch []) for images x [batch, C, H, W] and the labels y [m] of the last m of them, or None:
-        the family's `objective` (`Model.objective`) with the --objective bound.
-
-        scale [2]: the weights of an unlabelled and of a labelled image, the same for the whole step
-        on every process, so that the processes' losses add up to the step's: 1 / the step's images
-        for both (the mean over the step), or 1 / its unlabelled and 1 / its labelled images (the
-        mean of each kind, added: `step_scale`)."""
+    def forward(self, x, y, bits, noise: Noise, kl_weight, scale) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(the step's loss [] (`step_loss`), the step's sums (`step_sums`)) for images x [batch, C, H, W]
+        and the labels y [m] of the last m of them, or None: the family's `objective`
+        (`Model.objective`) with the --objective bound; `bits`: the binarisation's, or None."""
         if bits is not None:  # dynamic binarisation: x ~ Bernoulli(gray level), fresh every time
             x = binarize(x, bits)
         with prior_fixed(self.model):  # the VampPrior's pseudo-inputs encoded once per step
             terms = self.model.objective(x, y, noise, self.bound, kl_weight)
-        unknown = x.shape[0] - (0 if y is None else y.shape[0])  # the family keeps the rows in x's order
-        maximised = terms.maximised[:unknown].sum() * scale[0] + terms.maximised[unknown:].sum() * scale[1]
-        return -maximised, terms.bound.detach().sum()
+        return step_loss(terms, 0 if y is None else y.shape[0], scale), step_sums(terms)
+
+
+def step_loss(terms: Terms, labelled: int, scale: torch.Tensor) -> torch.Tensor:
+    """-(what is maximised, weighted by `scale`, summed over the batch): [] from Terms [batch] whose
+    last `labelled` rows are the labelled images (a family keeps the rows in x's order).
+
+    scale [2]: the weights of an unlabelled and of a labelled image, the same for the whole step
+    on every process, so that the processes' losses add up to the step's: 1 / the step's images
+    for both (the mean over the step), or 1 / its unlabelled and 1 / its labelled images (the
+    mean of each kind, added: `step_scale`)."""
+    unknown = terms.maximised.shape[0] - labelled
+    return -(terms.maximised[:unknown].sum() * scale[0] + terms.maximised[unknown:].sum() * scale[1])
+
+
+def step_sums(terms: Terms) -> dict[str, torch.Tensor]:
+    """{"bound": the bound summed over the batch [], and each of its parts ("recon", "kl", ...)
+    summed over the batch []}: nats, no gradient."""
+    return {"bound": terms.bound.detach().sum(), **{name: value.detach().sum() for name, value in terms.parts.items()}}
+
+
+def train_step(model: Model, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor | None,
+               streams: RandomStreams, bound: Bound, samples: int = 1, kl_weight: float = 1.0,
+               dynamic: bool = True, clip_grad_norm: float | None = None,
+               means_apart: bool = False) -> dict[str, torch.Tensor]:
+    """The reference training step on images x [batch, C, H, W] in [0, 1] whose last m come with
+    their labels y [m] (None: no label): the step's sums, {"loss": [], "bound": [], one per part},
+    nats summed over the batch (the loss: nats per image, `step_loss`). `TrainStep` is this, fast.
+    bound: `inference.elbo` or `inference.iw_bound` with `samples` draws per image."""
+    if dynamic:  # x ~ Bernoulli(gray level), fresh every step, from the run's pixel stream
+        x = binarize(x, binarization_bits(x, streams.pixels))
+    labelled = 0 if y is None else y.shape[0]
+    noise = step_noise(model, x.shape[0], labelled, samples, streams.noise, x.device, x.dtype)
+    scale = step_scale(x.shape[0], labelled, means_apart, x.dtype, x.device)
+    weight = torch.full((), kl_weight, dtype=x.dtype, device=x.device)
+    with prior_fixed(model):  # the VampPrior's pseudo-inputs encoded once per step
+        terms = model.objective(x, y, noise, bound, weight)
+    loss = step_loss(terms, labelled, scale)
+    optimizer.zero_grad(set_to_none=False)  # zeros, so that a parameter this step leaves unused still steps
+    loss.backward()
+    if clip_grad_norm is not None:  # the total (Euclidean) norm of all the gradients, at most this
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip_grad_norm,
+                                       foreach=True)
+    optimizer.step()
+    return {"loss": loss.detach(), **step_sums(terms)}
 
 
 def step_scale(images: int, labelled: int, apart: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -127,11 +169,12 @@ def process_share(processes: Processes, x: torch.Tensor, y: torch.Tensor | None,
 
 
 class TrainStep:
-    """Called with a batch (x [batch, C, H, W], y [m]) and the run's random streams, it returns
-    (loss [], bound summed over the batch []) and leaves d loss / d parameter in every trainable
-    parameter's `.grad`, ready for `optimizer.step()`. Loss: -(mean of what is maximised), nats per
-    image: over all the step's images, or with `means_apart` (the labelled-batch plan) over its
-    unlabelled and its labelled images apart, added (`step_scale`).
+    """`train_step` made fast, up to `optimizer.step()`: called with a batch (x [batch, C, H, W],
+    y [m]) and the run's random streams, it returns the step's sums ({"loss": [], "bound": [], one
+    per part}, as `train_step`'s) and leaves d loss / d parameter in every trainable parameter's
+    `.grad`, ready for `optimizer.step()`. Loss: -(mean of what is maximised), nats per image: over
+    all the step's images, or with `means_apart` (the labelled-batch plan) over its unlabelled and
+    its labelled images apart, added (`step_scale`).
 
     It draws the binarisation bits (`pixels` stream) and the noise (`noise` stream) before calling
     `loss_and_gradients`, so the compiled and the eager function consume identical random numbers
@@ -167,7 +210,7 @@ class TrainStep:
                                                forward_sync_buffers=False)
 
     def loss_and_gradients(self, x, y, bits, noise, kl_weight, scale):
-        """({name: d loss / d parameter}, (loss [], bound summed over the batch [])): the whole step's math.
+        """({name: d loss / d parameter}, (loss [], the step's sums)): the whole step's math.
 
         torch.func computes the loss and its gradients as one function, so under torch.compile they
         are one generated program with no autograd graph to record and replay.
@@ -187,13 +230,13 @@ class TrainStep:
         20 ms against 12 ms for a CVAE step at batch 128 on a 2-core CPU.
         """
         with torch.enable_grad():
-            loss, bound_sum = self.loss(x, y, bits, noise, kl_weight, scale)
+            loss, sums = self.loss(x, y, bits, noise, kl_weight, scale)
             gradients = torch.autograd.grad(loss, [p for _, p in self.parameters], allow_unused=True,
                                             materialize_grads=True)
-        return {name: g for (name, _), g in zip(self.parameters, gradients)}, (loss.detach(), bound_sum)
+        return {name: g for (name, _), g in zip(self.parameters, gradients)}, (loss.detach(), sums)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None, streams: RandomStreams,
-                 kl_weight: float = 1.0, regular: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 kl_weight: float = 1.0, regular: bool | None = None) -> dict[str, torch.Tensor]:
         """y [m]: the labels of x's last m images; a family with a classifier sums out the others'.
 
         regular: whether the batch has the epoch's usual shape and goes through the compiled function
@@ -203,13 +246,13 @@ class TrainStep:
         """
         # float32 (the default) walks no modules: this is the hot path
         with nullcontext() if self.precision is None else reduced_precision(self.model, self.precision):
-            loss, bound_sum = self._gradients(x, y, streams, kl_weight, regular)
+            loss, sums = self._gradients(x, y, streams, kl_weight, regular)
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_([p for _, p in self.parameters], self.clip_grad_norm, foreach=True)
-        return loss, bound_sum
+        return {"loss": loss, **sums}
 
-    def _gradients(self, x, y, streams, kl_weight, regular) -> tuple[torch.Tensor, torch.Tensor]:
-        """The step's loss and bound, its gradients left in `.grad` (see `__call__`)."""
+    def _gradients(self, x, y, streams, kl_weight, regular) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The step's loss and sums, its gradients left in `.grad` (see `__call__`)."""
         bits = binarization_bits(x, streams.pixels) if self.dynamic else None
         noise = step_noise(self.model, x.shape[0], 0 if y is None else y.shape[0], self.samples, streams.noise,
                            x.device, x.dtype)
@@ -223,29 +266,29 @@ class TrainStep:
             if not (regular and self.compiled.active):
                 return self._data_parallel(x, y, noise, weight, scale)
         run = self.compiled if regular else self.eager_loss_and_gradients
-        gradients, (loss, bound_sum) = run(x, y, bits, noise, weight, scale)
-        if self.processes.count > 1:  # one all_reduce for the gradients, the loss and the bound
+        gradients, (loss, sums) = run(x, y, bits, noise, weight, scale)
+        if self.processes.count > 1:  # one all_reduce for the gradients, the loss and the sums
             flat = self.processes.sum(torch.cat([gradients[name].reshape(-1) for name, _ in self.parameters]
-                                                + [loss.reshape(1), bound_sum.reshape(1)]))
-            loss, bound_sum = flat[-2], flat[-1]
-            pieces = flat[:-2].split([p.numel() for _, p in self.parameters])
+                                                + [loss.reshape(1)] + [value.reshape(1) for value in sums.values()]))
+            loss, sums = flat[-1 - len(sums)], dict(zip(sums, flat[len(flat) - len(sums):]))
+            pieces = flat[: -1 - len(sums)].split([p.numel() for _, p in self.parameters])
             gradients = {name: piece.view_as(p) for (name, p), piece in zip(self.parameters, pieces)}
         for name, parameter in self.parameters:
             parameter.grad = laid_out_like(gradients[name], parameter)
-        return loss, bound_sum
+        return loss, sums
 
-    def _data_parallel(self, x, y, noise, weight, scale) -> tuple[torch.Tensor, torch.Tensor]:
-        """The step on this process's share through DistributedDataParallel: the whole step's (loss, bound)."""
+    def _data_parallel(self, x, y, noise, weight, scale) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The step on this process's share through DistributedDataParallel: the whole step's (loss, sums)."""
         for _, parameter in self.parameters:
             parameter.grad = None
         count = self.processes.count
         with torch.enable_grad():
-            loss, bound_sum = self.ddp(x, y, None, noise, weight, scale * count)
+            loss, sums = self.ddp(x, y, None, noise, weight, scale * count)
             if x.shape[0] == 0:  # an empty share still takes part in every parameter's all_reduce
                 loss = loss + sum(p.sum() for _, p in self.parameters) * 0
             try:  # the backward pass is where DDP's all_reduces run (gloo reports a lost peer as a RuntimeError)
                 loss.backward()
             except RuntimeError as exc:
                 raise ProcessLost(lost_message(exc)) from None
-        totals = self.processes.sum(torch.stack([loss.detach() / count, bound_sum]))
-        return totals[0], totals[1]
+        totals = self.processes.sum(torch.stack([loss.detach() / count, *sums.values()]))
+        return totals[0], dict(zip(sums, totals[1:]))

@@ -98,8 +98,10 @@ def _restore(training: Training, checkpoint: Checkpoint, device: torch.device) -
         raise RunError(f"{checkpoint.path} holds no random-number state, so training cannot resume from it") from None
     if "partial_step" not in checkpoint.info:
         return None
-    return EpochState(checkpoint.tensors["partial.order"].to(device), checkpoint.info["partial_step"],
-                      checkpoint.tensors["partial.bound_sum"].to(device, torch.float64))
+    sums = {name.removeprefix("partial.").removeprefix("sum.").removesuffix("_sum"): value.to(device, torch.float64)
+            for name, value in checkpoint.tensors.items()  # "partial.bound_sum", "partial.sum.<part>"
+            if name == "partial.bound_sum" or name.startswith("partial.sum.")}
+    return EpochState(checkpoint.tensors["partial.order"].to(device), checkpoint.info["partial_step"], sums)
 
 
 def _open_run(run: RunDir, config: TrainConfig, resume: bool,
@@ -122,7 +124,8 @@ def _open_run(run: RunDir, config: TrainConfig, resume: bool,
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: set[str] | None = None,
-          log: Log = print, progress: bool = True, processes: Processes = SINGLE) -> list[dict]:
+          log: Log = print, progress: bool = True, processes: Processes = SINGLE,
+          between_steps: Callable[[], None] = lambda: None) -> list[dict]:
     """Train a model as `config` says, writing the run directory `out`. Returns the metrics rows.
 
     resume=True continues the run in `out` from its latest checkpoint (or starts it, if it has none).
@@ -134,6 +137,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     arguments and computes its share of every step; process 0 alone reads and writes `out` and
     logs (the others return no rows), and sends the others the config and checkpoint it resumes.
     A run may resume with another number of processes than it started with.
+    `between_steps` is called before every training step (the command line's CPU sharing).
     """
     hold_thread_count()  # MKL computes with torch's thread count: the same seed, the same bits
     run = RunDir(Path(out))
@@ -211,7 +215,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     if warning := precision_warning(config.precision, device):
         log(warning)
     with matmul_precision(config.precision, device):
-        _Epochs(config, run, training, train_data, valid_data, splits.class_names, log, progress, processes).loop(
+        _Epochs(config, run, training, train_data, valid_data, splits.class_names, log, progress, processes,
+                between_steps).loop(
             done_epochs + 1, history, partial)
     return history.rows if processes.main else []
 
@@ -235,10 +240,10 @@ class _Epochs:
 
     def __init__(self, config: TrainConfig, run: RunDir, training: Training, train_data: DeviceSplit,
                  valid_data: DeviceSplit, class_names: tuple[str, ...], log: Log, progress: bool,
-                 processes: Processes = SINGLE):
+                 processes: Processes = SINGLE, between_steps: Callable[[], None] = lambda: None):
         self.config, self.run, self.training, self.log, self.progress = config, run, training, log, progress
         self.train_data, self.valid_data, self.class_names = train_data, valid_data, class_names
-        self.processes = processes
+        self.processes, self.between_steps = processes, between_steps
         self.labelled_batch = config.labelled_batch_size()
         n = train_data.x.shape[0]  # the images of an epoch's steps: the plan's size does not depend on its order
         self.epoch_images = plan_images(batch_plan(torch.arange(n, device=train_data.x.device), train_data.labelled,
@@ -270,24 +275,28 @@ class _Epochs:
             for group in t.optimizer.param_groups:
                 group["lr"] = lr
             try:
-                train_bound, steps = train_epoch(t.step, t.optimizer, self.train_data, config.batch_size,
+                train, steps = train_epoch(t.step, t.optimizer, self.train_data, config.batch_size,
                                                  t.streams, state=partial, should_stop=stop,
                                                  label=f"epoch {epoch}", progress=self.progress,
                                                  kl_weight=config.beta * kl_weight(config.warmup, epoch),
-                                                 labelled_batch=self.labelled_batch)
+                                                 labelled_batch=self.labelled_batch,
+                                                 between_steps=self.between_steps)
             except Stopped as stopped:
                 info = {"epoch": epoch - 1, "best_valid_elbo": history.best, "epochs_since_best": history.since_best,
                         "stopped_early": False, "partial_step": stopped.state.step}
                 with self.processes.agreement("saving the state"):
                     if self.processes.main:
+                        sums = stopped.state.sums
                         self.save_state(info, {"partial.order": stopped.state.order,
-                                               "partial.bound_sum": stopped.state.bound_sum})
+                                               **({"partial.bound_sum": sums["bound"]} if sums else {}),
+                                               **{f"partial.sum.{name}": value for name, value in sums.items()
+                                                  if name != "bound"}})
                 raise self.interrupted(stop, f"in epoch {epoch} after step {stopped.state.step}") from None
             except TrainingDiverged as exc:
                 raise TrainingDiverged(f"{exc}; training stopped, {self.last_good()}") from None
             partial = None
             seconds = time.perf_counter() - started
-            if self.end_of_epoch(epoch, history, train_bound, steps, seconds, images_before):
+            if self.end_of_epoch(epoch, history, train, steps, seconds, images_before):
                 break
             if config.time_limit is not None and self.processes.main_decides(
                     time.perf_counter() - began >= 60 * config.time_limit):
@@ -298,9 +307,10 @@ class _Epochs:
             if stop(force=True):
                 raise self.interrupted(stop, f"after epoch {epoch}")
 
-    def end_of_epoch(self, epoch: int, history: _History, train_bound: float, steps: int, seconds: float,
+    def end_of_epoch(self, epoch: int, history: _History, train: dict[str, float], steps: int, seconds: float,
                      images_before: int) -> bool:
-        """Validate, log, write the epoch's files and checkpoint; True if training stops early."""
+        """Validate, log, write the epoch's files and checkpoint; True if training stops early.
+        train: the epoch's means per image of the training bound and its parts (`train_epoch`)."""
         config, model = self.config, self.training.model
         valid = validate(model, self.valid_data, processes=self.processes)
         if not all(math.isfinite(v) for v in valid.values()):
@@ -309,8 +319,9 @@ class _Epochs:
         improved = valid["elbo"] > history.best
         history.best, history.since_best = (valid["elbo"], 0) if improved else (history.best, history.since_best + 1)
         stop_early = config.patience > 0 and history.since_best >= config.patience
-        row = {"epoch": epoch, config.bound_key: train_bound, **{f"valid_{name}": value for name, value in
-                                                                valid.items() if name != "accuracy"},
+        row = {"epoch": epoch, config.bound_key: train["bound"],
+               **{f"train_{name}": value for name, value in train.items() if name != "bound"},
+               **{f"valid_{name}": value for name, value in valid.items() if name != "accuracy"},
                "seconds": seconds, "samples_per_second": (self.epoch_images - images_before) / seconds,
                "steps": (history.rows[-1]["steps"] if history.rows else 0) + steps,
                "lr": self.training.optimizer.param_groups[0]["lr"],
@@ -337,7 +348,7 @@ class _Epochs:
                                    f"{self.run.path} --resume") from None
                 self.save_state(info)
         parts = ", ".join(f"{name} {value:.2f}" for name, value in valid.items() if name not in ("elbo", "accuracy"))
-        self.log(f"epoch {epoch:3d}  train {config.bound_name} {train_bound:8.2f}  valid ELBO {valid['elbo']:8.2f} "
+        self.log(f"epoch {epoch:3d}  train {config.bound_name} {train['bound']:8.2f}  valid ELBO {valid['elbo']:8.2f} "
                  f"({parts})  "
                  + (f"accuracy {100 * valid['accuracy']:.2f}%  " if "accuracy" in valid else "")
                  + f"{seconds:5.1f} s  "
