@@ -108,17 +108,19 @@ def test_the_shares_of_a_step_sum_to_the_whole_steps_bound_and_gradient(model, l
                           else torch.full((2,), 1 / n, dtype=torch.float64))
 
     def gradients(*arguments):
-        total, bound = loss(*arguments, weight, scale)
-        return torch.autograd.grad(total, list(loss.parameters()), allow_unused=True, materialize_grads=True), bound
+        total, sums = loss(*arguments, weight, scale)
+        return torch.autograd.grad(total, list(loss.parameters()), allow_unused=True, materialize_grads=True), sums
 
-    whole, whole_bound = gradients(x, y, None, noise)
+    whole, whole_sums = gradients(x, y, None, noise)
     shares = []
     for rank in range(3):
         x_r, y_r, noise_r = process_share(Processes(rank, 3), x, y, noise)
         shares.append(gradients(x_r, y_r, None, noise_r))
     for index, expected in enumerate(whole):
         torch.testing.assert_close(sum(share[0][index] for share in shares), expected, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(sum(share[1] for share in shares), whole_bound, rtol=1e-10, atol=1e-10)
+    assert {"bound", "recon"} <= whole_sums.keys()  # the bound and its parts
+    for name, expected in whole_sums.items():
+        torch.testing.assert_close(sum(share[1][name] for share in shares), expected, rtol=1e-10, atol=1e-10)
 
 
 def test_a_process_with_no_image_of_a_short_step_computes_nothing():

@@ -199,3 +199,17 @@ def test_the_public_import_paths_page_lists_what_each_path_gives():
         assert [name for name in sorted(listed) if not hasattr(module, name)] == [], path
         if hasattr(module, "__all__"):
             assert listed == set(module.__all__), path
+
+
+def test_the_training_guide_shows_the_step_as_it_is():
+    """The guide's listing of the step is the body of `train_step`, line for line."""
+    import inspect
+    import textwrap
+
+    from vaelab.training.step import train_step
+
+    source = inspect.getsource(train_step)
+    body = textwrap.dedent(source.split('"""', 2)[2])
+    guide = (DOCS / "guides" / "training.md").read_text()
+    listing = re.search(r"as vaelab runs it,\n\n```python\n(.*?)```", guide, flags=re.S).group(1)
+    assert listing.strip() == body.strip()

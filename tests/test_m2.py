@@ -187,15 +187,15 @@ def test_each_labelled_image_is_seen_once_per_epoch():
         assert labelled[index[len(index) - known :]].all() and not labelled[index[: len(index) - known]].any()
     shares = [b.labelled for b in plan]
     assert len(plan) == 16 and set(shares) == {9, 10}  # every step carries an even share of the labels
-    assert [len(b.index) - b.labelled for b in plan[:-1]] == [54] * 15 and not plan[-1].regular
+    assert [len(b.index) - b.labelled for b in plan[:-1]] == [54] * 15 and not plan[-1].full_size
     assert len(plan[-1].index) - plan[-1].labelled == 850 - 15 * 54  # the short last step
-    assert all(b.regular for b in plan[:-1])
+    assert all(b.full_size for b in plan[:-1])
     # the order decides which images share a step: a resumed epoch rebuilds the same plan
     assert all(torch.equal(a.index, b.index) for a, b in zip(plan, batch_plan(order, labelled, batch)))
     # every label known: the plain consecutive batches
     plain = batch_plan(order, None, batch)
     assert all(len(b.index) == b.labelled for b in plain) and torch.equal(torch.cat([b.index for b in plain]), order)
-    assert [b.regular for b in plain] == [True] * 15 + [False]
+    assert [b.full_size for b in plain] == [True] * 15 + [False]
 
 
 BAD_LABELS = [
@@ -306,7 +306,7 @@ def test_a_labelled_batch_rides_in_every_step_and_every_unlabelled_image_comes_o
     known = order[labelled[order]]
     taken = torch.cat([b.index[-40:] for b in plan])
     assert torch.equal(taken, known[torch.arange(560) % labels])
-    assert [b.regular for b in plan] == [True] * 13 + [False] and len(plan[-1].index) == 850 - 13 * 64 + 40
+    assert [b.full_size for b in plan] == [True] * 13 + [False] and len(plan[-1].index) == 850 - 13 * 64 + 40
     # with fewer labels than the labelled batch... all of them in every step
     every = batch_plan(order, labelled, batch, labelled_batch=labels)
     assert all(sorted(b.index[-labels:].tolist()) == sorted(known.tolist()) for b in every)

@@ -350,15 +350,14 @@ def test_it_samples_and_gets_its_report(trained, tmp_path):
         assert description in page  # the epoch table's caption and the test table name every part
     kls = [name for name in words if name != "recon"]
     assert kls == (["kl"] if family == "planar-flow" else ["kl_z1", "kl_z2"])
-    for name in kls:  # a column of the epoch table and a panel of the curves per latent's KL
-        assert f"<th>validation {name}</th>" in page
+    for name in kls:  # columns of the epoch table and a panel of the curves per latent's KL
+        assert f"<th>validation {name}</th>" in page and f"<th>training {name}</th>" in page
     assert ("planar-flow steps" if family == "planar-flow" else "two stochastic layers") in page  # its equations
     from vaelab import pictures
 
     figure = pictures.curves_figure(loaded.metrics, loaded.config.bound_key, loaded.config.bound_name, words)
     titles = [axes.get_title().split("\n")[0] for axes in figure.axes]
-    assert titles == ["Lower bound per epoch (higher is better)", "validation recon",
-                      *(f"validation {name}" for name in kls)]
+    assert titles == ["Lower bound per epoch (higher is better)", "recon", *kls]  # validation and training
     match = re.search(r'<img src="data:image/png;base64,([^"]+)" width="(\d+)" height="(\d+)" alt="The bound per '
                       r'epoch', page)
     assert match, "the page has no curves figure"

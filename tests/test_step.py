@@ -20,6 +20,7 @@ CASES = {
     "vae, IWAE bound, 3 samples, clipped": dict(SMALL, model="vae", objective="iwae", samples=3, clip_grad_norm=1.0),
     "VampPrior": dict(SMALL, prior="vamp", pseudo_inputs=10),
     "m2, labelled batch apart": dict(SMALL, model="m2", labels=100, latent_dim=4),
+    "adgm, labelled batch apart": dict(SMALL, model="adgm", labels=100, latent_dim=4, aux_dim=4),
 }
 
 
@@ -37,7 +38,7 @@ def test_the_trainer_step_is_the_reference_step_bit_for_bit(case, mnist_raw):
     apart = config.labelled_batch_size() > 0
     streams, reference_streams = RandomStreams.seeded(5, "cpu"), RandomStreams.seeded(5, "cpu")
     for step_number in range(3):  # Adam's second and third steps read the moments the first wrote
-        fast = training.step(x, y, streams, kl_weight=0.5, regular=False)
+        fast = training.step(x, y, streams, kl_weight=0.5, full_size=False)
         training.optimizer.step()
         plain = train_step(reference, reference_optimizer, x, y, reference_streams, BOUNDS[config.objective],
                            config.samples, 0.5, True, config.clip_grad_norm, apart)
@@ -55,7 +56,7 @@ def test_a_step_returns_the_bound_with_its_parts(mnist_raw):
     config = make_config(SMALL)
     training = new_training(config, torch.device("cpu"), dynamic=True, compile=False)
     data = DeviceSplit.from_split(make_splits(mnist_raw, limit_train=100).train, torch.device("cpu"))
-    sums = training.step(data.x[:50], data.y[:50], RandomStreams.seeded(1, "cpu"), regular=False)
+    sums = training.step(data.x[:50], data.y[:50], RandomStreams.seeded(1, "cpu"), full_size=False)
     assert set(sums) == {"loss", "bound", "recon", "kl"}
     torch.testing.assert_close(sums["bound"], sums["recon"] - sums["kl"])
     torch.testing.assert_close(sums["loss"], -sums["bound"] / 50)  # kl_weight 1: the loss is -(mean bound)

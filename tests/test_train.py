@@ -113,8 +113,8 @@ def test_non_finite_loss_stops_training_with_a_message(tmp_path, mnist_raw, monk
     real = step_module.Loss.forward
 
     def poisoned(self, *args):
-        loss, bound = real(self, *args)
-        return loss * float("nan"), bound * float("nan")
+        loss, sums = real(self, *args)
+        return loss * float("nan"), {name: value * float("nan") for name, value in sums.items()}
 
     monkeypatch.setattr(step_module.Loss, "forward", poisoned)
     with pytest.raises(TrainingDiverged, match=r"non-finite in epoch 1 at step 1 of the epoch; training stopped, no checkpoint was written yet"):

@@ -1,7 +1,7 @@
 """Training settings: each one defined once, in `TrainConfig`'s fields, read from defaults < TOML file < flags.
 
 A field's `setting(...)` holds its type, default, allowed values, limits and help; the dataclass,
-the TOML reader, the command line's flags (`cli.py`) and the validation all come from it. Sizes and
+the TOML reader, the command line's flags (`cli/arguments.py`) and the validation all come from it. Sizes and
 counts have upper limits, so a typo cannot ask for terabytes.
 """
 
@@ -241,10 +241,10 @@ def flags_table(settings: dict[str, Setting], defaults: dict[str, object]) -> st
         return f"`{value}`"
 
     rows = ["| flag | default | allowed | what | may change on `--resume` |", "|---|---|---|---|---|"]
-    for name, s in settings.items():
-        name_flag = f"`{flag(name)}` / `--no-{flag(name)[2:]}`" if s.kind is bool else f"`{flag(name)}`"
-        rows.append(f"| {name_flag} | {shown(defaults[name])} | {cell(s.allowed())} | {cell(s.help)} | "
-                    f"{'yes' if s.changes_on_resume else 'no'} |")
+    for name, declared in settings.items():
+        name_flag = f"`{flag(name)}` / `--no-{flag(name)[2:]}`" if declared.kind is bool else f"`{flag(name)}`"
+        rows.append(f"| {name_flag} | {shown(defaults[name])} | {cell(declared.allowed())} | {cell(declared.help)} | "
+                    f"{'yes' if declared.changes_on_resume else 'no'} |")
     return "\n".join(rows) + "\n"
 
 
@@ -262,42 +262,42 @@ def check_value(name: str, value, limits: bool = True):
 
     limits=False skips the upper limits on sizes and counts (for a stored config, see `runs.stored_config`).
     """
-    s = SETTINGS[name]
-    if value is None and s.optional:
+    declared = SETTINGS[name]
+    if value is None and declared.optional:
         return None
-    if s.options() is not None:
-        if not isinstance(value, str) or value not in s.options():
-            raise _fail(name, value, s.allowed())
+    if declared.options() is not None:
+        if not isinstance(value, str) or value not in declared.options():
+            raise _fail(name, value, declared.allowed())
         return value
-    if s.kind is bool:
+    if declared.kind is bool:
         if not isinstance(value, bool):
-            raise _fail(name, value, s.allowed())
+            raise _fail(name, value, declared.allowed())
         return value
-    if s.kind is int:
-        if not _whole(value, s, limits):
-            raise _fail(name, value, s.allowed())
+    if declared.kind is int:
+        if not _whole(value, declared, limits):
+            raise _fail(name, value, declared.allowed())
         return value
-    if s.kind is float:
+    if declared.kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not s.minimum < value <= s.maximum:
-            raise _fail(name, value, s.allowed())
+                or not declared.minimum < value <= declared.maximum:
+            raise _fail(name, value, declared.allowed())
         return float(value)
-    if s.kind is tuple:
+    if declared.kind is tuple:
         if isinstance(value, str):
             parts = [part.strip() for part in value.split(",") if part.strip()]
             try:
                 value = [int(part) for part in parts]
             except ValueError:
-                raise _fail(name, ",".join(parts), s.allowed()) from None
+                raise _fail(name, ",".join(parts), declared.allowed()) from None
         if not isinstance(value, (list, tuple)) or not value or len(value) > 1000 or \
-                not all(_whole(v, s, limits) for v in value):
-            raise _fail(name, value, s.allowed())
+                not all(_whole(v, declared, limits) for v in value):
+            raise _fail(name, value, declared.allowed())
         return tuple(value)
     if not isinstance(value, str) or not value:
-        raise _fail(name, value, s.allowed())
+        raise _fail(name, value, declared.allowed())
     if name == "dataset" and value not in DATASETS:
         if not is_user_dataset(value):
-            raise _fail(name, value, s.allowed())
+            raise _fail(name, value, declared.allowed())
         return str(Path(value).expanduser().resolve())  # the run directory works from any folder
     if name in FOLDERS:
         return str(Path(value).expanduser().resolve())
@@ -312,7 +312,7 @@ def check_consistency(config: TrainConfig) -> None:
                           "or continuous-bernoulli with {binarize} none")
     if "likelihood" in taken and config.likelihood != "bernoulli" and config.binarize != "none":
         raise VaelabError(f"{{likelihood}} {config.likelihood} models grayscale pixels: use it with {{binarize}} none")
-    if getattr(FAMILIES[config.model], "binary_pixels", False) and config.binarize == "none":
+    if FAMILIES[config.model].binary_pixels and config.binarize == "none":
         raise VaelabError(f"{{model}} {config.model} models binarised pixels (Bernoulli): use {{binarize}} dynamic "
                           "or static")
     defaults = TrainConfig()
@@ -329,7 +329,7 @@ def check_consistency(config: TrainConfig) -> None:
                               "{latent_dims}, or a hierarchy with {posterior} gaussian")
     if "inference" in taken and len(layers) < 2 and config.inference != defaults.inference:
         raise VaelabError("{inference} is how a hierarchy is inferred: use it with {latent_dims} of two or more sizes")
-    offered = getattr(FAMILIES[config.model], "priors", PRIORS)
+    offered = FAMILIES[config.model].priors
     if "prior" in taken and config.prior not in offered:
         raise VaelabError(f"{{model}} {config.model} takes {{prior}} " + " or ".join(offered) + f", not {config.prior}")
     if "prior" in taken and config.prior == "flow" and layers[-1] < 2:
@@ -341,11 +341,11 @@ def check_consistency(config: TrainConfig) -> None:
         inferring = " or ".join(name for name, family in FAMILIES.items() if hasattr(family, "classifier"))
         raise VaelabError(f"{{labels}} needs a model that infers missing labels ({{model}} {inferring}); {{model}} "
                           f"{config.model} trains on every label: drop {{labels}}")
-    for name, s in SETTINGS.items():
-        if s.group == "model" and name != "model" and name not in taken and getattr(config, name) != getattr(defaults, name):
+    for name, declared in SETTINGS.items():
+        if declared.group == "model" and name != "model" and name not in taken and getattr(config, name) != getattr(defaults, name):
             raise VaelabError(f"{{model}} {config.model} does not take {{{name}}}: drop it (its settings: "
                               + ", ".join("{" + n + "}" for n in taken) + ")")
-    trains_with = getattr(FAMILIES[config.model], "objectives", OBJECTIVES)
+    trains_with = FAMILIES[config.model].objectives
     if config.objective not in trains_with:
         raise VaelabError(f"{{model}} {config.model} trains with {{objective}} " + " or ".join(trains_with)
                           + f", not {config.objective}")

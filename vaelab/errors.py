@@ -10,7 +10,7 @@ Library users catch VaelabError (RunFailed is one). Anything else that escapes i
 
 A message names a setting or an option as {name} ("{latent_dim} 'forty' is not allowed"): the
 message, `str(error)`, shows the name as it is (latent_dim, as a TOML file or the API spells it),
-and the command line shows its flag (--latent-dim: `VaelabError.worded`, called by `cli.py`).
+and the command line shows its flag (--latent-dim: `VaelabError.worded`, called by `cli/commands.py`).
 """
 
 import re

@@ -1,14 +1,15 @@
 """The command line's grammar: every command's flags, their types and limits (`build_parser`).
 
 A usage error is one line that says where to find help, and exit code 2. The training flags come
-from the settings themselves (`config.SETTINGS`); what each command does is in `cli.py`.
+from the settings themselves (`config.SETTINGS`); what each command does is in `commands.py`.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ..config import GROUPS, SETTINGS, TrainConfig, flag
+from ..api import CHECKPOINTS
+from ..config import DEVICES, GROUPS, SETTINGS, TrainConfig, flag
 from ..models import FAMILIES, family_settings
 from ..runtime.compilation import COMPILE_MODES
 
@@ -111,9 +112,9 @@ def build_parser() -> ArgumentParser:
                           help="importance samples K per image")
     evaluate.add_argument("--class-samples", type=_count(MAX_IW_SAMPLES), help="CVAE: samples per class for log p(x) "
                           "and accuracy (default K/10)")
-    evaluate.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+    _checkpoint_flag(evaluate)
     evaluate.add_argument("--seed", type=_seed, default=0)
-    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _device_flag(evaluate)
     evaluate.add_argument("--compile", default="auto", choices=COMPILE_MODES,
                           help="evaluate the importance weights through torch.compile (auto: for large K)")
     evaluate.add_argument("--ais", type=_count(MAX_AIS_STEPS), metavar="STEPS",
@@ -138,29 +139,29 @@ def build_parser() -> ArgumentParser:
     sample.add_argument("--digit", type=_class, help="class-conditional: only this class")
     sample.add_argument("-n", type=_count(MAX_IMAGES), default=64, help="without classes: number of images")
     sample.add_argument("--seed", type=_seed, default=0)
-    sample.add_argument("--checkpoint", default="best", choices=("best", "latest"))
-    sample.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _checkpoint_flag(sample)
+    _device_flag(sample)
 
     reconstruct = commands.add_parser("reconstruct", help="test images above their reconstructions")
     reconstruct.add_argument("run", help="run directory")
     reconstruct.add_argument("-o", "--output", required=True, help="PNG file to write")
     reconstruct.add_argument("-n", type=_count(MAX_IMAGES), default=10, help="number of test images")
     reconstruct.add_argument("--seed", type=_seed, default=0, help="which test images (random choice)")
-    reconstruct.add_argument("--checkpoint", default="best", choices=("best", "latest"))
-    reconstruct.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _checkpoint_flag(reconstruct)
+    _device_flag(reconstruct)
     report = commands.add_parser("report", help="an HTML (and PDF) report of one or more runs")
     report.add_argument("runs", nargs="+", help="run directories; several get a comparison section")
     report.add_argument("-o", "--output", required=True, help="HTML file to write")
     report.add_argument("--pdf", help="also write this PDF file")
     report.add_argument("--title", help="the report's title")
-    report.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _device_flag(report)
 
     explore = commands.add_parser("explore", help="a local web page to move through trained models' z (the "
                                   "explore extra)")
     explore.add_argument("runs", nargs="+", help="run directories; several are shown side by side")
     explore.add_argument("--port", type=_port, default=8765, help="port to serve on (8765)")
     explore.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1: this machine only)")
-    explore.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _device_flag(explore)
 
     study = commands.add_parser("study", help="train and compare VAEs of several latent sizes (k = 3 against k = 20), one report")
     study.add_argument("--out", required=True, help="folder for the runs and the report")
@@ -170,9 +171,19 @@ def build_parser() -> ArgumentParser:
     study.add_argument("--iw-samples", type=_count(MAX_IW_SAMPLES), default=1000, help="importance samples K (1000)")
     study.add_argument("--limit-train", type=_int, help="only the first N training images")
     study.add_argument("--seed", type=_seed, default=0)
-    study.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _device_flag(study)
     study.add_argument("--no-progress", action="store_true")
     return parser
+
+
+def _device_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--device", default="auto", choices=DEVICES,
+                         help="where to compute: auto (a CUDA GPU if there is one), cpu or cuda")
+
+
+def _checkpoint_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--checkpoint", default="best", choices=CHECKPOINTS,
+                         help="the run's best checkpoint (by validation ELBO) or its latest")
 
 
 def _int_list(text: str) -> tuple[int, ...]:

@@ -136,7 +136,6 @@ def cmd_evaluate(args, session: Session) -> int:
 
 def cmd_sample(args, session: Session) -> int:
     from ..api import load_run
-    from ..models import pixel_words
     from ..pictures import save_sample_grid
 
     run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
@@ -146,7 +145,7 @@ def cmd_sample(args, session: Session) -> int:
         rows = sorted(set(labels.tolist()))
     else:
         columns, rows = min(8, args.n), None
-    title = f"{run.config.model.upper()} samples, epoch {run.epoch} ({pixel_words(run.model)})"
+    title = f"{run.config.model.upper()} samples, epoch {run.epoch} ({run.model.pixel_words})"
     _write_figure(args.output, lambda path: save_sample_grid(path, images, columns, rows, run.class_names, title))
     return 0
 
@@ -155,7 +154,6 @@ def cmd_reconstruct(args, session: Session) -> int:
     import numpy as np
 
     from ..api import load_run
-    from ..models import code_words, pixel_words
     from ..pictures import save_reconstructions
 
     run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
@@ -164,7 +162,7 @@ def cmd_reconstruct(args, session: Session) -> int:
     x = test.x[pick].cpu().numpy()
     means = run.reconstruct(x, test.y[pick].cpu().numpy())
     title = (f"{run.config.model.upper()} reconstructions, epoch {run.epoch} "
-             f"({pixel_words(run.model)} of p(x | z = {code_words(run.model)}))")
+             f"({run.model.pixel_words} of p(x | z = {run.model.code_words}))")
     _write_figure(args.output, lambda path: save_reconstructions(path, x, means, title))
     return 0
 

@@ -3,10 +3,27 @@ batch, and per-image figures summed by name into means."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from ..runtime.processes import SINGLE, Processes
+
+
+def shared_batches(images: int, batch_size: int, processes: Processes = SINGLE) -> list[tuple[int, slice]]:
+    """This process's batches of `images` images taken `batch_size` at a time: [(batch number b,
+    the slice of its images)], those `processes.rows` gives it, in order. A process without a batch
+    of its own gets one empty batch, (0, slice(0, 0)): it still adds its (empty) figures, so that
+    every process takes part in every sum (`NamedSums.means`)."""
+    count = math.ceil(images / batch_size)
+    mine = range(count)[processes.rows(count)]
+    return [(b, slice(b * batch_size, min(images, (b + 1) * batch_size))) for b in mine] or [(0, slice(0, 0))]
+
+
+def images_in(batches: list[tuple[int, slice]]) -> int:
+    """How many images `shared_batches`'s batches hold."""
+    return sum(rows.stop - rows.start for _, rows in batches)
 
 
 def chunk_generator(seed: int, chunk: int, device: torch.device | str) -> torch.Generator:

@@ -22,7 +22,7 @@ from ..runtime.devices import DeviceSplit
 from ..runtime.precision import in_float32
 from ..runtime.processes import SINGLE, Processes
 from . import annealing, bounds, importance
-from .batches import NamedSums, chunk_generator
+from .batches import NamedSums, chunk_generator, images_in, shared_batches
 
 ROWS_PER_CHUNK = 4096  # images x samples decoded at once: big enough for fast matmuls, small enough for the caches
 COMPILE_FROM = 2_000_000  # decoder evaluations from which torch.compile's start-up (about 15 s) pays off
@@ -77,15 +77,13 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
     compiled = use_compile(compile, evaluations, COMPILE_FROM)
     log_weights = bounds.make_log_weights(model, compile=compiled)
     started = time.perf_counter()
-    batches = range(math.ceil(n / batch_size))
-    mine = batches[processes.rows(len(batches))]
-    with tqdm(total=min(n, len(mine) * batch_size), desc="evaluate", unit="img", disable=not progress,
+    batches = shared_batches(n, batch_size, processes)
+    with tqdm(total=images_in(batches), desc="evaluate", unit="img", disable=not progress,
               dynamic_ncols=True) as bar:
-        for batch in mine or range(0, 1):  # a process without a batch takes an empty one
+        for batch, rows in batches:
             between_batches()
-            start, generator = batch * batch_size, chunk_generator(seed, batch, device)
-            stop = start + batch_size if batch in mine else start
-            x, y = data.x[start:stop], data.y[start:stop]
+            generator = chunk_generator(seed, batch, device)
+            x, y = data.x[rows], data.y[rows]
             terms = bounds.elbo(model, x, y, bounds.draw_noise(model, 1, x.shape[0], generator, device, x.dtype))
             figures = {"elbo": terms.bound, **terms.parts}
             if labelled:  # the true class's first class_samples draws serve its per-class estimate
@@ -108,7 +106,7 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
     if labelled:
         result["class_samples"] = class_samples
     if isinstance(model, Classifies):
-        result.update(classifier_terms(model, data, batch_size, seed, len(batches), processes))
+        result.update(classifier_terms(model, data, batch_size, seed, math.ceil(n / batch_size), processes))
     if ais is not None:
         images = min(ais_images or n, n)
         passes = ais.chains * (model.num_classes if labelled else 1) * ais.steps * ais.leapfrog
@@ -134,12 +132,8 @@ def classifier_terms(model, data: DeviceSplit, batch_size: int, seed: int, first
     device = data.x.device
     sums = NamedSums()
     confusion = torch.zeros(model.num_classes, model.num_classes, dtype=torch.int64, device=device)
-    batches = range(math.ceil(data.x.shape[0] / batch_size))
-    mine = batches[processes.rows(len(batches))]
-    for batch in mine or range(0, 1):  # a process without a batch takes an empty one
-        start = batch * batch_size
-        stop = start + batch_size if batch in mine else start
-        x, y = data.x[start:stop], data.y[start:stop]
+    for batch, rows in shared_batches(data.x.shape[0], batch_size, processes):
+        x, y = data.x[rows], data.y[rows]
         noise = bounds.draw_noise(model, 1, x.shape[0], chunk_generator(seed, first_chunk + batch, device),
                                       device, x.dtype, labelled=False)
         terms = model.objective(x, None, Noise(noise, None), bounds.elbo)
@@ -179,16 +173,12 @@ def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, 
     device = data.x.device
     log_weights = bounds.make_log_weights(model, compile=compile)
     sums, schedule = NamedSums(), None
-    batches = range(math.ceil(n / batch_size))
-    mine = batches[processes.rows(len(batches))]
+    batches = shared_batches(n, batch_size, processes)
     started = time.perf_counter()
-    with tqdm(total=min(n, len(mine) * batch_size), desc="AIS", unit="img", disable=not progress,
-              dynamic_ncols=True) as bar:
-        for batch in mine or range(0, 1):  # a process without a batch takes an empty one
+    with tqdm(total=images_in(batches), desc="AIS", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for batch, rows in batches:
             between_batches()
-            start = batch * batch_size
-            stop = min(n, start + batch_size) if batch in mine else start
-            x, y = data.x[start:stop], data.y[start:stop]
+            x, y = data.x[rows], data.y[rows]
             generator = chunk_generator(seed, AIS_STREAM + batch, device)
             if not x.shape[0]:  # a process without a batch adds empty figures
                 names = ["log_likelihood", "variance", *(("log_likelihood_marginal", "variance_marginal", "accuracy")
@@ -253,14 +243,12 @@ def bdmc_terms(model: Model, count: int, settings: annealing.AisSettings, seed: 
     device = next(model.parameters()).device
     log_weights = bounds.make_log_weights(model, compile=compile)
     sums = NamedSums()
-    batches = range(math.ceil(count / batch_size))
-    mine = batches[processes.rows(len(batches))]
+    batches = shared_batches(count, batch_size, processes)
     started = time.perf_counter()
-    with tqdm(total=min(count, len(mine) * batch_size), desc="BDMC", unit="img", disable=not progress,
-              dynamic_ncols=True) as bar:
-        for batch in mine or range(0, 1):
+    with tqdm(total=images_in(batches), desc="BDMC", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for batch, rows in batches:
             between_batches()
-            size = min(batch_size, count - batch * batch_size) if batch in mine else 0
+            size = rows.stop - rows.start
             if not size:  # a process without a batch adds empty figures
                 sums.add({name: torch.zeros(0, device=device) for name in
                           ("lower", "upper", "forward_acceptance", "reverse_acceptance")})

@@ -18,16 +18,21 @@ from .base import Family
 from .families import CVAE, FAMILIES, M2, POSTERIORS, VAE
 from .latents import INFERENCES
 from .interface import (Bound, ClassConditional, Classifies, DataFacts, Densities, FixesPrior, Model, Noise,
-                        Simulated, Simulates, Terms, class_conditional, code_words, pixel_words, prior_fixed)
+                        Simulated, Simulates, Terms, class_conditional, prior_fixed)
+from .interface import FAMILY_MEMBERS
 from .likelihoods import LIKELIHOODS, decoder_mean, mean_words
 from .networks import ACTIVATIONS, NETWORKS, ConditionalLinear, ReLU
 from .priors import PRIORS, GaussianMixture, analytic_kl, describe_prior, rsample
 
 
 def register_family(name: str, family: type) -> None:
-    """Make `family` the choice `--model name`: a class with the members of `Model`, a
-    `for_data(data: DataFacts, **settings)` constructor and `settings`, the names of the settings
-    it takes (see `Family`)."""
+    """Make `family` the choice `--model name`: a class with the members of `Model` (`Family`
+    gives the defaults of what a family declares) and a `for_data(data: DataFacts, **settings)`
+    constructor. A class that lacks one raises TypeError naming them."""
+    missing = [member for member in ("for_data", *FAMILY_MEMBERS) if not hasattr(family, member)]
+    if missing:
+        raise TypeError(f"family {name!r} ({family.__name__}) lacks {', '.join(sorted(missing))}: build it on "
+                        "vaelab.models.Family, which gives the defaults")
     FAMILIES[name] = family
 
 
@@ -35,7 +40,7 @@ def family_settings(family: str) -> tuple[str, ...]:
     """The names of the settings family `family` (--model) takes."""
     if family not in FAMILIES:
         raise ValueError(f"unknown model {family!r}; choose one of {', '.join(FAMILIES)}")
-    return tuple(getattr(FAMILIES[family], "settings", ()))
+    return tuple(FAMILIES[family].settings)
 
 
 def build_model(family: str, image_shape: tuple[int, int, int], num_classes: int, train_images: int | None = None,
@@ -61,6 +66,6 @@ register_family("adgm", ADGM)
 
 __all__ = ["ACTIVATIONS", "ADGM", "CVAE", "FAMILIES", "GaussianMixture", "INFERENCES", "LIKELIHOODS", "M2", "NETWORKS", "POSTERIORS", "PRIORS", "VAE",
            "Bound", "ClassConditional", "Classifies", "ConditionalLinear", "DataFacts", "Densities", "Family", "FixesPrior", "Model",
-           "Noise", "ReLU", "Simulated", "Simulates", "Terms", "analytic_kl", "build_model", "class_conditional", "code_words", "decoder_mean",
-           "describe_prior", "family_settings", "mean_words", "pixel_words", "prior_fixed", "register_family",
+           "Noise", "ReLU", "Simulated", "Simulates", "Terms", "analytic_kl", "build_model", "class_conditional", "decoder_mean",
+           "describe_prior", "family_settings", "mean_words", "prior_fixed", "register_family",
            "rsample"]

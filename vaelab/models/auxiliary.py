@@ -24,15 +24,15 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-from .base import Family, class_weights, join_terms
+from .base import Family, class_weights, labelled_and_unlabelled, with_label
 from .families import default_alpha
 from .flows import InverseAutoregressiveFlow, RealNVP
-from .latents import loc_scale
 from .interface import Bound, DataFacts, Densities, Noise, Simulated, Terms
+from .latents import loc_scale
 from .layers import ACTIVATIONS, ConditionalLinear, Dense, Network
 from .likelihoods import pixel_distribution
 from .mlp import MLPDecoder
-from .priors import HALF_LOG_TWO_PI, gaussian_kl, gaussian_log_density, rsample
+from .priors import gaussian_kl, gaussian_log_density, rsample, standard_log_density
 
 
 class Joined(Network):
@@ -74,11 +74,6 @@ class Joined(Network):
 
     def compute(self, first: torch.Tensor, *others: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.finish(self.head(first, y), *others)
-
-
-def standard_log_density(z: torch.Tensor) -> torch.Tensor:
-    """log N(z; 0, I) summed over the last dimension: [...], nats."""
-    return -(0.5 * z.pow(2) + HALF_LOG_TWO_PI).sum(-1)
 
 
 class ADGM(Family):
@@ -206,23 +201,17 @@ class ADGM(Family):
 
         The parts are recon, kl (of z), kl_a and label_kl, with bound = recon - kl - kl_a - label_kl:
         where y is seen label_kl = -log π_y, where not E_q(a|x)[KL(q(y | a, x) ‖ π)]."""
-        known = 0 if y is None else y.shape[0]
-        unknown = x.shape[0] - known
-        pieces = []
-        if unknown:
-            pieces.append(self._unlabelled(x[:unknown], noise.unlabelled, kl_weight))
-        if known:
-            x_l = x[unknown:]
-            terms = bound(self, x_l, y, noise.labelled, kl_weight)
-            log_pi = self.class_log_prior()[y]
+        def labelled(x_l, y, noise_l):
+            terms, log_pi = bound(self, x_l, y, noise_l, kl_weight), self.class_log_prior()[y]
             flat = x_l.flatten(-3)
             mu_a, sigma_a = self._aux(flat)
-            a = mu_a + sigma_a * noise.labelled[..., : self.aux_dim]  # the draws the bound took
+            a = mu_a + sigma_a * noise_l[..., : self.aux_dim]  # the draws the bound took
             log_q = torch.log_softmax(self.classifier_net(flat, a), dim=-1).gather(-1, y.expand(a.shape[0], -1)[..., None])
             log_q_mean = torch.logsumexp(log_q[..., 0], dim=0) - math.log(a.shape[0])  # log mean_s q(y | a_s, x)
-            pieces.append(Terms(maximised=terms.maximised + log_pi + self.alpha * log_q_mean,
-                                bound=terms.bound + log_pi, parts={**terms.parts, "label_kl": -log_pi}))
-        return join_terms(pieces, x)
+            return with_label(terms, log_pi, log_q_mean, self.alpha)
+
+        return labelled_and_unlabelled(x, y, noise, lambda x_u, noise_u: self._unlabelled(x_u, noise_u, kl_weight),
+                                       labelled)
 
     def _unlabelled(self, x: torch.Tensor, noise: torch.Tensor, kl_weight: torch.Tensor | float) -> Terms:
         """The ELBO on log p(x) for images x [batch, C, H, W] without labels, noise [samples, batch,
@@ -310,7 +299,7 @@ class ADGM(Family):
                 f"{len(self.prior_flow.layers)} affine coupling layers"),
             f"x | y, z ~ Bernoulli(σ(f_θ(z, onehot(y)))),  f_θ: {nets};   a | x, y, z ~ N(μ_θ, diag σ²_θ),  "
             f"|a| = {self.aux_dim}",
-            f"q_φ(a | x) q_φ(y | a, x) q_φ(z | a, y, x): Gaussian, Categorical, "
+            "q_φ(a | x) q_φ(y | a, x) q_φ(z | a, y, x): Gaussian, Categorical, "
             + ("Gaussian" if self.flow is None else f"a Gaussian through {self.flow.description}")
             + f";  each {self.aux_encoder.description}",
             "labelled:  log p(x, y) ≥ E_q[log p(x, y, z, a) − log q(a, z | x, y)],  trained with + α log q_φ(y | x)",

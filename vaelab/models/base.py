@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from .interface import Bound, Noise, Terms
+from .priors import PRIORS
 
 
 class Family(nn.Module):
-    """A torch module with the default `Model.objective`: the chosen bound with the labels given.
+    """A torch module with the default `Model.objective` (the chosen bound with the labels given)
+    and the defaults of what a family declares of itself (`Model`'s capabilities).
 
     A family that sums a missing label out (one with a classifier, see `M2`) overrides `objective`;
     every other family inherits it. `settings` names the `vaelab train` settings its constructor
@@ -17,7 +21,12 @@ class Family(nn.Module):
     there): it is handed those, and nothing else, by `models.build_model`.
     """
 
-    settings: tuple[str, ...] = ()
+    settings: tuple[str, ...] = ()  # the vaelab train settings its constructor takes
+    priors: tuple[str, ...] = PRIORS  # the --prior values it takes
+    objectives: tuple[str, ...] = ("elbo", "iwae")  # the --objective values it trains with
+    binary_pixels: bool = False  # True: a Bernoulli decoder of its own (--binarize none is refused)
+    pixel_words: str = "decoder means"  # what its pictures of p(x | code) show, for captions
+    code_words: str = "the code"  # its representative code, for captions
 
     def objective(self, x: torch.Tensor, y: torch.Tensor | None, noise: Noise, bound: Bound,
                   kl_weight: torch.Tensor | float = 1.0) -> Terms:
@@ -43,6 +52,27 @@ def class_weights(probs: torch.Tensor) -> torch.Tensor:
     resolution of the bound. Its gradient to q(y | x), as small, is dropped with it.
     """
     return torch.where(probs > NEGLIGIBLE_CLASS, probs, torch.zeros_like(probs))
+
+
+def labelled_and_unlabelled(x: torch.Tensor, y: torch.Tensor | None, noise: Noise,
+                            unlabelled: Callable[[torch.Tensor, torch.Tensor], Terms],
+                            labelled: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Terms]) -> Terms:
+    """The Terms of a semi-supervised batch x [batch, C, H, W] whose last y.shape[0] images come with
+    their labels y: `unlabelled(x_u, noise.unlabelled)` for the others (first), `labelled(x_l, y,
+    noise.labelled)` for them, joined in x's order (`join_terms`): [batch] each."""
+    labelled_count = 0 if y is None else y.shape[0]
+    unlabelled_count = x.shape[0] - labelled_count
+    pieces = ([unlabelled(x[:unlabelled_count], noise.unlabelled)] if unlabelled_count else []) \
+        + ([labelled(x[unlabelled_count:], y, noise.labelled)] if labelled_count else [])
+    return join_terms(pieces, x)
+
+
+def with_label(terms: Terms, log_pi: torch.Tensor, log_q_y: torch.Tensor, alpha: float) -> Terms:
+    """A bound on log p(x, y) from `terms` on log p(x | y) of images whose label y is seen: log π_y
+    [batch] added (the part label_kl = -log π_y, the KL from the label's one-hot to π), and alpha
+    log q(y | x) (`log_q_y` [batch]) in what is maximised: the classifier learns from the labels."""
+    return Terms(maximised=terms.maximised + log_pi + alpha * log_q_y, bound=terms.bound + log_pi,
+                 parts={**terms.parts, "label_kl": -log_pi})
 
 
 def join_terms(pieces: list[Terms], like: torch.Tensor) -> Terms:

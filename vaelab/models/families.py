@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-from .base import Family, class_weights, join_terms
-from .interface import Bound, DataFacts, Densities, Noise, Simulated, Terms
-from .likelihoods import EQUATIONS, LIKELIHOODS, MEAN_WORDS, pixel_distribution
+from .base import Family, class_weights, labelled_and_unlabelled, with_label
 from .flows import RealNVP
+from .interface import Bound, DataFacts, Densities, Noise, Simulated, Terms
 from .latents import AncestralPrior, GaussianLatent, LatentHierarchy
+from .likelihoods import EQUATIONS, LIKELIHOODS, MEAN_WORDS, pixel_distribution
 from .networks import build_classifier, build_networks
 from .priors import PRIORS, GaussianMixture, PseudoInputs, rsample
 
@@ -318,21 +318,16 @@ class M2(CVAE):
         The parts are recon, kl and label_kl, with bound = recon - kl - label_kl: where y is seen,
         label_kl = -log π_y (the KL from the label's one-hot to π), where not, KL(q(y | x) ‖ π).
         """
-        known = 0 if y is None else y.shape[0]
-        unknown = x.shape[0] - known
-        pieces = []
-        if unknown:
-            x_u = x[:unknown]
-            labels = torch.arange(self.num_classes, device=x.device)[:, None].expand(self.num_classes, unknown)
-            per_class = bound(self, x_u, labels, noise.unlabelled.movedim(2, 1), kl_weight)  # [classes, unknown]
-            pieces.append(sum_over_labels(self.classifier(x_u), self.class_log_prior(), per_class))
-        if known:
-            x_l = x[unknown:]
-            terms = bound(self, x_l, y, noise.labelled, kl_weight)
-            log_pi = self.class_log_prior()[y]
-            pieces.append(Terms(maximised=terms.maximised + log_pi + self.alpha * self.classifier(x_l).log_prob(y),
-                                bound=terms.bound + log_pi, parts={**terms.parts, "label_kl": -log_pi}))
-        return join_terms(pieces, x)
+        def unlabelled(x_u, noise_u):  # every class for every image: [classes, batch]
+            labels = torch.arange(self.num_classes, device=x.device)[:, None].expand(self.num_classes, x_u.shape[0])
+            per_class = bound(self, x_u, labels, noise_u.movedim(2, 1), kl_weight)
+            return sum_over_labels(self.classifier(x_u), self.class_log_prior(), per_class)
+
+        def labelled(x_l, y, noise_l):
+            return with_label(bound(self, x_l, y, noise_l, kl_weight), self.class_log_prior()[y],
+                              self.classifier(x_l).log_prob(y), self.alpha)
+
+        return labelled_and_unlabelled(x, y, noise, unlabelled, labelled)
 
     def part_words(self) -> dict[str, str]:
         words = super().part_words()

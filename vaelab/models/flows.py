@@ -24,7 +24,7 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from .layers import Dense
-from .priors import HALF_LOG_TWO_PI
+from .priors import standard_log_density
 
 GATE_BIAS = 2.0  # an IAF step's gate starts at sigmoid(2) = 0.88: near the identity (Kingma et al. 2016, sec. 4)
 COUPLING_SCALE_INIT = 0.0  # RealNVP's log-scales start at 0, so a new prior is N(0, I)
@@ -192,7 +192,7 @@ class RealNVP(nn.Module):
         for layer in reversed(self.layers):
             z, log_det = layer.normalise(z)
             total = total + log_det
-        return total - (0.5 * z.pow(2) + HALF_LOG_TWO_PI).sum(-1)
+        return total + standard_log_density(z)
 
     def generate(self, u: torch.Tensor) -> torch.Tensor:
         """z for base points u [..., d] ~ N(0, I)."""

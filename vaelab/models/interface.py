@@ -125,8 +125,22 @@ class Model(Protocol):
     def equations(self) -> list[str]:
         """The model as lines of Unicode math, for the report (the same lines in HTML and PDF)."""
 
-    # A family may also say, for captions, what its pictures show (`pixel_words`: "Bernoulli
-    # means") and what its code is (`code_words`: "E_q[z]"); see the functions of those names.
+    # What a family declares of itself (`Family` gives each a default): the vaelab train settings
+    # its constructor takes, the --prior and --objective values it takes, whether its decoder is a
+    # Bernoulli of its own (binarised pixels only), and for captions what its pictures of
+    # p(x | code) show ("Bernoulli means") and what its code is ("E_q[z]").
+    settings: tuple[str, ...]
+    priors: tuple[str, ...]
+    objectives: tuple[str, ...]
+    binary_pixels: bool
+    pixel_words: str
+    code_words: str
+
+
+# what a family's class itself has, before any instance (image_shape and code_dim are an instance's)
+FAMILY_MEMBERS = ("noise_shape", "posterior", "densities", "objective", "part_words", "code", "decoder",
+                  "sample_codes", "equations", "settings", "priors", "objectives", "binary_pixels", "pixel_words",
+                  "code_words")
 
 
 @runtime_checkable
@@ -203,18 +217,6 @@ class DataFacts:
     train_images: int | None = None
     labelled_images: int | None = None
     labelled_batch: int = 0
-
-
-def pixel_words(model: Model) -> str:
-    """What the images of p(x | code) that every picture shows are, in words: the family's
-    `pixel_words` if it has one ("Bernoulli means", ...), else "decoder means"."""
-    return getattr(model, "pixel_words", "decoder means")
-
-
-def code_words(model: Model) -> str:
-    """The representative code in words, for captions: the family's `code_words` if it has one
-    ("E_q[z]" for a Gaussian q), else "the code"."""
-    return getattr(model, "code_words", "the code")
 
 
 def class_conditional(model: Model) -> bool:

@@ -37,7 +37,7 @@ from torch.distributions import Distribution, constraints
 
 from .flows import InverseAutoregressiveFlow
 from .layers import ACTIVATIONS, Dense
-from .priors import analytic_kl, describe_prior, gaussian_kl, gaussian_log_density, rsample
+from .priors import analytic_kl, describe_prior, gaussian_kl, gaussian_log_density, gaussian_log_density_at, rsample
 
 MIN_SCALE = 1e-3  # the hierarchy's conditional Gaussians keep σ above this
 INFERENCES = ("top-down", "bottom-up")
@@ -53,11 +53,6 @@ def softplus_loc_scale(outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     """(μ, σ) from [..., 2d] outputs read as (μ, softplus⁻¹ σ), σ >= MIN_SCALE."""
     mu, raw = outputs.chunk(2, dim=-1)
     return mu, F.softplus(raw) + MIN_SCALE
-
-
-def normal_log_density(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """log N(value; loc, diag scale²) summed over the last dimension: [...], nats."""
-    return gaussian_log_density((value - loc) / scale, scale)
 
 
 def merge(hat_loc: torch.Tensor, hat_scale: torch.Tensor, p_loc: torch.Tensor,
@@ -228,7 +223,7 @@ class LatentHierarchy(nn.Module):
                 kl[self.names[top]] = log_q[top] - top_prior.log_prob(z[top])
             for l in range(top):
                 p_loc, p_scale = softplus_loc_scale(self.down[l](z[l + 1]))
-                kl[self.names[l]] = log_q[l] - normal_log_density(z[l], p_loc, p_scale)
+                kl[self.names[l]] = log_q[l] - gaussian_log_density_at(z[l], p_loc, p_scale)
             return z[0], {name: kl[name] for name in self.names}
         # top-down: the top layer from its bottom-up Gaussian, then each lower one merged with p
         loc, scale = posterior[-2], posterior[-1]
@@ -246,7 +241,7 @@ class LatentHierarchy(nn.Module):
                 if closed_form:
                     kl[self.names[l]] = gaussian_kl(loc, scale, p_loc, p_scale)
                 else:
-                    kl[self.names[l]] = gaussian_log_density(eps[l], scale) - normal_log_density(z, p_loc, p_scale)
+                    kl[self.names[l]] = gaussian_log_density(eps[l], scale) - gaussian_log_density_at(z, p_loc, p_scale)
         return z, {name: kl[name] for name in self.names if name in kl}
 
     def draw(self, posterior: tuple[torch.Tensor, ...], noise: torch.Tensor, top_prior: Distribution,

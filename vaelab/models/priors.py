@@ -31,6 +31,11 @@ PRIORS = ("standard", "vamp", "flow")
 HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 
 
+def standard_log_density(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) summed over the last dimension: [...], nats."""
+    return -(0.5 * z.pow(2) + HALF_LOG_TWO_PI).sum(-1)
+
+
 def gaussian_log_density(noise: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """log N(loc + scale * noise; loc, diag scale^2) summed over the last dimension: [...], nats.
 
@@ -38,6 +43,12 @@ def gaussian_log_density(noise: torch.Tensor, scale: torch.Tensor) -> torch.Tens
     sum_j [-noise_j^2 / 2 - log scale_j - log(2 pi) / 2].
     """
     return -(0.5 * noise.pow(2) + scale.log() + HALF_LOG_TWO_PI).sum(-1)
+
+
+def gaussian_log_density_at(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """log N(value; loc, diag scale²) summed over the last dimension: [...], nats (`gaussian_log_density`
+    of the noise that gives `value`)."""
+    return gaussian_log_density((value - loc) / scale, scale)
 
 
 def gaussian_kl(q_loc: torch.Tensor, q_scale: torch.Tensor, p_loc: torch.Tensor, p_scale: torch.Tensor) -> torch.Tensor:

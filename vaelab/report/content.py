@@ -14,7 +14,7 @@ import torch
 from .. import pictures
 from ..api import Run, load_run
 from ..errors import VaelabError
-from ..models import Classifies, class_conditional, describe_prior, family_settings, mean_words, pixel_words
+from ..models import Classifies, class_conditional, describe_prior, family_settings, mean_words
 from ..runs import RunDir, read_metrics
 from .analysis import label_classes
 from .figures import EPOCH_SAMPLES, Figure, run_figures
@@ -94,11 +94,11 @@ class Report:
 
 
 def objective_line(run: Run) -> str:
-    c = run.config
-    beta = f", the KL terms weighed by β = {c.beta:g} in what is maximised" if c.beta != 1 else ""
-    if c.objective == "iwae":
-        return f"Trained on the importance-weighted bound with k = {c.samples} samples{beta}."
-    return f"Trained on the ELBO (SGVB, {c.samples} reparameterised sample(s) per image{beta})."
+    config = run.config
+    beta = f", the KL terms weighed by β = {config.beta:g} in what is maximised" if config.beta != 1 else ""
+    if config.objective == "iwae":
+        return f"Trained on the importance-weighted bound with k = {config.samples} samples{beta}."
+    return f"Trained on the ELBO (SGVB, {config.samples} reparameterised sample(s) per image{beta})."
 
 
 def _fmt(value: float) -> str:
@@ -230,30 +230,30 @@ def image_words(shape: tuple[int, int, int]) -> str:
 
 
 def config_table(run: Run) -> Table:
-    c = run.config
-    taken = family_settings(c.model)
-    networks = (f"mlp, hidden {'-'.join(map(str, c.hidden))}" if c.network == "mlp"
-                else f"{c.network}, {c.channels} channels, depth {c.depth or 'default'}")
-    described = {"latent_dim": ["latent size d", str(c.latent_dim)],
-                 "network": ["networks", f"{networks}, {c.activation}"],
-                 "likelihood": ["likelihood", f"{c.likelihood} (images show its {mean_words(c.likelihood)})"]}
+    config = run.config
+    taken = family_settings(config.model)
+    networks = (f"mlp, hidden {'-'.join(map(str, config.hidden))}" if config.network == "mlp"
+                else f"{config.network}, {config.channels} channels, depth {config.depth or 'default'}")
+    described = {"latent_dim": ["latent size d", str(config.latent_dim)],
+                 "network": ["networks", f"{networks}, {config.activation}"],
+                 "likelihood": ["likelihood", f"{config.likelihood} (images show its {mean_words(config.likelihood)})"]}
     if "prior" in taken:
         with torch.no_grad():
             described["prior"] = ["prior", describe_prior(run.model.prior())]
     shown = {"hidden", "activation", "channels", "depth", "pseudo_inputs", *described}
     model_rows = [described[name] for name in described if name in taken]
-    model_rows += [[name.replace("_", " "), _setting_words(getattr(c, name))] for name in taken if name not in shown]
-    rows = [["model", c.model.upper()],
-            ["dataset", f"{c.dataset}, images C × H × W = {image_words(run.model.image_shape)}, "
-                        f"{BINARIZATION.get(c.binarize, c.binarize)}"],
+    model_rows += [[name.replace("_", " "), _setting_words(getattr(config, name))] for name in taken if name not in shown]
+    rows = [["model", config.model.upper()],
+            ["dataset", f"{config.dataset}, images C × H × W = {image_words(run.model.image_shape)}, "
+                        f"{BINARIZATION.get(config.binarize, config.binarize)}"],
             *model_rows,
-            ["objective", c.objective + (f", k = {c.samples}" if c.objective == "iwae" else "")
-             + (f", KL warm-up over {c.warmup} epochs" if c.warmup else "") + (f", β = {c.beta:g}" if c.beta != 1 else "")
-             + (f", gradients clipped to norm {c.clip_grad_norm:g}" if c.clip_grad_norm is not None else "")],
-            ["optimiser", f"Adam, learning rate {c.lr:g} ({c.lr_schedule}), batch {c.batch_size}"],
-            ["training set", f"{c.train_on}" + (f", first {c.limit_train} images" if c.limit_train else "")
-             + (f", labels of {c.labels} images (label seed {c.label_seed}), the rest unlabelled" if c.labels else "")],
-            ["epochs", f"{len(run.metrics)} (max {c.epochs}, patience {c.patience or 'off'})"], ["seed", str(c.seed)]]
+            ["objective", config.objective + (f", k = {config.samples}" if config.objective == "iwae" else "")
+             + (f", KL warm-up over {config.warmup} epochs" if config.warmup else "") + (f", β = {config.beta:g}" if config.beta != 1 else "")
+             + (f", gradients clipped to norm {config.clip_grad_norm:g}" if config.clip_grad_norm is not None else "")],
+            ["optimiser", f"Adam, learning rate {config.lr:g} ({config.lr_schedule}), batch {config.batch_size}"],
+            ["training set", f"{config.train_on}" + (f", first {config.limit_train} images" if config.limit_train else "")
+             + (f", labels of {config.labels} images (label seed {config.label_seed}), the rest unlabelled" if config.labels else "")],
+            ["epochs", f"{len(run.metrics)} (max {config.epochs}, patience {config.patience or 'off'})"], ["seed", str(config.seed)]]
     return Table(caption="Configuration", header=["setting", "value"], rows=rows)
 
 
@@ -284,7 +284,7 @@ def build_run_section(path: str | Path, seed: int = 0, device: str = "auto") -> 
         tables.append(test_table)
     name = f"{run.path.name}: {run.config.model.upper()}, d = {run.model.code_dim}"
     return RunSection(name=name, path=run.path, equations=run.model.equations(), tables=tables,
-                      figures=run_figures(run, seed=seed), notes=notes, mean_words=pixel_words(run.model),
+                      figures=run_figures(run, seed=seed), notes=notes, mean_words=run.model.pixel_words,
                       conditional=conditional, parts=parts, test_table=test_table)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import inference, pictures
 from ..api import Run
-from ..models import Classifies, code_words, pixel_words
+from ..models import Classifies
 from ..runs import RunDir
 from . import analysis
 
@@ -73,7 +73,7 @@ def curves(run: Run) -> Figure:
 def saved_samples(run: Run) -> list[Figure]:
     """The sample grids the trainer wrote to samples/epoch_NNN.png, in epoch order."""
     figures = []
-    words = pixel_words(run.model)
+    words = run.model.pixel_words
     for grid in sorted(RunDir(run.path).samples.glob("epoch_*.png")):
         epoch = int(grid.stem.split("_")[1])
         figures.append(Figure(f"{EPOCH_SAMPLES}{epoch:03d}", f"Samples after epoch {epoch} ({words}), drawn from "
@@ -82,7 +82,7 @@ def saved_samples(run: Run) -> list[Figure]:
 
 
 def fresh_samples(run: Run, seed: int) -> Figure:
-    model_name, words = run.config.model.upper(), pixel_words(run.model)
+    model_name, words = run.config.model.upper(), run.model.pixel_words
     images, labels = run.sample(n=64, per_class=8, seed=seed)
     if labels is not None:
         figure = pictures.grid_figure(images, 8, f"{model_name} samples, one row per class ({words})",
@@ -101,8 +101,8 @@ def reconstructions(run: Run, test, test_labels: np.ndarray, seed: int) -> Figur
     both = np.concatenate([x, run.reconstruct(x, y)])
     figure = pictures.grid_figure(both, len(pick), f"{run.config.model.upper()} reconstructions",
                                row_labels=["test image", "reconstruction"], row_axis="")
-    return Figure("reconstructions", f"Test images (top) and the {pixel_words(run.model)} of "
-                  f"p(x | z = {code_words(run.model)}) (bottom).", pictures.png_bytes(figure))
+    return Figure("reconstructions", f"Test images (top) and the {run.model.pixel_words} of "
+                  f"p(x | z = {run.model.code_words}) (bottom).", pictures.png_bytes(figure))
 
 
 def latent_space(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
@@ -121,7 +121,7 @@ def latent_space(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
     given = " given y" if conditional else ""
     why = (" The label y carries the class, so z is free to hold only the style: the classes may well overlap."
            if conditional else "")
-    figure = pictures.latent_figure(projection.points, test_labels[subset], run.class_names, f"Test codes {code_words(run.model)}{given}",
+    figure = pictures.latent_figure(projection.points, test_labels[subset], run.class_names, f"Test codes {run.model.code_words}{given}",
                                  axis_names)
     return Figure("latent", f"{len(subset)} test images in latent space{given}: {how}, coloured by class.{why}",
                   pictures.png_bytes(figure))
@@ -130,7 +130,7 @@ def latent_space(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
 def manifolds(run: Run) -> list[Figure]:
     """The decoded manifold of a 2-D latent space; one per class for a class-conditional model."""
     classes = analysis.label_classes(run.model)
-    words = pixel_words(run.model)
+    words = run.model.pixel_words
     if not classes:
         grid = analysis.manifold(run.model, steps=15)
         figure = pictures.manifold_figure(grid.images, grid.coordinates, "Decoded manifold over z")
@@ -165,5 +165,5 @@ def style_transfer(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure
                                column_labels=["input"] + list(run.class_names), row_axis="",
                                column_axis="decoded with label y")
     return Figure("style_transfer", "Each test image (left) is encoded with its own label; the same z is decoded with "
-                  f"every label ({pixel_words(run.model)}). What stays the same along a row is what z "
+                  f"every label ({run.model.pixel_words}). What stays the same along a row is what z "
                   "holds once y is given (for digits: slant, thickness, size).", pictures.png_bytes(figure))

@@ -120,4 +120,7 @@ def parse_checkpoint(data: bytes, path: Path) -> Checkpoint:
         raise RunError(f"checkpoint {path} is unreadable ({exc}); use another checkpoint or train again") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("info"), dict):
         raise RunError(f"checkpoint {path} was not written by vaelab (no metadata)")
-    return Checkpoint(tensors=tensors, info=meta["info"], optimizer_meta=meta.get("optimizer"), path=Path(path))
+    from .migration import current_checkpoint  # the migration knows this module's Checkpoint
+
+    return current_checkpoint(Checkpoint(tensors=tensors, info=meta["info"], optimizer_meta=meta.get("optimizer"),
+                                         path=Path(path)))

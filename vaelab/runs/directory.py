@@ -28,6 +28,7 @@ from ..errors import RunError, VaelabError
 from ..models import Model, build_model
 from ..runtime.files import atomic_write_bytes
 from .checkpoints import Checkpoint
+from .migration import current_config
 
 
 @dataclass(frozen=True)
@@ -113,10 +114,8 @@ def stored_config(run: RunDir) -> TrainConfig:
     values = read_json(run.config)
     if not isinstance(values, dict):
         raise RunError(f"{run.config} is not a vaelab config (not a JSON object); the file was edited or is damaged")
-    if values.get("labels") is not None:  # a semi-supervised run made before the labelled batch: its spread plan
-        values.setdefault("labelled_batch", 0)
     try:
-        return config_from_dict(values, limits=False)
+        return config_from_dict(current_config(values), limits=False)
     except VaelabError as exc:
         raise RunError(f"{run.config}: {exc}; the file was edited or is damaged") from None
 

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from .. import inference
 from ..errors import TrainingDiverged
-from ..inference.batches import NamedSums
+from ..inference.batches import NamedSums, shared_batches
 from ..models import Classifies, Model
 from ..runtime.devices import DeviceSplit
 from ..runtime.precision import in_float32
@@ -45,12 +45,12 @@ class Stopped(Exception):
 
 class Batch(NamedTuple):
     """One training step's images: `index` [n] int64 into the split; the labels of its last
-    `labelled` images are seen, the others' are not (always 0 < n); `regular`: the epoch's usual
+    `labelled` images are seen, the others' are not (always 0 < n); `full_size`: the epoch's usual
     shape (compiled), False for a short last batch."""
 
     index: torch.Tensor
     labelled: int
-    regular: bool
+    full_size: bool
 
 
 def batch_plan(order: torch.Tensor, labelled: torch.Tensor | None, batch_size: int,
@@ -70,19 +70,19 @@ def batch_plan(order: torch.Tensor, labelled: torch.Tensor | None, batch_size: i
         slices = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         return [Batch(index, len(index), len(index) == batch_size) for index in slices]
     mask = labelled[order]
-    known, unknown = order[mask], order[~mask]
+    labelled_order, unlabelled_order = order[mask], order[~mask]
     if labelled_batch:
-        steps = math.ceil(len(unknown) / batch_size)
-        positions = torch.arange(steps * labelled_batch, device=order.device) % len(known)
-        cycled = known[positions].view(steps, labelled_batch)
-        return [Batch(torch.cat([unknown[k * batch_size : (k + 1) * batch_size], cycled[k]]), labelled_batch,
-                      k < steps - 1 or len(unknown) % batch_size == 0) for k in range(steps)]
-    per_step = math.ceil(len(unknown) / math.ceil(len(order) / batch_size))
-    steps = math.ceil(len(unknown) / per_step)
+        steps = math.ceil(len(unlabelled_order) / batch_size)
+        positions = torch.arange(steps * labelled_batch, device=order.device) % len(labelled_order)
+        cycled = labelled_order[positions].view(steps, labelled_batch)
+        return [Batch(torch.cat([unlabelled_order[k * batch_size : (k + 1) * batch_size], cycled[k]]), labelled_batch,
+                      k < steps - 1 or len(unlabelled_order) % batch_size == 0) for k in range(steps)]
+    per_step = math.ceil(len(unlabelled_order) / math.ceil(len(order) / batch_size))
+    steps = math.ceil(len(unlabelled_order) / per_step)
     plan = []
     for k in range(steps):
-        index = unknown[k * per_step : (k + 1) * per_step]
-        share = known[k * len(known) // steps : (k + 1) * len(known) // steps]
+        index = unlabelled_order[k * per_step : (k + 1) * per_step]
+        share = labelled_order[k * len(labelled_order) // steps : (k + 1) * len(labelled_order) // steps]
         plan.append(Batch(torch.cat([index, share]), len(share), len(index) == per_step))
     return plan
 
@@ -120,13 +120,13 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
     first_bad_step = torch.full((), -1, dtype=torch.long, device=data.x.device)  # tracked without a host sync
     with tqdm(total=total, initial=seen, desc=label, unit="img", leave=False,
               disable=not progress, dynamic_ncols=True) as bar:
-        for index, labelled, regular in plan[steps:]:
+        for index, labelled, full_size in plan[steps:]:
             if should_stop():
                 raise Stopped(EpochState(order, steps, sums))
             between_steps()
             # index_select: a third of the time of data.x[index] on a CPU
             y = data.y.index_select(0, index[len(index) - labelled :]) if labelled else None
-            step_sums = step(data.x.index_select(0, index), y, streams, kl_weight, regular)
+            step_sums = step(data.x.index_select(0, index), y, streams, kl_weight, full_size)
             optimizer.step()
             loss = step_sums.pop("loss")
             sums = _added(sums, step_sums)
@@ -171,15 +171,13 @@ def validate(model: Model, data: DeviceSplit, batch_size: int = 1000, seed: int 
     device = data.x.device
     generator = torch.Generator(device=device).manual_seed(seed)
     sums = NamedSums()
-    chunks = range(math.ceil(data.x.shape[0] / batch_size))
-    mine = chunks[processes.rows(len(chunks))]
-    for chunk in chunks:
-        x, y = data.x[chunk * batch_size : (chunk + 1) * batch_size], data.y[chunk * batch_size : (chunk + 1) * batch_size]
-        noise = inference.draw_noise(model, 1, x.shape[0], generator, device, x.dtype)
-        if chunk in mine or (not len(mine) and chunk == 0):  # a process without a chunk adds an empty one
-            if chunk not in mine:
-                x, y, noise = x[:0], y[:0], noise[:, :0]
-            terms = inference.elbo(model, x, y, noise)
+    mine = dict(shared_batches(data.x.shape[0], batch_size, processes))  # a process without a chunk: an empty one
+    for chunk in range(math.ceil(data.x.shape[0] / batch_size)):
+        images = data.x[chunk * batch_size : (chunk + 1) * batch_size].shape[0]
+        noise = inference.draw_noise(model, 1, images, generator, device, data.x.dtype)
+        if chunk in mine:
+            x, y = data.x[mine[chunk]], data.y[mine[chunk]]
+            terms = inference.elbo(model, x, y, noise[:, : x.shape[0]])
             sums.add({"elbo": terms.bound, **terms.parts})
             if isinstance(model, Classifies):  # M2: how often q(y | x) names the right class
                 sums.add({"accuracy": inference.confusion_matrix(model, x, y, batch_size).trace()})

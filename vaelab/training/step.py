@@ -28,6 +28,32 @@ from ..runtime.processes import SINGLE, Processes, ProcessLost, lost_message
 from .randomness import RandomStreams
 
 
+def train_step(model: Model, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor | None,
+               streams: RandomStreams, bound: Bound, samples: int = 1, kl_weight: float = 1.0,
+               dynamic: bool = True, clip_grad_norm: float | None = None,
+               labelled_apart: bool = False) -> dict[str, torch.Tensor]:
+    """The reference training step on images x [batch, C, H, W] in [0, 1] whose last m come with
+    their labels y [m] (None: no label): the step's sums, {"loss": [], "bound": [], one per part},
+    nats summed over the batch (the loss: nats per image, `step_loss`). `TrainStep` is this, fast.
+    bound: `inference.elbo` or `inference.iw_bound` with `samples` draws per image."""
+    if dynamic:  # x ~ Bernoulli(gray level), fresh every step, from the run's pixel stream
+        x = binarize(x, binarization_bits(x, streams.pixels))
+    labelled = 0 if y is None else y.shape[0]
+    noise = step_noise(model, x.shape[0], labelled, samples, streams.noise, x.device, x.dtype)
+    scale = step_scale(x.shape[0], labelled, labelled_apart, x.dtype, x.device)
+    weight = torch.full((), kl_weight, dtype=x.dtype, device=x.device)
+    with prior_fixed(model):  # the VampPrior's pseudo-inputs encoded once per step
+        terms = model.objective(x, y, noise, bound, weight)
+    loss = step_loss(terms, labelled, scale)
+    optimizer.zero_grad(set_to_none=False)  # zeros, so that a parameter this step leaves unused still steps
+    loss.backward()
+    if clip_grad_norm is not None:  # the total (Euclidean) norm of all the gradients, at most this
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip_grad_norm,
+                                       foreach=True)
+    optimizer.step()
+    return {"loss": loss.detach(), **step_sums(terms)}
+
+
 def binarization_bits(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random bits for binarising the images x once: [ceil(x.numel() / 2)] int64, uniform on [0, 2^63).
 
@@ -93,8 +119,8 @@ def step_loss(terms: Terms, labelled: int, scale: torch.Tensor) -> torch.Tensor:
     on every process, so that the processes' losses add up to the step's: 1 / the step's images
     for both (the mean over the step), or 1 / its unlabelled and 1 / its labelled images (the
     mean of each kind, added: `step_scale`)."""
-    unknown = terms.maximised.shape[0] - labelled
-    return -(terms.maximised[:unknown].sum() * scale[0] + terms.maximised[unknown:].sum() * scale[1])
+    unlabelled = terms.maximised.shape[0] - labelled
+    return -(terms.maximised[:unlabelled].sum() * scale[0] + terms.maximised[unlabelled:].sum() * scale[1])
 
 
 def step_sums(terms: Terms) -> dict[str, torch.Tensor]:
@@ -103,41 +129,15 @@ def step_sums(terms: Terms) -> dict[str, torch.Tensor]:
     return {"bound": terms.bound.detach().sum(), **{name: value.detach().sum() for name, value in terms.parts.items()}}
 
 
-def train_step(model: Model, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor | None,
-               streams: RandomStreams, bound: Bound, samples: int = 1, kl_weight: float = 1.0,
-               dynamic: bool = True, clip_grad_norm: float | None = None,
-               means_apart: bool = False) -> dict[str, torch.Tensor]:
-    """The reference training step on images x [batch, C, H, W] in [0, 1] whose last m come with
-    their labels y [m] (None: no label): the step's sums, {"loss": [], "bound": [], one per part},
-    nats summed over the batch (the loss: nats per image, `step_loss`). `TrainStep` is this, fast.
-    bound: `inference.elbo` or `inference.iw_bound` with `samples` draws per image."""
-    if dynamic:  # x ~ Bernoulli(gray level), fresh every step, from the run's pixel stream
-        x = binarize(x, binarization_bits(x, streams.pixels))
-    labelled = 0 if y is None else y.shape[0]
-    noise = step_noise(model, x.shape[0], labelled, samples, streams.noise, x.device, x.dtype)
-    scale = step_scale(x.shape[0], labelled, means_apart, x.dtype, x.device)
-    weight = torch.full((), kl_weight, dtype=x.dtype, device=x.device)
-    with prior_fixed(model):  # the VampPrior's pseudo-inputs encoded once per step
-        terms = model.objective(x, y, noise, bound, weight)
-    loss = step_loss(terms, labelled, scale)
-    optimizer.zero_grad(set_to_none=False)  # zeros, so that a parameter this step leaves unused still steps
-    loss.backward()
-    if clip_grad_norm is not None:  # the total (Euclidean) norm of all the gradients, at most this
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip_grad_norm,
-                                       foreach=True)
-    optimizer.step()
-    return {"loss": loss.detach(), **step_sums(terms)}
-
-
-def step_scale(images: int, labelled: int, apart: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def step_scale(images: int, labelled: int, labelled_apart: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """`Loss`'s scale [2] for a step of `images` images whose last `labelled` come with their label:
-    with `apart`, the mean of the unlabelled images' terms plus the mean of the labelled ones' (the
+    with `labelled_apart`, the mean of the unlabelled images' terms plus the mean of the labelled ones' (the
     labelled-batch plan, where alpha weighs log q(y | x) on the labelled mean); else the mean over
     all the step's images."""
-    unknown = images - labelled
+    unlabelled = images - labelled
     scale = torch.full((2,), 1 / images, dtype=dtype, device=device)
-    if apart and unknown and labelled:  # filled on the device: torch.tensor([...]) would copy from the host
-        scale[0].fill_(1 / unknown)
+    if labelled_apart and unlabelled and labelled:  # filled on the device: torch.tensor([...]) would copy from the host
+        scale[0].fill_(1 / unlabelled)
         scale[1].fill_(1 / labelled)
     return scale
 
@@ -146,9 +146,9 @@ def step_noise(model: Model, images: int, labelled: int, samples: int, generator
                device: torch.device, dtype: torch.dtype) -> Noise:
     """The base noise of a step of `images` images whose last `labelled` come with their label:
     the unlabelled images' first, then the labelled ones' (`Noise`), from `generator` in that order."""
-    unknown = images - labelled
+    unlabelled = images - labelled
     draw = inference.draw_noise
-    return Noise(draw(model, samples, unknown, generator, device, dtype, labelled=False) if unknown else None,
+    return Noise(draw(model, samples, unlabelled, generator, device, dtype, labelled=False) if unlabelled else None,
                  draw(model, samples, labelled, generator, device, dtype) if labelled else None)
 
 
@@ -160,12 +160,13 @@ def process_share(processes: Processes, x: torch.Tensor, y: torch.Tensor | None,
     shared out apart, each in rank order (`Processes.rows`), with their noise (image by image:
     dimension 1 of each noise tensor).
     """
-    known = 0 if y is None else y.shape[0]
-    unknown = x.shape[0] - known
-    u, k = processes.rows(unknown), processes.rows(known)
-    share = Noise(None if noise.unlabelled is None else noise.unlabelled[:, u],
-                  None if noise.labelled is None else noise.labelled[:, k])
-    return torch.cat([x[:unknown][u], x[unknown:][k]]), None if y is None else y[k], share
+    labelled = 0 if y is None else y.shape[0]
+    unlabelled = x.shape[0] - labelled
+    mine_unlabelled, mine_labelled = processes.rows(unlabelled), processes.rows(labelled)
+    share = Noise(None if noise.unlabelled is None else noise.unlabelled[:, mine_unlabelled],
+                  None if noise.labelled is None else noise.labelled[:, mine_labelled])
+    return (torch.cat([x[:unlabelled][mine_unlabelled], x[unlabelled:][mine_labelled]]),
+            None if y is None else y[mine_labelled], share)
 
 
 class TrainStep:
@@ -173,7 +174,7 @@ class TrainStep:
     y [m]) and the run's random streams, it returns the step's sums ({"loss": [], "bound": [], one
     per part}, as `train_step`'s) and leaves d loss / d parameter in every trainable parameter's
     `.grad`, ready for `optimizer.step()`. Loss: -(mean of what is maximised), nats per image: over
-    all the step's images, or with `means_apart` (the labelled-batch plan) over its unlabelled and
+    all the step's images, or with `labelled_apart` (the labelled-batch plan) over its unlabelled and
     its labelled images apart, added (`step_scale`).
 
     It draws the binarisation bits (`pixels` stream) and the noise (`noise` stream) before calling
@@ -193,11 +194,11 @@ class TrainStep:
     """
 
     def __init__(self, model: Model, objective: str, samples: int, batch_size: int, dynamic: bool, compile: bool,
-                 processes: Processes = SINGLE, clip_grad_norm: float | None = None, means_apart: bool = False,
+                 processes: Processes = SINGLE, clip_grad_norm: float | None = None, labelled_apart: bool = False,
                  precision: torch.dtype | None = None):
         self.model, self.samples, self.batch_size, self.dynamic = model, samples, batch_size, dynamic
         self.precision = precision
-        self.processes, self.clip_grad_norm, self.means_apart = processes, clip_grad_norm, means_apart
+        self.processes, self.clip_grad_norm, self.labelled_apart = processes, clip_grad_norm, labelled_apart
         self.loss = Loss(model, objective)
         self.parameters = [(name, p) for name, p in self.loss.named_parameters() if p.requires_grad]
         device = next(model.parameters()).device
@@ -236,36 +237,36 @@ class TrainStep:
         return {name: g for (name, _), g in zip(self.parameters, gradients)}, (loss.detach(), sums)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None, streams: RandomStreams,
-                 kl_weight: float = 1.0, regular: bool | None = None) -> dict[str, torch.Tensor]:
+                 kl_weight: float = 1.0, full_size: bool | None = None) -> dict[str, torch.Tensor]:
         """y [m]: the labels of x's last m images; a family with a classifier sums out the others'.
 
-        regular: whether the batch has the epoch's usual shape and goes through the compiled function
+        full_size: whether the batch has the epoch's usual shape and goes through the compiled function
         (default: x holds batch_size images); each new shape compiles once. With clip_grad_norm the
         gradients left in `.grad` are scaled down to that total (Euclidean) norm where it is larger:
         the whole step's gradients, the same on every process, with no host sync.
         """
         # float32 (the default) walks no modules: this is the hot path
         with nullcontext() if self.precision is None else reduced_precision(self.model, self.precision):
-            loss, sums = self._gradients(x, y, streams, kl_weight, regular)
+            loss, sums = self._gradients(x, y, streams, kl_weight, full_size)
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_([p for _, p in self.parameters], self.clip_grad_norm, foreach=True)
         return {"loss": loss, **sums}
 
-    def _gradients(self, x, y, streams, kl_weight, regular) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _gradients(self, x, y, streams, kl_weight, full_size) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The step's loss and sums, its gradients left in `.grad` (see `__call__`)."""
         bits = binarization_bits(x, streams.pixels) if self.dynamic else None
         noise = step_noise(self.model, x.shape[0], 0 if y is None else y.shape[0], self.samples, streams.noise,
                            x.device, x.dtype)
         weight = torch.full((), kl_weight, dtype=x.dtype, device=x.device)  # a tensor: no recompilation per value
-        scale = step_scale(x.shape[0], 0 if y is None else y.shape[0], self.means_apart, x.dtype, x.device)
-        regular = x.shape[0] == self.batch_size if regular is None else regular
+        scale = step_scale(x.shape[0], 0 if y is None else y.shape[0], self.labelled_apart, x.dtype, x.device)
+        full_size = x.shape[0] == self.batch_size if full_size is None else full_size
         if self.processes.count > 1:
             if bits is not None:
                 x, bits = binarize(x, bits), None
             x, y, noise = process_share(self.processes, x, y, noise)
-            if not (regular and self.compiled.active):
+            if not (full_size and self.compiled.active):
                 return self._data_parallel(x, y, noise, weight, scale)
-        run = self.compiled if regular else self.eager_loss_and_gradients
+        run = self.compiled if full_size else self.eager_loss_and_gradients
         gradients, (loss, sums) = run(x, y, bits, noise, weight, scale)
         if self.processes.count > 1:  # one all_reduce for the gradients, the loss and the sums
             flat = self.processes.sum(torch.cat([gradients[name].reshape(-1) for name, _ in self.parameters]

@@ -19,8 +19,9 @@ import torch
 from ..config import SETTINGS, TrainConfig, config_from_dict
 from ..data import labelled_subset, load_raw, make_splits
 from ..errors import RunError, RunFailed, TrainingDiverged, TrainingInterrupted
-from ..models import Model, pixel_words
+from ..models import Model
 from ..runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json, write_metrics
+from ..runs.migration import PARTIAL_SUMS
 from ..runs.checkpoints import Checkpoint, parse_checkpoint, save_checkpoint
 from ..runtime.compilation import use_compile
 from ..runtime.cpu_share import hold_thread_count
@@ -65,14 +66,14 @@ def new_training(config: TrainConfig, device: torch.device, dynamic: bool, compi
         model = new_model(config, train_images)
     model = model.to(device)
     step = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic, compile, processes,
-                     config.clip_grad_norm, means_apart=config.labelled_batch_size() > 0,
+                     config.clip_grad_norm, labelled_apart=config.labelled_batch_size() > 0,
                      precision=network_dtype(config.precision))
     return Training(model, make_adam(model.parameters(), config.lr), RandomStreams.seeded(config.seed, device), step)
 
 
 def _resume_config(stored: TrainConfig, asked: TrainConfig, explicit: set[str]) -> TrainConfig:
     """On --resume the stored config rules; only the settings marked changes_on_resume may change."""
-    changeable = {name for name, s in SETTINGS.items() if s.changes_on_resume}
+    changeable = {name for name, declared in SETTINGS.items() if declared.changes_on_resume}
     for name in sorted(explicit - changeable):
         if getattr(stored, name) != getattr(asked, name):
             raise RunError(f"{{{name}}} differs from the run being resumed ({getattr(asked, name)!r} vs "
@@ -98,9 +99,8 @@ def _restore(training: Training, checkpoint: Checkpoint, device: torch.device) -
         raise RunError(f"{checkpoint.path} holds no random-number state, so training cannot resume from it") from None
     if "partial_step" not in checkpoint.info:
         return None
-    sums = {name.removeprefix("partial.").removeprefix("sum.").removesuffix("_sum"): value.to(device, torch.float64)
-            for name, value in checkpoint.tensors.items()  # "partial.bound_sum", "partial.sum.<part>"
-            if name == "partial.bound_sum" or name.startswith("partial.sum.")}
+    sums = {name.removeprefix(PARTIAL_SUMS): value.to(device, torch.float64)
+            for name, value in checkpoint.tensors.items() if name.startswith(PARTIAL_SUMS)}
     return EpochState(checkpoint.tensors["partial.order"].to(device), checkpoint.info["partial_step"], sums)
 
 
@@ -266,17 +266,17 @@ class _Epochs:
 
     def _epochs(self, first_epoch: int, history: _History, partial: EpochState | None, stop: AgreedStop,
                 began: float) -> None:
-        config, t = self.config, self.training
+        config, training = self.config, self.training
         for epoch in range(first_epoch, config.epochs + 1):
             started = time.perf_counter()
             images_before = plan_images(batch_plan(partial.order, self.train_data.labelled, config.batch_size,
                                                    self.labelled_batch)[: partial.step]) if partial else 0
             lr = learning_rate(config.lr, config.lr_schedule, epoch, config.epochs)
-            for group in t.optimizer.param_groups:
+            for group in training.optimizer.param_groups:
                 group["lr"] = lr
             try:
-                train, steps = train_epoch(t.step, t.optimizer, self.train_data, config.batch_size,
-                                                 t.streams, state=partial, should_stop=stop,
+                train, steps = train_epoch(training.step, training.optimizer, self.train_data, config.batch_size,
+                                                 training.streams, state=partial, should_stop=stop,
                                                  label=f"epoch {epoch}", progress=self.progress,
                                                  kl_weight=config.beta * kl_weight(config.warmup, epoch),
                                                  labelled_batch=self.labelled_batch,
@@ -286,11 +286,9 @@ class _Epochs:
                         "stopped_early": False, "partial_step": stopped.state.step}
                 with self.processes.agreement("saving the state"):
                     if self.processes.main:
-                        sums = stopped.state.sums
                         self.save_state(info, {"partial.order": stopped.state.order,
-                                               **({"partial.bound_sum": sums["bound"]} if sums else {}),
-                                               **{f"partial.sum.{name}": value for name, value in sums.items()
-                                                  if name != "bound"}})
+                                               **{PARTIAL_SUMS + name: value
+                                                  for name, value in stopped.state.sums.items()}})
                 raise self.interrupted(stop, f"in epoch {epoch} after step {stopped.state.step}") from None
             except TrainingDiverged as exc:
                 raise TrainingDiverged(f"{exc}; training stopped, {self.last_good()}") from None
@@ -365,13 +363,13 @@ class _Epochs:
         means, row_labels = grid_means(model, grid_latents(model, GRID_COLUMNS, self.config.seed), GRID_COLUMNS)
         save_sample_grid(self.run.sample_grid(epoch), means, GRID_COLUMNS, row_labels, self.class_names,
                          title=f"{self.config.model.upper()} samples, epoch {epoch} "
-                               f"({pixel_words(model)})")
+                               f"({model.pixel_words})")
 
     def save_state(self, info: dict, extra: dict | None = None) -> None:
         """Write the checkpoint (process 0's job)."""
-        t = self.training
+        training = self.training
         try:
-            save_checkpoint(self.run.checkpoint, t.model, info, t.optimizer, {**t.streams.state_tensors(), **(extra or {})})
+            save_checkpoint(self.run.checkpoint, training.model, info, training.optimizer, {**training.streams.state_tensors(), **(extra or {})})
         except OSError as exc:
             kept = "the previous checkpoint is intact" if self.run.checkpoint.is_file() else "no checkpoint was written yet"
             raise RunFailed(f"could not write {self.run.checkpoint} ({exc.strerror}); {kept}: "

@@ -1,0 +1,36 @@
+"""Run directories written by earlier versions, brought up to today's form as they are read: the one
+place that knows the old forms of config.json and of a checkpoint's names. Nothing is written back:
+a migrated run is saved in today's form at its next checkpoint.
+
+What changed, and how it is read now:
+- config.json of a semi-supervised run without `labelled_batch` (made before the labelled batch
+  existed): labelled_batch 0, the plan it trained with (each labelled image once per epoch).
+- a checkpoint stopped mid-epoch that holds the epoch's bound alone, as `partial.bound_sum`
+  (made before the bound's parts were summed): `partial.sum.bound`, and the epoch goes on summing
+  the bound alone (`training.epoch.train_epoch`).
+Old forms that are a way of computing, not of storing, stay where they compute: one random
+generator for all three streams (`training.randomness.RandomStreams.shared`, stored as
+`rng.train`), the Gaussian likelihood's flat scale (`models.families`), the data cache's v1 file
+(`data.cache`).
+"""
+
+from __future__ import annotations
+
+from .checkpoints import Checkpoint
+
+PARTIAL_SUMS = "partial.sum."  # a checkpoint stopped mid-epoch: the epoch's sums so far, one tensor per name
+
+
+def current_config(values: dict) -> dict:
+    """config.json's values (a JSON object) in today's form: a new dict."""
+    values = dict(values)
+    if values.get("labels") is not None:
+        values.setdefault("labelled_batch", 0)
+    return values
+
+
+def current_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
+    """A checkpoint's tensors under today's names (the same object, renamed in place)."""
+    if "partial.bound_sum" in checkpoint.tensors:
+        checkpoint.tensors[PARTIAL_SUMS + "bound"] = checkpoint.tensors.pop("partial.bound_sum")
+    return checkpoint
