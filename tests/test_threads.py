@@ -172,10 +172,8 @@ def test_sharing_installs_no_hook_the_loop_does_not_show(tmp_path):
     assert len(_global_optimizer_pre_hooks) == hooks_before
 
 
-@pytest.mark.slow
-def test_a_training_run_looks_at_the_cpus_before_every_step(tmp_path, monkeypatch):
-    """`vaelab train` fits its threads to the machine as it goes: one look before each of its steps."""
-    from vaelab.cli import main
+def _counted_looks(monkeypatch, tmp_path) -> list[bool]:
+    """The CPU share's looks of a command run next, as they come (each one's `report`), with sharing on."""
     from vaelab.runtime import cpu_share
 
     looks = []
@@ -185,6 +183,15 @@ def test_a_training_run_looks_at_the_cpus_before_every_step(tmp_path, monkeypatc
     monkeypatch.delenv("VAELAB_THREADS")
     for name in cpu_share.USER_THREAD_VARIABLES:  # a thread count the user fixed turns the looks off
         monkeypatch.delenv(name, raising=False)
+    return looks
+
+
+@pytest.mark.slow
+def test_a_training_run_looks_at_the_cpus_before_every_step(tmp_path, monkeypatch):
+    """`vaelab train` fits its threads to the machine as it goes: one look before each of its steps."""
+    from vaelab.cli import main
+
+    looks = _counted_looks(monkeypatch, tmp_path)
     assert main(["train", "--out", str(tmp_path / "run"), "--limit-train", "300", "--batch-size", "100",
                  "--epochs", "2", "--latent-dim", "2", "--hidden", "8", "--compile", "off", "--no-progress"]) == 0
     assert looks == [False] + [True] * 6  # on entry (silently), then before each of the 2 x 3 steps
@@ -275,16 +282,9 @@ def test_a_run_beside_another_takes_fewer_threads_and_is_then_a_run_on_that_many
 
 def test_an_evaluation_looks_at_the_cpus_before_every_batch(small_run, tmp_path, monkeypatch):
     """`vaelab evaluate` fits its threads to the machine as it goes, not once at its start."""
-    from vaelab.runtime import cpu_share
     from vaelab.cli import main
 
-    looks = []
-    real = cpu_share.CpuShare.update
-    monkeypatch.setattr(cpu_share.CpuShare, "update", lambda self, report=True: looks.append(report) or real(self, report))
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.delenv("VAELAB_THREADS")
-    for name in cpu_share.USER_THREAD_VARIABLES:  # a thread count the user fixed turns the looks off
-        monkeypatch.delenv(name, raising=False)
+    looks = _counted_looks(monkeypatch, tmp_path)
     assert main(["evaluate", str(small_run), "--iw-samples", "2", "--no-progress", "--compile", "off"]) == 0
     assert looks == [False] + [True] * 100  # on entry (silently), then before each of the 100 batches
 
