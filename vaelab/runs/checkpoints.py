@@ -18,6 +18,7 @@ from safetensors.torch import save as safetensors_save
 
 from ..errors import RunError
 from ..runtime.files import atomic_write_bytes
+from .migration import current_tensors
 
 IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")  # optimizer settings that are not the math
 
@@ -120,7 +121,5 @@ def parse_checkpoint(data: bytes, path: Path) -> Checkpoint:
         raise RunError(f"checkpoint {path} is unreadable ({exc}); use another checkpoint or train again") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("info"), dict):
         raise RunError(f"checkpoint {path} was not written by vaelab (no metadata)")
-    from .migration import current_checkpoint  # the migration knows this module's Checkpoint
-
-    return current_checkpoint(Checkpoint(tensors=tensors, info=meta["info"], optimizer_meta=meta.get("optimizer"),
-                                         path=Path(path)))
+    return Checkpoint(tensors=current_tensors(tensors), info=meta["info"], optimizer_meta=meta.get("optimizer"),
+                      path=Path(path))

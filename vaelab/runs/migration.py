@@ -16,7 +16,7 @@ generator for all three streams (`training.randomness.RandomStreams.shared`, sto
 
 from __future__ import annotations
 
-from .checkpoints import Checkpoint
+import torch
 
 PARTIAL_SUMS = "partial.sum."  # a checkpoint stopped mid-epoch: the epoch's sums so far, one tensor per name
 
@@ -29,8 +29,7 @@ def current_config(values: dict) -> dict:
     return values
 
 
-def current_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
-    """A checkpoint's tensors under today's names (the same object, renamed in place)."""
-    if "partial.bound_sum" in checkpoint.tensors:
-        checkpoint.tensors[PARTIAL_SUMS + "bound"] = checkpoint.tensors.pop("partial.bound_sum")
-    return checkpoint
+def current_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors under today's names: a new dict, the same tensors."""
+    renamed = {"partial.bound_sum": PARTIAL_SUMS + "bound"}
+    return {renamed.get(name, name): value for name, value in tensors.items()}
