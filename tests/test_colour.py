@@ -141,7 +141,7 @@ def test_a_report_of_two_same_named_runs_tells_them_apart_and_says_what_each_sho
     assert "estimated from 200,000 draws of p(z)" in vamp_section.figure("manifold_class_0").caption
     assert "draws" not in cvae_section.figure("manifold_class_0").caption  # N(0, I): exact quantiles
     config = dict(vamp_section.tables[0].rows)
-    assert config["prior"].startswith("VampPrior") and "3 × 12 × 12 (RGB colour)" in config["dataset"]
+    assert config["prior"] == "vamp" and "3 × 12 × 12 (RGB colour)" in config["dataset"]
     vamp_test = dict(vamp_section.test_table.rows)
     assert any("Monte-Carlo" in label for label in vamp_test) and not any("Monte" in label for label in
                                                                           dict(cvae_section.test_table.rows))

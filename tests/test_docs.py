@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from vaelab.config import SETTINGS, Setting, TrainConfig, flag, flags_table
+from vaelab.cli.arguments import model_setting_names
+from vaelab.config import SETTINGS, Setting, TrainConfig, flag, flags_table, model_flags_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -44,17 +45,27 @@ def test_flags_table_has_one_row_per_setting_with_its_default_and_resume_rule():
     assert [row[0].split("`")[1] for row in body] == [flag(name) for name in SETTINGS]
     assert all(len(row) == len(header) for row in body)
     by_flag = {row[0].split("`")[1]: row for row in body}
-    assert by_flag["--latent-dim"][1:3] == ["`40`", "a whole number from 1 to 10,000"]
-    assert by_flag["--hidden"][1] == "`500,500`"
     assert by_flag["--lr"][1] == "`0.001`"
-    assert by_flag["--alpha"][1] == "not set"
+    assert by_flag["--labels"][1] == "not set"
     assert by_flag["--tensorboard"][0] == "`--tensorboard` / `--no-tensorboard`"
     assert by_flag["--tensorboard"][1] == "off"
     assert [row[-1] for row in body] == ["yes" if s.changes_on_resume else "no" for s in SETTINGS.values()]
 
 
+def test_the_model_flags_table_has_a_row_per_model_setting_with_who_takes_it_and_each_default():
+    rows = table_rows(model_flags_table())
+    assert rows[0] == ["flag", "taken by", "default", "allowed", "what"]
+    by_flag = {row[0].split("`")[1]: row for row in rows[2:]}
+    assert by_flag["--latent-dim"][1:4] == ["`--model vae, cvae, m2, adgm`", "`40`", "a whole number from 1 to 10,000"]
+    assert by_flag["--hidden"][1:3] == ["`--model adgm` and `--network mlp`", "`500,500`"]
+    assert by_flag["--depth"][2] == "`1` (conv); `2` (resnet)"
+    assert by_flag["--alpha"][2] == "not set"
+    assert "--encoder" not in by_flag  # modules handed to vaelab.train have no flags
+    assert set(by_flag) == {flag(name) for name in model_setting_names()}
+
+
 def test_a_new_setting_gets_a_row_and_a_pipe_in_its_help_splits_no_cell():
-    settings = dict(SETTINGS, gamma=Setting(float, "weight of KL(q(z | x) || p(z))", minimum=0.0, maximum=100.0,
+    settings = dict(SETTINGS, gamma=Setting(float, 1.0, "weight of KL(q(z | x) || p(z))", minimum=0.0, maximum=100.0,
                                             changes_on_resume=True))
     rows = table_rows(flags_table(settings, dict(TrainConfig().to_dict(), gamma=1.0)))
     assert rows[-1] == ["`--gamma`", "`1`", "a finite number &gt; 0 and &lt;= 100",
@@ -99,9 +110,11 @@ def site(tmp_path_factory):
 
 
 def page_text(site: Path, page: str) -> str:
-    """The text of a built page's article (no navigation, no asset names), tags removed."""
+    """The text of a built page's article (no navigation, no asset names), tags removed, and the
+    contents of its style and script elements (a notebook page inlines Jupyter's stylesheet)."""
     source = (site / page / "index.html").read_text()
     article = source[source.index("<article"):source.index("</article>")]
+    article = re.sub(r"<(style|script)\b.*?</\1>", " ", article, flags=re.S)
     return html.unescape(re.sub(r"<[^>]+>", " ", article))
 
 
@@ -159,7 +172,7 @@ def test_no_page_points_outside_the_repository_or_fetches_fonts(site):
 # --- the Python API guide runs as written ---
 
 @pytest.mark.slow
-def test_the_python_api_guide_runs_as_written(small_run, capsys, monkeypatch):
+def test_the_python_api_guide_runs_as_written(small_run, capsys, monkeypatch, tmp_path):
     import dataclasses
 
     import vaelab.api
@@ -175,13 +188,30 @@ def test_the_python_api_guide_runs_as_written(small_run, capsys, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", guide, flags=re.S)
     assert len(blocks) >= 2 and "runs/cvae-mnist" in blocks[0]
     namespace = {}
+    sketches = [block for block in blocks if "..." in block]  # with placeholders to fill: valid Python, not run
+    for block in sketches:
+        compile(block, "python-api.md", "exec")
+    assert 1 <= len(sketches) < len(blocks) - 1
     for block in blocks:
-        exec(block.replace('"runs/cvae-mnist"', repr(str(small_run))), namespace)
+        if block not in sketches:
+            exec(block.replace('"runs/cvae-mnist"', repr(str(small_run)))
+                 .replace('"runs/cvae-mnist/report.html"', repr(str(tmp_path / "report.html")))
+                 .replace("vaelab.open_explorer([run])", f"vaelab.open_explorer([run], port={_free_port()})"),
+                 namespace)
     run = namespace["run"]
+    assert run.epoch == 4 and (tmp_path / "report.html").is_file()  # resumed: nothing left to train
     assert namespace["images"].shape == (40, *run.model.image_shape)
     assert namespace["means"].shape == (8, *run.model.image_shape)
     assert namespace["terms"].bound.shape == (100,)
     assert "log_likelihood" in capsys.readouterr().out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 # --- the public import paths are the package's own ---

@@ -55,7 +55,7 @@ def test_families_are_told_apart_by_what_they_can_do():
     assert not class_conditional(vae) and not hasattr(vae, "num_classes") and not hasattr(vae, "class_log_prior")
     assert not isinstance(cvae, Classifies)  # neither family has a classifier q(y | x)
     torch.testing.assert_close(cvae.class_log_prior().exp(), torch.full((10,), 0.1))
-    with pytest.raises(ValueError, match="unknown model 'gan'"):
+    with pytest.raises(ValueError, match="model gan is not registered"):
         build_model("gan", IMAGE, 10, latent_dim=3)
 
 

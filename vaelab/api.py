@@ -1,7 +1,7 @@
-"""The notebook API: load a run directory, then sample, encode, decode, reconstruct and evaluate.
+"""The notebook API: train a run, or load a run directory, then sample, encode, decode, reconstruct and evaluate.
 
     >>> import vaelab
-    >>> run = vaelab.load_run("runs/cvae-mnist")
+    >>> run = vaelab.train("runs/cvae-mnist", "mnist", epochs=10)   # or vaelab.load_run("runs/cvae-mnist")
     >>> images, labels = run.sample(per_class=4, seed=0)      # (40, 1, 28, 28) decoder means, (40,) classes
     >>> z = run.encode(x, y)                                    # (n, d) codes: the posterior means of z
     >>> means = run.decode(z, y)                                # (n, 1, 28, 28) in [0, 1]
@@ -9,9 +9,9 @@
 
 Images are (n, C, H, W) as the dataset's spec gives them, channels first: C = 1 for grey, 3 for
 colour (red, green, blue), or any other count; flat rows of C * H * W pixels (channel by channel)
-are accepted too. What `decode`, `reconstruct` and `sample` give are the means of p(x | z): the
-run's likelihood's (`vaelab.models.mean_words(run.config.likelihood)`: Bernoulli, Gaussian or
-continuous-Bernoulli means), never draws of x.
+are accepted too. What `decode`, `reconstruct` and `sample` give are the means of p(x | z)
+(`run.model.pixel_words` says which: Bernoulli, Gaussian or continuous-Bernoulli means), never
+draws of x.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def evaluate_run(run: Run, processes: Processes = SINGLE, **options) -> dict:
     return result
 
 
-def _read_run(path: Path, checkpoint: str) -> tuple[TrainConfig, bytes, Path, Checkpoint]:
+def _read_run(path: Path, checkpoint: str, modules: dict | None = None) -> tuple[TrainConfig, bytes, Path, Checkpoint]:
     """A run directory's config and its chosen checkpoint (bytes, file, contents), checked against each other."""
     run = RunDir(path).require_run()
     config = stored_config(run)
@@ -160,24 +160,30 @@ def _read_run(path: Path, checkpoint: str) -> tuple[TrainConfig, bytes, Path, Ch
         raise RunError(f"checkpoint {file} is unreadable ({exc.strerror}); use another checkpoint or train again") \
             from None
     stored = parse_checkpoint(data, file)
-    check_agreement(config, stored, run.config)
+    check_agreement(config, stored, run.config, modules)
     return config, data, file, stored
 
 
-def load_run(path: str | Path, checkpoint: str = "best", device: str = "auto",
-             processes: Processes = SINGLE) -> Run:
+def load_run(path: str | Path, checkpoint: str = "best", device: str = "auto", processes: Processes = SINGLE,
+             encoder: torch.nn.Module | None = None, decoder: torch.nn.Module | None = None,
+             classifier: torch.nn.Module | None = None) -> Run:
     """Load a run directory's model from its best (by validation ELBO) or latest checkpoint.
 
-    config.json and the checkpoint are checked against each other before the model is built. In a
-    group of processes (`vaelab.runtime.processes`) process 0 reads the run directory and sends the
-    others its config and checkpoint: they need no access to it.
+    config.json and the checkpoint are checked against each other before the model is built. A run
+    whose family or network was registered outside vaelab needs the module that registers it
+    imported first (a one-line NotRegistered names it); a run trained with modules handed to
+    `vaelab.train` needs them again, built as they were (encoder, decoder, classifier): their
+    weights are the checkpoint's. In a group of processes (`vaelab.runtime.processes`) process 0
+    reads the run directory and sends the others its config and checkpoint: they need no access to it.
     """
+    modules = {"encoder": encoder, "decoder": decoder, "classifier": classifier}
+    modules = {role: module for role, module in modules.items() if module is not None} or None
     if checkpoint not in CHECKPOINTS:
         raise VaelabError(f"{{checkpoint}} {checkpoint!r} is not allowed: use best or latest")
     opened = None
     with processes.agreement("opening the run directory"):
         if processes.main:
-            opened = _read_run(Path(path), checkpoint)
+            opened = _read_run(Path(path), checkpoint, modules)
     shared = processes.broadcast_json(opened and {"config": opened[0].to_dict(), "file": str(opened[2])})
     config = opened[0] if processes.main else config_from_dict(shared["config"], limits=False)
     file = Path(shared["file"])
@@ -185,8 +191,74 @@ def load_run(path: str | Path, checkpoint: str = "best", device: str = "auto",
     stored = opened[3] if processes.main else parse_checkpoint(data, file)
     with processes.agreement("choosing the device"):
         target = processes.device(resolve_device(device))
-    model = new_model(config)
+    model = new_model(config, modules=modules)
     stored.restore(model)
     model.to(target).eval()
     return Run(path=Path(path), config=config, model=model, device=target, epoch=stored.info["epoch"],
                checkpoint="best" if file.name == RunDir(Path(path)).best.name else "latest")
+
+
+def train(out: str | Path, dataset=None, *, resume: bool = False, config: str | Path | None = None,
+          encoder: torch.nn.Module | None = None, decoder: torch.nn.Module | None = None,
+          classifier: torch.nn.Module | None = None, progress: bool | None = None, log=print, **settings) -> Run:
+    """Train a model, writing the run directory `out` as `vaelab train --out OUT` does, and return it loaded
+    (its best checkpoint, as `load_run` gives it).
+
+    dataset: a registered name ("mnist"), an .npz file or a folder of class subfolders (as
+    --dataset), or data in memory: images [N, C, H, W] (uint8 0..255 or floats in [0, 1]; numpy
+    or torch), a pair (images, labels [N] or None), or a torch Dataset of (image, label) items;
+    data in memory is stored in the run as OUT/data.npz (`data.user.images_and_labels`). Default:
+    mnist, or on resume the run's own.
+    settings: every setting of `vaelab train`, by its name (lr=1e-3, model="vae", latent_dim=20,
+    and the settings of the family and network, `vaelab.models.settings_of`), with the command
+    line's defaults; config: a TOML file of settings, which the keywords override.
+    encoder, decoder (classifier, for a family with q(y | x)): your own torch modules as the
+    family's networks (network "given"; the shape contract is the family's, see `Network`):
+    they are trained in place and never pickled; loading the run again needs them again
+    (`load_run(out, encoder=..., decoder=...)`). To name a network instead, register it
+    (`vaelab.register_network`) and pass network=NAME.
+    resume: continue the run in `out` from its last checkpoint; progress: progress bars (default:
+    where stderr is a terminal or a notebook); log: where the run's lines go.
+    SIGINT or SIGTERM saves the state and raises TrainingInterrupted; resume=True then continues exactly.
+    """
+    import sys
+
+    from .config import make_config, read_toml
+    from .data.user import images_and_labels, write_npz
+    from .models import GIVEN
+    from .training import train as train_run
+
+    modules = {role: module for role, module in (("encoder", encoder), ("decoder", decoder),
+                                                  ("classifier", classifier)) if module is not None}
+    if modules:
+        if not {"encoder", "decoder"} <= set(modules):
+            raise VaelabError("give both an encoder and a decoder module (and a classifier, for a family with "
+                              "q(y | x))")
+        if settings.get("network") not in (None, GIVEN):
+            raise VaelabError("pass your modules or a network's name, not both: drop network, or the modules")
+        settings = {**settings, "network": GIVEN,
+                    **{role: f"{type(module).__module__}.{type(module).__qualname__}"
+                       for role, module in modules.items()}}
+    run_dir = RunDir(Path(out))
+    if dataset is not None and not isinstance(dataset, (str, Path)):
+        images, labels, names = images_and_labels(dataset)
+        if run_dir.data.is_file():
+            with np.load(run_dir.data, allow_pickle=False) as stored:
+                same = np.array_equal(stored["images"], images) and np.array_equal(stored["labels"], labels)
+            if not same and run_dir.config.is_file():
+                raise VaelabError(f"{run_dir.path} holds a run trained on other data ({run_dir.data}); give its data, "
+                                  "or another run directory (out)")
+        if not run_dir.data.is_file() or not same:
+            run_dir.path.mkdir(parents=True, exist_ok=True)
+            write_npz(run_dir.data, images, labels, names)
+        dataset = str(run_dir.data.resolve())
+    given = {name: value for name, value in settings.items() if value is not None}
+    if dataset is not None:
+        given["dataset"] = str(dataset)
+    file_values = read_toml(config) if config is not None else {}
+    made = make_config(file_values, given)
+    if progress is None:
+        progress = sys.stderr.isatty() or "ipykernel" in sys.modules
+    train_run(made, out, resume=resume, explicit=set(given) | set(file_values), log=log, progress=progress,
+              modules=modules or None, resume_words=f"vaelab.train({str(out)!r}, ..., resume=True)")
+    return load_run(out, device=made.device, **modules)

@@ -1,14 +1,16 @@
-"""Training settings: each one defined once, in `TrainConfig`'s fields, read from defaults < TOML file < flags.
+"""A run's settings, read from defaults < TOML file < flags (or `vaelab.train`'s keywords): `TrainConfig`.
 
-A field's `setting(...)` holds its type, default, allowed values, limits and help; the dataclass,
-the TOML reader, the command line's flags (`cli/arguments.py`) and the validation all come from it. Sizes and
-counts have upper limits, so a typo cannot ask for terabytes.
+The data, training and running settings are `TrainConfig`'s fields, each with its `setting(...)`:
+type, default, allowed values, limits and help. The model's settings belong to its family and its
+network (`vaelab.models.settings_of`: each declares its own `Setting`s beside it) and are held in
+`TrainConfig.model_settings`, only those the run's family and network take. The dataclass, the TOML
+reader, the command line's flags (`cli/arguments.py`), `vaelab.train`'s keywords and the validation
+all come from these declarations. Sizes and counts have upper limits, so a typo cannot ask for terabytes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,57 +22,20 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from .data import BINARIZE_MODES, DATASETS
 from .data.user import is_user_dataset
 from .errors import VaelabError
-from .models import ACTIVATIONS, FAMILIES, INFERENCES, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS, family_settings
+from .models import FAMILIES, GIVEN, Setting, check_registered, imports_of, model_settings_owners, settings_of
+from .models.registry import declared_settings
+from .models.settings import check_value as check_setting, stored
 from .runtime.compilation import COMPILE_MODES
 from .runtime.precision import PRECISIONS
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One setting: its type, limits and help. `kind` is int, float, str, bool or tuple (of whole numbers)."""
-
-    kind: type
-    help: str
-    choices: tuple[str, ...] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    optional: bool = False  # None is allowed (and means "not set")
-    group: str = "training"  # where `vaelab train --help` lists it: one of GROUPS
-    registry: dict | None = None  # choices that grow as entries are registered (the model families)
-    changes_on_resume: bool = False  # may differ from the stored value on --resume
-    example: str = ""
-    describe: str = ""  # what is allowed, in words, where the kind alone does not say
-
-    def options(self) -> tuple[str, ...] | None:
-        """The allowed values of a setting with choices, as they are now (None: any value of its kind)."""
-        return tuple(self.registry) if self.registry is not None else self.choices
-
-    def allowed(self) -> str:
-        """What is allowed, in words, for error messages."""
-        if self.describe:
-            return self.describe
-        if self.options() is not None:
-            return "one of " + ", ".join(self.options())
-        if self.kind is bool:
-            return "true or false"
-        if self.kind is float:
-            return f"a finite number > {self.minimum:g} and <= {self.maximum:g}"
-        if self.kind is str:
-            return "a folder path"
-        span = f">= {self.minimum}" if self.maximum is None else f"from {self.minimum} to {self.maximum:,}"
-        if self.kind is tuple:
-            return f"comma-separated whole numbers {span}, e.g. {self.example}"
-        return f"a whole number {span}"
-
-
-def setting(kind: type, default, help: str, **limits) -> dataclasses.Field:
-    return field(default=default, metadata={"setting": Setting(kind, help, **limits)})
+def setting(kind: type, default, help: str, group: str = "training", **limits) -> dataclasses.Field:
+    return field(default=default, metadata={"setting": Setting(kind, default, help, group=group, **limits)})
 
 
 # `vaelab train --help` lists the settings in these groups, in this order
-GROUPS = {"data": "the data", "model": "the model (each family takes the settings it names)",
+GROUPS = {"data": "the data", "model": "the model (each family takes the settings listed for it below)",
           "training": "training", "run": "running the run"}
-MAX_WIDTH = 10_000  # latent size and hidden widths: a 10,000 x 10,000 layer is 400 MB, 1.6 GB with Adam's moments
 OBJECTIVES = ("elbo", "iwae")
 DEVICES = ("auto", "cpu", "cuda")
 TRAIN_ON = ("train", "train+valid")
@@ -86,45 +51,9 @@ class TrainConfig:
     model: str = setting(str, "cvae", "the model family: vae, cvae (class-conditional), m2 (semi-supervised) or one "
                          "registered with vaelab.models.register_family",
                          registry=FAMILIES, group="model")
-    network: str = setting(str, "mlp", "the encoder and decoder networks", choices=tuple(NETWORKS),
-                           group="model")
     dataset: str = setting(str, "mnist", "mnist, fashion-mnist, an .npz file (images, labels) or a folder with a "
                            "subfolder of PNG images per class",
                            describe=f"one of {', '.join(DATASETS)}, an .npz file or a folder of class subfolders", group="data")
-    latent_dim: int = setting(int, 40, "latent size d", minimum=1, maximum=MAX_WIDTH, group="model")
-    latent_dims: tuple[int, ...] | None = setting(tuple, None, "sizes of a hierarchy's stochastic layers, z_1 (read by "
-                                                  "the decoder) first, e.g. 64,32 (instead of --latent-dim)",
-                                                  minimum=1, maximum=MAX_WIDTH, optional=True, group="model",
-                                                  example="64,32")
-    inference: str = setting(str, "top-down", "how q infers a hierarchy (--latent-dims): top-down (the ladder VAE's "
-                             "precision-weighted merge, Sønderby et al.) or bottom-up (Burda et al.)",
-                             choices=INFERENCES, group="model")
-    aux_dim: int | None = setting(int, None, "size of the auxiliary latent a (--model adgm; default: the latent "
-                                  "size)", minimum=1, maximum=MAX_WIDTH, optional=True, group="model")
-    hidden: tuple[int, ...] = setting(tuple, (500, 500), "hidden widths, e.g. 500,500 (encoder; the decoder "
-                                      "mirrors it)", minimum=1, maximum=MAX_WIDTH, group="model",
-                                      example="500,500")
-    activation: str = setting(str, "relu", "relu, tanh, softplus, elu or gelu", choices=tuple(ACTIVATIONS),
-                              group="model")
-    channels: int = setting(int, 32, "feature maps of the conv and resnet networks (conv doubles them once)",
-                            minimum=1, maximum=1024, group="model")
-    depth: int | None = setting(int, None, "convolutions (conv: 1) or residual blocks (resnet: 2) per resolution",
-                                minimum=1, maximum=64, optional=True, group="model")
-    likelihood: str = setting(str, "bernoulli", "bernoulli (binarised data), gaussian or continuous-bernoulli "
-                              "(grayscale)", choices=LIKELIHOODS, group="model")
-    posterior: str = setting(str, "gaussian", "q(z | x): gaussian (one diagonal Gaussian) or iaf (the Gaussian's "
-                             "draw through inverse autoregressive flow steps fed a context from the encoder)",
-                             choices=POSTERIORS, group="model")
-    flow_steps: int = setting(int, 2, "IAF steps of --posterior iaf", minimum=1, maximum=64, group="model")
-    flow_hidden: int = setting(int, 320, "hidden units of each flow step's networks (the IAF's MADEs and context, "
-                               "the flow prior's coupling layers)", minimum=1, maximum=MAX_WIDTH, group="model")
-    prior: str = setting(str, "standard", "p(z): standard (N(0, I)), vamp (the VampPrior, a mixture of the "
-                         "encoder's posteriors at learned pseudo-inputs) or flow (a RealNVP flow from N(0, I))",
-                         choices=PRIORS, group="model")
-    pseudo_inputs: int = setting(int, 500, "pseudo-inputs K of the VampPrior", minimum=1, maximum=10_000,
-                                 group="model")
-    prior_flow_steps: int = setting(int, 4, "affine coupling layers of --prior flow", minimum=1, maximum=64,
-                                    group="model")
     binarize: str = setting(str, "dynamic", "dynamic (fresh draw each epoch), static (drawn once) or none "
                             "(grayscale)", choices=BINARIZE_MODES, group="data")
     objective: str = setting(str, "elbo", "elbo (SGVB) or iwae (importance-weighted bound)", choices=OBJECTIVES)
@@ -174,22 +103,41 @@ class TrainConfig:
                                          "image once per epoch, spread over the steps, as runs made before it)",
                                          minimum=0, maximum=100_000, optional=True, group="data")
     label_seed: int = setting(int, 0, "which images keep their labels (with --labels)", minimum=0, maximum=2**62, group="data")
-    alpha: float | None = setting(float, None, "weight of log q(y | x) on the mean over a step's labelled images "
-                                  "(m2, adgm); default: 0.1 x training images / labelled images, Kingma et al.'s and "
-                                  "Maaloe et al.'s (50 with 100 labels of 50,000)",
-                                  minimum=0.0, maximum=1e6, optional=True, group="model")
     data_dir: str | None = setting(str, None, "folder with the IDX files (else $VAELAB_DATA, the cache, then "
-                                   "downloads)", optional=True, group="data")
+                                   "downloads)", optional=True, group="data", describe="a folder path")
     cache_dir: str | None = setting(str, None, "the data cache folder (default $VAELAB_CACHE or ~/.cache/vaelab); "
                                     "evaluate, sample, report and explore read the test images from it too",
-                                    optional=True, changes_on_resume=True, group="data")
+                                    optional=True, changes_on_resume=True, group="data", describe="a folder path")
     tensorboard: bool = setting(bool, False, "also write TensorBoard event files to DIR/tensorboard/ (needs the "
                                 "tensorboard extra)", changes_on_resume=True, group="run")
+    # the settings of the family and its network, name -> value (`models.settings_of`), and the
+    # modules outside vaelab that registered them (what loading the run needs imported)
+    model_settings: dict = field(default=None, metadata={"model": True})
+    imports: tuple[str, ...] = field(default=(), metadata={"model": True})
+
+    def __post_init__(self):
+        """Without model_settings, the family's defaults (a config made in code; `make_config` checks)."""
+        if self.model_settings is None:
+            defaults = {name: declared.default for name, declared in settings_of(self.model).items()}
+            object.__setattr__(self, "model_settings", defaults)
+
+    def __getattr__(self, name: str):
+        """A model setting read as an attribute (`config.latent_dim`), for a family that takes it."""
+        settings = self.__dict__.get("model_settings") or {}
+        if name in settings:
+            return settings[name]
+        raise AttributeError(f"{type(self).__name__} of model {self.__dict__.get('model')!r} has no setting {name!r}")
+
+    def get(self, name: str, default=None):
+        """The value of setting `name`, a training or a model setting; `default` where the run has no such setting."""
+        if name in SETTINGS:
+            return getattr(self, name)
+        return self.model_settings.get(name, default)
 
     def family_settings(self) -> dict:
-        """The settings the chosen family takes (`models.family_settings`), as keyword arguments of
-        `models.build_model`: it is handed these and no others."""
-        return {name: getattr(self, name) for name in family_settings(self.model)}
+        """The settings of the family and its network, as keyword arguments of `models.build_model`:
+        it is handed these and no others."""
+        return dict(self.model_settings)
 
     @property
     def bound_key(self) -> str:
@@ -208,15 +156,39 @@ class TrainConfig:
         return min(LABELLED_BATCH if self.labelled_batch is None else self.labelled_batch, self.labels)
 
     def to_dict(self) -> dict:
-        return {name: list(value) if isinstance(value, tuple) else value
-                for name, value in dataclasses.asdict(self).items()}
+        """config.json's form: one flat object of the training settings, the model's settings and,
+        where there are any, the modules that registered the family and network (`imports`)."""
+        values = {name: stored(getattr(self, name)) for name in SETTINGS}
+        values.update({name: stored(value) for name, value in self.model_settings.items()})
+        if self.imports:
+            values["imports"] = list(self.imports)
+        return values
 
 
-SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in dataclasses.fields(TrainConfig)}
+SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in dataclasses.fields(TrainConfig)
+                                if "setting" in f.metadata}
 
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _cell(text: str) -> str:
+    """A Markdown table cell: no pipes that would split it, no tags."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _shown(value) -> str:
+    """A default as it would be typed, for the flag tables ("not set" for None)."""
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (tuple, list)):
+        return "`" + ",".join(map(str, value)) + "`"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    return f"`{value}`"
 
 
 def flags_table(settings: dict[str, Setting], defaults: dict[str, object]) -> str:
@@ -226,125 +198,101 @@ def flags_table(settings: dict[str, Setting], defaults: dict[str, object]) -> st
     is allowed (`Setting.allowed()`), the help, and whether it may change on `--resume`. Pure: the docs
     site builds its flag table with it (`docs/hooks.py`), so the page cannot drift from the parser.
     """
-    def cell(text: str) -> str:  # a table cell: no pipes that would split it, no tags
-        return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-
-    def shown(value) -> str:
-        if value is None:
-            return "not set"
-        if isinstance(value, bool):
-            return "on" if value else "off"
-        if isinstance(value, (tuple, list)):
-            return "`" + ",".join(map(str, value)) + "`"
-        if isinstance(value, float):
-            return f"`{value:g}`"
-        return f"`{value}`"
-
     rows = ["| flag | default | allowed | what | may change on `--resume` |", "|---|---|---|---|---|"]
     for name, declared in settings.items():
         name_flag = f"`{flag(name)}` / `--no-{flag(name)[2:]}`" if declared.kind is bool else f"`{flag(name)}`"
-        rows.append(f"| {name_flag} | {shown(defaults[name])} | {cell(declared.allowed())} | {cell(declared.help)} | "
+        rows.append(f"| {name_flag} | {_shown(defaults[name])} | {_cell(declared.allowed())} | {_cell(declared.help)} | "
                     f"{'yes' if declared.changes_on_resume else 'no'} |")
     return "\n".join(rows) + "\n"
 
 
-def _fail(name: str, value, allowed: str) -> VaelabError:
-    return VaelabError(f"{{{name}}} {value!r} is not allowed: use {allowed}")
-
-
-def _whole(value, setting: Setting, limits: bool = True) -> bool:
-    return (not isinstance(value, bool) and isinstance(value, int) and value >= setting.minimum
-            and (not limits or setting.maximum is None or value <= setting.maximum))
+def model_flags_table() -> str:
+    """The `vaelab train` flags of the model settings every registered family and network declare,
+    as a Markdown table: the flag, who takes it (`--model vae, cvae`, `--network conv`), its default
+    (per owner where they differ), what is allowed and the help. Modules handed to `vaelab.train`
+    (the given network) have no flags."""
+    rows = ["| flag | taken by | default | allowed | what |", "|---|---|---|---|---|"]
+    for name, declared in model_settings_owners().items():
+        declared = [(owner, setting) for owner, setting in declared if owner != f"--network {GIVEN}"]
+        if name in SETTINGS or not declared:
+            continue
+        by_kind: dict[str, list[str]] = {}
+        for owner, _ in declared:
+            kind, who = owner.split(" ", 1)
+            by_kind.setdefault(kind, []).append(who)
+        takers = " and ".join(f"`{kind} {', '.join(who)}`" for kind, who in by_kind.items())
+        defaults: dict[str, list[str]] = {}
+        for owner, setting in declared:
+            defaults.setdefault(_shown(setting.default), []).append(owner.split(" ", 1)[1])
+        default = next(iter(defaults)) if len(defaults) == 1 else \
+            "; ".join(f"{value} ({', '.join(who)})" for value, who in defaults.items())
+        first = declared[0][1]
+        shown_flag = f"`{flag(name)}` / `--no-{flag(name)[2:]}`" if first.kind is bool else f"`{flag(name)}`"
+        rows.append(f"| {shown_flag} | {takers} | {default} | {_cell(first.allowed())} | {_cell(first.help)} |")
+    return "\n".join(rows) + "\n"
 
 
 def check_value(name: str, value, limits: bool = True):
-    """Return `value` converted to the setting's type, or raise VaelabError saying what is allowed.
+    """A training setting's `value` converted to its type, or VaelabError saying what is allowed
+    (`models.settings.check_value`); a dataset file and the folders as absolute paths.
 
     limits=False skips the upper limits on sizes and counts (for a stored config, see `runs.stored_config`).
     """
-    declared = SETTINGS[name]
-    if value is None and declared.optional:
-        return None
-    if declared.options() is not None:
-        if not isinstance(value, str) or value not in declared.options():
-            raise _fail(name, value, declared.allowed())
-        return value
-    if declared.kind is bool:
-        if not isinstance(value, bool):
-            raise _fail(name, value, declared.allowed())
-        return value
-    if declared.kind is int:
-        if not _whole(value, declared, limits):
-            raise _fail(name, value, declared.allowed())
-        return value
-    if declared.kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not declared.minimum < value <= declared.maximum:
-            raise _fail(name, value, declared.allowed())
-        return float(value)
-    if declared.kind is tuple:
-        if isinstance(value, str):
-            parts = [part.strip() for part in value.split(",") if part.strip()]
-            try:
-                value = [int(part) for part in parts]
-            except ValueError:
-                raise _fail(name, ",".join(parts), declared.allowed()) from None
-        if not isinstance(value, (list, tuple)) or not value or len(value) > 1000 or \
-                not all(_whole(v, declared, limits) for v in value):
-            raise _fail(name, value, declared.allowed())
-        return tuple(value)
-    if not isinstance(value, str) or not value:
-        raise _fail(name, value, declared.allowed())
+    value = check_setting(name, SETTINGS[name], value, limits)
     if name == "dataset" and value not in DATASETS:
         if not is_user_dataset(value):
-            raise _fail(name, value, declared.allowed())
+            raise VaelabError(f"{{dataset}} {value!r} is not allowed: use {SETTINGS['dataset'].allowed()}")
         return str(Path(value).expanduser().resolve())  # the run directory works from any folder
-    if name in FOLDERS:
+    if name in FOLDERS and value is not None:
         return str(Path(value).expanduser().resolve())
     return value
 
 
+def _model_settings(model: str, values: dict, limits: bool) -> dict:
+    """The settings of family `model` and its network from `values` (name -> value, None: not
+    given), checked, and completed with their defaults: name -> value of every setting they take."""
+    own = declared_settings(FAMILIES[model])
+    if values.get("network") is not None and "network" in own:
+        values = {**values, "network": check_setting("network", own["network"], values["network"], limits)}
+    taken = settings_of(model, values.get("network"))
+    checked = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name not in taken:
+            owners = [owner for owner, _ in model_settings_owners().get(name, ())]
+            if not owners:
+                known = [*SETTINGS, *model_settings_owners()]
+                raise VaelabError(f"unknown setting {name!r}; known: {', '.join(known)}")
+            network = values.get("network") or (own["network"].default if "network" in own else None)
+            if "network" in own and any(owner.startswith("--network") for owner in owners):
+                network_own = [n for n in taken if n not in own]
+                raise VaelabError(f"{{network}} {network} does not take {{{name}}}: drop it (its settings: "
+                                  + (", ".join("{" + n + "}" for n in network_own) or "none") + ")")
+            raise VaelabError(f"{{model}} {model} does not take {{{name}}}: drop it (its settings: "
+                              + ", ".join("{" + n + "}" for n in taken) + ")")
+        checked[name] = check_setting(name, taken[name], value, limits)
+    return {name: checked.get(name, declared.default) for name, declared in taken.items()}
+
+
 def check_consistency(config: TrainConfig) -> None:
-    taken = family_settings(config.model)
-    if "likelihood" in taken and config.likelihood == "bernoulli" and config.binarize == "none":
-        raise VaelabError("{likelihood} bernoulli needs binarised pixels: a Bernoulli 'likelihood' of grayscale "
-                          "pixels is not a likelihood; use {binarize} dynamic/static, or {likelihood} gaussian "
-                          "or continuous-bernoulli with {binarize} none")
-    if "likelihood" in taken and config.likelihood != "bernoulli" and config.binarize != "none":
-        raise VaelabError(f"{{likelihood}} {config.likelihood} models grayscale pixels: use it with {{binarize}} none")
-    if FAMILIES[config.model].binary_pixels and config.binarize == "none":
+    """VaelabError where the settings do not go together: the family's own rules
+    (`Family.check_settings`), then those between the family and training."""
+    family = FAMILIES[config.model]
+    if family.binary_pixels and config.binarize == "none":
         raise VaelabError(f"{{model}} {config.model} models binarised pixels (Bernoulli): use {{binarize}} dynamic "
                           "or static")
-    defaults = TrainConfig()
-    for name, needs, value in (("flow_steps", "posterior", "iaf"), ("prior_flow_steps", "prior", "flow")):
-        if name in taken and getattr(config, name) != getattr(defaults, name) and getattr(config, needs) != value:
-            raise VaelabError(f"{{{name}}} is a setting of {{{needs}}} {value}, not of {{{needs}}} "
-                              f"{getattr(config, needs)}: drop it, or use {{{needs}}} {value}")
-    layers = config.latent_dims or (config.latent_dim,)
-    if config.latent_dims is not None and "latent_dims" in taken:
-        if config.latent_dim != defaults.latent_dim:
-            raise VaelabError("{latent_dims} gives every layer's size, z_1's too: drop {latent_dim}")
-        if len(layers) > 1 and config.posterior != "gaussian":
-            raise VaelabError(f"{{posterior}} {config.posterior} is for one stochastic layer: use it without "
-                              "{latent_dims}, or a hierarchy with {posterior} gaussian")
-    if "inference" in taken and len(layers) < 2 and config.inference != defaults.inference:
-        raise VaelabError("{inference} is how a hierarchy is inferred: use it with {latent_dims} of two or more sizes")
-    offered = FAMILIES[config.model].priors
-    if "prior" in taken and config.prior not in offered:
-        raise VaelabError(f"{{model}} {config.model} takes {{prior}} " + " or ".join(offered) + f", not {config.prior}")
-    if "prior" in taken and config.prior == "flow" and layers[-1] < 2:
-        raise VaelabError("{prior} flow couples half of z with the other half: it needs a top layer of 2 or more "
-                          "({latent_dim} or the last of {latent_dims})")
+    family.check_settings(config.model_settings, config)
+    offered = family.priors
+    if "prior" in config.model_settings and config.model_settings["prior"] not in offered:
+        raise VaelabError(f"{{model}} {config.model} takes {{prior}} " + " or ".join(offered) + ", not "
+                          + config.model_settings["prior"])
     if config.labelled_batch is not None and config.labels is None:
         raise VaelabError("{labelled_batch} sizes the labelled batch of a semi-supervised run: use it with {labels}")
     if config.labels is not None and not hasattr(FAMILIES[config.model], "classifier"):
         inferring = " or ".join(name for name, family in FAMILIES.items() if hasattr(family, "classifier"))
         raise VaelabError(f"{{labels}} needs a model that infers missing labels ({{model}} {inferring}); {{model}} "
                           f"{config.model} trains on every label: drop {{labels}}")
-    for name, declared in SETTINGS.items():
-        if declared.group == "model" and name != "model" and name not in taken and getattr(config, name) != getattr(defaults, name):
-            raise VaelabError(f"{{model}} {config.model} does not take {{{name}}}: drop it (its settings: "
-                              + ", ".join("{" + n + "}" for n in taken) + ")")
     trains_with = FAMILIES[config.model].objectives
     if config.objective not in trains_with:
         raise VaelabError(f"{{model}} {config.model} trains with {{objective}} " + " or ".join(trains_with)
@@ -366,25 +314,44 @@ def read_toml(path: str | Path) -> dict:
     out = {}
     for key, value in values.items():
         name = key.replace("-", "_")
-        if name not in SETTINGS:
-            raise VaelabError(f"config file {path}: unknown key {key!r}; known keys: {', '.join(SETTINGS)}")
+        if name not in SETTINGS and name not in model_settings_owners():
+            known = [*SETTINGS, *model_settings_owners()]
+            raise VaelabError(f"config file {path}: unknown key {key!r}; known keys: {', '.join(known)}")
         out[name] = value
     return out
 
 
-def make_config(file_values: dict | None = None, flag_values: dict | None = None, limits: bool = True) -> TrainConfig:
-    """Defaults, overridden by a config file's values, overridden by flags given on the command line."""
+def make_config(file_values: dict | None = None, flag_values: dict | None = None, limits: bool = True,
+                imports: tuple[str, ...] | None = None) -> TrainConfig:
+    """Defaults, overridden by a config file's values, overridden by flags given on the command line
+    (a flag's None: not given). Training settings and the model's settings alike (the family's and
+    its network's, `models.settings_of`). imports: the modules a stored run names as registering
+    its family and network (None: those that registered them in this process)."""
     merged = {**(file_values or {}), **{k: v for k, v in (flag_values or {}).items() if v is not None}}
-    checked = {}
+    model = check_value("model", merged.pop("model", SETTINGS["model"].default), limits)
+    checked, model_values = {}, {}
     for name, value in merged.items():
-        if name not in SETTINGS:
-            raise VaelabError(f"unknown setting {name!r}; known: {', '.join(SETTINGS)}")
-        checked[name] = check_value(name, value, limits)
-    config = TrainConfig(**checked)
+        if name in SETTINGS:
+            checked[name] = check_value(name, value, limits)
+        else:
+            model_values[name] = value
+    settings = _model_settings(model, model_values, limits)
+    found = imports_of(model, settings.get("network")) if imports is None else tuple(imports)
+    config = TrainConfig(model=model, **checked, model_settings=settings, imports=found)
     check_consistency(config)
     return config
 
 
 def config_from_dict(values: dict, limits: bool = True) -> TrainConfig:
-    """Rebuild a stored config (config.json), with the same checks as user input."""
-    return make_config(values, None, limits)
+    """Rebuild a stored config (config.json's form, `TrainConfig.to_dict`), with the same checks as
+    user input; a family or network not registered in this process is named with the modules that
+    registered it (`models.check_registered`)."""
+    values = dict(values)
+    imports = values.pop("imports", None) or ()
+    if not isinstance(imports, (list, tuple)) or not all(isinstance(module, str) for module in imports):
+        raise VaelabError("{imports} must be a list of module names")
+    model = values.get("model", SETTINGS["model"].default)
+    if isinstance(model, str):
+        check_registered(model, values.get("network") if isinstance(values.get("network"), str) else None,
+                         tuple(imports))
+    return make_config(values, None, limits, imports=tuple(imports))

@@ -52,6 +52,10 @@ class DataError(VaelabError):
     """A data file is missing, corrupt, or does not match its pinned checksum."""
 
 
+class NotRegistered(VaelabError, ValueError):
+    """A family or network that is not registered in this process (an unknown --model or --network)."""
+
+
 class RunError(VaelabError):
     """A run directory is missing, incomplete, or does not fit the requested operation."""
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 
 from ..api import CHECKPOINTS
-from ..config import DEVICES, GROUPS, SETTINGS, TrainConfig, flag
-from ..models import FAMILIES, family_settings
+from ..config import DEVICES, GROUPS, SETTINGS, flag
+from ..errors import VaelabError
+from ..models import GIVEN, Setting, model_settings_owners, settings_of
 from ..runtime.compilation import COMPILE_MODES
 
 EXIT_USAGE = 2
@@ -76,7 +77,10 @@ def _class(text: str) -> int:
 _FLAG_TYPES = {int: _int, float: _float}  # strings and lists are checked with the settings (config.check_value)
 
 
-def build_parser() -> ArgumentParser:
+def build_parser(chosen: tuple[str | None, str | None] = (None, None)) -> ArgumentParser:
+    """The `vaelab` parser. chosen: the --model and --network given (`chosen_model`): `vaelab train
+    --help` then lists only the settings that family and network take (the others still parse,
+    to be refused by name)."""
     parser = ArgumentParser(prog="vaelab", description="Variational autoencoders on MNIST-family images.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
@@ -91,20 +95,21 @@ def build_parser() -> ArgumentParser:
     train.add_argument("--out", required=True, help="run directory to write")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    defaults = TrainConfig()
     groups = {group: train.add_argument_group(f"settings of {words}") for group, words in GROUPS.items()}
     for name, setting in SETTINGS.items():
-        default = getattr(defaults, name)
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        takers = [family for family in FAMILIES if name in family_settings(family)]
-        taken = f" [{', '.join(takers)}]" if setting.group == "model" and name != "model" else ""
-        group = groups[setting.group]
-        if setting.kind is bool:  # --tensorboard / --no-tensorboard
-            group.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"{setting.help} (default: {'on' if default else 'off'}){taken}")
-            continue
-        group.add_argument(flag(name), dest=name, type=_FLAG_TYPES.get(setting.kind, str), default=None,
-                           help=f"{setting.help} (default: {shown}){taken}")
+        _setting_flag(groups[setting.group], name, setting, f"default: {_shown(setting.default)}")
+    taken = _taken(*chosen)
+    for owners, names in _model_setting_groups().items():
+        shown = taken is None or any(name in taken for name in names)
+        group = train.add_argument_group("settings of " + _owners_words(owners)) if shown else train
+        for name in names:
+            declared = model_settings_owners()[name]
+            defaults = {}
+            for owner, setting in declared:
+                defaults.setdefault(_shown(setting.default), []).append(owner.split()[1])
+            default = (f"default: {next(iter(defaults))}" if len(defaults) == 1 else
+                       "default: " + "; ".join(f"{', '.join(who)}: {value}" for value, who in defaults.items()))
+            _setting_flag(group, name, declared[0][1], default, hidden=taken is not None and name not in taken)
 
     evaluate = commands.add_parser("evaluate", help="test-set ELBO, IS log-likelihood (and CVAE extras)")
     evaluate.add_argument("run", help="run directory")
@@ -173,7 +178,85 @@ def build_parser() -> ArgumentParser:
     study.add_argument("--seed", type=_seed, default=0)
     _device_flag(study)
     study.add_argument("--no-progress", action="store_true")
+    for command in commands.choices.values():
+        command.add_argument("--import", dest="imports", action="append", metavar="MODULE", default=[],
+                             help="import MODULE first: one that registers a family or network of your own "
+                                  "(vaelab.register_family, vaelab.register_network); repeat it for several. "
+                                  "A run made with one needs it on every command that reads the run")
     return parser
+
+
+def modules_to_import(argv: list[str]) -> list[str]:
+    """The MODULEs of every --import MODULE (or --import=MODULE) in argv, in order: imported before
+    the parser is built, so that what they register is among its choices and flags."""
+    found = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    found.add_argument("--import", dest="imports", action="append", default=[])
+    return found.parse_known_args(argv)[0].imports
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _setting_flag(group, name: str, setting: Setting, default: str, hidden: bool = False) -> None:
+    """A setting's flag: --name VALUE (read as the setting's kind), or --name / --no-name for a bool;
+    hidden: parsed, not listed in --help. A setting whose choices are a registry lists them as they are."""
+    default = "" if "default" in setting.help else f" ({default})"
+    if setting.registry is not None:
+        default += "; registered now: " + ", ".join(name for name in setting.registry if name != GIVEN)
+    if setting.kind is bool:
+        group.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None,
+                           help=argparse.SUPPRESS if hidden else setting.help + default)
+    else:
+        group.add_argument(flag(name), dest=name, type=_FLAG_TYPES.get(setting.kind, str), default=None,
+                           help=argparse.SUPPRESS if hidden else setting.help + default)
+
+
+def _taken(model: str | None, network: str | None) -> set[str] | None:
+    """The model settings family `model` with `network` takes (None: no family chosen, or not a registered one)."""
+    if model is None:
+        return None
+    try:
+        return set(settings_of(model, network))
+    except VaelabError:
+        return None
+
+
+def chosen_model(argv: list[str]) -> tuple[str | None, str | None]:
+    """The --model and --network of a `vaelab train` command line, where given (for its --help)."""
+    found = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    found.add_argument("--model")
+    found.add_argument("--network")
+    known = found.parse_known_args(argv)[0]
+    return known.model, known.network
+
+
+def _model_setting_groups() -> dict[tuple[str, ...], list[str]]:
+    """The model settings grouped by who takes them: (owners) -> names, in the order first declared."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name, declared in model_settings_owners().items():
+        owners = tuple(owner for owner, _ in declared if owner != f"--network {GIVEN}")  # given: Python only
+        if name not in SETTINGS and owners:
+            groups.setdefault(owners, []).append(name)
+    return groups
+
+
+def _owners_words(owners: tuple[str, ...]) -> str:
+    """("--model vae", "--model cvae", "--network mlp") -> "--model vae, cvae and --network mlp"."""
+    by_kind: dict[str, list[str]] = {}
+    for owner in owners:
+        kind, name = owner.split(" ", 1)
+        by_kind.setdefault(kind, []).append(name)
+    return " and ".join(f"{kind} {', '.join(names)}" for kind, names in by_kind.items())
+
+
+def model_setting_names() -> set[str]:
+    """The names of the model settings that are flags of `vaelab train` now."""
+    return {name for names in _model_setting_groups().values() for name in names}
 
 
 def _device_flag(command: argparse.ArgumentParser) -> None:
@@ -191,7 +274,7 @@ def _int_list(text: str) -> tuple[int, ...]:
         values = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
-    largest = SETTINGS["latent_dim"].maximum
+    largest = model_settings_owners()["latent_dim"][0][1].maximum
     if not values or min(values) < 1 or max(values) > largest:
         raise argparse.ArgumentTypeError(f"{text!r}: every latent size must be from 1 to {largest:,}")
     return values

@@ -10,6 +10,7 @@ Started by torchrun (several processes), `train` and `evaluate` join the group
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -23,7 +24,7 @@ from ..config import SETTINGS, flag, make_config, read_toml
 from ..errors import EXIT_FAILURE, TrainingInterrupted, VaelabError, out_of_memory
 from ..runtime.cpu_share import share_cpus
 from ..runtime.processes import SINGLE, Processes, group, group_size
-from .arguments import build_parser
+from .arguments import build_parser, chosen_model, model_setting_names, modules_to_import
 
 
 def _log(message: str) -> None:
@@ -66,7 +67,7 @@ def cmd_data(args, session: Session) -> int:
 def cmd_train(args, session: Session) -> int:
     from ..training import train
 
-    flag_values = {name: getattr(args, name) for name in SETTINGS}
+    flag_values = {name: getattr(args, name) for name in (*SETTINGS, *model_setting_names())}
     explicit = {name for name, value in flag_values.items() if value is not None}
     file_values = read_toml(args.config) if args.config else {}
     config = make_config(file_values, flag_values)
@@ -266,10 +267,34 @@ def _rank(environ=os.environ) -> int:
         return 0
 
 
+def import_module(name: str) -> None:
+    """Import a user's module by name, as `--import` asks (it registers its families and networks):
+    from the current folder too, as `python -m` would. VaelabError (one line) where it cannot."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise VaelabError(f"--import {name}: there is no module {exc.name!r} here; run vaelab from the folder "
+                              f"that holds {exc.name.replace('.', '/')}.py, or add its folder to PYTHONPATH") from None
+        raise VaelabError(f"--import {name}: the module needs {exc.name!r}, which is not installed") from None
+    except Exception as exc:  # the user's module failed: its one line, not vaelab's traceback
+        raise VaelabError(f"--import {name}: importing it failed ({type(exc).__name__}: {exc})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     rank = _rank()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        for name in modules_to_import(argv):
+            import_module(name)
+    except VaelabError as exc:
+        if rank == 0:
+            print(f"vaelab: error: {exc.worded(flag)}", file=sys.stderr)
+        return exc.exit_code
     with redirect_stderr(io.StringIO()) if rank else nullcontext():  # the same usage error: rank 0 says it
-        args = build_parser().parse_args(argv)
+        args = build_parser(chosen_model(argv)).parse_args(argv)
     try:
         if group_size() > 1 and args.command not in IN_GROUPS:
             raise VaelabError(f"`vaelab {args.command}` runs in one process: start it without torchrun "

@@ -192,3 +192,74 @@ def user_arrays(dataset: str) -> dict[str, np.ndarray]:
     train, test = order[: len(order) - len(order) // 10], order[len(order) - len(order) // 10 :]
     return {"train_images": images[train], "train_labels": labels[train],
             "test_images": images[test], "test_labels": labels[test]}
+
+
+def images_and_labels(data) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """A user's data given in memory, as an .npz dataset holds it: (images uint8 [N, C, H, W],
+    labels int64 [N], class names).
+
+    data: images [N, C, H, W] or [N, H, W] (a numpy array or a torch tensor), uint8 intensities
+    0..255 or floats in [0, 1] (stored as round(255 x), the 8 bits every vaelab dataset has); or a
+    pair (images, labels) with labels [N] whole numbers 0..K-1 (None: one class, "images"); or a
+    torch Dataset whose items are (image, label) pairs or images, each image [C, H, W] or [H, W].
+    Anything else is a DataError that says what to give.
+    """
+    import torch
+
+    if isinstance(data, torch.utils.data.Dataset):
+        data = _dataset_arrays(data)
+    images, labels = data if isinstance(data, (tuple, list)) and len(data) == 2 else (data, None)
+    images = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if images.dtype.kind == "f":
+        if not np.isfinite(images).all() or images.min(initial=0) < 0 or images.max(initial=0) > 1:
+            raise DataError("{dataset}: float images must lie in [0, 1]; scale them, or give uint8 0..255")
+        images = np.round(images.astype(np.float64) * 255).astype(np.uint8)
+    elif images.dtype != np.uint8:
+        raise DataError(f"{{dataset}}: images are {images.dtype}; give uint8 0..255 or floats in [0, 1]")
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4:
+        raise DataError(f"{{dataset}}: images have shape {images.shape}; give [N, C, H, W] or [N, H, W] "
+                        "(channels first)")
+    if labels is None:
+        labels, names = np.zeros(len(images), dtype=np.int64), ("images",)
+    else:
+        labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(images):
+            raise DataError(f"{{dataset}}: labels are {labels.dtype} of shape {labels.shape}; give {len(images)} "
+                            "whole numbers, one class 0..K-1 per image")
+        if len(labels) and labels.min() < 0:
+            raise DataError("{dataset}: labels are classes 0..K-1; a label is negative")
+        labels = labels.astype(np.int64)
+        names = tuple(str(c) for c in range(int(labels.max()) + 1 if len(labels) else 0))
+    return np.ascontiguousarray(images), labels, names
+
+
+def _dataset_arrays(dataset) -> tuple:
+    """A torch Dataset's items stacked: (images, labels or None)."""
+    import torch
+
+    try:
+        count = len(dataset)
+    except TypeError:
+        raise DataError("{dataset}: a torch Dataset must have a length (a map-style Dataset)") from None
+    items = [dataset[index] for index in range(count)]
+    if not items:
+        raise DataError("{dataset}: the Dataset is empty")
+    pairs = isinstance(items[0], (tuple, list))
+    images = [torch.as_tensor(item[0] if pairs else item) for item in items]
+    if len({tuple(image.shape) for image in images}) != 1:
+        raise DataError("{dataset}: the Dataset's images differ in shape; give images of one size")
+    labels = torch.as_tensor([int(item[1]) for item in items]) if pairs else None
+    return torch.stack(images), labels
+
+
+def write_npz(path: Path, images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> None:
+    """An .npz dataset (`read_user_dataset`'s form) of these arrays, written atomically."""
+    import io
+
+    from ..runtime.files import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.savez(buffer, images=images, labels=labels, class_names=np.asarray(class_names, dtype=str))
+    atomic_write_bytes(Path(path), buffer.getvalue())

@@ -32,6 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import session
+from ..errors import VaelabError
 from .session import Explored
 
 STATIC = Path(__file__).parent / "static"
@@ -201,3 +202,29 @@ def serve(runs: list[Explored], host: str, port: int, log=print) -> None:
     log(f"vaelab explore: http://{host if ':' not in host else f'[{host}]'}:{port}/  (Ctrl-C stops it)")
     uvicorn.run(build_app(runs), host=host, port=port, log_level="warning")
 
+
+
+class Explorer:
+    """The explorer served from a thread of this process (a notebook's), until `stop()`: `url` is its page."""
+
+    def __init__(self, runs: list[Explored], host: str = "127.0.0.1", port: int = 8765):
+        import threading
+
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(build_app(runs), host=host, port=port, log_level="warning"))
+        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+        self.thread = threading.Thread(target=self.server.run, name="vaelab-explorer", daemon=True)
+        self.thread.start()
+        while not self.server.started and self.thread.is_alive():  # up, or failed (a port in use)
+            self.thread.join(0.05)
+        if not self.server.started:
+            raise VaelabError(f"cannot serve the explorer on {host}:{port}; pass another port")
+
+    def stop(self) -> None:
+        """Shut the server down and wait for its thread."""
+        self.server.should_exit = True
+        self.thread.join()
+
+    def __repr__(self) -> str:
+        return f"Explorer({self.url})"

@@ -59,12 +59,13 @@ class Explored:
                 "epoch": self.run.epoch}
 
 
-def explore_runs(paths: list[str | Path], device: str = "auto") -> list[Explored]:
-    """Load each run (best checkpoint) and find its sliders' directions from the test set."""
+def explore_runs(paths: "list[str | Path | Run]", device: str = "auto") -> list[Explored]:
+    """Load each run (best checkpoint; a `Run` is taken as it is) and find its sliders' directions
+    from the test set."""
     explored, names = [], set()
     for path in paths:
-        run = load_run(path, device=device)
-        name = Path(path).resolve().name
+        run = path if isinstance(path, Run) else load_run(path, device=device)
+        name = Path(run.path).resolve().name
         while name in names:
             name += "'"
         names.add(name)

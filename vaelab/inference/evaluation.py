@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from ..errors import VaelabError
 from ..models import Classifies, Model, Noise, Simulates, class_conditional

@@ -19,19 +19,22 @@ the image's share of a first layer is computed once per image, not once per clas
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from .base import Family, class_weights, labelled_and_unlabelled, with_label
-from .families import default_alpha
+from .families import ALPHA, GAUSSIAN_SETTINGS, check_flow_settings, default_alpha
 from .flows import InverseAutoregressiveFlow, RealNVP
 from .interface import Bound, DataFacts, Densities, Noise, Simulated, Terms
 from .latents import loc_scale
 from .layers import ACTIVATIONS, ConditionalLinear, Dense, Network
 from .likelihoods import pixel_distribution
 from .mlp import MLPDecoder
+from .networks import ACTIVATION, HIDDEN
+from .settings import MAX_WIDTH, Setting
 from .priors import gaussian_kl, gaussian_log_density, rsample, standard_log_density
 
 
@@ -92,9 +95,15 @@ class ADGM(Family):
     ADGM's stack, and its q(z | a, y, x) has no Gaussian at a pseudo-input alone.)
     """
 
-    settings = ("latent_dim", "aux_dim", "hidden", "activation", "alpha", "posterior", "flow_steps", "flow_hidden",
-                "prior", "prior_flow_steps")
     priors = ("standard", "flow")
+    settings = {
+        "latent_dim": GAUSSIAN_SETTINGS["latent_dim"],
+        "aux_dim": Setting(int, None, "size of the auxiliary latent a (default: the latent size)", minimum=1,
+                           maximum=MAX_WIDTH, optional=True),
+        "hidden": HIDDEN, "activation": ACTIVATION, "alpha": ALPHA,
+        **{name: GAUSSIAN_SETTINGS[name] for name in ("posterior", "flow_steps", "flow_hidden")},
+        **{name: GAUSSIAN_SETTINGS[name] for name in ("prior", "prior_flow_steps")},  # prior: standard or flow
+    }
     objectives = ("elbo",)  # the missing label's sum shares a draw of a between the classes: an ELBO
     binary_pixels = True  # p(x | y, z) is Bernoulli: the images must be binarised
     pixel_words = "Bernoulli means"
@@ -126,6 +135,11 @@ class ADGM(Family):
     def for_data(cls, data: DataFacts, alpha: float | None = None, **settings) -> "ADGM":
         return cls(data.image_shape, data.num_classes, alpha=default_alpha(data) if alpha is None else alpha,
                    **settings)
+
+    @classmethod
+    def check_settings(cls, settings: Mapping, config) -> None:
+        """A flow's size only with its flow (`families.check_flow_settings`)."""
+        check_flow_settings(settings, cls.settings)
 
     @property
     def code_dim(self) -> int:

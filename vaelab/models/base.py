@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
 from .interface import Bound, Noise, Terms
 from .priors import PRIORS
+from .settings import Setting
 
 
 class Family(nn.Module):
@@ -16,17 +17,26 @@ class Family(nn.Module):
     and the defaults of what a family declares of itself (`Model`'s capabilities).
 
     A family that sums a missing label out (one with a classifier, see `M2`) overrides `objective`;
-    every other family inherits it. `settings` names the `vaelab train` settings its constructor
-    takes (fields of `vaelab.config.TrainConfig`; a family with a setting of its own adds a field
-    there): it is handed those, and nothing else, by `models.build_model`.
+    every other family inherits it. `settings` declares the settings its constructor takes, name ->
+    `Setting` (type, default, limits, help): they become flags of `vaelab train`, TOML keys and
+    keywords of `vaelab.train`, and `models.build_model` hands it those and nothing else (with the
+    settings of its network, for a family that takes a `network`). `check_settings` holds its
+    rules between them.
     """
 
-    settings: tuple[str, ...] = ()  # the vaelab train settings its constructor takes
+    settings: Mapping[str, Setting] = {}  # the settings its constructor takes
     priors: tuple[str, ...] = PRIORS  # the --prior values it takes
     objectives: tuple[str, ...] = ("elbo", "iwae")  # the --objective values it trains with
     binary_pixels: bool = False  # True: a Bernoulli decoder of its own (--binarize none is refused)
     pixel_words: str = "decoder means"  # what its pictures of p(x | code) show, for captions
     code_words: str = "the code"  # its representative code, for captions
+
+    @classmethod
+    def check_settings(cls, settings: Mapping, config) -> None:
+        """VaelabError (one line, settings named as {name}) where the family's settings do not go
+        together, or do not go with the run's: settings holds a value of every setting it takes (and
+        its network's), config is the run's `vaelab.config.TrainConfig` (binarize, objective, labels,
+        ...). The default has no rules."""
 
     def objective(self, x: torch.Tensor, y: torch.Tensor | None, noise: Noise, bound: Bound,
                   kl_weight: torch.Tensor | float = 1.0) -> Terms:

@@ -10,25 +10,61 @@ N(0, I_d), a draw is z = μ + σ ε and its log q comes from ε in the same pass
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from ..errors import VaelabError
 from .base import Family, class_weights, labelled_and_unlabelled, with_label
 from .flows import RealNVP
 from .interface import Bound, DataFacts, Densities, Noise, Simulated, Terms
-from .latents import AncestralPrior, GaussianLatent, LatentHierarchy
+from .latents import INFERENCES, AncestralPrior, GaussianLatent, LatentHierarchy
 from .likelihoods import EQUATIONS, LIKELIHOODS, MEAN_WORDS, pixel_distribution
-from .networks import build_classifier, build_networks
+from .layers import ACTIVATIONS
+from .networks import NETWORKS, Network, build_classifier, build_networks
 from .priors import PRIORS, GaussianMixture, PseudoInputs, rsample
+from .settings import MAX_WIDTH, Setting
 
-NETWORK_SETTINGS = ("hidden", "activation", "channels", "depth")
 POSTERIORS = ("gaussian", "iaf")
-GAUSSIAN_SETTINGS = ("latent_dim", "latent_dims", "inference", "network", *NETWORK_SETTINGS, "likelihood",
-                     "posterior", "flow_steps", "flow_hidden", "prior", "pseudo_inputs", "prior_flow_steps")
+
+# the settings of the Gaussian families (VAE, CVAE, M2), beside those of the network they are built from
+GAUSSIAN_SETTINGS = {
+    "latent_dim": Setting(int, 40, "latent size d", minimum=1, maximum=MAX_WIDTH),
+    "latent_dims": Setting(tuple, None, "sizes of a hierarchy's stochastic layers, z_1 (read by the decoder) first, "
+                           "e.g. 64,32 (instead of --latent-dim)", minimum=1, maximum=MAX_WIDTH, optional=True,
+                           example="64,32"),
+    "inference": Setting(str, "top-down", "how q infers a hierarchy (--latent-dims): top-down (the ladder VAE's "
+                         "precision-weighted merge, Sønderby et al.) or bottom-up (Burda et al.)", choices=INFERENCES),
+    "network": Setting(str, "mlp", "the encoder and decoder networks: mlp, conv, resnet or one registered with "
+                       "vaelab.register_network", registry=NETWORKS),
+    "likelihood": Setting(str, "bernoulli", "bernoulli (binarised data), gaussian or continuous-bernoulli (grayscale)",
+                          choices=LIKELIHOODS),
+    "posterior": Setting(str, "gaussian", "q(z | x): gaussian (one diagonal Gaussian) or iaf (the Gaussian's draw "
+                         "through inverse autoregressive flow steps fed a context from the encoder)",
+                         choices=POSTERIORS),
+    "flow_steps": Setting(int, 2, "IAF steps of --posterior iaf", minimum=1, maximum=64),
+    "flow_hidden": Setting(int, 320, "hidden units of each flow step's networks (the IAF's MADEs and context, the flow "
+                           "prior's coupling layers)", minimum=1, maximum=MAX_WIDTH),
+    "prior": Setting(str, "standard", "p(z): standard (N(0, I)), vamp (the VampPrior, a mixture of the encoder's "
+                     "posteriors at learned pseudo-inputs) or flow (a RealNVP flow from N(0, I))", choices=PRIORS),
+    "pseudo_inputs": Setting(int, 500, "pseudo-inputs K of the VampPrior", minimum=1, maximum=10_000),
+    "prior_flow_steps": Setting(int, 4, "affine coupling layers of --prior flow", minimum=1, maximum=64),
+}
+ALPHA = Setting(float, None, "weight of log q(y | x) on the mean over a step's labelled images; default: 0.1 x "
+                "training images / labelled images, Kingma et al.'s and Maaloe et al.'s (50 with 100 labels of 50,000)",
+                minimum=0.0, maximum=1e6, optional=True)
+
+
+def check_flow_settings(settings: Mapping, defaults: Mapping) -> None:
+    """VaelabError where a flow's size is set without its flow: flow_steps without posterior iaf,
+    prior_flow_steps without prior flow (both families with flows share the rule)."""
+    for name, needs, value in (("flow_steps", "posterior", "iaf"), ("prior_flow_steps", "prior", "flow")):
+        if name in settings and settings[name] != defaults[name].default and settings[needs] != value:
+            raise VaelabError(f"{{{name}}} is a setting of {{{needs}}} {value}, not of {{{needs}}} "
+                              f"{settings[needs]}: drop it, or use {{{needs}}} {value}")
 
 
 class VAE(Family):
@@ -44,19 +80,35 @@ class VAE(Family):
     latent_dims (two or more sizes, z_1 first) makes z a hierarchy of Gaussian layers, inferred
     top-down or bottom-up (`inference`). The prior of the top layer is N(0, I), the VampPrior or a
     RealNVP flow of `prior_flow_steps` coupling layers (prior="flow").
+
+    Networks as parts (a registered network, or your own modules handed to `vaelab.train`): the
+    encoder gets images x [n, C, H, W] in [0, 1] (binarised or grey, as the run's pixels are) and
+    returns [n, E]: for one Gaussian z, E = 2d, the mean μ and then log σ² of q(z | x); with an
+    IAF posterior, E = 2d + flow_hidden (the flow's context h(x) last); for a hierarchy, what
+    `latents.LatentHierarchy.encoder_outputs` says. The decoder gets codes z [n, d] (z_1 of a
+    hierarchy) and returns [n, C, H, W] logits: σ(logits) is the pixels' Bernoulli probability,
+    Gaussian mean or continuous-Bernoulli parameter. A family with a class label (the CVAE, M2)
+    calls both with the labels too, (x, y) and (z, y), y [n] int64 classes: where the label enters
+    is the network's choice. M2's classifier gets x [n, C, H, W] alone and returns [n, classes]
+    logits of q(y | x). vaelab's own networks take any batch shape; yours see one batch
+    dimension (`networks.UserNetwork` folds the others in and out), and a wrong output shape is a
+    one-line error saying which shape to return.
     """
 
     settings = GAUSSIAN_SETTINGS
 
-    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int = 40, network: str = "mlp",
+    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int = 40, network: "str | Network" = "mlp",
                  likelihood: str = "bernoulli", prior: str = "standard", pseudo_inputs: int = 500,
                  posterior: str = "gaussian", flow_steps: int = 2, flow_hidden: int = 320, prior_flow_steps: int = 4,
-                 latent_dims: tuple[int, ...] | None = None, inference: str = "top-down",
-                 hidden: tuple[int, ...] | None = None, activation: str | None = None, channels: int | None = None,
-                 depth: int | None = None, _label_classes: int = 0):
+                 latent_dims: tuple[int, ...] | None = None, inference: str = "top-down", _label_classes: int = 0,
+                 **network_settings):
+        """network: a name in `networks.NETWORKS` (or a `networks.Network`); network_settings: the
+        settings that network declares (hidden and activation for mlp, ...)."""
         super().__init__()
-        given = dict(hidden=hidden, activation=activation, channels=channels, depth=depth)
-        network_settings = {name: value for name, value in given.items() if value is not None}
+        network_settings = {name: value for name, value in network_settings.items() if value is not None}
+        activation = network_settings.get("activation", "relu")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}")
         if prior not in PRIORS:
@@ -69,7 +121,7 @@ class VAE(Family):
         if len(dims) > 1:
             if posterior != "gaussian":
                 raise ValueError("an IAF posterior is for one stochastic layer, not a hierarchy")
-            self.latents = LatentHierarchy(dims, inference, activation or "relu")
+            self.latents = LatentHierarchy(dims, inference, activation)
         else:
             self.latents = GaussianLatent(dims[0], flow_steps if posterior == "iaf" else 0, flow_hidden)
         self.latent_dim, top = dims[0], dims[-1]  # z_1, what the decoder reads; z_L, what the prior is over
@@ -89,6 +141,33 @@ class VAE(Family):
     def for_data(cls, data: DataFacts, **settings) -> "VAE":
         """The family for a dataset of `data.image_shape` images; it has no use for the classes."""
         return cls(data.image_shape, **settings)
+
+    @classmethod
+    def check_settings(cls, settings: Mapping, config) -> None:
+        """The rules between the Gaussian families' settings (`Family.check_settings`): the likelihood
+        and the pixels, a flow's size only with its flow, a hierarchy's rules, the priors offered."""
+        declared = cls.settings
+        if settings["likelihood"] == "bernoulli" and config.binarize == "none":
+            raise VaelabError("{likelihood} bernoulli needs binarised pixels: a Bernoulli 'likelihood' of grayscale "
+                              "pixels is not a likelihood; use {binarize} dynamic/static, or {likelihood} gaussian "
+                              "or continuous-bernoulli with {binarize} none")
+        if settings["likelihood"] != "bernoulli" and config.binarize != "none":
+            raise VaelabError(f"{{likelihood}} {settings['likelihood']} models grayscale pixels: use it with "
+                              "{binarize} none")
+        check_flow_settings(settings, declared)
+        layers = settings["latent_dims"] or (settings["latent_dim"],)
+        if settings["latent_dims"] is not None:
+            if settings["latent_dim"] != declared["latent_dim"].default:
+                raise VaelabError("{latent_dims} gives every layer's size, z_1's too: drop {latent_dim}")
+            if len(layers) > 1 and settings["posterior"] != "gaussian":
+                raise VaelabError(f"{{posterior}} {settings['posterior']} is for one stochastic layer: use it without "
+                                  "{latent_dims}, or a hierarchy with {posterior} gaussian")
+        if len(layers) < 2 and settings["inference"] != declared["inference"].default:
+            raise VaelabError("{inference} is how a hierarchy is inferred: use it with {latent_dims} of two or more "
+                              "sizes")
+        if settings["prior"] == "flow" and layers[-1] < 2:
+            raise VaelabError("{prior} flow couples half of z with the other half: it needs a top layer of 2 or more "
+                              "({latent_dim} or the last of {latent_dims})")
 
     code_words = "E_q[z]"
 
@@ -287,12 +366,13 @@ class M2(CVAE):
     which says how a training step weighs the labelled images).
     """
 
-    settings = (*GAUSSIAN_SETTINGS, "alpha")
+    settings = {**GAUSSIAN_SETTINGS, "alpha": ALPHA}
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 40,
-                 network: str = "mlp", alpha: float = 0.0, **settings):
+                 network: "str | Network" = "mlp", alpha: float = 0.0, **settings):
         super().__init__(image_shape, num_classes, latent_dim, network=network, **settings)
-        given = {name: value for name, value in settings.items() if name in NETWORK_SETTINGS and value is not None}
+        declared = NETWORKS[network].settings if isinstance(network, str) else network.settings
+        given = {name: value for name, value in settings.items() if name in declared and value is not None}
         self.classifier_net = build_classifier(network, self.image_shape, num_classes, **given)
         self.alpha = alpha
 
@@ -378,7 +458,3 @@ def sum_over_labels(q_y: Categorical, class_log_prior: torch.Tensor, per_class: 
     weighted = {name: (probs * value).sum(0) for name, value in per_class.parts.items()}
     return Terms(maximised=(probs * per_class.maximised).sum(0) - label_kl,
                  bound=(probs * per_class.bound).sum(0) - label_kl, parts={**weighted, "label_kl": label_kl})
-
-
-# name (--model) -> family; a new family adds a line here (or calls models.register_family)
-FAMILIES: dict[str, type] = {"vae": VAE, "cvae": CVAE, "m2": M2}

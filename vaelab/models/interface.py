@@ -30,13 +30,15 @@ class label ignores them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch.distributions import Categorical, Distribution
+
+from .settings import Setting
 
 
 @dataclass(frozen=True)
@@ -125,22 +127,27 @@ class Model(Protocol):
     def equations(self) -> list[str]:
         """The model as lines of Unicode math, for the report (the same lines in HTML and PDF)."""
 
-    # What a family declares of itself (`Family` gives each a default): the vaelab train settings
-    # its constructor takes, the --prior and --objective values it takes, whether its decoder is a
+    # What a family declares of itself (`Family` gives each a default): the settings its constructor
+    # takes (name -> Setting), the --prior and --objective values it takes, whether its decoder is a
     # Bernoulli of its own (binarised pixels only), and for captions what its pictures of
     # p(x | code) show ("Bernoulli means") and what its code is ("E_q[z]").
-    settings: tuple[str, ...]
+    settings: Mapping[str, Setting]
     priors: tuple[str, ...]
     objectives: tuple[str, ...]
     binary_pixels: bool
     pixel_words: str
     code_words: str
 
+    @classmethod
+    def check_settings(cls, settings: Mapping, config) -> None:
+        """Its rules between its settings (a value of each) and the run's config: VaelabError where they
+        do not go together (`Family.check_settings`)."""
+
 
 # what a family's class itself has, before any instance (image_shape and code_dim are an instance's)
 FAMILY_MEMBERS = ("noise_shape", "posterior", "densities", "objective", "part_words", "code", "decoder",
-                  "sample_codes", "equations", "settings", "priors", "objectives", "binary_pixels", "pixel_words",
-                  "code_words")
+                  "sample_codes", "equations", "settings", "check_settings", "priors", "objectives", "binary_pixels",
+                  "pixel_words", "code_words")
 
 
 @runtime_checkable

@@ -9,12 +9,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 
 from .. import pictures
 from ..api import Run, load_run
 from ..errors import VaelabError
-from ..models import Classifies, class_conditional, describe_prior, family_settings, mean_words
+from ..models import Classifies, class_conditional
 from ..runs import RunDir, read_metrics
 from .analysis import label_classes
 from .figures import EPOCH_SAMPLES, Figure, run_figures
@@ -230,22 +229,13 @@ def image_words(shape: tuple[int, int, int]) -> str:
 
 
 def config_table(run: Run) -> Table:
+    """The run's settings: the data and training, and the settings its family and network take, no others."""
     config = run.config
-    taken = family_settings(config.model)
-    networks = (f"mlp, hidden {'-'.join(map(str, config.hidden))}" if config.network == "mlp"
-                else f"{config.network}, {config.channels} channels, depth {config.depth or 'default'}")
-    described = {"latent_dim": ["latent size d", str(config.latent_dim)],
-                 "network": ["networks", f"{networks}, {config.activation}"],
-                 "likelihood": ["likelihood", f"{config.likelihood} (images show its {mean_words(config.likelihood)})"]}
-    if "prior" in taken:
-        with torch.no_grad():
-            described["prior"] = ["prior", describe_prior(run.model.prior())]
-    shown = {"hidden", "activation", "channels", "depth", "pseudo_inputs", *described}
-    model_rows = [described[name] for name in described if name in taken]
-    model_rows += [[name.replace("_", " "), _setting_words(getattr(config, name))] for name in taken if name not in shown]
+    model_rows = [[name.replace("_", " "), _setting_words(value)] for name, value in config.model_settings.items()]
     rows = [["model", config.model.upper()],
             ["dataset", f"{config.dataset}, images C × H × W = {image_words(run.model.image_shape)}, "
-                        f"{BINARIZATION.get(config.binarize, config.binarize)}"],
+                        f"{BINARIZATION.get(config.binarize, config.binarize)}; pictures show the "
+                        f"{run.model.pixel_words}"],
             *model_rows,
             ["objective", config.objective + (f", k = {config.samples}" if config.objective == "iwae" else "")
              + (f", KL warm-up over {config.warmup} epochs" if config.warmup else "") + (f", β = {config.beta:g}" if config.beta != 1 else "")
@@ -263,9 +253,10 @@ def _setting_words(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def build_run_section(path: str | Path, seed: int = 0, device: str = "auto") -> RunSection:
-    """One run's section: its equations, configuration, bound per epoch, test metrics and figures."""
-    run = load_run(path, device=device)
+def build_run_section(path: "str | Path | Run", seed: int = 0, device: str = "auto") -> RunSection:
+    """One run's section: its equations, configuration, bound per epoch, test metrics and figures.
+    path: a run directory, or a `Run` already loaded (as `vaelab.train` returns it)."""
+    run = path if isinstance(path, Run) else load_run(path, device=device)
     rows = run.metrics
     if not rows:
         raise VaelabError(f"{run.path} has no logged epoch (metrics.jsonl is empty)")
@@ -328,8 +319,8 @@ def distinct_names(sections: list[RunSection]) -> None:
             s.name = f"{s.name} (#{seen[s.name]})"
 
 
-def build_report(paths: list[str | Path], title: str | None = None, device: str = "auto") -> Report:
-    """The report of one or more run directories; several get a comparison first."""
+def build_report(paths: "list[str | Path | Run]", title: str | None = None, device: str = "auto") -> Report:
+    """The report of one or more run directories (or loaded `Run`s); several get a comparison first."""
     sections = [build_run_section(path, device=device) for path in paths]
     distinct_names(sections)
     comparison_tables, comparison_figures = [], []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..api import Run
 from ..errors import VaelabError
 from ..runs import RunDir
 from ..runtime.files import atomic_write_bytes
@@ -14,9 +15,10 @@ from .html import render_html
 from .pdf import render_pdf
 
 
-def write_report(paths: list[str | Path], html_path: str | Path, pdf_path: str | Path | None = None,
+def write_report(paths: "list[str | Path | Run]", html_path: str | Path, pdf_path: str | Path | None = None,
                  title: str | None = None, device: str = "auto") -> Report:
-    """Build the report for `paths` and write the HTML (and PDF) atomically."""
+    """Build the report for `paths` (run directories, or `Run`s as `vaelab.train` and `vaelab.load_run`
+    give them) and write the HTML (and PDF) atomically."""
     for target in [html_path] + ([pdf_path] if pdf_path else []):
         if not Path(target).parent.exists():
             raise VaelabError(f"cannot write {target}: folder {Path(target).parent} does not exist")

@@ -6,6 +6,7 @@
     DIR/best.safetensors       model with the best validation ELBO so far
     DIR/samples/epoch_NNN.png  per-class (or random) sample grids from one fixed set of z
     DIR/eval.json              the output of `vaelab evaluate`
+    DIR/data.npz               the images and labels handed to `vaelab.train` in memory (arrays, a Dataset)
     DIR/tensorboard/           TensorBoard event files (with --tensorboard)
 
 Checkpoints are safetensors plus JSON (`checkpoints.py`); nothing in a run directory is ever
@@ -24,8 +25,8 @@ import torch
 
 from ..config import TrainConfig, config_from_dict
 from ..data import get_spec
-from ..errors import RunError, VaelabError
-from ..models import Model, build_model
+from ..errors import NotRegistered, RunError, VaelabError
+from ..models import GIVEN, Model, build_model, given_network
 from ..runtime.files import atomic_write_bytes
 from .checkpoints import Checkpoint
 from .migration import current_config
@@ -62,6 +63,10 @@ class RunDir:
     @property
     def eval(self) -> Path:
         return self.path / "eval.json"
+
+    @property
+    def data(self) -> Path:
+        return self.path / "data.npz"
 
     def sample_grid(self, epoch: int) -> Path:
         return self.samples / f"epoch_{epoch:03d}.png"
@@ -116,29 +121,47 @@ def stored_config(run: RunDir) -> TrainConfig:
         raise RunError(f"{run.config} is not a vaelab config (not a JSON object); the file was edited or is damaged")
     try:
         return config_from_dict(current_config(values), limits=False)
+    except NotRegistered:
+        raise  # not damage: the module that registers its family or network is to be imported
     except VaelabError as exc:
         raise RunError(f"{run.config}: {exc}; the file was edited or is damaged") from None
 
 
-def new_model(config: TrainConfig, train_images: int | None = None) -> Model:
+def new_model(config: TrainConfig, train_images: int | None = None, modules: dict | None = None) -> Model:
     """A freshly initialised model as `config` describes it, for images of its dataset (on the CPU,
     or on torch's current default device); train_images: how many images it is built to train on
-    (None: it is built to be loaded)."""
+    (None: it is built to be loaded). modules: the encoder, decoder (and classifier) modules of a run
+    made with modules handed to `vaelab.train` (network "given"): they are its parts again."""
     spec = get_spec(config.dataset)
     labelled = None if train_images is None else config.labels
     labelled_batch = 0 if train_images is None else config.labelled_batch_size()
+    network = None
+    if config.get("network") == GIVEN:
+        modules = {role: module for role, module in (modules or {}).items() if module is not None}
+        if not {"encoder", "decoder"} <= set(modules):
+            classes = ", ".join(f"{role} {config.get(role)}" for role in ("encoder", "decoder", "classifier")
+                                if config.get(role))
+            raise RunError(f"this run was trained with modules handed to vaelab.train ({classes}), and vaelab never "
+                           "pickles them: in Python, build them as they were and pass them, vaelab.load_run(DIR, "
+                           "encoder=..., decoder=...); for the command line, register the network "
+                           "(vaelab.register_network) and train with --network NAME")
+        network = given_network(**modules)
+    elif modules:
+        raise VaelabError(f"{{network}} {config.get('network')}: this run's networks are built from their settings; "
+                          "pass encoder and decoder modules only for a run trained with them")
     return build_model(config.model, spec.image_shape, spec.num_classes, train_images, labelled, labelled_batch,
-                       **config.family_settings())
+                       given=network, **config.family_settings())
 
 
-def check_agreement(config: TrainConfig, checkpoint: Checkpoint, config_path: Path) -> None:
+def check_agreement(config: TrainConfig, checkpoint: Checkpoint, config_path: Path,
+                    modules: dict | None = None) -> None:
     """RunError unless `checkpoint` holds exactly the tensors of the model `config` describes.
 
     The model is built on torch's meta device (shapes without memory), so a config.json edited to
-    absurd sizes costs nothing and is reported as what it is.
+    absurd sizes costs nothing and is reported as what it is. modules: as `new_model`'s.
     """
     with torch.device("meta"):
-        expected = {name: value.shape for name, value in new_model(config).state_dict().items()}
+        expected = {name: value.shape for name, value in new_model(config, modules=modules).state_dict().items()}
     problem = checkpoint.disagreement(expected)
     if problem:
         raise RunError(f"{config_path} and {checkpoint.path.name} disagree ({problem}); one of them was edited or "

@@ -5,6 +5,11 @@ a migrated run is saved in today's form at its next checkpoint.
 What changed, and how it is read now:
 - config.json of a semi-supervised run without `labelled_batch` (made before the labelled batch
   existed): labelled_batch 0, the plan it trained with (each labelled image once per epoch).
+- config.json made before families and networks declared their own settings, which held every
+  model setting of every family: the settings the run's family and network do not take are
+  dropped where they hold a default (or a network's setting, which other networks ignored then),
+  and a network setting stored as null (conv's and resnet's depth: "the network's default")
+  takes that default. A value a family would have refused stays, and is refused as an edit.
 - a checkpoint stopped mid-epoch that holds the epoch's bound alone, as `partial.bound_sum`
   (made before the bound's parts were summed): `partial.sum.bound`, and the epoch goes on summing
   the bound alone (`training.epoch.train_epoch`).
@@ -18,6 +23,10 @@ from __future__ import annotations
 
 import torch
 
+from ..config import SETTINGS
+from ..models import FAMILIES, NETWORKS, model_settings_owners, settings_of
+from ..models.settings import stored
+
 PARTIAL_SUMS = "partial.sum."  # a checkpoint stopped mid-epoch: the epoch's sums so far, one tensor per name
 
 
@@ -26,6 +35,19 @@ def current_config(values: dict) -> dict:
     values = dict(values)
     if values.get("labels") is not None:
         values.setdefault("labelled_batch", 0)
+    model, network = values.get("model", SETTINGS["model"].default), values.get("network")
+    if not isinstance(model, str) or model not in FAMILIES or network is not None and network not in NETWORKS:
+        return values  # refused as it is, with what is wrong (`config.config_from_dict`)
+    taken = settings_of(model, network)
+    owners = model_settings_owners()
+    for name in [name for name in values if name in owners and name not in SETTINGS]:
+        declared = [setting for _, setting in owners[name]]
+        if name in taken:
+            if values[name] is None and not taken[name].optional:
+                del values[name]
+        elif all(owner.startswith("--network") for owner, _ in owners[name]) or \
+                any(stored(setting.default) == values[name] for setting in declared):
+            del values[name]
     return values
 
 

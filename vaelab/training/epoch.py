@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from .. import inference
 from ..errors import TrainingDiverged

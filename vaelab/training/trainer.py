@@ -52,18 +52,20 @@ class Training:
 
 
 def new_training(config: TrainConfig, device: torch.device, dynamic: bool, compile: bool,
-                 train_images: int | None = None, processes: Processes = SINGLE) -> Training:
+                 train_images: int | None = None, processes: Processes = SINGLE,
+                 modules: dict | None = None) -> Training:
     """A fresh model, its optimizer, the run's random streams and its training step, as `train` makes them.
 
     The parameters are initialised from torch's global generator seeded with the run's seed, inside
     `torch.random.fork_rng`, so the caller's global generator is where it was; every later random
     draw comes from the returned streams (checkpointed with the run). train_images: how many
-    images it trains on (a family may size what it weighs by it, as M2 its alpha).
+    images it trains on (a family may size what it weighs by it, as M2 its alpha). modules: the
+    encoder and decoder (and classifier) handed to `vaelab.train`, for the network "given".
     """
     gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=gpus):  # manual_seed seeds the GPUs' generators too
         torch.manual_seed(config.seed)
-        model = new_model(config, train_images)
+        model = new_model(config, train_images, modules)
     model = model.to(device)
     step = TrainStep(model, config.objective, config.samples, config.batch_size, dynamic, compile, processes,
                      config.clip_grad_norm, labelled_apart=config.labelled_batch_size() > 0,
@@ -75,9 +77,9 @@ def _resume_config(stored: TrainConfig, asked: TrainConfig, explicit: set[str]) 
     """On --resume the stored config rules; only the settings marked changes_on_resume may change."""
     changeable = {name for name, declared in SETTINGS.items() if declared.changes_on_resume}
     for name in sorted(explicit - changeable):
-        if getattr(stored, name) != getattr(asked, name):
-            raise RunError(f"{{{name}}} differs from the run being resumed ({getattr(asked, name)!r} vs "
-                           f"{getattr(stored, name)!r}); only {', '.join('{' + n + '}' for n in sorted(changeable))} "
+        if stored.get(name) != asked.get(name):
+            raise RunError(f"{{{name}}} differs from the run being resumed ({asked.get(name)!r} vs "
+                           f"{stored.get(name)!r}); only {', '.join('{' + n + '}' for n in sorted(changeable))} "
                            "may change on {resume}")
     updates = {name: getattr(asked, name) for name in explicit & changeable}
     return config_from_dict({**stored.to_dict(), **updates}, limits=False)  # the updates were checked as flags
@@ -104,8 +106,8 @@ def _restore(training: Training, checkpoint: Checkpoint, device: torch.device) -
     return EpochState(checkpoint.tensors["partial.order"].to(device), checkpoint.info["partial_step"], sums)
 
 
-def _open_run(run: RunDir, config: TrainConfig, resume: bool,
-              explicit: set[str]) -> tuple[TrainConfig, bytes | None, Checkpoint | None]:
+def _open_run(run: RunDir, config: TrainConfig, resume: bool, explicit: set[str],
+              modules: dict | None = None) -> tuple[TrainConfig, bytes | None, Checkpoint | None]:
     """The config to train with and the checkpoint to resume from, as bytes and read (None: a new run)."""
     if not (run.checkpoint.is_file() or run.config.is_file()):
         return config, None, None
@@ -119,13 +121,14 @@ def _open_run(run: RunDir, config: TrainConfig, resume: bool,
     except OSError as exc:
         raise RunError(f"checkpoint {run.checkpoint} is unreadable ({exc.strerror}); restore it or train again") from None
     stored, checkpoint = stored_config(run), parse_checkpoint(data, run.checkpoint)
-    check_agreement(stored, checkpoint, run.config)
+    check_agreement(stored, checkpoint, run.config, modules)
     return _resume_config(stored, config, explicit), data, checkpoint
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: set[str] | None = None,
           log: Log = print, progress: bool = True, processes: Processes = SINGLE,
-          between_steps: Callable[[], None] = lambda: None) -> list[dict]:
+          between_steps: Callable[[], None] = lambda: None, modules: dict | None = None,
+          resume_words: str | None = None) -> list[dict]:
     """Train a model as `config` says, writing the run directory `out`. Returns the metrics rows.
 
     resume=True continues the run in `out` from its latest checkpoint (or starts it, if it has none).
@@ -138,6 +141,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     logs (the others return no rows), and sends the others the config and checkpoint it resumes.
     A run may resume with another number of processes than it started with.
     `between_steps` is called before every training step (the command line's CPU sharing).
+    modules: the encoder and decoder (and classifier) handed to `vaelab.train` (network "given").
+    resume_words: how the caller resumes, for the messages (default: the `vaelab train --resume` command).
     """
     hold_thread_count()  # MKL computes with torch's thread count: the same seed, the same bits
     run = RunDir(Path(out))
@@ -147,7 +152,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     opened = None
     with processes.agreement("opening the run directory"):
         if processes.main:
-            opened = _open_run(run, config, resume, explicit)
+            opened = _open_run(run, config, resume, explicit, modules)
             if opened[0].tensorboard:
                 summary_writer_class()  # or say what to install, before anything is written
     shared = processes.broadcast_json(opened and {"config": opened[0].to_dict(), "resume": opened[1] is not None})
@@ -185,7 +190,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     steps_left = (config.epochs - done_epochs) * math.ceil(len(splits.train) / config.batch_size)
     training = new_training(config, device, dynamic=not train_data.binary,
                             compile=use_compile(config.compile, steps_left, COMPILE_FROM_STEPS),
-                            train_images=len(splits.train), processes=processes)
+                            train_images=len(splits.train), processes=processes, modules=modules)
     history = _History(rows=[], best=-math.inf, since_best=0)
     partial = None
     if checkpoint is not None:
@@ -216,7 +221,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
         log(warning)
     with matmul_precision(config.precision, device):
         _Epochs(config, run, training, train_data, valid_data, splits.class_names, log, progress, processes,
-                between_steps).loop(
+                between_steps, resume_words).loop(
             done_epochs + 1, history, partial)
     return history.rows if processes.main else []
 
@@ -240,7 +245,8 @@ class _Epochs:
 
     def __init__(self, config: TrainConfig, run: RunDir, training: Training, train_data: DeviceSplit,
                  valid_data: DeviceSplit, class_names: tuple[str, ...], log: Log, progress: bool,
-                 processes: Processes = SINGLE, between_steps: Callable[[], None] = lambda: None):
+                 processes: Processes = SINGLE, between_steps: Callable[[], None] = lambda: None,
+                 resume_words: str | None = None):
         self.config, self.run, self.training, self.log, self.progress = config, run, training, log, progress
         self.train_data, self.valid_data, self.class_names = train_data, valid_data, class_names
         self.processes, self.between_steps = processes, between_steps
@@ -249,6 +255,7 @@ class _Epochs:
         self.epoch_images = plan_images(batch_plan(torch.arange(n, device=train_data.x.device), train_data.labelled,
                                                    config.batch_size, self.labelled_batch))
         self.dashboard: Dashboard | None = None  # TensorBoard, on process 0 with --tensorboard
+        self.resume_words = resume_words or f"vaelab train --out {run.path} --resume"
 
     def loop(self, first_epoch: int, history: _History, partial: EpochState | None) -> None:
         began = time.perf_counter()
@@ -260,7 +267,7 @@ class _Epochs:
                 self._epochs(first_epoch, history, partial, stop, began)
             except ProcessLost as exc:
                 signals.ignore_after = True  # torchrun's SIGTERM must not cut this process's message short
-                where = f"; {self.last_good()}; resume with: vaelab train --out {self.run.path} --resume" \
+                where = f"; {self.last_good()}; resume with: {self.resume_words}" \
                     if self.processes.main else ""
                 raise ProcessLost(f"{exc}{where}") from None
 
@@ -342,8 +349,8 @@ class _Epochs:
                         self.dashboard.epoch(row, self.run.sample_grid(epoch) if grid else None)
                 except OSError as exc:
                     raise RunFailed(f"could not write to {self.run.path} after epoch {epoch} ({exc.strerror}); the "
-                                   f"last checkpoint is intact: free some space and resume with: vaelab train --out "
-                                   f"{self.run.path} --resume") from None
+                                   f"last checkpoint is intact: free some space and resume with: "
+                                   f"{self.resume_words}") from None
                 self.save_state(info)
         parts = ", ".join(f"{name} {value:.2f}" for name, value in valid.items() if name not in ("elbo", "accuracy"))
         self.log(f"epoch {epoch:3d}  train {config.bound_name} {train['bound']:8.2f}  valid ELBO {valid['elbo']:8.2f} "
@@ -373,7 +380,7 @@ class _Epochs:
         except OSError as exc:
             kept = "the previous checkpoint is intact" if self.run.checkpoint.is_file() else "no checkpoint was written yet"
             raise RunFailed(f"could not write {self.run.checkpoint} ({exc.strerror}); {kept}: "
-                           f"free some space and resume with: vaelab train --out {self.run.path} --resume") from None
+                           f"free some space and resume with: {self.resume_words}") from None
 
     def last_good(self) -> str:
         if not self.processes.main:
@@ -383,4 +390,4 @@ class _Epochs:
 
     def interrupted(self, stop: AgreedStop, where: str) -> TrainingInterrupted:
         return TrainingInterrupted(f"{stop.name} received {where}; the state is saved in {self.run.checkpoint}. "
-                                   f"Resume with: vaelab train --out {self.run.path} --resume", 128 + stop.received)
+                                   f"Resume with: {self.resume_words}", 128 + stop.received)
