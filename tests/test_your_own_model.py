@@ -179,3 +179,56 @@ def test_a_torch_dataset_trains_the_run_the_same_images_in_an_npz_train(tmp_path
     test_file, test_dataset = from_file.test_data(), from_dataset.test_data()
     assert torch.equal(test_file.x, test_dataset.x) and torch.equal(test_file.y, test_dataset.y)
     assert len(CLASSES) == from_file.model.num_classes == 3
+
+
+# ---- your modules see one batch dimension; a wrong shape is one line ----
+
+class Recording(torch.nn.Module):
+    """A linear map that records the shapes it is called with."""
+
+    def __init__(self, inputs: int, outputs: tuple[int, ...], classes: int = 0):
+        super().__init__()
+        self.linear, self.outputs, self.calls = torch.nn.Linear(inputs, int(np.prod(outputs))), outputs, []
+        self.label = torch.nn.Embedding(classes, inputs) if classes else None
+
+    def forward(self, x, y=None):
+        self.calls.append((tuple(x.shape), None if y is None else tuple(y.shape)))
+        flat = x.flatten(1)
+        return self.linear(flat if y is None else flat + self.label(y)).view(-1, *self.outputs)
+
+
+def test_your_modules_see_one_batch_dimension_and_the_labels_beside_each_image():
+    from vaelab import inference
+    from vaelab.models import Noise, build_model, given_settings
+
+    image, classes, d = (3, 4, 4), 3, 2
+    encoder, decoder = Recording(48, (2 * d,), classes), Recording(d, image, classes)
+    classifier = Recording(48, (classes,))
+    modules = {"encoder": encoder, "decoder": decoder, "classifier": classifier}
+    model = build_model("m2", image, classes, modules=modules, **given_settings(modules, {"latent_dim": d}))
+    x, y = torch.rand(5, *image).round(), torch.tensor([0, 2])
+    generator = torch.Generator().manual_seed(0)
+    noise = Noise(inference.draw_noise(model, 4, 3, generator, "cpu", labelled=False),
+                  inference.draw_noise(model, 4, 2, generator, "cpu"))
+    terms = model.objective(x, y, noise, inference.BOUNDS["elbo"])
+    assert terms.bound.shape == (5,) and torch.isfinite(terms.bound).all()
+    # unlabelled: every image in every class, 3 classes x 3 images; draws: 4 samples x 3 classes x 3 images
+    assert ((9, *image), (9,)) in encoder.calls and ((36, d), (36,)) in decoder.calls
+    assert all(len(shape) == 2 and (labels is None or labels == (shape[0],)) for shape, labels in decoder.calls)
+    assert classifier.calls and all(labels is None for _, labels in classifier.calls)
+
+
+def test_a_module_of_the_wrong_shape_is_refused_in_one_line_when_the_model_is_built():
+    from vaelab.models import build_model, given_settings
+
+    modules = {"encoder": Recording(48, (3,)), "decoder": Recording(2, (3, 4, 4))}
+    with pytest.raises(vaelab.VaelabError, match=r"^the encoder \(Recording\) returned \(2, 3\) for 2 inputs; it must "
+                                                 r"return \[2, 4\]$"):
+        build_model("vae", (3, 4, 4), 1, modules=modules, **given_settings(modules, {"latent_dim": 2}))
+    labelled = {"encoder": Recording(48, (4,), 2), "decoder": Recording(2, (3, 4, 4), 2)}
+    with pytest.raises(vaelab.VaelabError, match="a classifier module too"):
+        build_model("m2", (3, 4, 4), 2, modules=labelled, **given_settings(labelled, {"latent_dim": 2}))
+    with pytest.raises(vaelab.VaelabError, match="modules or a network's name, not both"):
+        given_settings(modules, {"network": "conv"})
+    with pytest.raises(vaelab.VaelabError, match="trained with modules handed to vaelab.train"):
+        build_model("vae", (3, 4, 4), 1, network="given", encoder="mine.Encoder", decoder="mine.Decoder")

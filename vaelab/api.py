@@ -225,38 +225,33 @@ def train(out: str | Path, dataset=None, *, resume: bool = False, config: str | 
 
     from .config import make_config, read_toml
     from .data.user import images_and_labels, write_npz
-    from .models import GIVEN
+    from .models import given_settings
     from .training import train as train_run
 
-    modules = {role: module for role, module in (("encoder", encoder), ("decoder", decoder),
-                                                  ("classifier", classifier)) if module is not None}
-    if modules:
-        if not {"encoder", "decoder"} <= set(modules):
-            raise VaelabError("give both an encoder and a decoder module (and a classifier, for a family with "
-                              "q(y | x))")
-        if settings.get("network") not in (None, GIVEN):
-            raise VaelabError("pass your modules or a network's name, not both: drop network, or the modules")
-        settings = {**settings, "network": GIVEN,
-                    **{role: f"{type(module).__module__}.{type(module).__qualname__}"
-                       for role, module in modules.items()}}
+    modules = {"encoder": encoder, "decoder": decoder, "classifier": classifier}
+    settings = given_settings(modules, settings)
+    modules = {role: module for role, module in modules.items() if module is not None}
     run_dir = RunDir(Path(out))
-    if dataset is not None and not isinstance(dataset, (str, Path)):
+    in_memory = dataset is not None and not isinstance(dataset, (str, Path))
+    if in_memory:  # read and checked first; written where the run's dataset setting names it, once all is checked
         images, labels, names = images_and_labels(dataset)
-        if run_dir.data.is_file():
-            with np.load(run_dir.data, allow_pickle=False) as stored:
-                same = np.array_equal(stored["images"], images) and np.array_equal(stored["labels"], labels)
-            if not same and run_dir.config.is_file():
-                raise VaelabError(f"{run_dir.path} holds a run trained on other data ({run_dir.data}); give its data, "
-                                  "or another run directory (out)")
-        if not run_dir.data.is_file() or not same:
-            run_dir.path.mkdir(parents=True, exist_ok=True)
-            write_npz(run_dir.data, images, labels, names)
         dataset = str(run_dir.data.resolve())
     given = {name: value for name, value in settings.items() if value is not None}
     if dataset is not None:
         given["dataset"] = str(dataset)
     file_values = read_toml(config) if config is not None else {}
     made = make_config(file_values, given)
+    if in_memory:
+        same = False
+        if run_dir.data.is_file():
+            with np.load(run_dir.data, allow_pickle=False) as stored:
+                same = np.array_equal(stored["images"], images) and np.array_equal(stored["labels"], labels)
+            if not same and run_dir.config.is_file():
+                raise VaelabError(f"{run_dir.path} holds a run trained on other data ({run_dir.data}); give its data, "
+                                  "or another run directory (out)")
+        if not same:
+            run_dir.path.mkdir(parents=True, exist_ok=True)
+            write_npz(run_dir.data, images, labels, names)
     if progress is None:
         progress = sys.stderr.isatty() or "ipykernel" in sys.modules
     train_run(made, out, resume=resume, explicit=set(given) | set(file_values), log=log, progress=progress,

@@ -22,8 +22,8 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from .data import BINARIZE_MODES, DATASETS
 from .data.user import is_user_dataset
 from .errors import VaelabError
-from .models import FAMILIES, GIVEN, Setting, check_registered, imports_of, model_settings_owners, settings_of
-from .models.registry import declared_settings
+from .models import (FAMILIES, GIVEN, Setting, check_model_settings, check_stored_registered, imports_of,
+                     model_settings_owners, settings_of)
 from .models.settings import check_value as check_setting, stored
 from .runtime.compilation import COMPILE_MODES
 from .runtime.precision import PRECISIONS
@@ -248,33 +248,6 @@ def check_value(name: str, value, limits: bool = True):
     return value
 
 
-def _model_settings(model: str, values: dict, limits: bool) -> dict:
-    """The settings of family `model` and its network from `values` (name -> value, None: not
-    given), checked, and completed with their defaults: name -> value of every setting they take."""
-    own = declared_settings(FAMILIES[model])
-    if values.get("network") is not None and "network" in own:
-        values = {**values, "network": check_setting("network", own["network"], values["network"], limits)}
-    taken = settings_of(model, values.get("network"))
-    checked = {}
-    for name, value in values.items():
-        if value is None:
-            continue
-        if name not in taken:
-            owners = [owner for owner, _ in model_settings_owners().get(name, ())]
-            if not owners:
-                known = [*SETTINGS, *model_settings_owners()]
-                raise VaelabError(f"unknown setting {name!r}; known: {', '.join(known)}")
-            network = values.get("network") or (own["network"].default if "network" in own else None)
-            if "network" in own and any(owner.startswith("--network") for owner in owners):
-                network_own = [n for n in taken if n not in own]
-                raise VaelabError(f"{{network}} {network} does not take {{{name}}}: drop it (its settings: "
-                                  + (", ".join("{" + n + "}" for n in network_own) or "none") + ")")
-            raise VaelabError(f"{{model}} {model} does not take {{{name}}}: drop it (its settings: "
-                              + ", ".join("{" + n + "}" for n in taken) + ")")
-        checked[name] = check_setting(name, taken[name], value, limits)
-    return {name: checked.get(name, declared.default) for name, declared in taken.items()}
-
-
 def check_consistency(config: TrainConfig) -> None:
     """VaelabError where the settings do not go together: the family's own rules
     (`Family.check_settings`), then those between the family and training."""
@@ -283,10 +256,6 @@ def check_consistency(config: TrainConfig) -> None:
         raise VaelabError(f"{{model}} {config.model} models binarised pixels (Bernoulli): use {{binarize}} dynamic "
                           "or static")
     family.check_settings(config.model_settings, config)
-    offered = family.priors
-    if "prior" in config.model_settings and config.model_settings["prior"] not in offered:
-        raise VaelabError(f"{{model}} {config.model} takes {{prior}} " + " or ".join(offered) + ", not "
-                          + config.model_settings["prior"])
     if config.labelled_batch is not None and config.labels is None:
         raise VaelabError("{labelled_batch} sizes the labelled batch of a semi-supervised run: use it with {labels}")
     if config.labels is not None and not hasattr(FAMILIES[config.model], "classifier"):
@@ -325,7 +294,7 @@ def make_config(file_values: dict | None = None, flag_values: dict | None = None
                 imports: tuple[str, ...] | None = None) -> TrainConfig:
     """Defaults, overridden by a config file's values, overridden by flags given on the command line
     (a flag's None: not given). Training settings and the model's settings alike (the family's and
-    its network's, `models.settings_of`). imports: the modules a stored run names as registering
+    its network's, checked by `models.check_model_settings`). imports: the modules a stored run names as registering
     its family and network (None: those that registered them in this process)."""
     merged = {**(file_values or {}), **{k: v for k, v in (flag_values or {}).items() if v is not None}}
     model = check_value("model", merged.pop("model", SETTINGS["model"].default), limits)
@@ -333,10 +302,12 @@ def make_config(file_values: dict | None = None, flag_values: dict | None = None
     for name, value in merged.items():
         if name in SETTINGS:
             checked[name] = check_value(name, value, limits)
-        else:
+        elif name in model_settings_owners():
             model_values[name] = value
-    settings = _model_settings(model, model_values, limits)
-    found = imports_of(model, settings.get("network")) if imports is None else tuple(imports)
+        else:
+            raise VaelabError(f"unknown setting {name!r}; known: {', '.join([*SETTINGS, *model_settings_owners()])}")
+    settings = check_model_settings(model, model_values, limits)
+    found = imports_of(model, settings) if imports is None else tuple(imports)
     config = TrainConfig(model=model, **checked, model_settings=settings, imports=found)
     check_consistency(config)
     return config
@@ -350,8 +321,5 @@ def config_from_dict(values: dict, limits: bool = True) -> TrainConfig:
     imports = values.pop("imports", None) or ()
     if not isinstance(imports, (list, tuple)) or not all(isinstance(module, str) for module in imports):
         raise VaelabError("{imports} must be a list of module names")
-    model = values.get("model", SETTINGS["model"].default)
-    if isinstance(model, str):
-        check_registered(model, values.get("network") if isinstance(values.get("network"), str) else None,
-                         tuple(imports))
+    check_stored_registered(values.get("model", SETTINGS["model"].default), values, tuple(imports))
     return make_config(values, None, limits, imports=tuple(imports))

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import VaelabError
 from ..models import Classifies, Model, Noise, Simulates, class_conditional
+from ..runtime.progress import progress_bar
 from ..runtime.compilation import use_compile
 from ..runtime.cpu_share import hold_thread_count
 from ..runtime.devices import DeviceSplit
@@ -78,7 +78,7 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
     log_weights = bounds.make_log_weights(model, compile=compiled)
     started = time.perf_counter()
     batches = shared_batches(n, batch_size, processes)
-    with tqdm(total=images_in(batches), desc="evaluate", unit="img", disable=not progress,
+    with progress_bar()(total=images_in(batches), desc="evaluate", unit="img", disable=not progress,
               dynamic_ncols=True) as bar:
         for batch, rows in batches:
             between_batches()
@@ -175,7 +175,8 @@ def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, 
     sums, schedule = NamedSums(), None
     batches = shared_batches(n, batch_size, processes)
     started = time.perf_counter()
-    with tqdm(total=images_in(batches), desc="AIS", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar()(total=images_in(batches), desc="AIS", unit="img", disable=not progress,
+                        dynamic_ncols=True) as bar:
         for batch, rows in batches:
             between_batches()
             x, y = data.x[rows], data.y[rows]
@@ -245,7 +246,8 @@ def bdmc_terms(model: Model, count: int, settings: annealing.AisSettings, seed: 
     sums = NamedSums()
     batches = shared_batches(count, batch_size, processes)
     started = time.perf_counter()
-    with tqdm(total=images_in(batches), desc="BDMC", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar()(total=images_in(batches), desc="BDMC", unit="img", disable=not progress,
+                        dynamic_ncols=True) as bar:
         for batch, rows in batches:
             between_batches()
             size = rows.stop - rows.start

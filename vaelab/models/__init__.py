@@ -24,10 +24,10 @@ from .interface import (Bound, ClassConditional, Classifies, DataFacts, Densitie
 from .interface import FAMILY_MEMBERS
 from .likelihoods import LIKELIHOODS, decoder_mean, mean_words
 from .networks import (ACTIVATIONS, GIVEN, NETWORKS, ConditionalLinear, Network, ReLU, UserNetwork, given_network,
-                       register_network)
+                       given_settings, register_network)
 from .priors import PRIORS, GaussianMixture, analytic_kl, describe_prior, rsample
-from .registry import (FAMILIES, build_model, check_registered, family_settings, imports_of, model_settings_owners,
-                       register_family, settings_of)
+from .registry import (FAMILIES, build_model, check_model_settings, check_registered, check_stored_registered,
+                       family_settings, imports_of, model_settings_owners, network_of, register_family, settings_of)
 from .settings import Setting
 
 __all__ = ["ACTIVATIONS", "ADGM", "CVAE", "FAMILIES", "GaussianMixture", "INFERENCES", "LIKELIHOODS", "M2", "NETWORKS",

@@ -138,7 +138,8 @@ class ADGM(Family):
 
     @classmethod
     def check_settings(cls, settings: Mapping, config) -> None:
-        """A flow's size only with its flow (`families.check_flow_settings`)."""
+        """Its priors (`Family.check_settings`), a flow's size only with its flow (`families.check_flow_settings`)."""
+        super().check_settings(settings, config)
         check_flow_settings(settings, cls.settings)
 
     @property

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
+from ..errors import VaelabError
 from .interface import Bound, Noise, Terms
 from .priors import PRIORS
 from .settings import Setting
@@ -36,7 +37,11 @@ class Family(nn.Module):
         """VaelabError (one line, settings named as {name}) where the family's settings do not go
         together, or do not go with the run's: settings holds a value of every setting it takes (and
         its network's), config is the run's `vaelab.config.TrainConfig` (binarize, objective, labels,
-        ...). The default has no rules."""
+        ...). The default's one rule: a `prior` setting, where the family has one, among its `priors`;
+        a family with rules of its own calls it too (super().check_settings)."""
+        if "prior" in settings and settings["prior"] not in cls.priors:
+            raise VaelabError(f"{{model}} {getattr(config, 'model', cls.__name__)} takes {{prior}} "
+                              + " or ".join(cls.priors) + f", not {settings['prior']}")
 
     def objective(self, x: torch.Tensor, y: torch.Tensor | None, noise: Noise, bound: Bound,
                   kl_weight: torch.Tensor | float = 1.0) -> Terms:

@@ -24,7 +24,7 @@ from .interface import Bound, DataFacts, Densities, Noise, Simulated, Terms
 from .latents import INFERENCES, AncestralPrior, GaussianLatent, LatentHierarchy
 from .likelihoods import EQUATIONS, LIKELIHOODS, MEAN_WORDS, pixel_distribution
 from .layers import ACTIVATIONS
-from .networks import NETWORKS, Network, build_classifier, build_networks
+from .networks import GIVEN, NETWORKS, Network, build_classifier, build_networks
 from .priors import PRIORS, GaussianMixture, PseudoInputs, rsample
 from .settings import MAX_WIDTH, Setting
 
@@ -39,7 +39,7 @@ GAUSSIAN_SETTINGS = {
     "inference": Setting(str, "top-down", "how q infers a hierarchy (--latent-dims): top-down (the ladder VAE's "
                          "precision-weighted merge, Sønderby et al.) or bottom-up (Burda et al.)", choices=INFERENCES),
     "network": Setting(str, "mlp", "the encoder and decoder networks: mlp, conv, resnet or one registered with "
-                       "vaelab.register_network", registry=NETWORKS),
+                       "vaelab.register_network", registry=NETWORKS, unlisted=(GIVEN,)),
     "likelihood": Setting(str, "bernoulli", "bernoulli (binarised data), gaussian or continuous-bernoulli (grayscale)",
                           choices=LIKELIHOODS),
     "posterior": Setting(str, "gaussian", "q(z | x): gaussian (one diagonal Gaussian) or iaf (the Gaussian's draw "
@@ -146,6 +146,7 @@ class VAE(Family):
     def check_settings(cls, settings: Mapping, config) -> None:
         """The rules between the Gaussian families' settings (`Family.check_settings`): the likelihood
         and the pixels, a flow's size only with its flow, a hierarchy's rules, the priors offered."""
+        super().check_settings(settings, config)
         declared = cls.settings
         if settings["likelihood"] == "bernoulli" and config.binarize == "none":
             raise VaelabError("{likelihood} bernoulli needs binarised pixels: a Bernoulli 'likelihood' of grayscale "

@@ -111,8 +111,8 @@ def register_network(name: str, encoder: Callable[..., nn.Module], decoder: Call
 class UserNetwork(ReducedPrecision):
     """A user's module as a vaelab network: it sees one batch dimension and gets what it is promised.
 
-    Inputs [*batch, *event] are folded to [n, *event] (and y, whose shape is a suffix of the batch
-    shape, to [n]); the module gets (inputs) or, for a family with a class label, (inputs, y); its
+    Inputs [*batch, *event] and labels y are broadcast against each other and folded to
+    [n, *event] and [n]; the module gets (inputs) or, for a family with a class label, (inputs, y); its
     output must be [n, *outputs] (a VaelabError says what it returned otherwise) and is unfolded
     to [*batch, *outputs]. Its products run in reduced precision where the training step asks
     (`layers.Network`).
@@ -127,12 +127,13 @@ class UserNetwork(ReducedPrecision):
         self.description = f"{type(module).__name__} ({count:,} parameters)"
 
     def compute(self, inputs: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        event = inputs.shape[inputs.ndim - self.event_dims:]
         batch = inputs.shape[: inputs.ndim - self.event_dims]
-        flat = inputs.reshape(-1, *inputs.shape[inputs.ndim - self.event_dims:])
-        if self.labels and y is not None:
-            output = self.module(flat, y.expand(batch).reshape(-1))
-        else:
-            output = self.module(flat)
+        labels = self.labels and y is not None
+        if labels:  # the inputs and the labels broadcast: M2 takes every image in every class, [classes, batch]
+            batch = torch.broadcast_shapes(batch, y.shape)
+        flat = inputs.expand(*batch, *event).reshape(-1, *event)
+        output = self.module(flat, y.expand(batch).reshape(-1)) if labels else self.module(flat)
         if not isinstance(output, torch.Tensor) or tuple(output.shape) != (flat.shape[0], *self.outputs):
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
             raise VaelabError(f"the {self.role} ({type(self.module).__name__}) returned {shape} for {flat.shape[0]} "
@@ -167,8 +168,28 @@ def build_networks(network: "str | Network", image_shape: tuple[int, int, int], 
     decoder = kind.decoder(latent_dim, tuple(image_shape), num_classes, **given)
     if kind.any_batch:
         return encoder, decoder
-    return (UserNetwork(encoder, "encoder", 3, (encoder_outputs,), num_classes > 0),
-            UserNetwork(decoder, "decoder", 1, tuple(image_shape), num_classes > 0))
+    encoder = UserNetwork(encoder, "encoder", 3, (encoder_outputs,), num_classes > 0)
+    decoder = UserNetwork(decoder, "decoder", 1, tuple(image_shape), num_classes > 0)
+    _try(encoder, (2, *image_shape), num_classes)
+    _try(decoder, (2, latent_dim), num_classes)
+    return encoder, decoder
+
+
+def _try(network: "UserNetwork", shape: tuple[int, ...], num_classes: int) -> None:
+    """Run a user's module once on zeros of `shape` (and labels 0), so that a wrong output shape is
+    one line when the model is built, before a run directory is written; not on the meta device."""
+    parameter = next(network.parameters(), None)
+    device = parameter.device if parameter is not None else torch.get_default_device()
+    if device.type == "meta" or torch.get_default_device().type == "meta":
+        return
+    training = network.training
+    network.eval()  # no dropout draw, and torch's random state as it was: the model's initialisation is not moved
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            network(torch.zeros(shape, device=device), torch.zeros(shape[0], dtype=torch.long, device=device)
+                    if num_classes else None)
+    finally:
+        network.train(training)
 
 
 def build_classifier(network: "str | Network", image_shape: tuple[int, int, int], num_classes: int,
@@ -180,7 +201,11 @@ def build_classifier(network: "str | Network", image_shape: tuple[int, int, int]
     """
     kind = _network(network)
     classifier = kind.encoder(tuple(image_shape), num_classes, 0, **_settings_of(kind, settings))
-    return classifier if kind.any_batch else UserNetwork(classifier, "classifier", 3, (num_classes,), False)
+    if kind.any_batch:
+        return classifier
+    classifier = UserNetwork(classifier, "classifier", 3, (num_classes,), False)
+    _try(classifier, (2, *image_shape), 0)
+    return classifier
 
 
 def given_network(encoder: nn.Module, decoder: nn.Module, classifier: nn.Module | None = None) -> Network:
@@ -212,5 +237,21 @@ def given_network(encoder: nn.Module, decoder: nn.Module, classifier: nn.Module 
                    registered_by="vaelab")
 
 
+def given_settings(modules: dict, settings: dict) -> dict:
+    """`settings` (name -> value) for a model built from `modules` (encoder, decoder, perhaps
+    classifier; None: not given) handed over as they are: network "given" and the modules' classes
+    (module.Class), which the run stores to name them when it is loaded without them. Without
+    modules, `settings` as they are."""
+    modules = {role: module for role, module in modules.items() if module is not None}
+    if not modules:
+        return dict(settings)
+    if not {"encoder", "decoder"} <= set(modules):
+        raise VaelabError("give both an encoder and a decoder module (and a classifier, for a family with q(y | x))")
+    if settings.get("network") not in (None, GIVEN):
+        raise VaelabError("pass your modules or a network's name, not both: drop network, or the modules")
+    classes = {role: f"{type(module).__module__}.{type(module).__qualname__}" for role, module in modules.items()}
+    return {**settings, "network": GIVEN, **classes}
+
+
 __all__ = ["ACTIVATIONS", "NETWORKS", "ConditionalLinear", "Dense", "Network", "ReLU", "UserNetwork",
-           "build_classifier", "build_networks", "given_network", "register_network"]
+           "build_classifier", "build_networks", "given_network", "given_settings", "register_network"]

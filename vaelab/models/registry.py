@@ -18,12 +18,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
-from ..errors import NotRegistered
+from ..errors import NotRegistered, VaelabError
 from .auxiliary import ADGM
 from .families import CVAE, M2, VAE
 from .interface import FAMILY_MEMBERS, DataFacts, Model
-from .networks import NETWORKS, Network
-from .settings import Setting
+from .networks import GIVEN, NETWORKS, given_network
+from .settings import Setting, check_value
 
 # name (--model) -> family; register_family adds to it
 FAMILIES: dict[str, type] = {"vae": VAE, "cvae": CVAE, "m2": M2, "adgm": ADGM}
@@ -126,9 +126,53 @@ def model_settings_owners() -> dict[str, list[tuple[str, Setting]]]:
     return owners
 
 
-def imports_of(model: str, network: str | None = None) -> tuple[str, ...]:
-    """The modules outside vaelab that registered `model` and `network`: what a run made with them
-    needs imported to load."""
+def network_of(settings: Mapping) -> str | None:
+    """The network a run's model settings (name -> value) name, if its family takes one."""
+    network = settings.get("network")
+    return network if isinstance(network, str) else None
+
+
+def check_model_settings(model: str, values: Mapping, limits: bool = True) -> dict:
+    """The settings of family `model` and its network from `values` (name -> value; None: not
+    given), each checked against its declaration (`settings.check_value`) and completed with the
+    defaults: name -> value of every setting they take, in their order. A setting another family
+    or network takes, or none does, is a VaelabError of one line naming what this one takes.
+    limits=False skips the upper limits on sizes (a stored run's checkpoint says what fits)."""
+    check_registered(model)
+    own = declared_settings(FAMILIES[model])
+    values = dict(values)
+    if values.get("network") is not None and "network" in own:
+        values["network"] = check_value("network", own["network"], values["network"], limits)
+    taken = settings_of(model, network_of(values))
+    checked = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name not in taken:
+            owners = [owner for owner, _ in model_settings_owners().get(name, ())]
+            if not owners:
+                raise VaelabError(f"unknown setting {name!r}; known: {', '.join(model_settings_owners())}")
+            if "network" in own and any(owner.startswith("--network") for owner in owners):
+                network = network_of(values) or own["network"].default
+                network_own = [n for n in taken if n not in own]
+                raise VaelabError(f"{{network}} {network} does not take {{{name}}}: drop it (its settings: "
+                                  + (", ".join("{" + n + "}" for n in network_own) or "none") + ")")
+            raise VaelabError(f"{{model}} {model} does not take {{{name}}}: drop it (its settings: "
+                              + ", ".join("{" + n + "}" for n in taken) + ")")
+        checked[name] = check_value(name, taken[name], value, limits)
+    return {name: checked.get(name, declared.default) for name, declared in taken.items()}
+
+
+def check_stored_registered(model, settings: Mapping, imports: tuple[str, ...]) -> None:
+    """`check_registered` for a stored run's family and network (config.json's values)."""
+    if isinstance(model, str):
+        check_registered(model, network_of(settings), imports)
+
+
+def imports_of(model: str, settings: Mapping) -> tuple[str, ...]:
+    """The modules outside vaelab that registered `model` and the network its `settings` name:
+    what a run made with them needs imported to load."""
+    network = network_of(settings)
     modules = [REGISTERED_BY.get(model)]
     if network is not None and network in NETWORKS:
         modules.append(None if NETWORKS[network].registered_by == "vaelab" else NETWORKS[network].registered_by)
@@ -136,7 +180,7 @@ def imports_of(model: str, network: str | None = None) -> tuple[str, ...]:
 
 
 def build_model(family: str, image_shape: tuple[int, int, int], num_classes: int, train_images: int | None = None,
-                labelled_images: int | None = None, labelled_batch: int = 0, given: "Network | None" = None,
+                labelled_images: int | None = None, labelled_batch: int = 0, modules: Mapping | None = None,
                 **settings) -> Model:
     """A new model of `family` (--model) for images of `image_shape` (C, H, W) in `num_classes` classes.
 
@@ -145,8 +189,8 @@ def build_model(family: str, image_shape: tuple[int, int, int], num_classes: int
     built to be loaded; see `DataFacts`). settings: values of the settings the family (and its
     network) take (`family_settings`), and only those; what is not given, or None, takes the
     family's own default; a setting of another network than the one chosen is ignored, as that
-    network's. given: a `networks.Network` to build with instead of the one the settings name
-    (the modules handed to `vaelab.train`, `networks.given_network`).
+    network's. modules: the encoder and decoder (and classifier) modules of network "given"
+    (handed to `vaelab.train`; `networks.given_settings`): the model's parts, as they are.
     """
     wanted = settings_of(family, settings.get("network"))
     other_networks = {name for kind in NETWORKS.values() for name in kind.settings} if "network" in wanted else set()
@@ -155,7 +199,18 @@ def build_model(family: str, image_shape: tuple[int, int, int], num_classes: int
     if unknown:
         raise ValueError(f"model {family!r} does not take {', '.join(unknown)}; it takes {', '.join(wanted)}")
     chosen = {name: value for name, value in settings.items() if value is not None}
-    if given is not None:
-        chosen["network"] = given
+    modules = {role: module for role, module in (modules or {}).items() if module is not None}
+    if chosen.get("network") == GIVEN:
+        if not {"encoder", "decoder"} <= set(modules):
+            classes = ", ".join(f"{role} {chosen[role]}" for role in ("encoder", "decoder", "classifier")
+                                if chosen.get(role))
+            raise VaelabError(f"this run was trained with modules handed to vaelab.train ({classes}), and vaelab never "
+                              "pickles them: in Python, build them as they were and pass them, vaelab.load_run(DIR, "
+                              "encoder=..., decoder=...); for the command line, register the network "
+                              "(vaelab.register_network) and train with --network NAME")
+        chosen["network"] = given_network(**modules)
+    elif modules:
+        raise VaelabError(f"{{network}} {chosen.get('network')}: this model's networks are built from its settings; "
+                          "pass encoder and decoder modules only with network given (vaelab.train's modules)")
     data = DataFacts(tuple(image_shape), num_classes, train_images, labelled_images, labelled_batch)
     return FAMILIES[family].for_data(data, **chosen)

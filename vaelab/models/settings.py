@@ -30,7 +30,8 @@ class Setting:
     its minimum, a whole number at least it). optional: None is allowed (and means "not set", the
     owner's own default). group: where `vaelab train --help` lists a training setting;
     changes_on_resume: it may differ from the stored value on --resume (model settings never do).
-    describe: what is allowed, in words, where the kind alone does not say.
+    describe: what is allowed, in words, where the kind alone does not say. unlisted: choices
+    allowed but not offered in messages and help.
     """
 
     kind: type
@@ -45,6 +46,7 @@ class Setting:
     changes_on_resume: bool = False
     example: str = ""
     describe: str = ""
+    unlisted: tuple[str, ...] = ()  # choices allowed but not offered (network "given": vaelab.train's modules)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -63,7 +65,7 @@ class Setting:
         if self.describe:
             return self.describe
         if self.options() is not None:
-            return "one of " + ", ".join(self.options())
+            return "one of " + ", ".join(option for option in self.options() if option not in self.unlisted)
         if self.kind is bool:
             return "true or false"
         if self.kind is float:

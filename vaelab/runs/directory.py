@@ -26,7 +26,7 @@ import torch
 from ..config import TrainConfig, config_from_dict
 from ..data import get_spec
 from ..errors import NotRegistered, RunError, VaelabError
-from ..models import GIVEN, Model, build_model, given_network
+from ..models import Model, build_model
 from ..runtime.files import atomic_write_bytes
 from .checkpoints import Checkpoint
 from .migration import current_config
@@ -135,22 +135,8 @@ def new_model(config: TrainConfig, train_images: int | None = None, modules: dic
     spec = get_spec(config.dataset)
     labelled = None if train_images is None else config.labels
     labelled_batch = 0 if train_images is None else config.labelled_batch_size()
-    network = None
-    if config.get("network") == GIVEN:
-        modules = {role: module for role, module in (modules or {}).items() if module is not None}
-        if not {"encoder", "decoder"} <= set(modules):
-            classes = ", ".join(f"{role} {config.get(role)}" for role in ("encoder", "decoder", "classifier")
-                                if config.get(role))
-            raise RunError(f"this run was trained with modules handed to vaelab.train ({classes}), and vaelab never "
-                           "pickles them: in Python, build them as they were and pass them, vaelab.load_run(DIR, "
-                           "encoder=..., decoder=...); for the command line, register the network "
-                           "(vaelab.register_network) and train with --network NAME")
-        network = given_network(**modules)
-    elif modules:
-        raise VaelabError(f"{{network}} {config.get('network')}: this run's networks are built from their settings; "
-                          "pass encoder and decoder modules only for a run trained with them")
     return build_model(config.model, spec.image_shape, spec.num_classes, train_images, labelled, labelled_batch,
-                       given=network, **config.family_settings())
+                       modules=modules, **config.family_settings())
 
 
 def check_agreement(config: TrainConfig, checkpoint: Checkpoint, config_path: Path,

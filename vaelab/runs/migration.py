@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from ..config import SETTINGS
-from ..models import FAMILIES, NETWORKS, model_settings_owners, settings_of
+from ..models import FAMILIES, NETWORKS, model_settings_owners, network_of, settings_of
 from ..models.settings import stored
 
 PARTIAL_SUMS = "partial.sum."  # a checkpoint stopped mid-epoch: the epoch's sums so far, one tensor per name
@@ -35,7 +35,7 @@ def current_config(values: dict) -> dict:
     values = dict(values)
     if values.get("labels") is not None:
         values.setdefault("labelled_batch", 0)
-    model, network = values.get("model", SETTINGS["model"].default), values.get("network")
+    model, network = values.get("model", SETTINGS["model"].default), network_of(values)
     if not isinstance(model, str) or model not in FAMILIES or network is not None and network not in NETWORKS:
         return values  # refused as it is, with what is wrong (`config.config_from_dict`)
     taken = settings_of(model, network)

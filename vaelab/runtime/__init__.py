@@ -6,6 +6,7 @@
     compilation.py  torch.compile with an eager fallback: the same numbers, faster
     precision.py    float32, bf16 or tf32 for the networks' products
     cpu_share.py    sharing the CPUs with other programs and vaelab commands (thread counts)
+    progress.py     progress bars: a notebook's widget in Jupyter, text on stderr elsewhere
 
 Nothing here knows a model, a bound or a run directory.
 """

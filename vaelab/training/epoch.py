@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import inference
 from ..errors import TrainingDiverged
 from ..inference.batches import NamedSums, shared_batches
 from ..models import Classifies, Model
+from ..runtime.progress import progress_bar
 from ..runtime.devices import DeviceSplit
 from ..runtime.precision import in_float32
 from ..runtime.processes import SINGLE, Processes
@@ -118,7 +118,7 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
     total = plan_images(plan)
     seen = plan_images(plan[:steps])
     first_bad_step = torch.full((), -1, dtype=torch.long, device=data.x.device)  # tracked without a host sync
-    with tqdm(total=total, initial=seen, desc=label, unit="img", leave=False,
+    with progress_bar()(total=total, initial=seen, desc=label, unit="img", leave=False,
               disable=not progress, dynamic_ncols=True) as bar:
         for index, labelled, full_size in plan[steps:]:
             if should_stop():

@@ -171,16 +171,6 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
         if config.labels is not None:  # checked before anything is written
             labelled_images = labelled_subset(splits.train.labels, config.labels, splits.num_classes,
                                               config.label_seed)
-    with processes.agreement("writing the run directory"):
-        if processes.main:
-            try:
-                run.path.mkdir(parents=True, exist_ok=True)
-                _remove_stale_temporaries(run)
-                write_json(run.config, config.to_dict())
-            except OSError as exc:
-                raise RunError(f"cannot write to the run directory {run.path} ({exc.strerror}); choose a writable "
-                               "--out") from None
-
     train_data = DeviceSplit.from_split(splits.train, device)
     if config.labels is not None:  # only these images' labels are seen
         train_data.labelled = torch.zeros(len(splits.train), dtype=torch.bool, device=device)
@@ -191,6 +181,16 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     training = new_training(config, device, dynamic=not train_data.binary,
                             compile=use_compile(config.compile, steps_left, COMPILE_FROM_STEPS),
                             train_images=len(splits.train), processes=processes, modules=modules)
+    # the model before the run directory: networks of a user's that do not fit are refused with nothing written
+    with processes.agreement("writing the run directory"):
+        if processes.main:
+            try:
+                run.path.mkdir(parents=True, exist_ok=True)
+                _remove_stale_temporaries(run)
+                write_json(run.config, config.to_dict())
+            except OSError as exc:
+                raise RunError(f"cannot write to the run directory {run.path} ({exc.strerror}); choose a writable "
+                               "--out") from None
     history = _History(rows=[], best=-math.inf, since_best=0)
     partial = None
     if checkpoint is not None:
