@@ -88,3 +88,26 @@ def test_the_vae_ignores_labels_and_the_cvae_uses_them():
     assert not torch.allclose(cvae.encoder(x, torch.tensor([1, 2])).mean, cvae.encoder(x, torch.tensor([3, 4])).mean)
     with pytest.raises(ValueError, match="pass the labels y"):
         cvae.decoder(torch.zeros(2, 3))
+
+
+def test_the_report_shows_the_settings_that_shape_the_model_and_no_others():
+    """A plain CVAE's configuration table has no flow, VampPrior or hierarchy settings; each appears
+    with what switches it on (`Family.settings_in_effect`)."""
+    from vaelab.config import make_config
+    from vaelab.models import ADGM, FAMILIES
+
+    def shown(**values):
+        config = make_config(values)
+        return set(FAMILIES[config.model].settings_in_effect(config.model_settings))
+
+    assert shown(model="cvae") == {"latent_dim", "network", "likelihood", "posterior", "prior", "hidden", "activation"}
+    assert shown(model="vae", posterior="iaf", prior="vamp") >= {"flow_steps", "flow_hidden", "pseudo_inputs"}
+    assert "prior_flow_steps" not in shown(model="vae", posterior="iaf", prior="vamp")
+    assert shown(model="vae", prior="flow") >= {"prior_flow_steps", "flow_hidden"} and \
+        "flow_steps" not in shown(model="vae", prior="flow")
+    ladder = shown(model="vae", latent_dims=(8, 4), inference="bottom-up")
+    assert {"latent_dims", "inference"} <= ladder and "latent_dim" not in ladder
+    assert shown(model="vae", network="conv") >= {"channels", "depth"} and "hidden" not in shown(model="vae", network="conv")
+    assert shown(model="adgm") == {"latent_dim", "aux_dim", "hidden", "activation", "alpha", "posterior", "prior"}
+    assert ADGM.settings_in_effect(make_config({"model": "adgm", "posterior": "iaf"}).model_settings).keys() >= \
+        {"flow_steps", "flow_hidden"}

@@ -12,6 +12,7 @@ from ..api import CHECKPOINTS
 from ..config import DEVICES, GROUPS, SETTINGS, flag
 from ..errors import VaelabError
 from ..models import GIVEN, Setting, model_settings_owners, settings_of
+from ..models.settings import MAX_WIDTH
 from ..runtime.compilation import COMPILE_MODES
 
 EXIT_USAGE = 2
@@ -274,7 +275,7 @@ def _int_list(text: str) -> tuple[int, ...]:
         values = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
-    largest = model_settings_owners()["latent_dim"][0][1].maximum
+    largest = MAX_WIDTH
     if not values or min(values) < 1 or max(values) > largest:
         raise argparse.ArgumentTypeError(f"{text!r}: every latent size must be from 1 to {largest:,}")
     return values

@@ -189,8 +189,7 @@ def cmd_report(args, session: Session) -> int:
     return 0
 
 
-STUDY_BASE = dict(model="vae", hidden=(500,), activation="tanh", likelihood="bernoulli", binarize="dynamic",
-                  batch_size=100, lr=1e-3, sample_epochs=(1, 10, 25, 50, 100))
+STUDY_TRAINING = dict(binarize="dynamic", batch_size=100, lr=1e-3, sample_epochs=(1, 10, 25, 50, 100))
 
 
 def cmd_explore(args, session: Session) -> int:
@@ -218,20 +217,21 @@ def cmd_explore(args, session: Session) -> int:
 def cmd_study(args, session: Session) -> int:
     """Train a VAE per latent size (resuming what exists), evaluate each, and write one comparison report."""
     from ..api import evaluate_run, load_run
+    from ..models.families import kingma_welling_vae
     from ..report import write_report
     from ..runs import RunDir
     from ..training import train
 
     out = Path(args.out)
     paths = []
-    settings = {latent_dim: dict(STUDY_BASE, latent_dim=latent_dim, epochs=args.epochs, patience=args.patience,
-                                 seed=args.seed, device=args.device, limit_train=args.limit_train)
-                for latent_dim in args.latent_dims}
-    configs = {latent_dim: make_config(values) for latent_dim, values in settings.items()}  # all checked first
-    for latent_dim, config in configs.items():
-        path = out / f"vae-k{latent_dim}"
-        _log(f"== VAE with k = {latent_dim} -> {path}")
-        train(config, path, resume=True, explicit=set(settings[latent_dim]), log=_log,
+    settings = {size: dict(STUDY_TRAINING, **kingma_welling_vae(size), epochs=args.epochs, patience=args.patience,
+                           seed=args.seed, device=args.device, limit_train=args.limit_train)
+                for size in args.latent_dims}
+    configs = {size: make_config(values) for size, values in settings.items()}  # all checked first
+    for size, config in configs.items():
+        path = out / f"vae-k{size}"
+        _log(f"== VAE with k = {size} -> {path}")
+        train(config, path, resume=True, explicit=set(settings[size]), log=_log,
               progress=not args.no_progress and sys.stderr.isatty(), between_steps=session.look_at_the_cpus)
         run = load_run(path, device=args.device)
         done = json.loads(RunDir(path).eval.read_text()) if RunDir(path).eval.is_file() else {}

@@ -26,7 +26,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from .base import Family, class_weights, labelled_and_unlabelled, with_label
-from .families import ALPHA, GAUSSIAN_SETTINGS, check_flow_settings, default_alpha
+from .families import ALPHA, GAUSSIAN_SETTINGS, check_flow_settings, default_alpha, unused_flow_settings
 from .flows import InverseAutoregressiveFlow, RealNVP
 from .interface import Bound, DataFacts, Densities, Noise, Simulated, Terms
 from .latents import loc_scale
@@ -135,6 +135,12 @@ class ADGM(Family):
     def for_data(cls, data: DataFacts, alpha: float | None = None, **settings) -> "ADGM":
         return cls(data.image_shape, data.num_classes, alpha=default_alpha(data) if alpha is None else alpha,
                    **settings)
+
+    @classmethod
+    def settings_in_effect(cls, settings: Mapping) -> dict:
+        """Its settings without the flows' that the others switch off (`families.unused_flow_settings`)."""
+        unused = unused_flow_settings(settings)
+        return {name: value for name, value in settings.items() if name not in unused}
 
     @classmethod
     def check_settings(cls, settings: Mapping, config) -> None:

@@ -43,6 +43,13 @@ class Family(nn.Module):
             raise VaelabError(f"{{model}} {getattr(config, 'model', cls.__name__)} takes {{prior}} "
                               + " or ".join(cls.priors) + f", not {settings['prior']}")
 
+    @classmethod
+    def settings_in_effect(cls, settings: Mapping) -> dict:
+        """The settings (name -> value) that shape a model built with `settings`, for the report:
+        a family leaves out those its other settings switch off (the VAE's flow_steps without an
+        IAF). The default: all of them."""
+        return dict(settings)
+
     def objective(self, x: torch.Tensor, y: torch.Tensor | None, noise: Noise, bound: Bound,
                   kl_weight: torch.Tensor | float = 1.0) -> Terms:
         """The bound (`inference.elbo` or `inference.iw_bound`) of images whose label, if any, is given."""

@@ -58,6 +58,21 @@ ALPHA = Setting(float, None, "weight of log q(y | x) on the mean over a step's l
                 minimum=0.0, maximum=1e6, optional=True)
 
 
+def unused_flow_settings(settings: Mapping) -> set[str]:
+    """The flows' settings that the others switch off: flow_steps without posterior iaf,
+    prior_flow_steps without prior flow, flow_hidden without either."""
+    iaf, flow_prior = settings.get("posterior") == "iaf", settings.get("prior") == "flow"
+    return {name for name, unused in (("flow_steps", not iaf), ("prior_flow_steps", not flow_prior),
+                                      ("flow_hidden", not iaf and not flow_prior)) if unused}
+
+
+def kingma_welling_vae(latent_dim: int) -> dict:
+    """The model settings of Kingma & Welling (2014)'s MNIST VAE with latent size `latent_dim`: one
+    hidden layer of 500 tanh units each way and a Bernoulli decoder (`vaelab study`)."""
+    return {"model": "vae", "latent_dim": latent_dim, "hidden": (500,), "activation": "tanh",
+            "likelihood": "bernoulli"}
+
+
 def check_flow_settings(settings: Mapping, defaults: Mapping) -> None:
     """VaelabError where a flow's size is set without its flow: flow_steps without posterior iaf,
     prior_flow_steps without prior flow (both families with flows share the rule)."""
@@ -169,6 +184,21 @@ class VAE(Family):
         if settings["prior"] == "flow" and layers[-1] < 2:
             raise VaelabError("{prior} flow couples half of z with the other half: it needs a top layer of 2 or more "
                               "({latent_dim} or the last of {latent_dims})")
+
+    @classmethod
+    def settings_in_effect(cls, settings: Mapping) -> dict:
+        """Its settings without those the others switch off: the flows' (`unused_flow_settings`),
+        pseudo_inputs without the VampPrior, a hierarchy's without one (latent_dims, inference), or
+        latent_dim with one; of modules handed over, a classifier it was not given."""
+        layers = settings.get("latent_dims") or (settings.get("latent_dim"),)
+        unused = unused_flow_settings(settings) | {
+            name for name, off in (("pseudo_inputs", settings.get("prior") != "vamp"),
+                                   ("inference", len(layers) < 2),
+                                   ("latent_dims", settings.get("latent_dims") is None),
+                                   ("latent_dim", settings.get("latent_dims") is not None),
+                                   ("classifier", settings.get("network") == GIVEN and settings.get("classifier") is None))
+            if off}
+        return {name: value for name, value in settings.items() if name not in unused}
 
     code_words = "E_q[z]"
 

@@ -143,11 +143,15 @@ class Model(Protocol):
         """Its rules between its settings (a value of each) and the run's config: VaelabError where they
         do not go together (`Family.check_settings`)."""
 
+    @classmethod
+    def settings_in_effect(cls, settings: Mapping) -> dict:
+        """The settings that shape a model built with `settings`, for the report (`Family.settings_in_effect`)."""
+
 
 # what a family's class itself has, before any instance (image_shape and code_dim are an instance's)
 FAMILY_MEMBERS = ("noise_shape", "posterior", "densities", "objective", "part_words", "code", "decoder",
-                  "sample_codes", "equations", "settings", "check_settings", "priors", "objectives", "binary_pixels",
-                  "pixel_words", "code_words")
+                  "sample_codes", "equations", "settings", "check_settings", "settings_in_effect", "priors",
+                  "objectives", "binary_pixels", "pixel_words", "code_words")
 
 
 @runtime_checkable

@@ -229,9 +229,11 @@ def image_words(shape: tuple[int, int, int]) -> str:
 
 
 def config_table(run: Run) -> Table:
-    """The run's settings: the data and training, and the settings its family and network take, no others."""
+    """The run's settings: the data and training, and the settings its family and network take that
+    shape its model (`Family.settings_in_effect`), no others."""
     config = run.config
-    model_rows = [[name.replace("_", " "), _setting_words(value)] for name, value in config.model_settings.items()]
+    shown = run.model.settings_in_effect(config.model_settings)  # not those its other settings switch off
+    model_rows = [[name.replace("_", " "), _setting_words(value)] for name, value in shown.items()]
     rows = [["model", config.model.upper()],
             ["dataset", f"{config.dataset}, images C × H × W = {image_words(run.model.image_shape)}, "
                         f"{BINARIZATION.get(config.binarize, config.binarize)}; pictures show the "
