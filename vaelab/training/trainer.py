@@ -213,7 +213,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     labelled = f" ({config.labels} of them labelled)" if config.labels is not None else ""
     group = f" x {processes.count} processes" if processes.count > 1 else ""
     how = _step_words(training.step.compiled.active, config.precision, training.step.compiled.mode)
-    log(f"training {config.model.upper()} on {len(splits.train)} {config.dataset} images"
+    log(f"training {config.model.upper()} on {len(splits.train)} {Path(config.dataset).name} images"  # a file by its name
         f"{labelled}, "
         f"{device.type}{group}{how}, batch {config.batch_size}, "
         f"{config.epochs} epochs max -> {run.path}")
