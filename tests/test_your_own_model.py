@@ -232,3 +232,38 @@ def test_a_module_of_the_wrong_shape_is_refused_in_one_line_when_the_model_is_bu
         given_settings(modules, {"network": "conv"})
     with pytest.raises(vaelab.VaelabError, match="trained with modules handed to vaelab.train"):
         build_model("vae", (3, 4, 4), 1, network="given", encoder="mine.Encoder", decoder="mine.Decoder")
+
+
+@pytest.mark.slow
+def test_torchrun_imports_your_family_in_every_process(own_family, mnist_slice, tmp_path):
+    """`--import` under torchrun: each of 2 processes imports the module before it reads its flags,
+    trains the family with its own setting and evaluates the run; without it, one line. Its 300
+    validation images are one chunk, so one process validates none of them (an empty share)."""
+    from .test_distributed import _finish, _launch, _vaelab_traceback
+
+    out = tmp_path / "run"
+    _finish(_launch(_train_flags(mnist_slice, out, "--prior-std", "0.5", "--epochs", "1"), 2))
+    rows = read_metrics(RunDir(out).metrics)
+    assert [row["processes"] for row in rows] == [2]
+    assert json.loads(RunDir(out).config.read_text())["prior_std"] == 0.5
+    evaluated = _finish(_launch(["evaluate", str(out), "--iw-samples", "2", "--import", "tests.own_setting_family",
+                                 "--json"], 2))
+    assert '"model": "scaled-prior"' in evaluated and '"processes": 2' in evaluated
+    refused = _launch(["evaluate", str(out), "--iw-samples", "2"], 2)
+    _, err = refused.communicate(timeout=HANG_GUARD)
+    assert refused.returncode != 0
+    assert "vaelab: error: --model scaled-prior is not registered in this process: import tests.own_setting_family" \
+        in err and not _vaelab_traceback(err)
+
+
+def test_progress_bars_are_text_outside_a_jupyter_kernel():
+    """Here (no kernel) the terminal's tqdm, not tqdm.auto's fallback with its warning."""
+    import warnings
+
+    from tqdm import tqdm
+
+    from vaelab.runtime.progress import progress_bar
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert progress_bar() is tqdm
