@@ -232,6 +232,8 @@ def test_a_module_of_the_wrong_shape_is_refused_in_one_line_when_the_model_is_bu
         given_settings(modules, {"network": "conv"})
     with pytest.raises(vaelab.VaelabError, match="trained with modules handed to vaelab.train"):
         build_model("vae", (3, 4, 4), 1, network="given", encoder="mine.Encoder", decoder="mine.Decoder")
+    with pytest.raises(vaelab.VaelabError, match="given is the modules handed to vaelab.train"):
+        build_model("vae", (3, 4, 4), 1, network="given")  # asked for by name, as --network given would
 
 
 @pytest.mark.slow

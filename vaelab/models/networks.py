@@ -67,9 +67,9 @@ class Network:
 
 
 def _given_only(*_, **__) -> nn.Module:
-    raise VaelabError("{network} given is modules handed to vaelab.train(encoder=..., decoder=...), and only there; "
-                      "to name a network of your own, register it (vaelab.register_network) and pass network=NAME "
-                      "(on the command line: --import MODULE --network NAME)")
+    """The constructors of the network "given", which only `given_network` builds (`registry.build_model`)."""
+    raise VaelabError("{network} given is the modules handed to vaelab.train(encoder=..., decoder=...), and only "
+                      "there; to name a network of your own, register it (vaelab.register_network) and use its name")
 
 
 # name -> Network: the choices of --network, as they are now (register_network adds to it)

@@ -204,6 +204,10 @@ def build_model(family: str, image_shape: tuple[int, int, int], num_classes: int
         if not {"encoder", "decoder"} <= set(modules):
             classes = ", ".join(f"{role} {chosen[role]}" for role in ("encoder", "decoder", "classifier")
                                 if chosen.get(role))
+            if not classes:  # asked for by name, not made with modules
+                raise VaelabError("{network} given is the modules handed to vaelab.train(encoder=..., decoder=...), "
+                                  "and only there; to name a network of your own, register it "
+                                  "(vaelab.register_network) and use its name")
             raise VaelabError(f"this run was trained with modules handed to vaelab.train ({classes}), and vaelab never "
                               "pickles them: in Python, build them as they were and pass them, vaelab.load_run(DIR, "
                               "encoder=..., decoder=...); for the command line, register the network "
