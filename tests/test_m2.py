@@ -14,7 +14,7 @@ from vaelab.cli import main
 from vaelab.data import labelled_subset
 from vaelab.errors import DataError
 from vaelab.models import Classifies, Noise, Terms, build_model
-from vaelab.models.families import sum_over_labels
+from vaelab.models.semi_supervised import sum_over_labels
 from vaelab.training.epoch import batch_plan, plan_images
 
 SHAPE = (1, 6, 5)

@@ -14,6 +14,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from .progress import HANG_GUARD
+
 TUTORIALS = Path(__file__).resolve().parents[1] / "docs" / "tutorials"
 
 
@@ -33,7 +35,7 @@ def run_notebook(name: str, folder: Path, **smaller) -> nbformat.NotebookNode:
                 for target in node.targets}
     assert set(smaller) <= assigned, sorted(set(smaller) - assigned)
     parameters[0].source += "\n" + "\n".join(f"{key} = {value!r}" for key, value in smaller.items())
-    NotebookClient(notebook, timeout=1200, kernel_name="python3",
+    NotebookClient(notebook, timeout=HANG_GUARD, kernel_name="python3",
                    resources={"metadata": {"path": str(folder)}}).execute()
     return notebook
 

@@ -81,7 +81,7 @@ def test_your_networks_on_colour_arrays_train_resume_evaluate_sample_report_and_
     assert "ConvEncoder" in page and "given" in page and report.runs[0].name.startswith("whole: VAE")
     explorer = vaelab.open_explorer([run], port=_free_port())
     try:
-        with urllib.request.urlopen(explorer.url + "api/runs", timeout=60) as response:
+        with urllib.request.urlopen(explorer.url + "api/runs", timeout=HANG_GUARD) as response:
             assert response.status == 200 and "whole" in response.read().decode()
     finally:
         explorer.stop()
@@ -110,7 +110,7 @@ def _train_flags(dataset, out, *more: str) -> list[str]:
 def test_a_family_with_its_own_setting_from_the_command_line_and_from_python(own_family, mnist_slice, tmp_path):
     shown = _python("-m", "vaelab", "train", "--import", "tests.own_setting_family", "--help").stdout
     group = shown.split("settings of --model scaled-prior:")[1]
-    assert "--prior-std PRIOR_STD" in group and "N(0, s^2 I) (default: 1.0)" in " ".join(group.split())
+    assert "--prior-std PRIOR_STD" in group and "N(0, s^2 I) (default: 1)" in " ".join(group.split())
     assert "--prior-std" not in _python("-m", "vaelab", "train", "--help").stdout  # only with its module
 
     bad = _python("-m", "vaelab", *_train_flags(mnist_slice, tmp_path / "bad", "--prior-std", "-1"), check=False)

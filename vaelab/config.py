@@ -206,29 +206,49 @@ def flags_table(settings: dict[str, Setting], defaults: dict[str, object]) -> st
     return "\n".join(rows) + "\n"
 
 
-def model_flags_table() -> str:
-    """The `vaelab train` flags of the model settings every registered family and network declare,
-    as a Markdown table: the flag, who takes it (`--model vae, cvae`, `--network conv`), its default
-    (per owner where they differ), what is allowed and the help. Modules handed to `vaelab.train`
-    (the given network) have no flags."""
-    rows = ["| flag | taken by | default | allowed | what |", "|---|---|---|---|---|"]
+def model_flags() -> dict[str, list[tuple[str, Setting]]]:
+    """The model settings that are flags of `vaelab train`: name -> [(owner, Setting)] of every
+    registered family and network (`models.model_settings_owners`) but the given network's, whose
+    modules are handed over in Python only."""
+    flags = {}
     for name, declared in model_settings_owners().items():
         declared = [(owner, setting) for owner, setting in declared if owner != f"--network {GIVEN}"]
-        if name in SETTINGS or not declared:
-            continue
-        by_kind: dict[str, list[str]] = {}
-        for owner, _ in declared:
-            kind, who = owner.split(" ", 1)
-            by_kind.setdefault(kind, []).append(who)
-        takers = " and ".join(f"`{kind} {', '.join(who)}`" for kind, who in by_kind.items())
-        defaults: dict[str, list[str]] = {}
-        for owner, setting in declared:
-            defaults.setdefault(_shown(setting.default), []).append(owner.split(" ", 1)[1])
-        default = next(iter(defaults)) if len(defaults) == 1 else \
-            "; ".join(f"{value} ({', '.join(who)})" for value, who in defaults.items())
+        if declared and name not in SETTINGS:
+            flags[name] = declared
+    return flags
+
+
+def owners_words(owners, code: bool = False) -> str:
+    """("--model vae", "--model cvae", "--network mlp") -> "--model vae, cvae and --network mlp" (each
+    part in backticks with code=True)."""
+    by_kind: dict[str, list[str]] = {}
+    for owner in owners:
+        kind, who = owner.split(" ", 1)
+        by_kind.setdefault(kind, []).append(who)
+    quote = "`" if code else ""
+    return " and ".join(f"{quote}{kind} {', '.join(who)}{quote}" for kind, who in by_kind.items())
+
+
+def defaults_words(declared: list[tuple[str, Setting]], shown=lambda value: _shown(value).strip("`")) -> str:
+    """A model setting's default as its owners declare it: "40", or "1 (conv); 2 (resnet)" where they differ."""
+    defaults: dict[str, list[str]] = {}
+    for owner, setting in declared:
+        defaults.setdefault(shown(setting.default), []).append(owner.split(" ", 1)[1])
+    if len(defaults) == 1:
+        return next(iter(defaults))
+    return "; ".join(f"{value} ({', '.join(who)})" for value, who in defaults.items())
+
+
+def model_flags_table() -> str:
+    """The `vaelab train` flags of the model settings every registered family and network declare
+    (`model_flags`), as a Markdown table: the flag, who takes it (`--model vae, cvae`, `--network
+    conv`), its default (per owner where they differ), what is allowed and the help."""
+    rows = ["| flag | taken by | default | allowed | what |", "|---|---|---|---|---|"]
+    for name, declared in model_flags().items():
         first = declared[0][1]
         shown_flag = f"`{flag(name)}` / `--no-{flag(name)[2:]}`" if first.kind is bool else f"`{flag(name)}`"
-        rows.append(f"| {shown_flag} | {takers} | {default} | {_cell(first.allowed())} | {_cell(first.help)} |")
+        rows.append(f"| {shown_flag} | {owners_words([owner for owner, _ in declared], code=True)} | "
+                    f"{defaults_words(declared, _shown)} | {_cell(first.allowed())} | {_cell(first.help)} |")
     return "\n".join(rows) + "\n"
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 
 from ..api import CHECKPOINTS
-from ..config import DEVICES, GROUPS, SETTINGS, flag
+from ..config import DEVICES, GROUPS, SETTINGS, defaults_words, flag, model_flags, owners_words
 from ..errors import VaelabError
-from ..models import GIVEN, Setting, model_settings_owners, settings_of
+from ..models import GIVEN, Setting, settings_of
 from ..models.settings import MAX_WIDTH
 from ..runtime.compilation import COMPILE_MODES
 
@@ -102,14 +102,10 @@ def build_parser(chosen: tuple[str | None, str | None] = (None, None)) -> Argume
     taken = _taken(*chosen)
     for owners, names in _model_setting_groups().items():
         shown = taken is None or any(name in taken for name in names)
-        group = train.add_argument_group("settings of " + _owners_words(owners)) if shown else train
+        group = train.add_argument_group("settings of " + owners_words(owners)) if shown else train
         for name in names:
-            declared = model_settings_owners()[name]
-            defaults = {}
-            for owner, setting in declared:
-                defaults.setdefault(_shown(setting.default), []).append(owner.split()[1])
-            default = (f"default: {next(iter(defaults))}" if len(defaults) == 1 else
-                       "default: " + "; ".join(f"{', '.join(who)}: {value}" for value, who in defaults.items()))
+            declared = model_flags()[name]
+            default = "default: " + defaults_words(declared)
             _setting_flag(group, name, declared[0][1], default, hidden=taken is not None and name not in taken)
 
     evaluate = commands.add_parser("evaluate", help="test-set ELBO, IS log-likelihood (and CVAE extras)")
@@ -237,22 +233,11 @@ def chosen_model(argv: list[str]) -> tuple[str | None, str | None]:
 
 
 def _model_setting_groups() -> dict[tuple[str, ...], list[str]]:
-    """The model settings grouped by who takes them: (owners) -> names, in the order first declared."""
+    """The model settings' flags grouped by who takes them: (owners) -> names, in the order first declared."""
     groups: dict[tuple[str, ...], list[str]] = {}
-    for name, declared in model_settings_owners().items():
-        owners = tuple(owner for owner, _ in declared if owner != f"--network {GIVEN}")  # given: Python only
-        if name not in SETTINGS and owners:
-            groups.setdefault(owners, []).append(name)
+    for name, declared in model_flags().items():
+        groups.setdefault(tuple(owner for owner, _ in declared), []).append(name)
     return groups
-
-
-def _owners_words(owners: tuple[str, ...]) -> str:
-    """("--model vae", "--model cvae", "--network mlp") -> "--model vae, cvae and --network mlp"."""
-    by_kind: dict[str, list[str]] = {}
-    for owner in owners:
-        kind, name = owner.split(" ", 1)
-        by_kind.setdefault(kind, []).append(name)
-    return " and ".join(f"{kind} {', '.join(names)}" for kind, names in by_kind.items())
 
 
 def model_setting_names() -> set[str]:

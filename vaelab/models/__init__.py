@@ -7,7 +7,8 @@
     latents.py      the Gaussian families' latents: one layer (perhaps with an IAF), or a hierarchy
     flows.py        normalising flows: the IAF posterior (--posterior iaf), the RealNVP prior (--prior flow)
     likelihoods.py  p(x | z) per pixel (--likelihood)
-    families.py     VAE, CVAE and M2 (--model), put together from those parts
+    families.py     VAE and CVAE (--model), put together from those parts, and their settings
+    semi_supervised.py  M2 (--model m2): the CVAE with a classifier q(y | x), the label summed out
     auxiliary.py    ADGM (--model adgm): Maaløe et al.'s auxiliary deep generative model, semi-supervised
     settings.py     Setting: a setting's type, default, limits and help, and the check of a value
     registry.py     FAMILIES, register_family, the settings a run's family and network take, build_model
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 from .auxiliary import ADGM
 from .base import Family
-from .families import CVAE, M2, POSTERIORS, VAE
+from .families import CVAE, POSTERIORS, VAE
+from .semi_supervised import M2
 from .latents import INFERENCES
 from .interface import (Bound, ClassConditional, Classifies, DataFacts, Densities, FixesPrior, Model, Noise,
                         Simulated, Simulates, Terms, class_conditional, prior_fixed)

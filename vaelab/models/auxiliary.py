@@ -26,7 +26,8 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from .base import Family, class_weights, labelled_and_unlabelled, with_label
-from .families import ALPHA, GAUSSIAN_SETTINGS, check_flow_settings, default_alpha, unused_flow_settings
+from .families import GAUSSIAN_SETTINGS, check_flow_settings, unused_flow_settings
+from .semi_supervised import ALPHA, default_alpha
 from .flows import InverseAutoregressiveFlow, RealNVP
 from .interface import Bound, DataFacts, Densities, Noise, Simulated, Terms
 from .latents import loc_scale
@@ -84,7 +85,7 @@ class ADGM(Family):
 
     latent_dim = |z|, aux_dim = |a| (default |z|); every network an MLP with the `hidden` widths
     and `activation`; binarised pixels (Bernoulli). `alpha` weighs log q(y | x) of every labelled
-    image in what is maximised, as in M2 (`families.default_alpha`), with q(y | x) the mean of
+    image in what is maximised, as in M2 (`semi_supervised.default_alpha`), with q(y | x) the mean of
     q(y | a_s, x) over the step's draws of a. The representative code is E_q[z] at a = E_q[a],
     and `classifier` names classes at a = E_q[a]: deterministic, with no draw.
 

@@ -20,7 +20,8 @@ from collections.abc import Mapping
 
 from ..errors import NotRegistered, VaelabError
 from .auxiliary import ADGM
-from .families import CVAE, M2, VAE
+from .families import CVAE, VAE
+from .semi_supervised import M2
 from .interface import FAMILY_MEMBERS, DataFacts, Model
 from .networks import GIVEN, NETWORKS, given_network
 from .settings import Setting, check_value
