@@ -22,9 +22,10 @@ from .conftest import SMALL
 
 def test_a_semi_supervised_config_without_a_labelled_batch_gets_the_plan_it_trained_with():
     old = {"model": "m2", "labels": 100}
-    assert current_config(old) == {"model": "m2", "labels": 100, "labelled_batch": 0}
+    assert current_config(old) == {"model": "m2", "labels": 100, "labelled_batch": 0, "encoder_input": "target"}
     assert old == {"model": "m2", "labels": 100}  # the values read are not changed
-    assert current_config({"model": "cvae", "labels": None}) == {"model": "cvae", "labels": None}
+    assert current_config({"model": "cvae", "labels": None}) == {"model": "cvae", "labels": None,
+                                                                 "encoder_input": "target"}
     assert current_config({"model": "m2", "labels": 100, "labelled_batch": 64})["labelled_batch"] == 64
 
 

@@ -119,7 +119,8 @@ class Run:
     def test_data(self) -> DeviceSplit:
         """The test split as this run saw it (same binarisation), on the run's device."""
         raw = load_raw(self.config.dataset, data_dir=self.config.data_dir, cache_dir=self.config.cache_dir)
-        return DeviceSplit.from_split(make_splits(raw, self.config.binarize).test, self.device)
+        return DeviceSplit.from_split(make_splits(raw, self.config.binarize).test, self.device,
+                                      self.config.encoder_input == "grayscale")
 
     def evaluate(self, iw_samples: int = 1000, class_samples: int | None = None, seed: int = 0,
                  progress: bool = False, compile: str = "auto", processes: Processes = SINGLE,

@@ -37,6 +37,7 @@ def setting(kind: type, default, help: str, group: str = "training", **limits) -
 GROUPS = {"data": "the data", "model": "the model (each family takes the settings listed for it below)",
           "training": "training", "run": "running the run"}
 OBJECTIVES = ("elbo", "iwae")
+ENCODER_INPUTS = ("target", "grayscale")
 DEVICES = ("auto", "cpu", "cuda")
 TRAIN_ON = ("train", "train+valid")
 LR_SCHEDULES = ("constant", "cosine")
@@ -56,6 +57,11 @@ class TrainConfig:
                            describe=f"one of {', '.join(DATASETS)}, an .npz file or a folder of class subfolders", group="data")
     binarize: str = setting(str, "dynamic", "dynamic (fresh draw each epoch), static (drawn once) or none "
                             "(grayscale)", choices=BINARIZE_MODES, group="data")
+    encoder_input: str = setting(str, "target", "what the networks that read an image (q, the classifier) are given: "
+                                 "target (the pixels the likelihood scores, binarised where they are) or grayscale "
+                                 "(the gray levels binarised pixels are drawn from; the likelihood and every bound "
+                                 "and log p(x) stay those of the binarised images)", choices=ENCODER_INPUTS,
+                                 group="data")
     objective: str = setting(str, "elbo", "elbo (SGVB) or iwae (importance-weighted bound)", choices=OBJECTIVES)
     samples: int = setting(int, 1, "samples per image: L for the ELBO, k for IWAE", minimum=1, maximum=10_000)
     epochs: int = setting(int, 100, "maximum number of epochs", minimum=1, maximum=100_000, changes_on_resume=True)
@@ -201,7 +207,8 @@ def flags_table(settings: dict[str, Setting], defaults: dict[str, object]) -> st
     rows = ["| flag | default | allowed | what | may change on `--resume` |", "|---|---|---|---|---|"]
     for name, declared in settings.items():
         name_flag = f"`{flag(name)}` / `--no-{flag(name)[2:]}`" if declared.kind is bool else f"`{flag(name)}`"
-        rows.append(f"| {name_flag} | {_shown(defaults[name])} | {_cell(declared.allowed())} | {_cell(declared.help)} | "
+        rows.append(f"| {name_flag} | {_shown(defaults[name])}{families_default_words(name)} | "
+                    f"{_cell(declared.allowed())} | {_cell(declared.help)} | "
                     f"{'yes' if declared.changes_on_resume else 'no'} |")
     return "\n".join(rows) + "\n"
 
@@ -239,6 +246,13 @@ def defaults_words(declared: list[tuple[str, Setting]], shown=lambda value: _sho
     return "; ".join(f"{value} ({', '.join(who)})" for value, who in defaults.items())
 
 
+def families_default_words(name: str) -> str:
+    """"; `200` with `--model m2`" for each family that gives setting `name` a default of its own
+    (`Family.defaults`), for the flag tables; "" where none does."""
+    return "".join(f"; {_shown(family.defaults[name])} with `--model {model}`" for model, family in FAMILIES.items()
+                   if name in (getattr(family, "defaults", None) or {}))
+
+
 def model_flags_table() -> str:
     """The `vaelab train` flags of the model settings every registered family and network declare
     (`model_flags`), as a Markdown table: the flag, who takes it (`--model vae, cvae`, `--network
@@ -248,7 +262,8 @@ def model_flags_table() -> str:
         first = declared[0][1]
         shown_flag = f"`{flag(name)}` / `--no-{flag(name)[2:]}`" if first.kind is bool else f"`{flag(name)}`"
         rows.append(f"| {shown_flag} | {owners_words([owner for owner, _ in declared], code=True)} | "
-                    f"{defaults_words(declared, _shown)} | {_cell(first.allowed())} | {_cell(first.help)} |")
+                    f"{defaults_words(declared, _shown)}{families_default_words(name)} | {_cell(first.allowed())} | "
+                    f"{_cell(first.help)} |")
     return "\n".join(rows) + "\n"
 
 
@@ -310,14 +325,27 @@ def read_toml(path: str | Path) -> dict:
     return out
 
 
+def family_defaults(model: str, network: str | None = None) -> dict:
+    """The defaults family `model` gives to settings it does not declare (`Family.defaults`): those
+    of the run, and those of its network (`network`, or its default one) that the network takes."""
+    check_value("model", model)
+    declared = getattr(FAMILIES[model], "defaults", None) or {}
+    try:
+        taken = settings_of(model, network if isinstance(network, str) else None)
+    except VaelabError:  # an unknown network: refused, with what to do, where the settings are checked
+        taken = settings_of(model)
+    return {name: value for name, value in declared.items() if name in SETTINGS or name in taken}
+
+
 def make_config(file_values: dict | None = None, flag_values: dict | None = None, limits: bool = True,
                 imports: tuple[str, ...] | None = None) -> TrainConfig:
-    """Defaults, overridden by a config file's values, overridden by flags given on the command line
-    (a flag's None: not given). Training settings and the model's settings alike (the family's and
+    """Defaults (the family's own first, `family_defaults`), overridden by a config file's values,
+    overridden by flags given on the command line (a flag's None: not given). Training settings and the model's settings alike (the family's and
     its network's, checked by `models.check_model_settings`). imports: the modules a stored run names as registering
     its family and network (None: those that registered them in this process)."""
     merged = {**(file_values or {}), **{k: v for k, v in (flag_values or {}).items() if v is not None}}
     model = check_value("model", merged.pop("model", SETTINGS["model"].default), limits)
+    merged = {**family_defaults(model, merged.get("network")), **merged}
     checked, model_values = {}, {}
     for name, value in merged.items():
         if name in SETTINGS:

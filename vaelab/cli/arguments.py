@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..api import CHECKPOINTS
-from ..config import DEVICES, GROUPS, SETTINGS, defaults_words, flag, model_flags, owners_words
+from ..config import DEVICES, GROUPS, SETTINGS, defaults_words, family_defaults, flag, model_flags, owners_words
 from ..errors import VaelabError
 from ..models import GIVEN, Setting, settings_of
 from ..models.settings import MAX_WIDTH
@@ -97,15 +97,16 @@ def build_parser(chosen: tuple[str | None, str | None] = (None, None)) -> Argume
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     groups = {group: train.add_argument_group(f"settings of {words}") for group, words in GROUPS.items()}
+    own = _chosen_defaults(*chosen)
     for name, setting in SETTINGS.items():
-        _setting_flag(groups[setting.group], name, setting, f"default: {_shown(setting.default)}")
+        _setting_flag(groups[setting.group], name, setting, f"default: {_shown(own.get(name, setting.default))}")
     taken = _taken(*chosen)
     for owners, names in _model_setting_groups().items():
         shown = taken is None or any(name in taken for name in names)
         group = train.add_argument_group("settings of " + owners_words(owners)) if shown else train
         for name in names:
             declared = model_flags()[name]
-            default = "default: " + defaults_words(declared)
+            default = "default: " + (_shown(own[name]) if name in own else defaults_words(declared))
             _setting_flag(group, name, declared[0][1], default, hidden=taken is not None and name not in taken)
 
     evaluate = commands.add_parser("evaluate", help="test-set ELBO, IS log-likelihood (and CVAE extras)")
@@ -221,6 +222,19 @@ def _taken(model: str | None, network: str | None) -> set[str] | None:
         return set(settings_of(model, network))
     except VaelabError:
         return None
+
+
+def _chosen_defaults(model: str | None, network: str | None) -> dict:
+    """The defaults a run of family `model` with `network` gets where a setting is not given: its
+    settings' and its network's, and the family's own for the others (`config.family_defaults`);
+    {} with no family chosen, or not a registered one."""
+    if model is None:
+        return {}
+    try:
+        declared = {name: setting.default for name, setting in settings_of(model, network).items()}
+        return {**declared, **family_defaults(model, network)}
+    except VaelabError:
+        return {}
 
 
 def chosen_model(argv: list[str]) -> tuple[str | None, str | None]:

@@ -160,7 +160,7 @@ def cmd_reconstruct(args, session: Session) -> int:
     run = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
     test = run.test_data()
     pick = np.random.default_rng(args.seed).choice(test.x.shape[0], size=min(args.n, test.x.shape[0]), replace=False)
-    x = test.x[pick].cpu().numpy()
+    x = test.read[pick].cpu().numpy()
     means = run.reconstruct(x, test.y[pick].cpu().numpy())
     title = (f"{run.config.model.upper()} reconstructions, epoch {run.epoch} "
              f"({run.model.pixel_words} of p(x | z = {run.model.code_words}))")

@@ -24,15 +24,24 @@ FIXED_BINARIZATION_SEED = 20141220  # validation/test (and static train) draws: 
 
 @dataclass(frozen=True)
 class Split:
-    """Images (n, channels, height, width) uint8 and labels (n,) int64: intensities 0..255, or 0/1 draws if `binary`."""
+    """Images (n, channels, height, width) uint8 and labels (n,) int64: intensities 0..255, or 0/1 draws if `binary`.
+
+    gray: for binary images, the intensities 0..255 they were drawn from (n, channels, height,
+    width) uint8, where kept (`make_splits`; what q reads with `--encoder-input grayscale`)."""
 
     images: np.ndarray
     labels: np.ndarray
     binary: bool = False
+    gray: np.ndarray | None = None
 
     def float_images(self) -> np.ndarray:
         """(n, channels, height, width) float32 in [0, 1]: the 0/1 draws, or intensities / 255."""
         return self.images.astype(np.float32) if self.binary else self.images.astype(np.float32) / 255.0
+
+    def gray_images(self) -> np.ndarray:
+        """(n, channels, height, width) float32 in [0, 1]: the intensities / 255 (those binary draws
+        were made from)."""
+        return (self.gray if self.binary else self.images).astype(np.float32) / 255.0
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -75,7 +84,8 @@ def make_splits(raw: RawData, binarize: str = "dynamic", train_on: str = "train"
     """Train/validation/test splits; validation and test binarised once with a fixed seed.
 
     binarize: "dynamic" keeps train intensities (the trainer draws fresh pixels every epoch),
-    "static" binarises train once, "none" keeps every split in grayscale.
+    "static" binarises train once, "none" keeps every split in grayscale. A binarised split keeps
+    the intensities it was drawn from (`Split.gray`).
     train_on: "train" (MNIST: 50,000) or "train+valid" (60,000; validation then overlaps training).
     """
     if binarize not in BINARIZE_MODES:
@@ -94,10 +104,10 @@ def make_splits(raw: RawData, binarize: str = "dynamic", train_on: str = "train"
     if limit_train is not None:
         train = Split(train.images[:limit_train], train.labels[:limit_train])
     if binarize != "none":
-        valid = Split(binarize_fixed(valid.images, FIXED_BINARIZATION_SEED + 1), valid.labels, binary=True)
-        test = Split(binarize_fixed(test.images, FIXED_BINARIZATION_SEED + 2), test.labels, binary=True)
+        valid = Split(binarize_fixed(valid.images, FIXED_BINARIZATION_SEED + 1), valid.labels, True, valid.images)
+        test = Split(binarize_fixed(test.images, FIXED_BINARIZATION_SEED + 2), test.labels, True, test.images)
     if binarize == "static":
-        train = Split(binarize_fixed(train.images, FIXED_BINARIZATION_SEED), train.labels, binary=True)
+        train = Split(binarize_fixed(train.images, FIXED_BINARIZATION_SEED), train.labels, True, train.images)
     return Splits(train=train, valid=valid, test=test, binarize=binarize, spec=spec)
 
 

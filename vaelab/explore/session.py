@@ -70,8 +70,8 @@ def explore_runs(paths: "list[str | Path | Run]", device: str = "auto") -> list[
             name += "'"
         names.add(name)
         data = run.test_data()
-        mean, directions, scales = main_directions(run, data.x[:DIRECTION_IMAGES], data.y[:DIRECTION_IMAGES])
-        explored.append(Explored(name, run, mean, directions, scales, data.x, data.y))
+        mean, directions, scales = main_directions(run, data.read[:DIRECTION_IMAGES], data.y[:DIRECTION_IMAGES])
+        explored.append(Explored(name, run, mean, directions, scales, data.read, data.y))
     return explored
 
 
@@ -139,7 +139,7 @@ def analyse(explored: Explored, image: np.ndarray, seed: int = 0) -> dict:
     if not explored.can_draw:
         raise ValueError(f"run {explored.name} has {model.image_shape[0]}-channel images; a drawing has one")
     x = torch.as_tensor(np.asarray(image), dtype=torch.float32, device=run.device)[None, None]
-    if run.config.binarize != "none":  # the model saw 0/1 pixels: so does a drawing
+    if run.config.binarize != "none" and run.config.encoder_input != "grayscale":  # q read 0/1 pixels: so does a drawing
         x = (x >= 0.5).to(x.dtype)
     if not class_conditional(model):
         z = model.code(x, None)

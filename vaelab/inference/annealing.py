@@ -38,6 +38,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models import read
+
 TARGET_ACCEPTANCE = 0.65  # Wu et al.'s (and Neal's) target for HMC's acceptance probability
 STEP_UP, STEP_DOWN = 1.02, 0.98  # the pilot's step-size changes after each transition, towards the target
 STEP_LIMITS = (1e-4, 1.0)  # step sizes stay within these (ε is N(0, I) under q: 1 is a whole sd)
@@ -248,28 +250,31 @@ def frozen(model):
             p.requires_grad_(flag)
 
 
-def model_log_weights(model, x: torch.Tensor, y: torch.Tensor | None, log_weights=None) -> LogWeightFn:
+def model_log_weights(model, x: torch.Tensor, y: torch.Tensor | None, log_weights=None,
+                      seen: torch.Tensor | None = None) -> LogWeightFn:
     """ε [chains, batch, *noise_shape()] -> log w(ε) [chains, batch] for images x [batch, C, H, W]
-    (and labels y), q's amortised pass made once. `log_weights`: `inference.make_log_weights`'s
-    function (perhaps compiled); by default the eager one."""
+    (and labels y), q's amortised pass made once, reading `seen` where given (`models.read`).
+    `log_weights`: `inference.make_log_weights`'s function (perhaps compiled); by default the eager one."""
     from .bounds import make_log_weights
 
     with torch.no_grad():
-        posterior = model.posterior(x, y)
+        posterior = model.posterior(read(x, seen), y)
     log_weights = log_weights or make_log_weights(model)
     return lambda eps: log_weights(x, y, posterior, eps)
 
 
 def log_likelihood_ais(model, x: torch.Tensor, y: torch.Tensor | None, settings: AisSettings,
-                       generator: torch.Generator | None = None, log_weights=None) -> AisEstimate:
+                       generator: torch.Generator | None = None, log_weights=None,
+                       seen: torch.Tensor | None = None) -> AisEstimate:
     """log p(x) (log p(x | y) with labels) by AIS from q(latents | x[, y]) to p(latents | x[, y]):
     `settings.chains` chains per image of `settings.steps` bridges (`sigmoid_schedule`), each
     transition an HMC move of `settings.leapfrog` leapfrog steps, whose sizes a pilot chain per
-    image tunes first (`tune_step_sizes`). x [batch, C, H, W]; the chains of all images run together."""
+    image tunes first (`tune_step_sizes`). x [batch, C, H, W]; the chains of all images run together.
+    q, where the chains start, reads `seen` where given (`models.read`): any q leaves AIS valid."""
     betas = sigmoid_schedule(settings.steps).tolist()
     shape = (x.shape[0], *model.noise_shape())
     with frozen(model):
-        log_w_fn = model_log_weights(model, x, y, log_weights)
+        log_w_fn = model_log_weights(model, x, y, log_weights, seen)
         pilot = torch.randn((1, *shape), generator=generator, device=x.device, dtype=x.dtype)
         sizes = tune_step_sizes(log_w_fn, pilot, betas, settings.leapfrog, settings.step_size, generator)
         noise = torch.randn((settings.chains, *shape), generator=generator, device=x.device, dtype=x.dtype)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..models import Densities, Terms, prior_fixed
+from ..models import Densities, Terms, prior_fixed, read
 from ..runtime.compilation import CompiledOrEager
 
 
@@ -61,15 +61,16 @@ def log_weight(densities: Densities, kl_weight: torch.Tensor | float = 1.0) -> t
 
 
 def elbo(model, x: torch.Tensor, y: torch.Tensor | None, noise: torch.Tensor,
-         kl_weight: torch.Tensor | float = 1.0) -> Terms:
+         kl_weight: torch.Tensor | float = 1.0, seen: torch.Tensor | None = None) -> Terms:
     """SGVB estimate of the ELBO with noise.shape[0] draws per image: Terms [*batch] each.
 
     x: [*batch, C, H, W] (0/1 or [0, 1]); y: int64 class indices (a suffix of the batch shape) or
     None; noise: [samples, *batch, *noise_shape] (`draw_noise`). The parts are "recon",
     E_q[log p(x | latents)], and the family's KL of every latent, in closed form where it gives one;
     bound = recon - their sum. What is maximised weighs the KLs by kl_weight (warm-up, β).
+    seen: what q reads instead of x (`models.read`), x's shape, or None.
     """
-    densities = model.densities(x, y, model.posterior(x, y), noise, closed_form=True)
+    densities = model.densities(x, y, model.posterior(read(x, seen), y), noise, closed_form=True)
     recon = densities.log_px.mean(0)
     kls = {name: value.mean(0) if value.dim() == densities.log_px.dim() else value
            for name, value in densities.kl.items()}
@@ -78,15 +79,15 @@ def elbo(model, x: torch.Tensor, y: torch.Tensor | None, noise: torch.Tensor,
 
 
 def iw_bound(model, x: torch.Tensor, y: torch.Tensor | None, noise: torch.Tensor,
-             kl_weight: torch.Tensor | float = 1.0) -> Terms:
+             kl_weight: torch.Tensor | float = 1.0, seen: torch.Tensor | None = None) -> Terms:
     """The importance-weighted bound L_k (Burda et al. 2015) with k = noise.shape[0]: Terms [*batch] each.
 
     Differentiable; k = 1 is the ELBO (with every KL estimated at the draw). What is maximised
     weighs log p(latents) - log q(latents | x) in every log-weight by kl_weight (KL warm-up):
     log mean_k p(x | z_k) (p(z_k) / q(z_k | x))^kl_weight. The parts are the ELBO's, estimated from
-    the same draws.
+    the same draws. seen: what q reads instead of x (`models.read`), or None.
     """
-    densities = model.densities(x, y, model.posterior(x, y), noise)
+    densities = model.densities(x, y, model.posterior(read(x, seen), y), noise)
     log_k = math.log(noise.shape[0])
     bound = torch.logsumexp(log_weight(densities), dim=0) - log_k
     maximised = torch.logsumexp(log_weight(densities, kl_weight), dim=0) - log_k

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import VaelabError
-from ..models import Classifies, Model, Noise, Simulates, class_conditional
+from ..models import Classifies, Model, Noise, Simulates, class_conditional, read
 from ..runtime.progress import progress_bar
 from ..runtime.compilation import use_compile
 from ..runtime.cpu_share import hold_thread_count
@@ -36,7 +36,8 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
                    processes: Processes = SINGLE, between_batches: Callable[[], None] = lambda: None,
                    ais: annealing.AisSettings | None = None, ais_images: int | None = None, bdmc: int = 0,
                    bdmc_settings: annealing.AisSettings | None = None) -> dict:
-    """Evaluate `model` on `data` (the fixed-binarised test split).
+    """Evaluate `model` on `data` (the fixed-binarised test split; q reads `data.seen`, the gray
+    levels, for a run that trained it so: every figure stays one of the binarised images).
 
     - elbo and its parts (recon, the family's KL of every latent, ...): the ELBO with one draw of
       the latents per image; a KL in closed form where the family gives one (N(0, I)), else a
@@ -83,21 +84,21 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
         for batch, rows in batches:
             between_batches()
             generator = chunk_generator(seed, batch, device)
-            x, y = data.x[rows], data.y[rows]
-            terms = bounds.elbo(model, x, y, bounds.draw_noise(model, 1, x.shape[0], generator, device, x.dtype))
+            x, y, seen = data.x[rows], data.y[rows], data.seen_rows(rows)
+            terms = bounds.elbo(model, x, y, bounds.draw_noise(model, 1, x.shape[0], generator, device, x.dtype), seen=seen)
             figures = {"elbo": terms.bound, **terms.parts}
             if labelled:  # the true class's first class_samples draws serve its per-class estimate
                 log_likelihood, true_class = importance.log_likelihood_prefixes(
-                    model, x, y, (iw_samples, class_samples), generator, chunk, log_weights)
+                    model, x, y, (iw_samples, class_samples), generator, chunk, log_weights, seen)
                 per_class = importance.log_likelihood_per_class(model, x, class_samples, generator, chunk,
-                                                                log_weights, known=(y, true_class))
+                                                                log_weights, known=(y, true_class), seen=seen)
                 log_pi = model.class_log_prior()
                 figures.update(log_likelihood=log_likelihood,
                                log_likelihood_marginal=importance.log_marginal_likelihood(per_class, log_pi),
                                accuracy=(importance.classify(per_class, log_pi) == y).to(torch.float32))
             else:
                 figures["log_likelihood"] = importance.log_likelihood_is(model, x, y, iw_samples, generator, chunk,
-                                                                         log_weights)
+                                                                         log_weights, seen)
             sums.add(figures)
             bar.update(x.shape[0])
     result = {**sums.means(n, processes), "iw_samples": iw_samples, "n_test": n,
@@ -133,12 +134,12 @@ def classifier_terms(model, data: DeviceSplit, batch_size: int, seed: int, first
     sums = NamedSums()
     confusion = torch.zeros(model.num_classes, model.num_classes, dtype=torch.int64, device=device)
     for batch, rows in shared_batches(data.x.shape[0], batch_size, processes):
-        x, y = data.x[rows], data.y[rows]
+        x, y, seen = data.x[rows], data.y[rows], data.seen_rows(rows)
         noise = bounds.draw_noise(model, 1, x.shape[0], chunk_generator(seed, first_chunk + batch, device),
                                       device, x.dtype, labelled=False)
-        terms = model.objective(x, None, Noise(noise, None), bounds.elbo)
+        terms = model.objective(x, None, Noise(noise, None), bounds.elbo, seen=seen)
         sums.add({"unlabelled_elbo": terms.bound, **{f"unlabelled_{name}": value for name, value in terms.parts.items()}})
-        confusion += importance.confusion_matrix(model, x, y, batch_size)
+        confusion += importance.confusion_matrix(model, read(x, seen), y, batch_size)
     confusion = processes.sum(confusion)
     return {"classifier_accuracy": confusion.diagonal().sum().item() / data.x.shape[0],
             "confusion": confusion.tolist(), **sums.means(data.x.shape[0], processes)}
@@ -179,7 +180,7 @@ def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, 
                         dynamic_ncols=True) as bar:
         for batch, rows in batches:
             between_batches()
-            x, y = data.x[rows], data.y[rows]
+            x, y, seen = data.x[rows], data.y[rows], data.seen_rows(rows)
             generator = chunk_generator(seed, AIS_STREAM + batch, device)
             if not x.shape[0]:  # a process without a batch adds empty figures
                 names = ["log_likelihood", "variance", *(("log_likelihood_marginal", "variance_marginal", "accuracy")
@@ -190,7 +191,8 @@ def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, 
             if labelled:  # every (image, class) pair, the image's classes side by side
                 pairs = torch.arange(classes, device=device).repeat(x.shape[0])
                 estimate = annealing.log_likelihood_ais(model, x.repeat_interleave(classes, 0), pairs, settings,
-                                                        generator, log_weights)
+                                                        generator, log_weights,
+                                                        None if seen is None else seen.repeat_interleave(classes, 0))
                 per_class = estimate.log_likelihood.view(-1, classes)
                 variance = estimate.standard_error.square().view(-1, classes)
                 log_pi = model.class_log_prior()
@@ -201,10 +203,10 @@ def ais_terms(model: Model, data: DeviceSplit, settings: annealing.AisSettings, 
                            "variance_marginal": (share.square() * variance).sum(1),
                            "accuracy": (importance.classify(per_class, log_pi) == y).to(torch.float32)}
             else:
-                estimate = annealing.log_likelihood_ais(model, x, None, settings, generator, log_weights)
+                estimate = annealing.log_likelihood_ais(model, x, None, settings, generator, log_weights, seen)
                 figures = {"log_likelihood": estimate.log_likelihood, "variance": estimate.standard_error.square()}
             figures["log_likelihood_is"] = importance.log_likelihood_is(model, x, y if labelled else None,
-                                                                        iw_samples, generator)
+                                                                        iw_samples, generator, seen=seen)
             figures["acceptance"] = estimate.acceptance.view(x.shape[0], -1).mean(1)
             sizes = estimate.step_sizes.view(len(estimate.step_sizes), x.shape[0], classes).mean(-1)  # [T - 1, images]
             figures["step_sizes"] = sizes[torch.linspace(0, max(len(sizes) - 1, 0), 10).long()].T \

@@ -18,37 +18,39 @@ import math
 
 import torch
 
+from ..models import read
 from .bounds import LogWeights, draw_noise, make_log_weights
 
 
 def log_likelihood_is(model, x: torch.Tensor, y: torch.Tensor | None = None, samples: int = 1000,
                       generator: torch.Generator | None = None, chunk: int = 250,
-                      log_weights: LogWeights | None = None) -> torch.Tensor:
+                      log_weights: LogWeights | None = None, seen: torch.Tensor | None = None) -> torch.Tensor:
     """Importance-sampled log p(x) (log p(x | y) for a conditional model) with q as proposal: [batch].
 
     Draws `samples` sets of latents per image in chunks of `chunk`, keeping a running logsumexp, so
     memory is O(chunk * batch * pixels) whatever `samples` is. A stochastic lower bound on log p(x)
     whose gap shrinks as `samples` grows (it equals iw_bound with k = samples). `log_weights` (from
-    `make_log_weights`) may supply a compiled evaluation of the weights.
+    `make_log_weights`) may supply a compiled evaluation of the weights. q reads `seen` where given
+    (`models.read`): any proposal leaves the estimate one of log p(x).
     """
-    return log_likelihood_prefixes(model, x, y, (samples,), generator, chunk, log_weights)[0]
+    return log_likelihood_prefixes(model, x, y, (samples,), generator, chunk, log_weights, seen)[0]
 
 
 def log_likelihood_prefixes(model, x: torch.Tensor, y: torch.Tensor | None, sizes: tuple[int, ...],
                             generator: torch.Generator | None = None, chunk: int = 250,
-                            log_weights: LogWeights | None = None) -> list[torch.Tensor]:
+                            log_weights: LogWeights | None = None, seen: torch.Tensor | None = None) -> list[torch.Tensor]:
     """`log_likelihood_is` from the first n of one sequence of draws, for each n in `sizes`: [batch] each.
 
     max(sizes) draws are decoded once; the estimate for n uses draws 1..n of that one sequence (the
     same numbers `log_likelihood_is` with n samples and the same generator draws only where its
     chunks fall alike: torch draws a chunk of another size differently). Evaluation uses this
     to serve log p(x | y) with K samples and the per-class estimate with fewer from the same decoder
-    passes. The amortised pass of q (`model.posterior`) is made once for all the draws.
+    passes. The amortised pass of q (`model.posterior`, of `seen` where given) is made once for all the draws.
     """
     log_weights = log_weights or make_log_weights(model)
     total = max(sizes)
     with torch.inference_mode():
-        posterior = model.posterior(x, y)
+        posterior = model.posterior(read(x, seen), y)
         running: list[torch.Tensor | None] = [None] * len(sizes)
         done = 0
         while done < total:
@@ -65,22 +67,25 @@ def log_likelihood_prefixes(model, x: torch.Tensor, y: torch.Tensor | None, size
 
 def log_likelihood_per_class(model, x: torch.Tensor, samples: int, generator: torch.Generator | None = None,
                              chunk: int = 250, log_weights: LogWeights | None = None,
-                             known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                             known: tuple[torch.Tensor, torch.Tensor] | None = None,
+                             seen: torch.Tensor | None = None) -> torch.Tensor:
     """log p(x | y) for every class y, each from `samples` importance samples: [batch, num_classes].
 
     All (image, class) pairs are decoded together, `chunk` draws at a time for each of them.
     known = (labels [batch], estimates [batch]): one class per image whose estimate, made with
     `samples` draws, is already at hand (the true class, whose K draws evaluation decodes anyway);
     only the other classes are drawn. Every class still gets exactly `samples` draws, so the
-    classifier built on these estimates favours none.
+    classifier built on these estimates favours none. q reads `seen` where given (`models.read`).
     """
     batch, classes = x.shape[0], model.num_classes
     offsets = torch.arange(0 if known is None else 1, classes, device=x.device)
     labels = offsets.expand(batch, -1) if known is None else (known[0][:, None] + offsets) % classes
     pairs = labels.shape[1]
-    x_pairs = x[:, None].expand(batch, pairs, *x.shape[1:]).reshape(batch * pairs, *x.shape[1:])
-    estimates = log_likelihood_is(model, x_pairs, labels.reshape(-1), samples, generator,
-                                  max(1, chunk // pairs), log_weights).view(batch, pairs)
+    def paired(images):
+        return images[:, None].expand(batch, pairs, *images.shape[1:]).reshape(batch * pairs, *images.shape[1:])
+
+    estimates = log_likelihood_is(model, paired(x), labels.reshape(-1), samples, generator, max(1, chunk // pairs),
+                                  log_weights, None if seen is None else paired(seen)).view(batch, pairs)
     result = torch.empty(batch, classes, dtype=estimates.dtype, device=x.device)
     result.scatter_(1, labels, estimates)
     if known is not None:
@@ -102,7 +107,7 @@ def classify(log_px_given_y: torch.Tensor, class_log_prior: torch.Tensor) -> tor
 def confusion_matrix(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Counts of (true class y, argmax_y q(y | x)) for a family with a classifier: [classes, classes] int64.
 
-    x: [n, *image_shape], y: [n] int64; rows are the true classes, so the trace over n is the accuracy.
+    x: [n, *image_shape] (what q reads), y: [n] int64; rows are the true classes, so the trace over n is the accuracy.
     """
     classes = model.num_classes
     counts = torch.zeros(classes * classes, dtype=torch.int64, device=x.device)

@@ -22,7 +22,7 @@ from .families import CVAE, POSTERIORS, VAE
 from .semi_supervised import M2
 from .latents import INFERENCES
 from .interface import (Bound, ClassConditional, Classifies, DataFacts, Densities, FixesPrior, Model, Noise,
-                        Simulated, Simulates, Terms, class_conditional, prior_fixed)
+                        Simulated, Simulates, Terms, class_conditional, prior_fixed, read)
 from .interface import FAMILY_MEMBERS
 from .likelihoods import LIKELIHOODS, decoder_mean, mean_words
 from .networks import (ACTIVATIONS, GIVEN, NETWORKS, ConditionalLinear, Network, ReLU, UserNetwork, given_network,
@@ -37,5 +37,5 @@ __all__ = ["ACTIVATIONS", "ADGM", "CVAE", "FAMILIES", "GaussianMixture", "INFERE
            "Densities", "Family", "FixesPrior", "Model", "Network", "Noise", "ReLU", "Setting", "Simulated",
            "Simulates",
            "Terms", "analytic_kl", "build_model", "class_conditional", "decoder_mean", "describe_prior",
-           "family_settings", "mean_words", "prior_fixed", "register_family", "register_network", "rsample",
+           "family_settings", "mean_words", "prior_fixed", "read", "register_family", "register_network", "rsample",
            "settings_of"]

@@ -29,7 +29,7 @@ from .base import Family, class_weights, labelled_and_unlabelled, with_label
 from .families import GAUSSIAN_SETTINGS, check_flow_settings, unused_flow_settings
 from .semi_supervised import ALPHA, default_alpha
 from .flows import InverseAutoregressiveFlow, RealNVP
-from .interface import Bound, DataFacts, Densities, Noise, Simulated, Terms
+from .interface import Bound, DataFacts, Densities, Noise, Simulated, Terms, read
 from .latents import loc_scale
 from .layers import ACTIVATIONS, ConditionalLinear, Dense, Network
 from .likelihoods import pixel_distribution
@@ -216,31 +216,35 @@ class ADGM(Family):
         return Categorical(logits=self.classifier_net(flat, self._aux(flat)[0]), validate_args=False)
 
     def objective(self, x: torch.Tensor, y: torch.Tensor | None, noise: Noise, bound: Bound,
-                  kl_weight: torch.Tensor | float = 1.0) -> Terms:
+                  kl_weight: torch.Tensor | float = 1.0, seen: torch.Tensor | None = None) -> Terms:
         """The ELBO on log p(x, y) for the last y.shape[0] images of x, whose labels y are seen, plus
         alpha log q(y | x) in what is maximised; the ELBO on log p(x) for the others, y summed out
         over the classes for each draw of a: [batch] each, the unlabelled images' first.
 
         The parts are recon, kl (of z), kl_a and label_kl, with bound = recon - kl - kl_a - label_kl:
-        where y is seen label_kl = -log π_y, where not E_q(a|x)[KL(q(y | a, x) ‖ π)]."""
-        def labelled(x_l, y, noise_l):
-            terms, log_pi = bound(self, x_l, y, noise_l, kl_weight), self.class_log_prior()[y]
-            flat = x_l.flatten(-3)
+        where y is seen label_kl = -log π_y, where not E_q(a|x)[KL(q(y | a, x) ‖ π)]. The networks
+        that read an image (q's and p(a | x, y, z)'s) read `seen` where given (`interface.read`)."""
+        def labelled(x_l, seen_l, y, noise_l):
+            terms, log_pi = bound(self, x_l, y, noise_l, kl_weight, seen=seen_l), self.class_log_prior()[y]
+            flat = seen_l.flatten(-3)
             mu_a, sigma_a = self._aux(flat)
             a = mu_a + sigma_a * noise_l[..., : self.aux_dim]  # the draws the bound took
             log_q = torch.log_softmax(self.classifier_net(flat, a), dim=-1).gather(-1, y.expand(a.shape[0], -1)[..., None])
             log_q_mean = torch.logsumexp(log_q[..., 0], dim=0) - math.log(a.shape[0])  # log mean_s q(y | a_s, x)
             return with_label(terms, log_pi, log_q_mean, self.alpha)
 
-        return labelled_and_unlabelled(x, y, noise, lambda x_u, noise_u: self._unlabelled(x_u, noise_u, kl_weight),
-                                       labelled)
+        return labelled_and_unlabelled(
+            x, y, noise, read(x, seen), lambda x_u, seen_u, noise_u: self._unlabelled(x_u, seen_u, noise_u, kl_weight),
+            labelled)
 
-    def _unlabelled(self, x: torch.Tensor, noise: torch.Tensor, kl_weight: torch.Tensor | float) -> Terms:
-        """The ELBO on log p(x) for images x [batch, C, H, W] without labels, noise [samples, batch,
-        |a| + classes |z|]: E_q(a|x)[Σ_y q(y | a, x) (log p(x, y, z, a) - log q(z | a, y, x)) + H(q(y | a, x))]
-        - E[log q(a | x)], the sum over y exact, one a per draw for every class: Terms [batch]."""
+    def _unlabelled(self, x: torch.Tensor, seen: torch.Tensor, noise: torch.Tensor,
+                    kl_weight: torch.Tensor | float) -> Terms:
+        """The ELBO on log p(x) for images x [batch, C, H, W] without labels, the networks reading
+        `seen` (x's shape), noise [samples, batch, |a| + classes |z|]: E_q(a|x)[Σ_y q(y | a, x)
+        (log p(x, y, z, a) - log q(z | a, y, x)) + H(q(y | a, x))] - E[log q(a | x)], the sum over y
+        exact, one a per draw for every class: Terms [batch]."""
         classes = self.num_classes
-        flat = x.flatten(-3)
+        flat = seen.flatten(-3)
         noise_a = noise[..., : self.aux_dim]  # [S, batch, |a|]
         noise_z = noise[..., self.aux_dim :].unflatten(-1, (classes, self.latent_dim)).movedim(-2, 1)  # [S, classes, batch, |z|]
         mu_a, sigma_a = self._aux(flat)

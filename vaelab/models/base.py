@@ -21,11 +21,15 @@ class Family(nn.Module):
     every other family inherits it. `settings` declares the settings its constructor takes, name ->
     `Setting` (type, default, limits, help): they become flags of `vaelab train`, TOML keys and
     keywords of `vaelab.train`, and `models.build_model` hands it those and nothing else (with the
-    settings of its network, for a family that takes a `network`). `check_settings` holds its
-    rules between them.
+    settings of its network, for a family that takes a `network`). `defaults` gives its own
+    defaults to settings it does not declare (the recipe it trains best with: M2's network widths,
+    batch size and encoder input). `check_settings` holds its rules between them.
     """
 
     settings: Mapping[str, Setting] = {}  # the settings its constructor takes
+    # its defaults for settings it does not declare: its network's ("hidden") and the run's
+    # ("batch_size", "encoder_input"); a value given in a file or a flag wins (`config.make_config`)
+    defaults: Mapping[str, object] = {}
     priors: tuple[str, ...] = PRIORS  # the --prior values it takes
     objectives: tuple[str, ...] = ("elbo", "iwae")  # the --objective values it trains with
     binary_pixels: bool = False  # True: a Bernoulli decoder of its own (--binarize none is refused)
@@ -51,12 +55,13 @@ class Family(nn.Module):
         return dict(settings)
 
     def objective(self, x: torch.Tensor, y: torch.Tensor | None, noise: Noise, bound: Bound,
-                  kl_weight: torch.Tensor | float = 1.0) -> Terms:
-        """The bound (`inference.elbo` or `inference.iw_bound`) of images whose label, if any, is given."""
+                  kl_weight: torch.Tensor | float = 1.0, seen: torch.Tensor | None = None) -> Terms:
+        """The bound (`inference.elbo` or `inference.iw_bound`) of images whose label, if any, is given;
+        q reads `seen` where given (`Model.objective`)."""
         if noise.unlabelled is not None:
             raise ValueError(f"{type(self).__name__} has no classifier to sum a missing label out; "
                              "give every image its label")
-        return bound(self, x, y, noise.labelled, kl_weight)
+        return bound(self, x, y, noise.labelled, kl_weight, seen=seen)
 
 
 # q(y | x) below this weighs nothing in an enumeration over the classes (`class_weights`)
@@ -76,16 +81,17 @@ def class_weights(probs: torch.Tensor) -> torch.Tensor:
     return torch.where(probs > NEGLIGIBLE_CLASS, probs, torch.zeros_like(probs))
 
 
-def labelled_and_unlabelled(x: torch.Tensor, y: torch.Tensor | None, noise: Noise,
-                            unlabelled: Callable[[torch.Tensor, torch.Tensor], Terms],
-                            labelled: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Terms]) -> Terms:
+def labelled_and_unlabelled(x: torch.Tensor, y: torch.Tensor | None, noise: Noise, seen: torch.Tensor,
+                            unlabelled: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Terms],
+                            labelled: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Terms]) -> Terms:
     """The Terms of a semi-supervised batch x [batch, C, H, W] whose last y.shape[0] images come with
-    their labels y: `unlabelled(x_u, noise.unlabelled)` for the others (first), `labelled(x_l, y,
+    their labels y, q reading `seen` (x's shape: x itself, or its gray levels; `interface.read`):
+    `unlabelled(x_u, seen_u, noise.unlabelled)` for the others (first), `labelled(x_l, seen_l, y,
     noise.labelled)` for them, joined in x's order (`join_terms`): [batch] each."""
     labelled_count = 0 if y is None else y.shape[0]
-    unlabelled_count = x.shape[0] - labelled_count
-    pieces = ([unlabelled(x[:unlabelled_count], noise.unlabelled)] if unlabelled_count else []) \
-        + ([labelled(x[unlabelled_count:], y, noise.labelled)] if labelled_count else [])
+    u = x.shape[0] - labelled_count
+    pieces = ([unlabelled(x[:u], seen[:u], noise.unlabelled)] if u else []) \
+        + ([labelled(x[u:], seen[u:], y, noise.labelled)] if labelled_count else [])
     return join_terms(pieces, x)
 
 

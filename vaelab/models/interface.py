@@ -21,6 +21,12 @@ so a flow posterior costs one forward pass and nothing is ever inverted. How it 
 named `Terms`. For pictures a family gives a representative code per image (`code`: the Gaussian's
 mean), decodes codes (`decoder`) and draws them from its prior (`sample_codes`).
 
+What the likelihood scores and what q reads may differ: x is always the image whose probability
+the bound is on (binarised pixels, say), and the networks that read an image may be given another
+view of it, `seen` (the gray levels those pixels were drawn from). q may condition on anything, so
+every bound and estimate stays one on log p(x). A family reads images for q through `read(x, seen)`
+in its `objective`; the estimators hand `posterior`, `classifier` and `code` what q reads.
+
 Shapes follow one convention (ZhuSuan's). An image batch is [*batch, C, H, W] with (C, H, W) =
 `image_shape`, taken from the dataset's spec; base noise is [samples, *batch, *noise_shape()];
 a code batch is [*batch, code_dim]. Everything a family returns per image is in nats per image.
@@ -104,12 +110,14 @@ class Model(Protocol):
         """Draws of the latents from base noise [samples, *batch, *noise_shape()], with their log-densities."""
 
     def objective(self, x: torch.Tensor, y: torch.Tensor | None, noise: Noise, bound: Bound,
-                  kl_weight: torch.Tensor | float = 1.0) -> Terms:
+                  kl_weight: torch.Tensor | float = 1.0, seen: torch.Tensor | None = None) -> Terms:
         """What training maximises on a batch x [batch, C, H, W] whose last y.shape[0] images come
         with their labels y (the others' a family with a classifier sums out): Terms [batch] each.
 
         bound: the shared bound to use (`inference.BOUNDS`, by --objective); kl_weight weighs every
-        latent's log p - log q in what is maximised (warm-up, β).
+        latent's log p - log q in what is maximised (warm-up, β). seen: what the networks that read
+        an image (q, a classifier) are given instead of x, x's shape (the gray levels of binarised
+        images, `--encoder-input grayscale`), or None: x itself (`read`).
         """
 
     def part_words(self) -> dict[str, str]:
@@ -132,6 +140,7 @@ class Model(Protocol):
     # Bernoulli of its own (binarised pixels only), and for captions what its pictures of
     # p(x | code) show ("Bernoulli means") and what its code is ("E_q[z]").
     settings: Mapping[str, Setting]
+    defaults: Mapping[str, object]
     priors: tuple[str, ...]
     objectives: tuple[str, ...]
     binary_pixels: bool
@@ -233,3 +242,9 @@ class DataFacts:
 def class_conditional(model: Model) -> bool:
     """Whether `model` has a class label y (see `ClassConditional`)."""
     return isinstance(model, ClassConditional)
+
+
+def read(x: torch.Tensor, seen: torch.Tensor | None) -> torch.Tensor:
+    """What the networks that read an image are given: `seen` where a run gives them another view
+    of x (its gray levels), else x itself."""
+    return x if seen is None else seen

@@ -5,12 +5,14 @@ and the weight of the classifier's term (`default_alpha`), which the ADGM shares
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch.distributions import Categorical
 
 from .base import class_weights, labelled_and_unlabelled, with_label
 from .families import GAUSSIAN_SETTINGS, CVAE
-from .interface import Bound, DataFacts, Noise, Terms
+from .interface import Bound, DataFacts, Noise, Terms, read
 from .networks import NETWORKS, Network, build_classifier
 from .settings import Setting
 
@@ -29,9 +31,13 @@ class M2(CVAE):
     which says how a training step weighs the labelled images).
     """
 
-    settings = {**GAUSSIAN_SETTINGS, "alpha": ALPHA}
+    settings = {**GAUSSIAN_SETTINGS, "latent_dim": replace(GAUSSIAN_SETTINGS["latent_dim"], default=50), "alpha": ALPHA}
+    # the recipe with which the unlabelled images teach q(y | x) (docs/results.md): one hidden
+    # layer of 500 softplus units in every network (Kingma et al.'s, Pyro's), 200 unlabelled images
+    # per step beside the labelled batch, and q reading the gray levels of the binarised images
+    defaults = {"hidden": (500,), "activation": "softplus", "batch_size": 200, "encoder_input": "grayscale"}
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 40,
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 50,
                  network: "str | Network" = "mlp", alpha: float = 0.0, **settings):
         super().__init__(image_shape, num_classes, latent_dim, network=network, **settings)
         declared = NETWORKS[network].settings if isinstance(network, str) else network.settings
@@ -53,24 +59,25 @@ class M2(CVAE):
         return Categorical(logits=self.classifier_net(x), validate_args=False)
 
     def objective(self, x: torch.Tensor, y: torch.Tensor | None, noise: Noise, bound: Bound,
-                  kl_weight: torch.Tensor | float = 1.0) -> Terms:
+                  kl_weight: torch.Tensor | float = 1.0, seen: torch.Tensor | None = None) -> Terms:
         """A bound on log p(x, y) for the last y.shape[0] images of x, whose labels y are seen, plus
         alpha log q(y | x) in what is maximised; a bound on log p(x) for the others, their label
         summed out by exact enumeration over the classes (`sum_over_labels`): [batch] each.
 
         The parts are recon, kl and label_kl, with bound = recon - kl - label_kl: where y is seen,
         label_kl = -log π_y (the KL from the label's one-hot to π), where not, KL(q(y | x) ‖ π).
+        q(z | x, y) and q(y | x) read `seen` where given (`interface.read`).
         """
-        def unlabelled(x_u, noise_u):  # every class for every image: [classes, batch]
+        def unlabelled(x_u, seen_u, noise_u):  # every class for every image: [classes, batch]
             labels = torch.arange(self.num_classes, device=x.device)[:, None].expand(self.num_classes, x_u.shape[0])
-            per_class = bound(self, x_u, labels, noise_u.movedim(2, 1), kl_weight)
-            return sum_over_labels(self.classifier(x_u), self.class_log_prior(), per_class)
+            per_class = bound(self, x_u, labels, noise_u.movedim(2, 1), kl_weight, seen=seen_u)
+            return sum_over_labels(self.classifier(seen_u), self.class_log_prior(), per_class)
 
-        def labelled(x_l, y, noise_l):
-            return with_label(bound(self, x_l, y, noise_l, kl_weight), self.class_log_prior()[y],
-                              self.classifier(x_l).log_prob(y), self.alpha)
+        def labelled(x_l, seen_l, y, noise_l):
+            return with_label(bound(self, x_l, y, noise_l, kl_weight, seen=seen_l), self.class_log_prior()[y],
+                              self.classifier(seen_l).log_prob(y), self.alpha)
 
-        return labelled_and_unlabelled(x, y, noise, unlabelled, labelled)
+        return labelled_and_unlabelled(x, y, noise, read(x, seen), unlabelled, labelled)
 
     def part_words(self) -> dict[str, str]:
         words = super().part_words()

@@ -52,7 +52,7 @@ def run_figures(run: Run, seed: int = 0) -> list[Figure]:
 def classifier_figures(run: Run, test) -> list[Figure]:
     """The validation error of q(y | x) per epoch, and its confusion matrix on the test set."""
     run.model.eval()
-    confusion = inference.confusion_matrix(run.model, test.x, test.y).cpu().numpy()
+    confusion = inference.confusion_matrix(run.model, test.read, test.y).cpu().numpy()
     accuracy = np.trace(confusion) / confusion.sum()
     labels = f" from {run.config.labels} labelled images" if run.config.labels else ""
     return [
@@ -94,9 +94,9 @@ def fresh_samples(run: Run, seed: int) -> Figure:
 
 
 def reconstructions(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
-    """One test image of each class over the mean of p(x | its code)."""
+    """One test image of each class (as q reads it) over the mean of p(x | its code)."""
     pick = analysis.pick_examples(test_labels, 1, seed=seed)
-    x = test.x[pick].cpu().numpy()
+    x = test.read[pick].cpu().numpy()
     y = test.y[pick].cpu().numpy() if analysis.label_classes(run.model) else None
     both = np.concatenate([x, run.reconstruct(x, y)])
     figure = pictures.grid_figure(both, len(pick), f"{run.config.model.upper()} reconstructions",
@@ -110,7 +110,7 @@ def latent_space(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure:
     conditional = bool(analysis.label_classes(run.model))
     subset = np.random.default_rng(seed).choice(len(test_labels), size=min(LATENT_POINTS, len(test_labels)),
                                                 replace=False)
-    codes = analysis.latent_means(run.model, test.x[subset], test.y[subset] if conditional else None)
+    codes = analysis.latent_means(run.model, test.read[subset], test.y[subset] if conditional else None)
     projection = analysis.project_2d(codes)
     if projection.explained is None:
         axis_names, how = ("z_1", "z_2"), "the codes themselves (d = 2)"
@@ -156,7 +156,7 @@ def style_transfer(run: Run, test, test_labels: np.ndarray, seed: int) -> Figure
     """A test image of each class, encoded with its own label and decoded with every label."""
     classes = analysis.label_classes(run.model)
     pick = analysis.pick_examples(test_labels, 1, seed=seed)
-    x = test.x[pick]
+    x = test.read[pick]
     transfer = analysis.style_transfer(run.model, x, test.y[pick])
     inputs = x.cpu().numpy()
     images = np.concatenate([np.concatenate([inputs[i : i + 1], transfer[i]]) for i in range(len(pick))])

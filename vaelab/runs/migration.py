@@ -5,6 +5,8 @@ a migrated run is saved in today's form at its next checkpoint.
 What changed, and how it is read now:
 - config.json of a semi-supervised run without `labelled_batch` (made before the labelled batch
   existed): labelled_batch 0, the plan it trained with (each labelled image once per epoch).
+- config.json without `encoder_input` (made before q could read the gray levels): encoder_input
+  target, what its q read, whatever a family's default is now (M2's is grayscale).
 - config.json made before families and networks declared their own settings, which held every
   model setting of every family: the settings the run's family and network do not take are
   dropped where they hold a default (or a network's setting, which other networks ignored then),
@@ -33,6 +35,7 @@ PARTIAL_SUMS = "partial.sum."  # a checkpoint stopped mid-epoch: the epoch's sum
 def current_config(values: dict) -> dict:
     """config.json's values (a JSON object) in today's form: a new dict."""
     values = dict(values)
+    values.setdefault("encoder_input", "target")
     if values.get("labels") is not None:
         values.setdefault("labelled_batch", 0)
     model, network = values.get("model", SETTINGS["model"].default), network_of(values)

@@ -24,14 +24,33 @@ class DeviceSplit:
 
     labelled [n] bool, for semi-supervised training: which images' labels the model may see (the
     others' y is kept only to measure accuracy); None: every label is seen.
+    seen [n, C, H, W]: what the networks that read an image are given instead of x (`models.read`):
+    the gray levels, for a run with `--encoder-input grayscale` (x itself where x is gray: the
+    training split that each step binarises afresh); None: x.
     """
 
     x: torch.Tensor
     y: torch.Tensor
     binary: bool
     labelled: torch.Tensor | None = None
+    seen: torch.Tensor | None = None
 
     @classmethod
-    def from_split(cls, split, device: torch.device) -> "DeviceSplit":
+    def from_split(cls, split, device: torch.device, gray_input: bool = False) -> "DeviceSplit":
+        """The split on `device`; gray_input: `seen` holds its gray levels (`Split.gray_images`)."""
         x = torch.from_numpy(split.float_images()).to(device)
-        return cls(x=x, y=torch.from_numpy(split.labels).to(device), binary=split.binary)
+        seen = None
+        if gray_input:
+            seen = torch.from_numpy(split.gray_images()).to(device) if split.binary else x
+        return cls(x=x, y=torch.from_numpy(split.labels).to(device), binary=split.binary, seen=seen)
+
+    @property
+    def read(self) -> torch.Tensor:
+        """What the networks that read an image are given: `seen`, else x [n, C, H, W]."""
+        return self.x if self.seen is None else self.seen
+
+    def seen_rows(self, rows) -> torch.Tensor | None:
+        """`seen` of these images (a slice or an int64 index), or None where q reads x."""
+        if self.seen is None:
+            return None
+        return self.seen[rows] if isinstance(rows, slice) else self.seen.index_select(0, rows)

@@ -17,10 +17,12 @@ def labels_alone(config: TrainConfig, steps: int, batch_size: int = 128) -> Mode
     been trained on the config's labelled images only (config.labels images drawn with
     config.label_seed, as training draws them): `steps` Adam steps at config.lr on the mean
     cross-entropy (nats per image) of up to `batch_size` of them, drawn with replacement, freshly
-    binarised each time where config.binarize is dynamic. On the CPU, in eval mode."""
+    binarised each time where config.binarize is dynamic, or their gray levels where q reads them
+    (config.encoder_input grayscale). On the CPU, in eval mode."""
     splits = make_splits(load_raw(config.dataset, data_dir=config.data_dir), config.binarize)
     chosen = labelled_subset(splits.train.labels, config.labels, splits.num_classes, config.label_seed)
-    x = torch.from_numpy(splits.train.float_images()[chosen])
+    gray = config.encoder_input == "grayscale"
+    x = torch.from_numpy((splits.train.gray_images() if gray else splits.train.float_images())[chosen])
     y = torch.from_numpy(splits.train.labels[chosen])
     torch.manual_seed(config.seed)
     model = new_model(config)
@@ -29,7 +31,8 @@ def labels_alone(config: TrainConfig, steps: int, batch_size: int = 128) -> Mode
     model.train()
     for _ in range(steps):
         batch = torch.randint(len(x), (min(batch_size, len(x)),), generator=generator)
-        images = torch.bernoulli(x[batch], generator=generator) if config.binarize == "dynamic" else x[batch]
+        dynamic = config.binarize == "dynamic" and not gray
+        images = torch.bernoulli(x[batch], generator=generator) if dynamic else x[batch]
         loss = torch.nn.functional.cross_entropy(model.classifier(images).logits, y[batch])
         optimizer.zero_grad()
         loss.backward()

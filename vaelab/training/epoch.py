@@ -12,7 +12,7 @@ import torch
 from .. import inference
 from ..errors import TrainingDiverged
 from ..inference.batches import NamedSums, shared_batches
-from ..models import Classifies, Model
+from ..models import Classifies, Model, read
 from ..runtime.progress import progress_bar
 from ..runtime.devices import DeviceSplit
 from ..runtime.precision import in_float32
@@ -126,7 +126,7 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
             between_steps()
             # index_select: a third of the time of data.x[index] on a CPU
             y = data.y.index_select(0, index[len(index) - labelled :]) if labelled else None
-            step_sums = step(data.x.index_select(0, index), y, streams, kl_weight, full_size)
+            step_sums = step(data.x.index_select(0, index), y, streams, kl_weight, full_size, seen=data.seen_rows(index))
             optimizer.step()
             loss = step_sums.pop("loss")
             sums = _added(sums, step_sums)
@@ -163,7 +163,7 @@ def validate(model: Model, data: DeviceSplit, batch_size: int = 1000, seed: int 
     classifier also the accuracy of q(y | x) (a fraction).
 
     The noise of every chunk of batch_size images comes from one generator, in order (the same
-    numbers every epoch). In a group of processes each process draws them all (10,000 x d numbers)
+    numbers every epoch). q reads `data.seen` where the run gives it gray levels (`models.read`). In a group of processes each process draws them all (10,000 x d numbers)
     and computes the ELBO of its share of the chunks; the sums they reduce give the one-process
     figures (to float64 summation order).
     """
@@ -180,11 +180,11 @@ def validate(model: Model, data: DeviceSplit, batch_size: int = 1000, seed: int 
             # process adds the same names, and a family's densities need not take an empty batch
             empty = mine[chunk].stop == mine[chunk].start
             rows = slice(0, 1) if empty else mine[chunk]
-            x, y = data.x[rows], data.y[rows]
-            terms = inference.elbo(model, x, y, noise[:, : x.shape[0]])
+            x, y, seen = data.x[rows], data.y[rows], data.seen_rows(rows)
+            terms = inference.elbo(model, x, y, noise[:, : x.shape[0]], seen=seen)
             kept = slice(0, 0) if empty else slice(None)
             sums.add({"elbo": terms.bound[kept], **{name: value[kept] for name, value in terms.parts.items()}})
             if isinstance(model, Classifies):  # M2: how often q(y | x) names the right class
-                right = inference.confusion_matrix(model, x, y, batch_size).trace()
+                right = inference.confusion_matrix(model, read(x, seen), y, batch_size).trace()
                 sums.add({"accuracy": right * 0 if empty else right})
     return sums.means(data.x.shape[0], processes)

@@ -31,11 +31,13 @@ from .randomness import RandomStreams
 def train_step(model: Model, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor | None,
                streams: RandomStreams, bound: Bound, samples: int = 1, kl_weight: float = 1.0,
                dynamic: bool = True, clip_grad_norm: float | None = None,
-               labelled_apart: bool = False) -> dict[str, torch.Tensor]:
+               labelled_apart: bool = False, seen: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The reference training step on images x [batch, C, H, W] in [0, 1] whose last m come with
     their labels y [m] (None: no label): the step's sums, {"loss": [], "bound": [], one per part},
     nats summed over the batch (the loss: nats per image, `step_loss`). `TrainStep` is this, fast.
-    bound: `inference.elbo` or `inference.iw_bound` with `samples` draws per image."""
+    bound: `inference.elbo` or `inference.iw_bound` with `samples` draws per image. seen: what the
+    networks that read an image are given (x's gray levels, `--encoder-input grayscale`), or None: x
+    as the likelihood scores it, binarised where `dynamic`."""
     if dynamic:  # x ~ Bernoulli(gray level), fresh every step, from the run's pixel stream
         x = binarize(x, binarization_bits(x, streams.pixels))
     labelled = 0 if y is None else y.shape[0]
@@ -43,7 +45,7 @@ def train_step(model: Model, optimizer: torch.optim.Optimizer, x: torch.Tensor, 
     scale = step_scale(x.shape[0], labelled, labelled_apart, x.dtype, x.device)
     weight = torch.full((), kl_weight, dtype=x.dtype, device=x.device)
     with prior_fixed(model):  # the VampPrior's pseudo-inputs encoded once per step
-        terms = model.objective(x, y, noise, bound, weight)
+        terms = model.objective(x, y, noise, bound, weight, seen=seen)
     loss = step_loss(terms, labelled, scale)
     optimizer.zero_grad(set_to_none=False)  # zeros, so that a parameter this step leaves unused still steps
     loss.backward()
@@ -100,14 +102,15 @@ class Loss(torch.nn.Module):
         super().__init__()
         self.model, self.bound = model, inference.BOUNDS[objective]
 
-    def forward(self, x, y, bits, noise: Noise, kl_weight, scale) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, x, y, bits, noise: Noise, kl_weight, scale, seen=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(the step's loss [] (`step_loss`), the step's sums (`step_sums`)) for images x [batch, C, H, W]
         and the labels y [m] of the last m of them, or None: the family's `objective`
-        (`Model.objective`) with the --objective bound; `bits`: the binarisation's, or None."""
+        (`Model.objective`) with the --objective bound; `bits`: the binarisation's, or None; `seen`:
+        what q reads, or None (x)."""
         if bits is not None:  # dynamic binarisation: x ~ Bernoulli(gray level), fresh every time
             x = binarize(x, bits)
         with prior_fixed(self.model):  # the VampPrior's pseudo-inputs encoded once per step
-            terms = self.model.objective(x, y, noise, self.bound, kl_weight)
+            terms = self.model.objective(x, y, noise, self.bound, kl_weight, seen=seen)
         return step_loss(terms, 0 if y is None else y.shape[0], scale), step_sums(terms)
 
 
@@ -152,9 +155,9 @@ def step_noise(model: Model, images: int, labelled: int, samples: int, generator
                  draw(model, samples, labelled, generator, device, dtype) if labelled else None)
 
 
-def process_share(processes: Processes, x: torch.Tensor, y: torch.Tensor | None,
-                  noise: Noise) -> tuple[torch.Tensor, torch.Tensor | None, Noise]:
-    """This process's rows of a whole step: (x, y, noise) as `Model.objective` takes them.
+def process_share(processes: Processes, x: torch.Tensor, y: torch.Tensor | None, noise: Noise,
+                  seen: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, Noise, torch.Tensor | None]:
+    """This process's rows of a whole step: (x, y, noise, seen) as `Model.objective` takes them.
 
     The step's unlabelled images (x's first) and its labelled ones (the last y.shape[0]) are
     shared out apart, each in rank order (`Processes.rows`), with their noise (image by image:
@@ -165,8 +168,10 @@ def process_share(processes: Processes, x: torch.Tensor, y: torch.Tensor | None,
     mine_unlabelled, mine_labelled = processes.rows(unlabelled), processes.rows(labelled)
     share = Noise(None if noise.unlabelled is None else noise.unlabelled[:, mine_unlabelled],
                   None if noise.labelled is None else noise.labelled[:, mine_labelled])
-    return (torch.cat([x[:unlabelled][mine_unlabelled], x[unlabelled:][mine_labelled]]),
-            None if y is None else y[mine_labelled], share)
+    def rows(images):
+        return torch.cat([images[:unlabelled][mine_unlabelled], images[unlabelled:][mine_labelled]])
+
+    return rows(x), None if y is None else y[mine_labelled], share, None if seen is None else rows(seen)
 
 
 class TrainStep:
@@ -210,7 +215,7 @@ class TrainStep:
             self.ddp = DistributedDataParallel(self.loss, device_ids=[device] if device.type == "cuda" else None,
                                                forward_sync_buffers=False)
 
-    def loss_and_gradients(self, x, y, bits, noise, kl_weight, scale):
+    def loss_and_gradients(self, x, y, bits, noise, kl_weight, scale, seen=None):
         """({name: d loss / d parameter}, (loss [], the step's sums)): the whole step's math.
 
         torch.func computes the loss and its gradients as one function, so under torch.compile they
@@ -219,11 +224,11 @@ class TrainStep:
         parameters = {name: p.detach() for name, p in self.parameters}
 
         def loss(values):
-            return torch.func.functional_call(self.loss, values, (x, y, bits, noise, kl_weight, scale))
+            return torch.func.functional_call(self.loss, values, (x, y, bits, noise, kl_weight, scale, seen))
 
         return torch.func.grad_and_value(loss, has_aux=True)(parameters)
 
-    def eager_loss_and_gradients(self, x, y, bits, noise, kl_weight, scale):
+    def eager_loss_and_gradients(self, x, y, bits, noise, kl_weight, scale, seen=None):
         """`loss_and_gradients` by ordinary autograd: the same loss and gradients to float rounding.
 
         Run where nothing is compiled (`--compile off`, a failed compilation, an epoch's short last
@@ -231,14 +236,16 @@ class TrainStep:
         20 ms against 12 ms for a CVAE step at batch 128 on a 2-core CPU.
         """
         with torch.enable_grad():
-            loss, sums = self.loss(x, y, bits, noise, kl_weight, scale)
+            loss, sums = self.loss(x, y, bits, noise, kl_weight, scale, seen)
             gradients = torch.autograd.grad(loss, [p for _, p in self.parameters], allow_unused=True,
                                             materialize_grads=True)
         return {name: g for (name, _), g in zip(self.parameters, gradients)}, (loss.detach(), sums)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None, streams: RandomStreams,
-                 kl_weight: float = 1.0, full_size: bool | None = None) -> dict[str, torch.Tensor]:
+                 kl_weight: float = 1.0, full_size: bool | None = None,
+                 seen: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """y [m]: the labels of x's last m images; a family with a classifier sums out the others'.
+        seen: what the networks that read an image are given (x's gray levels), or None: x.
 
         full_size: whether the batch has the epoch's usual shape and goes through the compiled function
         (default: x holds batch_size images); each new shape compiles once. With clip_grad_norm the
@@ -247,12 +254,12 @@ class TrainStep:
         """
         # float32 (the default) walks no modules: this is the hot path
         with nullcontext() if self.precision is None else reduced_precision(self.model, self.precision):
-            loss, sums = self._gradients(x, y, streams, kl_weight, full_size)
+            loss, sums = self._gradients(x, y, streams, kl_weight, full_size, seen)
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_([p for _, p in self.parameters], self.clip_grad_norm, foreach=True)
         return {"loss": loss, **sums}
 
-    def _gradients(self, x, y, streams, kl_weight, full_size) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _gradients(self, x, y, streams, kl_weight, full_size, seen) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The step's loss and sums, its gradients left in `.grad` (see `__call__`)."""
         bits = binarization_bits(x, streams.pixels) if self.dynamic else None
         noise = step_noise(self.model, x.shape[0], 0 if y is None else y.shape[0], self.samples, streams.noise,
@@ -263,11 +270,11 @@ class TrainStep:
         if self.processes.count > 1:
             if bits is not None:
                 x, bits = binarize(x, bits), None
-            x, y, noise = process_share(self.processes, x, y, noise)
+            x, y, noise, seen = process_share(self.processes, x, y, noise, seen)
             if not (full_size and self.compiled.active):
-                return self._data_parallel(x, y, noise, weight, scale)
+                return self._data_parallel(x, y, noise, weight, scale, seen)
         run = self.compiled if full_size else self.eager_loss_and_gradients
-        gradients, (loss, sums) = run(x, y, bits, noise, weight, scale)
+        gradients, (loss, sums) = run(x, y, bits, noise, weight, scale, seen)
         if self.processes.count > 1:  # one all_reduce for the gradients, the loss and the sums
             flat = self.processes.sum(torch.cat([gradients[name].reshape(-1) for name, _ in self.parameters]
                                                 + [loss.reshape(1)] + [value.reshape(1) for value in sums.values()]))
@@ -278,13 +285,13 @@ class TrainStep:
             parameter.grad = laid_out_like(gradients[name], parameter)
         return loss, sums
 
-    def _data_parallel(self, x, y, noise, weight, scale) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _data_parallel(self, x, y, noise, weight, scale, seen) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The step on this process's share through DistributedDataParallel: the whole step's (loss, sums)."""
         for _, parameter in self.parameters:
             parameter.grad = None
         count = self.processes.count
         with torch.enable_grad():
-            loss, sums = self.ddp(x, y, None, noise, weight, scale * count)
+            loss, sums = self.ddp(x, y, None, noise, weight, scale * count, seen)
             if x.shape[0] == 0:  # an empty share still takes part in every parameter's all_reduce
                 loss = loss + sum(p.sum() for _, p in self.parameters) * 0
             try:  # the backward pass is where DDP's all_reduces run (gloo reports a lost peer as a RuntimeError)

@@ -171,11 +171,12 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
         if config.labels is not None:  # checked before anything is written
             labelled_images = labelled_subset(splits.train.labels, config.labels, splits.num_classes,
                                               config.label_seed)
-    train_data = DeviceSplit.from_split(splits.train, device)
+    gray_input = config.encoder_input == "grayscale"
+    train_data = DeviceSplit.from_split(splits.train, device, gray_input)
     if config.labels is not None:  # only these images' labels are seen
         train_data.labelled = torch.zeros(len(splits.train), dtype=torch.bool, device=device)
         train_data.labelled[torch.from_numpy(labelled_images).to(device)] = True
-    valid_data = DeviceSplit.from_split(splits.valid, device)
+    valid_data = DeviceSplit.from_split(splits.valid, device, gray_input)
     done_epochs = checkpoint.info["epoch"] if checkpoint else 0
     steps_left = (config.epochs - done_epochs) * math.ceil(len(splits.train) / config.batch_size)
     training = new_training(config, device, dynamic=not train_data.binary,
