@@ -1,6 +1,7 @@
-"""The auxiliary deep generative model (--model adgm): its bounds against explicit sums over the
-classes and draws, its importance-sampled likelihood against its bound, its settings and bad input,
-and (slow) a short run on a real MNIST slice against the classifier trained on its labels alone."""
+"""The auxiliary and skip deep generative models (--model adgm, sdgm): their bounds against explicit
+sums over the classes and draws, their importance-sampled likelihood against their bound and summed
+over every image, their settings and bad input, and (slow) a short run on a real MNIST slice against
+the classifier trained on its labels alone."""
 
 import math
 
@@ -15,9 +16,12 @@ SHAPE = (1, 6, 5)
 CLASSES, Z, A = 4, 3, 2
 
 
-def small_adgm(alpha=0.0, seed=0) -> ADGM:
+FAMILIES = ["adgm", "sdgm"]
+
+
+def small_adgm(alpha=0.0, seed=0, family="adgm", shape=SHAPE) -> ADGM:
     torch.manual_seed(seed)
-    model = build_model("adgm", SHAPE, CLASSES, latent_dim=Z, aux_dim=A, hidden=(16, 12), alpha=alpha)
+    model = build_model(family, shape, CLASSES, latent_dim=Z, aux_dim=A, hidden=(16, 12), alpha=alpha)
     return model.double().eval()
 
 
@@ -26,8 +30,9 @@ def binary_images(batch, seed=1):
                            generator=torch.Generator().manual_seed(seed))
 
 
-def test_it_is_a_semi_supervised_family_with_the_settings_it_names():
-    model = small_adgm()
+@pytest.mark.parametrize("family", FAMILIES)
+def test_it_is_a_semi_supervised_family_with_the_settings_it_names(family):
+    model = small_adgm(family=family)
     assert isinstance(model, Classifies) and model.code_dim == Z
     assert model.noise_shape() == (A + Z,) and model.noise_shape(labelled=False) == (A + CLASSES * Z,)
     x = binary_images(5)
@@ -38,10 +43,11 @@ def test_it_is_a_semi_supervised_family_with_the_settings_it_names():
     assert trained.alpha == pytest.approx(50.0)  # 0.1 N / N_l on the labelled mean, as M2
 
 
-def test_the_unlabelled_bound_is_the_explicit_sum_over_classes_and_draws():
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_unlabelled_bound_is_the_explicit_sum_over_classes_and_draws(family):
     """One draw of a shared by the classes, a z per class: the ELBO on log p(x) written out with
     the labelled densities, one (draw, class) at a time."""
-    model, x = small_adgm(), binary_images(5)
+    model, x = small_adgm(family=family), binary_images(5)
     samples = 3
     noise = torch.randn(samples, 5, A + CLASSES * Z, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     terms = model.objective(x, None, Noise(noise, None), inference.elbo)
@@ -67,8 +73,9 @@ def test_the_unlabelled_bound_is_the_explicit_sum_over_classes_and_draws():
     torch.testing.assert_close(annealed.maximised, terms.bound + 0.5 * (parts["kl"] + parts["kl_a"]))
 
 
-def test_the_labelled_bound_and_its_classifier_term():
-    model, x = small_adgm(alpha=2.5), binary_images(6)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_labelled_bound_and_its_classifier_term(family):
+    model, x = small_adgm(alpha=2.5, family=family), binary_images(6)
     y = torch.tensor([0, 1, 2, 3, 1, 2])
     generator = torch.Generator().manual_seed(3)
     unknown = torch.randn(2, 2, A + CLASSES * Z, generator=generator, dtype=torch.float64)
@@ -87,10 +94,11 @@ def test_the_labelled_bound_and_its_classifier_term():
     torch.testing.assert_close(terms.parts["label_kl"][2:], torch.full((4,), math.log(CLASSES), dtype=torch.float64))
 
 
-def test_its_importance_sampled_likelihood_lies_above_its_bounds():
+@pytest.mark.parametrize("family", FAMILIES)
+def test_its_importance_sampled_likelihood_lies_above_its_bounds(family):
     """log p(x | y) by importance sampling with (a, z) ~ q(a | x) q(z | a, y, x) against the ELBO,
     and log p(x) = logsumexp_y [log p(x | y) + log π_y] against the bound with y summed out."""
-    model, x = small_adgm(seed=4), binary_images(8, seed=5)
+    model, x = small_adgm(seed=4, family=family), binary_images(8, seed=5)
     y = torch.arange(8) % CLASSES
     generator = torch.Generator().manual_seed(6)
     elbo = inference.elbo(model, x, y, inference.draw_noise(model, 2000, 8, generator, "cpu", torch.float64)).bound
@@ -103,6 +111,24 @@ def test_its_importance_sampled_likelihood_lies_above_its_bounds():
     noise = inference.draw_noise(model, 2000, 8, generator, "cpu", torch.float64, labelled=False)
     summed_out = model.objective(x, None, Noise(noise, None), inference.elbo).bound
     assert (marginal > summed_out).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_p_x_given_y_sums_to_one_over_every_image(family):
+    """The densities define a distribution of x: over all 16 images of 2 x 2 binary pixels the
+    importance-sampled p(x | y) (unbiased, whatever the proposal) sums to 1 within its Monte-Carlo
+    error, for every class. A wrong term of a (log q(a | x) - log p(a | ...)) or a decoder that read
+    the wrong a would move the sum away from 1."""
+    model = small_adgm(seed=7, family=family, shape=(1, 2, 2))
+    x = torch.tensor([[(i >> bit) & 1 for bit in range(4)] for i in range(16)], dtype=torch.float64).view(16, 1, 2, 2)
+    generator = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for label in range(CLASSES):
+            y = torch.full((16,), label)
+            noise = inference.draw_noise(model, 20_000, 16, generator, "cpu", torch.float64)
+            w = inference.make_log_weights(model)(x, y, model.posterior(x, y), noise).exp()  # [K, 16]
+            total, error = w.mean(0).sum(), (w.var(0) / w.shape[0]).sum().sqrt()
+            assert abs(total - 1) < 5 * error and error < 0.02, (label, total, error)  # 5 standard errors
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -123,11 +149,11 @@ def test_bad_settings_are_one_line_and_exit_2(argv, message, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_adgm_learns_resumes_mid_epoch_and_evaluates(tmp_path, mnist_raw):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_it_learns_resumes_mid_epoch_and_evaluates(family, tmp_path, mnist_raw):
     from tests.test_m2 import M2_SMALL, check_a_semi_supervised_run
 
-    check_a_semi_supervised_run(tmp_path, dict(M2_SMALL, model="adgm", aux_dim=6))
-
+    check_a_semi_supervised_run(tmp_path, dict(M2_SMALL, model=family, aux_dim=6))
 
 
 @pytest.mark.slow

@@ -201,7 +201,7 @@ def test_each_labelled_image_is_seen_once_per_epoch():
 BAD_LABELS = [
     (["--model", "m2", "--labels", "0"], "--labels 0 is not allowed: use a whole number of labelled training images"),
     (["--model", "m2", "--labels", "-5"], "--labels -5 is not allowed"),
-    (["--model", "cvae", "--labels", "100"], "--labels needs a model that infers missing labels (--model m2 or adgm)"),
+    (["--model", "cvae", "--labels", "100"], "--labels needs a model that infers missing labels (--model m2, adgm or sdgm)"),
     (["--model", "vae", "--labels", "100"], "--model vae trains on every label"),
 ]
 

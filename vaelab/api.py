@@ -81,7 +81,8 @@ class Run:
     @torch.no_grad()
     def encode(self, x, y=None) -> np.ndarray:
         """The representative code of each image x (n, C, H, W) in [0, 1]: (n, code_dim), the posterior
-        mean of z for a Gaussian q (`Model.code`)."""
+        mean of z for a Gaussian q (`Model.code`). x is what q reads: the gray levels, for a run
+        trained with encoder_input "grayscale" (`test_data().read`)."""
         x = self._images(x)
         return self.model.code(x, self._labels(y, x.shape[0])).cpu().numpy()
 
@@ -117,7 +118,8 @@ class Run:
         return self.decode(z), None
 
     def test_data(self) -> DeviceSplit:
-        """The test split as this run saw it (same binarisation), on the run's device."""
+        """The test split as this run saw it (same binarisation), on the run's device; `seen` holds
+        the gray levels where its q reads them (`read`: what q reads)."""
         raw = load_raw(self.config.dataset, data_dir=self.config.data_dir, cache_dir=self.config.cache_dir)
         return DeviceSplit.from_split(make_splits(raw, self.config.binarize).test, self.device,
                                       self.config.encoder_input == "grayscale")

@@ -98,7 +98,7 @@ class TrainConfig:
     sample_epochs: tuple[int, ...] = setting(tuple, (1, 10, 25, 50, 100), "epochs after which to save a sample "
                                              "grid, e.g. 1,10,25 (the last is always saved)", minimum=1,
                                              maximum=100_000, changes_on_resume=True, example="1,10,25", group="run")
-    labels: int | None = setting(int, None, "semi-supervised (--model m2 or adgm): keep the labels of only N training "
+    labels: int | None = setting(int, None, "semi-supervised (--model m2, adgm or sdgm): keep the labels of only N training "
                                  "images, balanced over the classes (default: every label)", minimum=1,
                                  maximum=10**9, optional=True,
                                  describe="a whole number of labelled training images, at least the number of "
@@ -294,7 +294,8 @@ def check_consistency(config: TrainConfig) -> None:
     if config.labelled_batch is not None and config.labels is None:
         raise VaelabError("{labelled_batch} sizes the labelled batch of a semi-supervised run: use it with {labels}")
     if config.labels is not None and not hasattr(FAMILIES[config.model], "classifier"):
-        inferring = " or ".join(name for name, family in FAMILIES.items() if hasattr(family, "classifier"))
+        names = [name for name, family in FAMILIES.items() if hasattr(family, "classifier")]
+        inferring = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
         raise VaelabError(f"{{labels}} needs a model that infers missing labels ({{model}} {inferring}); {{model}} "
                           f"{config.model} trains on every label: drop {{labels}}")
     trains_with = FAMILIES[config.model].objectives

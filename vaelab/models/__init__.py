@@ -9,14 +9,14 @@
     likelihoods.py  p(x | z) per pixel (--likelihood)
     families.py     VAE and CVAE (--model), put together from those parts, and their settings
     semi_supervised.py  M2 (--model m2): the CVAE with a classifier q(y | x), the label summed out
-    auxiliary.py    ADGM (--model adgm): Maaløe et al.'s auxiliary deep generative model, semi-supervised
+    auxiliary.py    ADGM and SDGM (--model adgm, sdgm): Maaløe et al.'s auxiliary and skip deep generative models
     settings.py     Setting: a setting's type, default, limits and help, and the check of a value
     registry.py     FAMILIES, register_family, the settings a run's family and network take, build_model
 """
 
 from __future__ import annotations
 
-from .auxiliary import ADGM
+from .auxiliary import ADGM, SDGM
 from .base import Family
 from .families import CVAE, POSTERIORS, VAE
 from .semi_supervised import M2
@@ -33,7 +33,7 @@ from .registry import (FAMILIES, build_model, check_model_settings, check_regist
 from .settings import Setting
 
 __all__ = ["ACTIVATIONS", "ADGM", "CVAE", "FAMILIES", "GaussianMixture", "INFERENCES", "LIKELIHOODS", "M2", "NETWORKS",
-           "POSTERIORS", "PRIORS", "VAE", "Bound", "ClassConditional", "Classifies", "ConditionalLinear", "DataFacts",
+           "POSTERIORS", "PRIORS", "SDGM", "VAE", "Bound", "ClassConditional", "Classifies", "ConditionalLinear", "DataFacts",
            "Densities", "Family", "FixesPrior", "Model", "Network", "Noise", "ReLU", "Setting", "Simulated",
            "Simulates",
            "Terms", "analytic_kl", "build_model", "class_conditional", "decoder_mean", "describe_prior",

@@ -80,14 +80,18 @@ class Joined(Network):
         return self.finish(self.head(first, y), *others)
 
 
+CLASSIFIER_DRAWS = 100  # draws of a that q(y | x) averages q(y | a, x) over (Maaløe et al.'s test: 100)
+CLASSIFIER_CHUNK = 20  # of them at a time: memory of 20 x batch x hidden
+
+
 class ADGM(Family):
     """Maaløe et al. (2016)'s auxiliary deep generative model for images with few labels.
 
     latent_dim = |z|, aux_dim = |a| (default |z|); every network an MLP with the `hidden` widths
     and `activation`; binarised pixels (Bernoulli). `alpha` weighs log q(y | x) of every labelled
     image in what is maximised, as in M2 (`semi_supervised.default_alpha`), with q(y | x) the mean of
-    q(y | a_s, x) over the step's draws of a. The representative code is E_q[z] at a = E_q[a],
-    and `classifier` names classes at a = E_q[a]: deterministic, with no draw.
+    q(y | a_s, x) over the step's draws of a (`--samples`; the authors draw 5). The representative
+    code is E_q[z] at a = E_q[a], and `classifier` averages q(y | a, x) over 100 fixed draws of a.
 
     As in the Gaussian families, posterior="iaf" sends the draw of z from q(z | a, y, x) through
     `flow_steps` IAF steps (context: `flow_hidden` more outputs of that network), and prior="flow"
@@ -131,6 +135,9 @@ class ADGM(Family):
         self.prior_flow = RealNVP(z, prior_flow_steps, flow_hidden) if prior == "flow" else None
         self.aux_decoder = Joined((pixels, z), hidden, 2 * a, activation, num_classes)  # p(a | x, y, z)
         self.decoder_net = MLPDecoder(z, self.image_shape, num_classes, hidden, activation)  # p(x | y, z)
+        # the classifier's draws of a (`classifier`): fixed, not saved (the same from seed 0 on every machine)
+        noise = torch.randn(CLASSIFIER_DRAWS, self.aux_dim, generator=torch.Generator().manual_seed(0))
+        self.register_buffer("classifier_noise", noise, persistent=False)
 
     @classmethod
     def for_data(cls, data: DataFacts, alpha: float | None = None, **settings) -> "ADGM":
@@ -182,14 +189,25 @@ class ADGM(Family):
         """a = μ_a + σ_a ε_a, z = μ_z(a) + σ_z(a) ε_z for noise [samples, *batch, |a| + |z|]:
         log p(x | y, z), and {"kl": log q(z | a, y, x) - log p(z), "kl_a": log q(a | x) - log p(a | x, y, z)},
         [samples, *batch] each (closed_form: the first as KL(q(z | a, y, x) ‖ N(0, I)) given a)."""
-        mu_a, sigma_a, z_head, aux_head = posterior
+        mu_a, sigma_a, z_head, *aux_head = posterior
         noise_a, noise_z = noise.split([self.aux_dim, self.latent_dim], dim=-1)
         a = mu_a + sigma_a * noise_a
         z, kl_z = self._z(self.z_encoder.finish(z_head, a), noise_z, closed_form)
-        log_px = self.decoder(z, y).log_prob(x)
-        mu_pa, sigma_pa = loc_scale(self.aux_decoder.finish(aux_head, z))
+        log_px = self._pixels(z, a, y).log_prob(x)
+        mu_pa, sigma_pa = self._aux_prior(None, y, z, *aux_head)
         kl_a = gaussian_log_density(noise_a, sigma_a) - gaussian_log_density((a - mu_pa) / sigma_pa, sigma_pa)
         return Densities(log_px, {"kl": kl_z, "kl_a": kl_a})
+
+    def _aux_prior(self, flat: torch.Tensor | None, y: torch.Tensor | None, z: torch.Tensor,
+                   head: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, σ) of p(a | x, y, z) for flat images [..., pixels], y and z [..., |z|] (broadcast), or
+        from `head`, x's and y's share of its first layer where `posterior` made it: [..., |a|] each."""
+        head = self.aux_decoder.head(flat, y) if head is None else head
+        return loc_scale(self.aux_decoder.finish(head, z))
+
+    def _pixels(self, z: torch.Tensor, a: torch.Tensor, y: torch.Tensor | None) -> Distribution:
+        """p(x | y, z) at the draw (z [..., |z|], y; a, [..., |a|], is not read by the ADGM's decoder)."""
+        return self.decoder(z, y)
 
     def _z(self, outputs: torch.Tensor, noise: torch.Tensor, closed_form: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(z, log q(z | a, y, x) - log p(z)) from q(z | a, y, x)'s network outputs [..., 2|z| (+ context)]
@@ -211,9 +229,20 @@ class ADGM(Family):
         return standard_log_density(z) if self.prior_flow is None else self.prior_flow.log_prob(z)
 
     def classifier(self, x: torch.Tensor) -> Categorical:
-        """q(y | a, x) at a = E_q[a | x] for x [*batch, C, H, W]: batch shape [*batch], num_classes categories."""
+        """q(y | x) = E_q(a|x)[q(y | a, x)] for x [*batch, C, H, W], the mean over CLASSIFIER_DRAWS draws
+        of a, as the authors classify: batch shape [*batch], num_classes categories.
+
+        The draws' noise is fixed (drawn once with seed 0 when the model is built, the same for every
+        image and every call): the classifier is a deterministic function of x, and a run's accuracy
+        repeats. The image's share of the first layer is computed once for all the draws."""
         flat = x.flatten(-3)
-        return Categorical(logits=self.classifier_net(flat, self._aux(flat)[0]), validate_args=False)
+        mu_a, sigma_a = self._aux(flat)
+        head = self.classifier_net.head(flat)
+        probs = 0
+        for noise in self.classifier_noise.split(CLASSIFIER_CHUNK):
+            a = mu_a + sigma_a * noise.view(noise.shape[0], *([1] * (flat.dim() - 1)), self.aux_dim)
+            probs = probs + torch.softmax(self.classifier_net.finish(head, a), dim=-1).sum(0)
+        return Categorical(probs=probs / CLASSIFIER_DRAWS, validate_args=False)
 
     def objective(self, x: torch.Tensor, y: torch.Tensor | None, noise: Noise, bound: Bound,
                   kl_weight: torch.Tensor | float = 1.0, seen: torch.Tensor | None = None) -> Terms:
@@ -256,8 +285,8 @@ class ADGM(Family):
         labels = torch.arange(classes, device=x.device)[:, None]  # [classes, 1]: every class for every image
         outputs = self.z_encoder.finish(self.z_encoder.head(flat, labels), a[:, None])
         z, kl_z = self._z(outputs, noise_z, closed_form=True)  # [S, classes, batch, |z|], [S, classes, batch]
-        log_px = self.decoder(z, labels).log_prob(x)  # [S, classes, batch]
-        mu_pa, sigma_pa = loc_scale(self.aux_decoder.finish(self.aux_decoder.head(flat, labels), z))
+        log_px = self._pixels(z, a[:, None], labels).log_prob(x)  # [S, classes, batch]
+        mu_pa, sigma_pa = self._aux_prior(flat, labels, z)
         log_pa = gaussian_log_density((a[:, None] - mu_pa) / sigma_pa, sigma_pa)
         recon = (q_y * log_px).sum(1).mean(0)
         kl = (q_y * kl_z).sum(1).mean(0)
@@ -268,7 +297,7 @@ class ADGM(Family):
 
     def code(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """E_q[z | a, y, x] at a = E_q[a | x]: [*batch, |z|]."""
-        mu_a, _, z_head, _ = self.posterior(x, y)
+        mu_a, _, z_head, *_ = self.posterior(x, y)
         outputs = self.z_encoder.finish(z_head, mu_a)
         mu_z = outputs[..., : self.latent_dim]
         return mu_z if self.flow is None else self.flow(mu_z, outputs[..., 2 * self.latent_dim :])[0]
@@ -296,17 +325,20 @@ class ADGM(Family):
         with torch.no_grad():
             y = torch.multinomial(self.class_log_prior().exp(), count, replacement=True, generator=generator)
             z = rsample(self.prior(), (count,), generator)
-            x = rsample(self.decoder(z, y), (), generator)
-            flat = x.flatten(-3)
-            mu_pa, sigma_pa = loc_scale(self.aux_decoder(flat, z, y=y))
-            a = mu_pa + sigma_pa * torch.randn(mu_pa.shape, generator=generator, device=mu_pa.device,
-                                               dtype=mu_pa.dtype)
-            mu_a, sigma_a, z_head, _ = self.posterior(x, y)
+            x, a = self._simulate_x_a(z, y, generator)
+            mu_a, sigma_a, z_head, *_ = self.posterior(x, y)
             outputs = self.z_encoder.finish(z_head, a)
             d = self.latent_dim
             z_0 = z if self.flow is None else self.flow.inverse(z, outputs[..., 2 * d :])
             mu_z, sigma_z = loc_scale(outputs[..., : 2 * d])
             return Simulated(x, y, torch.cat([(a - mu_a) / sigma_a, (z_0 - mu_z) / sigma_z], dim=-1))
+
+    def _simulate_x_a(self, z: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None):
+        """(x ~ p(x | y, z), then a ~ p(a | x, y, z)) for z [count, |z|] and y [count]."""
+        x = rsample(self.decoder(z, y), (), generator)
+        mu_pa, sigma_pa = self._aux_prior(x.flatten(-3), y, z)
+        return x, mu_pa + sigma_pa * torch.randn(mu_pa.shape, generator=generator, device=mu_pa.device,
+                                                 dtype=mu_pa.dtype)
 
     def part_words(self) -> dict[str, str]:
         return {"recon": "reconstruction term E_q[log p(x | y, z)]",
@@ -331,5 +363,62 @@ class ADGM(Family):
             "labelled:  log p(x, y) ≥ E_q[log p(x, y, z, a) − log q(a, z | x, y)],  trained with + α log q_φ(y | x)",
             "unlabelled:  log p(x) ≥ E_q(a|x)[Σ_y q_φ(y | a, x) (log p(x, y, z, a) − log q(z | a, y, x) − log q(y | a, x))] "
             "− E[log q(a | x)]",
-            "ŷ(x) = argmax_y q_φ(y | a = E_q[a | x], x) or argmax_y π_y p_θ(x | y)",
+            f"ŷ(x) = argmax_y (1/{CLASSIFIER_DRAWS}) Σ_s q_φ(y | a_s, x),  a_s ~ q_φ(a | x);  or argmax_y π_y p_θ(x | y)",
         ]
+
+
+class SDGM(ADGM):
+    """Maaløe et al. (2016)'s skip deep generative model: the ADGM with a in the generative model,
+
+        p(y) p(z) p(a | y, z) p(x | a, y, z)          q(a | x) q(y | a, x) q(z | a, y, x) as the ADGM's
+
+    so the auxiliary latent is a second latent of x, not a helper of q alone: p(a | y, z) does not
+    see x and cannot copy q(a | x), and the decoder reads a (the "skip" from a to x). The authors'
+    public code trains this model. Its pictures decode at a = E_p[a | y, z] (`decoder`); the bound,
+    IS and AIS draw a from q as the ADGM's do.
+    """
+
+    pixel_words = "Bernoulli means at a = E_p[a | y, z]"
+
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 100,
+                 aux_dim: int | None = None, hidden: tuple[int, ...] = (500, 500), activation: str = "relu", **settings):
+        super().__init__(image_shape, num_classes, latent_dim, aux_dim, hidden, activation, **settings)
+        a, z, hidden = self.aux_dim, latent_dim, tuple(hidden)
+        self.aux_decoder = Joined((z,), hidden, 2 * a, activation, num_classes)  # p(a | y, z)
+        self.decoder_net = MLPDecoder(z + a, self.image_shape, num_classes, hidden, activation)  # p(x | a, y, z)
+
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """(μ_a, σ_a) of q(a | x) [*batch, |a|] and the image's and label's share of the first layer
+        of q(z | a, y, x) [*batch, hidden[0]] (p(a | y, z) reads no image)."""
+        flat = x.flatten(-3)
+        mu_a, sigma_a = self._aux(flat)
+        return mu_a, sigma_a, self.z_encoder.head(flat, y)
+
+    def _aux_prior(self, flat, y, z, head=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, σ) of p(a | y, z) for y and z [..., |z|] (broadcast): [..., |a|] each; no image is read."""
+        return loc_scale(self.aux_decoder(z, y=y))
+
+    def _pixels(self, z: torch.Tensor, a: torch.Tensor, y: torch.Tensor | None) -> Distribution:
+        """p(x | a, y, z) for z [..., |z|] and a [..., |a|] (broadcast against each other) and y."""
+        a = a.expand(*z.shape[:-1], a.shape[-1])
+        return pixel_distribution("bernoulli", self.decoder_net(torch.cat([z, a], dim=-1), y), None)
+
+    def decoder(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """p(x | a, y, z) at a = E_p[a | y, z], for z [*batch, |z|] and y: batch shape [*batch], event [C, H, W]."""
+        return self._pixels(z, self._aux_prior(None, y, z)[0], y)
+
+    def _simulate_x_a(self, z: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None):
+        """(x, a): a ~ p(a | y, z), then x ~ p(x | a, y, z), for z [count, |z|] and y [count]."""
+        mu_pa, sigma_pa = self._aux_prior(None, y, z)
+        a = mu_pa + sigma_pa * torch.randn(mu_pa.shape, generator=generator, device=mu_pa.device, dtype=mu_pa.dtype)
+        return rsample(self._pixels(z, a, y), (), generator), a
+
+    def part_words(self) -> dict[str, str]:
+        return {**super().part_words(), "recon": "reconstruction term E_q[log p(x | a, y, z)]",
+                "kl_a": "auxiliary term E_q[log q(a | x) − log p(a | y, z)]"}
+
+    def equations(self) -> list[str]:
+        lines = super().equations()
+        lines[1] = (f"a | y, z ~ N(μ_θ, diag σ²_θ),  |a| = {self.aux_dim};   x | a, y, z ~ "
+                    f"Bernoulli(σ(f_θ(z, a, onehot(y)))),  f_θ: {self.decoder_net.description}")
+        return lines

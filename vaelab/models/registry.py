@@ -1,6 +1,6 @@
 """The families and networks a process knows, and the settings they take: `--model` and `--network`.
 
-    FAMILIES                 name -> family class (VAE, CVAE, M2, ADGM and what `register_family` adds)
+    FAMILIES                 name -> family class (VAE, CVAE, M2, ADGM, SDGM and what `register_family` adds)
     settings_of              the settings one run's family and network take, name -> `Setting`
     family_settings          their names
     model_settings_owners    every setting any registered family or network declares, with who declares it
@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping
 
 from ..errors import NotRegistered, VaelabError
-from .auxiliary import ADGM
+from .auxiliary import ADGM, SDGM
 from .families import CVAE, VAE
 from .semi_supervised import M2
 from .interface import FAMILY_MEMBERS, DataFacts, Model
@@ -27,7 +27,7 @@ from .networks import GIVEN, NETWORKS, given_network
 from .settings import Setting, check_value
 
 # name (--model) -> family; register_family adds to it
-FAMILIES: dict[str, type] = {"vae": VAE, "cvae": CVAE, "m2": M2, "adgm": ADGM}
+FAMILIES: dict[str, type] = {"vae": VAE, "cvae": CVAE, "m2": M2, "adgm": ADGM, "sdgm": SDGM}
 # name -> the module that registered it, for the families registered from outside vaelab
 REGISTERED_BY: dict[str, str] = {}
 

@@ -101,7 +101,8 @@ def reconstructions(run: Run, test, test_labels: np.ndarray, seed: int) -> Figur
     both = np.concatenate([x, run.reconstruct(x, y)])
     figure = pictures.grid_figure(both, len(pick), f"{run.config.model.upper()} reconstructions",
                                row_labels=["test image", "reconstruction"], row_axis="")
-    return Figure("reconstructions", f"Test images (top) and the {run.model.pixel_words} of "
+    seen = " (their gray levels, which q reads)" if test.seen is not None else ""
+    return Figure("reconstructions", f"Test images{seen} (top) and the {run.model.pixel_words} of "
                   f"p(x | z = {run.model.code_words}) (bottom).", pictures.png_bytes(figure))
 
 
