@@ -86,9 +86,9 @@ def run_one(recipe: Path, labels: int, draw: int, args, common: dict) -> dict:
         if done["settings"] == stored:
             return done
     started = time.perf_counter()
-    with share_cpus(print):  # as the command line does: fewer threads while other programs use the CPUs
-        train(make_config(settings), out, resume=RunDir(out).config.is_file(), explicit=set(settings),
-              log=lambda line: None, progress=False)
+    with share_cpus(print) as cpus:  # as the command line does: fewer threads while other programs use the CPUs,
+        train(make_config(settings), out, resume=RunDir(out).config.is_file(), explicit=set(settings),  # all alone
+              log=lambda line: None, progress=False, between_steps=getattr(cpus, "update", lambda: None))
     seconds = time.perf_counter() - started
     rows = [json.loads(line) for line in RunDir(out).metrics.read_text().splitlines() if line.strip()]
     run = vaelab.load_run(out, checkpoint="latest", device="cpu")

@@ -323,10 +323,10 @@ def test_every_family_explores_and_nothing_is_written(other_families):
     drawn = vae.test_x[0, 0].numpy().tolist()
     analysis = client.post("/api/analyse", json={"run": 0, "image": drawn}).json()
     assert analysis["posterior"] == [] and analysis["label"] is None and "style" not in analysis
-    # the M2: q(y | x) is the posterior of a drawing
+    # the M2: q(y | x) is the posterior of a drawing, read as drawn (its q reads gray levels)
     analysis = client.post("/api/analyse", json={"run": 1, "image": drawn}).json()
     with torch.no_grad():
-        expected = m2.run.model.classifier(m2.test_x[:1]).probs[0].numpy()
+        expected = m2.run.model.classifier(torch.tensor(drawn)[None, None]).probs[0].numpy()
     np.testing.assert_allclose(analysis["posterior"], expected, atol=1e-6)
     assert len(analysis["style"]) == 10
     assert {path: path.stat().st_mtime_ns for path in other_families.rglob("*")} == before

@@ -98,8 +98,8 @@ class TrainConfig:
     sample_epochs: tuple[int, ...] = setting(tuple, (1, 10, 25, 50, 100), "epochs after which to save a sample "
                                              "grid, e.g. 1,10,25 (the last is always saved)", minimum=1,
                                              maximum=100_000, changes_on_resume=True, example="1,10,25", group="run")
-    labels: int | None = setting(int, None, "semi-supervised (--model m2, adgm or sdgm): keep the labels of only N training "
-                                 "images, balanced over the classes (default: every label)", minimum=1,
+    labels: int | None = setting(int, None, "semi-supervised (--model m2, adgm or sdgm): keep the labels of only N "
+                                 "training images, balanced over the classes (default: every label)", minimum=1,
                                  maximum=10**9, optional=True,
                                  describe="a whole number of labelled training images, at least the number of "
                                  "classes", group="data")
@@ -341,8 +341,9 @@ def family_defaults(model: str, network: str | None = None) -> dict:
 def make_config(file_values: dict | None = None, flag_values: dict | None = None, limits: bool = True,
                 imports: tuple[str, ...] | None = None) -> TrainConfig:
     """Defaults (the family's own first, `family_defaults`), overridden by a config file's values,
-    overridden by flags given on the command line (a flag's None: not given). Training settings and the model's settings alike (the family's and
-    its network's, checked by `models.check_model_settings`). imports: the modules a stored run names as registering
+    overridden by flags given on the command line (a flag's None: not given). Training settings
+    and the model's settings alike (the family's and its network's, checked by
+    `models.check_model_settings`). imports: the modules a stored run names as registering
     its family and network (None: those that registered them in this process)."""
     merged = {**(file_values or {}), **{k: v for k, v in (flag_values or {}).items() if v is not None}}
     model = check_value("model", merged.pop("model", SETTINGS["model"].default), limits)

@@ -140,7 +140,6 @@ class Model(Protocol):
     # Bernoulli of its own (binarised pixels only), and for captions what its pictures of
     # p(x | code) show ("Bernoulli means") and what its code is ("E_q[z]").
     settings: Mapping[str, Setting]
-    defaults: Mapping[str, object]
     priors: tuple[str, ...]
     objectives: tuple[str, ...]
     binary_pixels: bool
