@@ -9,14 +9,16 @@
     likelihoods.py  p(x | z) per pixel (--likelihood)
     families.py     VAE and CVAE (--model), put together from those parts, and their settings
     semi_supervised.py  M2 (--model m2): the CVAE with a classifier q(y | x), the label summed out
-    auxiliary.py    ADGM and SDGM (--model adgm, sdgm): Maaløe et al.'s auxiliary and skip deep generative models
+    auxiliary.py    ADGM (--model adgm): Maaløe et al.'s auxiliary deep generative model, semi-supervised
+    skip.py         SDGM (--model sdgm): their skip deep generative model, a in p(x | a, y, z)
     settings.py     Setting: a setting's type, default, limits and help, and the check of a value
     registry.py     FAMILIES, register_family, the settings a run's family and network take, build_model
 """
 
 from __future__ import annotations
 
-from .auxiliary import ADGM, SDGM
+from .auxiliary import ADGM
+from .skip import SDGM
 from .base import Family
 from .families import CVAE, POSTERIORS, VAE
 from .semi_supervised import M2

@@ -19,7 +19,8 @@ import sys
 from collections.abc import Mapping
 
 from ..errors import NotRegistered, VaelabError
-from .auxiliary import ADGM, SDGM
+from .auxiliary import ADGM
+from .skip import SDGM
 from .families import CVAE, VAE
 from .semi_supervised import M2
 from .interface import FAMILY_MEMBERS, DataFacts, Model

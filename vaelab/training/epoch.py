@@ -126,7 +126,9 @@ def train_epoch(step: TrainStep, optimizer: torch.optim.Optimizer, data: DeviceS
             between_steps()
             # index_select: a third of the time of data.x[index] on a CPU
             y = data.y.index_select(0, index[len(index) - labelled :]) if labelled else None
-            step_sums = step(data.x.index_select(0, index), y, streams, kl_weight, full_size, seen=data.seen_rows(index))
+            x = data.x.index_select(0, index)
+            gray = x if data.seen is data.x else data.seen_rows(index)  # gray x, binarised in the step: no copy
+            step_sums = step(x, y, streams, kl_weight, full_size, seen=gray)
             optimizer.step()
             loss = step_sums.pop("loss")
             sums = _added(sums, step_sums)
