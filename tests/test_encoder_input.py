@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from vaelab import inference
-from vaelab.config import config_from_dict, make_config
+from vaelab.config import check_consistency, config_from_dict, make_config
 from vaelab.data import make_splits
+from vaelab.errors import VaelabError
 from vaelab.models import Noise, build_model
 from vaelab.runs.migration import current_config
 from vaelab.runtime.devices import DeviceSplit
+from vaelab.training.step import step_noise
 
 SHAPE = (1, 6, 5)
 CPU = torch.device("cpu")
@@ -96,9 +98,12 @@ def test_a_semi_supervised_family_reads_what_q_is_given_and_scores_the_binarised
 def test_m2s_recipe_is_its_default_and_a_file_or_a_flag_wins():
     config = make_config({"model": "m2", "labels": 100})
     assert (config.batch_size, config.encoder_input, config.latent_dim, config.hidden, config.activation,
-            config.lr) == (200, "grayscale", 50, (500,), "softplus", 1e-3)
-    given = make_config({"model": "m2", "labels": 100, "hidden": (64,)}, {"batch_size": 100, "encoder_input": "target"})
-    assert (given.batch_size, given.encoder_input, given.hidden, given.activation) == (100, "target", (64,), "softplus")
+            config.lr, config.binarize) == (200, "grayscale", 50, (500,), "softplus", 1e-3, "expected")
+    given = make_config({"model": "m2", "labels": 100, "hidden": (64,)},
+                        {"batch_size": 100, "encoder_input": "target", "binarize": "dynamic"})
+    assert (given.batch_size, given.encoder_input, given.hidden, given.activation, given.binarize) == (
+        100, "target", (64,), "softplus", "dynamic")
+    check_consistency(given)
     conv = make_config({"model": "m2", "labels": 100, "network": "conv"})  # the MLP's widths are not conv's
     assert conv.batch_size == 200 and "hidden" not in conv.model_settings
     other = make_config({"model": "cvae"})
@@ -106,7 +111,7 @@ def test_m2s_recipe_is_its_default_and_a_file_or_a_flag_wins():
 
 
 def test_a_run_made_before_q_could_read_the_gray_levels_keeps_what_its_q_read():
-    stored = make_config({"model": "m2", "labels": 100}).to_dict()
+    stored = dict(make_config({"model": "m2", "labels": 100}).to_dict(), binarize="dynamic")  # as it was then
     del stored["encoder_input"]
     assert config_from_dict(current_config(stored)).encoder_input == "target"
 
@@ -124,3 +129,48 @@ def test_a_vae_trains_and_evaluates_reading_the_gray_levels_of_static_pixels(tmp
     assert test.seen is not None and set(test.x.unique().tolist()) == {0.0, 1.0}
     result = run.evaluate(iw_samples=5)
     assert result["elbo"] <= result["log_likelihood"] + 1.0 and math.isfinite(result["log_likelihood"])
+
+
+@pytest.mark.parametrize("family", ["vae", "cvae", "m2", "adgm", "sdgm"])
+def test_the_bound_on_gray_levels_is_its_mean_over_every_binarisation_exactly(family):
+    """--binarize expected: the objective with the gray levels as the Bernoulli's target is the
+    mean of the objective of the binarised images, each weighted by its probability under
+    Bernoulli(gray), for the same q (reading the gray levels) and the same noise. Here all 16
+    binarisations of 2 x 2 images are summed, in float64: equal to rounding."""
+    shape = (1, 2, 2)
+    torch.manual_seed(0)
+    model = build_model(family, shape, 3, latent_dim=2, hidden=(8,), **({"alpha": 2.0} if family in ("m2", "adgm", "sdgm") else {}))
+    model = model.double().eval()
+    gray = torch.rand((4, *shape), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    semi = family in ("m2", "adgm", "sdgm")
+    y = torch.tensor([2, 0]) if semi else torch.arange(4) % 3  # every label seen, where not semi-supervised
+    labelled = 0 if y is None else y.shape[0]
+    noise = step_noise(model, 4, labelled, 2, torch.Generator().manual_seed(2), CPU, torch.float64)
+    on_gray = model.objective(gray, y, noise, inference.elbo, seen=gray)
+    mean = torch.zeros_like(on_gray.maximised)
+    for code in range(16):
+        pixels = torch.tensor([(code >> i) & 1 for i in range(4)], dtype=torch.float64).view(shape)
+        probability = (gray * pixels + (1 - gray) * (1 - pixels)).flatten(1).prod(1)  # [4], one per image
+        mean += probability * model.objective(pixels.expand_as(gray), y, noise, inference.elbo, seen=gray).maximised
+    torch.testing.assert_close(on_gray.maximised, mean, rtol=1e-10, atol=1e-10)
+
+
+def test_expected_binarisation_needs_q_to_read_the_gray_levels():
+    with pytest.raises(VaelabError, match="encoder_input|encoder-input"):
+        check_consistency(make_config({"model": "m2", "labels": 100, "encoder_input": "target", "binarize": "expected"}))
+    check_consistency(make_config({"model": "m2", "labels": 100, "binarize": "expected"}))
+
+
+def test_a_run_with_expected_binarisation_never_binarises_its_training_images(tmp_path, mnist_raw, monkeypatch):
+    from vaelab.training import step, train
+
+    def refuse(*args):
+        raise AssertionError("a training image was binarised")
+
+    monkeypatch.setattr(step, "binarize", refuse)
+    settings = dict(model="m2", labels=100, latent_dim=4, hidden=(32,), binarize="expected", limit_train=400,
+                    epochs=1, batch_size=100, compile="off", sample_epochs=(1,))
+    rows = train(make_config(settings), tmp_path / "run", log=lambda _: None, progress=False)
+    assert math.isfinite(rows[-1]["train_elbo"]) and math.isfinite(rows[-1]["valid_elbo"])
+    with pytest.raises(AssertionError, match="binarised"):  # the same run binarising afresh does
+        train(make_config(dict(settings, binarize="dynamic")), tmp_path / "dynamic", log=lambda _: None, progress=False)

@@ -55,8 +55,9 @@ class TrainConfig:
     dataset: str = setting(str, "mnist", "mnist, fashion-mnist, an .npz file (images, labels) or a folder with a "
                            "subfolder of PNG images per class",
                            describe=f"one of {', '.join(DATASETS)}, an .npz file or a folder of class subfolders", group="data")
-    binarize: str = setting(str, "dynamic", "dynamic (fresh draw each epoch), static (drawn once) or none "
-                            "(grayscale)", choices=BINARIZE_MODES, group="data")
+    binarize: str = setting(str, "dynamic", "dynamic (fresh draw each epoch), expected (the bound averaged over "
+                            "every draw, exactly: the Bernoulli scores the gray levels; needs --encoder-input "
+                            "grayscale), static (drawn once) or none (grayscale)", choices=BINARIZE_MODES, group="data")
     encoder_input: str = setting(str, "target", "what the networks that read an image (q, the classifier) are given: "
                                  "target (the pixels the likelihood scores, binarised where they are) or grayscale "
                                  "(the gray levels binarised pixels are drawn from; the likelihood and every bound "
@@ -290,6 +291,9 @@ def check_consistency(config: TrainConfig) -> None:
     if family.binary_pixels and config.binarize == "none":
         raise VaelabError(f"{{model}} {config.model} models binarised pixels (Bernoulli): use {{binarize}} dynamic "
                           "or static")
+    if config.binarize == "expected" and config.encoder_input != "grayscale":
+        raise VaelabError("{binarize} expected averages the bound over the binarisations of an image, which is exact "
+                          "only where q reads its gray levels: add {encoder_input} grayscale, or use {binarize} dynamic")
     family.check_settings(config.model_settings, config)
     if config.labelled_batch is not None and config.labels is None:
         raise VaelabError("{labelled_batch} sizes the labelled batch of a semi-supervised run: use it with {labels}")

@@ -18,7 +18,7 @@ from .registry import DatasetSpec, get_spec
 from .sources import RawData
 
 
-BINARIZE_MODES = ("dynamic", "static", "none")
+BINARIZE_MODES = ("dynamic", "expected", "static", "none")
 FIXED_BINARIZATION_SEED = 20141220  # validation/test (and static train) draws: same on every machine
 
 
@@ -83,8 +83,8 @@ def binarize_fixed(images: np.ndarray, seed: int) -> np.ndarray:
 def make_splits(raw: RawData, binarize: str = "dynamic", train_on: str = "train", limit_train: int | None = None) -> Splits:
     """Train/validation/test splits; validation and test binarised once with a fixed seed.
 
-    binarize: "dynamic" keeps train intensities (the trainer draws fresh pixels every epoch),
-    "static" binarises train once, "none" keeps every split in grayscale. A binarised split keeps
+    binarize: "dynamic" keeps train intensities (the trainer draws fresh pixels every epoch), so
+    does "expected" (the trainer scores them as the mean over those draws), "static" binarises train once, "none" keeps every split in grayscale. A binarised split keeps
     the intensities it was drawn from (`Split.gray`).
     train_on: "train" (MNIST: 50,000) or "train+valid" (60,000; validation then overlaps training).
     """

@@ -34,8 +34,10 @@ class M2(CVAE):
     settings = {**GAUSSIAN_SETTINGS, "latent_dim": replace(GAUSSIAN_SETTINGS["latent_dim"], default=50), "alpha": ALPHA}
     # the recipe with which the unlabelled images teach q(y | x) (docs/results.md): one hidden
     # layer of 500 softplus units in every network (Kingma et al.'s, Pyro's), 200 unlabelled images
-    # per step beside the labelled batch, and q reading the gray levels of the binarised images
-    defaults = {"hidden": (500,), "activation": "softplus", "batch_size": 200, "encoder_input": "grayscale"}
+    # per step beside the labelled batch, q reading the gray levels of the binarised images, and
+    # the bound averaged over every binarisation of them
+    defaults = {"hidden": (500,), "activation": "softplus", "batch_size": 200, "encoder_input": "grayscale",
+                "binarize": "expected"}
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 50,
                  network: "str | Network" = "mlp", alpha: float = 0.0, **settings):

@@ -218,6 +218,8 @@ def annealing_rows(metrics: dict, name: str) -> list[list[str]]:
 
 
 BINARIZATION = {"dynamic": "binarised afresh every epoch (validation and test once, with a fixed seed)",
+                "expected": "training on the bound averaged over every binarisation, exactly (the Bernoulli "
+                            "scores the gray levels; validation and test binarised once, with a fixed seed)",
                 "static": "binarised once, with a fixed seed", "none": "intensities in [0, 1], not binarised"}
 
 

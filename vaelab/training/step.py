@@ -37,7 +37,8 @@ def train_step(model: Model, optimizer: torch.optim.Optimizer, x: torch.Tensor, 
     nats summed over the batch (the loss: nats per image, `step_loss`). `TrainStep` is this, fast.
     bound: `inference.elbo` or `inference.iw_bound` with `samples` draws per image. seen: what the
     networks that read an image are given (x's gray levels, `--encoder-input grayscale`), or None: x
-    as the likelihood scores it, binarised where `dynamic`."""
+    as the likelihood scores it, binarised where `dynamic` (else as given: with gray levels, a
+    Bernoulli scores their mean over the binarisations, `--binarize expected`)."""
     if dynamic:  # x ~ Bernoulli(gray level), fresh every step, from the run's pixel stream
         x = binarize(x, binarization_bits(x, streams.pixels))
     labelled = 0 if y is None else y.shape[0]

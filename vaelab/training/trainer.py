@@ -179,7 +179,9 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, explicit: 
     valid_data = DeviceSplit.from_split(splits.valid, device, gray_input)
     done_epochs = checkpoint.info["epoch"] if checkpoint else 0
     steps_left = (config.epochs - done_epochs) * math.ceil(len(splits.train) / config.batch_size)
-    training = new_training(config, device, dynamic=not train_data.binary,
+    # binarised afresh in each step where dynamic; with binarize "expected" the Bernoulli scores the gray
+    # levels themselves: x log p + (1 - x) log(1 - p) is its log-likelihood's mean over the draws of x
+    training = new_training(config, device, dynamic=config.binarize == "dynamic" and not train_data.binary,
                             compile=use_compile(config.compile, steps_left, COMPILE_FROM_STEPS),
                             train_images=len(splits.train), processes=processes, modules=modules)
     # the model before the run directory: networks of a user's that do not fit are refused with nothing written
