@@ -155,9 +155,11 @@ def test_the_bound_on_gray_levels_is_its_mean_over_every_binarisation_exactly(fa
     torch.testing.assert_close(on_gray.maximised, mean, rtol=1e-10, atol=1e-10)
 
 
-def test_expected_binarisation_needs_q_to_read_the_gray_levels():
+def test_expected_binarisation_needs_q_to_read_the_gray_levels_and_the_elbo():
     with pytest.raises(VaelabError, match="encoder_input|encoder-input"):
         check_consistency(make_config({"model": "m2", "labels": 100, "encoder_input": "target", "binarize": "expected"}))
+    with pytest.raises(VaelabError, match="IWAE"):  # a log of a mean of weights is not linear in x
+        check_consistency(make_config({"model": "m2", "labels": 100, "objective": "iwae", "samples": 5}))
     check_consistency(make_config({"model": "m2", "labels": 100, "binarize": "expected"}))
 
 

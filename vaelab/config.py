@@ -294,6 +294,9 @@ def check_consistency(config: TrainConfig) -> None:
     if config.binarize == "expected" and config.encoder_input != "grayscale":
         raise VaelabError("{binarize} expected averages the bound over the binarisations of an image, which is exact "
                           "only where q reads its gray levels: add {encoder_input} grayscale, or use {binarize} dynamic")
+    if config.binarize == "expected" and config.objective == "iwae":
+        raise VaelabError("{binarize} expected averages the ELBO over the binarisations of an image; the IWAE bound's "
+                          "log of a mean of weights does not average so: use {binarize} dynamic with {objective} iwae")
     family.check_settings(config.model_settings, config)
     if config.labelled_batch is not None and config.labels is None:
         raise VaelabError("{labelled_batch} sizes the labelled batch of a semi-supervised run: use it with {labels}")
