@@ -139,13 +139,12 @@ def test_the_bound_on_gray_levels_is_its_mean_over_every_binarisation_exactly(fa
     binarisations of 2 x 2 images are summed, in float64: equal to rounding."""
     shape = (1, 2, 2)
     torch.manual_seed(0)
-    model = build_model(family, shape, 3, latent_dim=2, hidden=(8,), **({"alpha": 2.0} if family in ("m2", "adgm", "sdgm") else {}))
+    semi = family in ("m2", "adgm", "sdgm")
+    model = build_model(family, shape, 3, latent_dim=2, hidden=(8,), **({"alpha": 2.0} if semi else {}))
     model = model.double().eval()
     gray = torch.rand((4, *shape), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    semi = family in ("m2", "adgm", "sdgm")
     y = torch.tensor([2, 0]) if semi else torch.arange(4) % 3  # every label seen, where not semi-supervised
-    labelled = 0 if y is None else y.shape[0]
-    noise = step_noise(model, 4, labelled, 2, torch.Generator().manual_seed(2), CPU, torch.float64)
+    noise = step_noise(model, 4, y.shape[0], 2, torch.Generator().manual_seed(2), CPU, torch.float64)
     on_gray = model.objective(gray, y, noise, inference.elbo, seen=gray)
     mean = torch.zeros_like(on_gray.maximised)
     for code in range(16):

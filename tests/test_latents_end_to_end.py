@@ -39,7 +39,8 @@ KINDS = {
                       "--prior", "flow", "--prior-flow-steps", "2"], ["kl"], ["IAF steps", "RealNVP"]),
     "cvae-flow": (["--model", "cvae", "--prior", "flow", "--flow-hidden", "32"], ["kl"], ["RealNVP"]),
     "m2-iaf": (["--model", "m2", "--labels", "200", "--posterior", "iaf", "--flow-hidden", "32", "--encoder-input",
-                "target", "--binarize", "dynamic", "--activation", "relu"], ["kl"], ["IAF steps"]),  # as before M2's recipe was its default
+                "target", "--binarize", "dynamic", "--activation", "relu"], ["kl"],
+               ["IAF steps"]),  # as before M2's recipe was its default
     "adgm-iaf-flow": (["--model", "adgm", "--labels", "200", "--aux-dim", "4", "--posterior", "iaf", "--flow-hidden",
                        "32", "--prior", "flow"], ["kl", "kl_a"], ["IAF steps", "RealNVP"]),
     "vae-top-down": (["--model", "vae", "--latent-dims", "8,4", "--inference", "top-down"], ["kl_z1", "kl_z2"],

@@ -84,8 +84,9 @@ def make_splits(raw: RawData, binarize: str = "dynamic", train_on: str = "train"
     """Train/validation/test splits; validation and test binarised once with a fixed seed.
 
     binarize: "dynamic" keeps train intensities (the trainer draws fresh pixels every epoch), so
-    does "expected" (the trainer scores them as the mean over those draws), "static" binarises train once, "none" keeps every split in grayscale. A binarised split keeps
-    the intensities it was drawn from (`Split.gray`).
+    does "expected" (the trainer scores them as the mean over those draws), "static" binarises
+    train once, "none" keeps every split in grayscale. A binarised split keeps the intensities it
+    was drawn from (`Split.gray`).
     train_on: "train" (MNIST: 50,000) or "train+valid" (60,000; validation then overlaps training).
     """
     if binarize not in BINARIZE_MODES:
