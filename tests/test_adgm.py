@@ -21,7 +21,8 @@ FAMILIES = ["adgm", "sdgm"]
 
 def small_adgm(alpha=0.0, seed=0, family="adgm", shape=SHAPE) -> ADGM:
     torch.manual_seed(seed)
-    model = build_model(family, shape, CLASSES, latent_dim=Z, aux_dim=A, hidden=(16, 12), alpha=alpha)
+    model = build_model(family, shape, CLASSES, latent_dim=Z, aux_dim=A, hidden=(16, 12),
+                        activation="relu", alpha=alpha)
     return model.double().eval()
 
 

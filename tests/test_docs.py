@@ -46,7 +46,7 @@ def test_flags_table_has_one_row_per_setting_with_its_default_and_resume_rule():
     assert all(len(row) == len(header) for row in body)
     by_flag = {row[0].split("`")[1]: row for row in body}
     assert by_flag["--lr"][1] == "`0.001`"
-    assert by_flag["--batch-size"][1] == "`128`; `200` with `--model m2`"
+    assert by_flag["--batch-size"][1] == "`128`; `200` with `--model m2, adgm, sdgm`"
     assert by_flag["--labels"][1] == "not set"
     assert by_flag["--tensorboard"][0] == "`--tensorboard` / `--no-tensorboard`"
     assert by_flag["--tensorboard"][1] == "off"
@@ -57,10 +57,11 @@ def test_the_model_flags_table_has_a_row_per_model_setting_with_who_takes_it_and
     rows = table_rows(model_flags_table())
     assert rows[0] == ["flag", "taken by", "default", "allowed", "what"]
     by_flag = {row[0].split("`")[1]: row for row in rows[2:]}
-    assert by_flag["--latent-dim"][1:4] == ["`--model vae, cvae, m2, adgm, sdgm`", "`40` (vae, cvae, adgm, sdgm); `50` (m2)",
+    assert by_flag["--latent-dim"][1:4] == ["`--model vae, cvae, m2, adgm, sdgm`", "`40` (vae, cvae); `50` (m2, adgm, sdgm)",
                                             "a whole number from 1 to 10,000"]
     # a family's defaults for its network's settings (M2's recipe) are named with it
-    assert by_flag["--hidden"][1:3] == ["`--model adgm, sdgm` and `--network mlp`", "`500,500`; `500` with `--model m2`"]
+    assert by_flag["--hidden"][1:3] == ["`--model adgm, sdgm` and `--network mlp`",
+                                        "`500` (adgm, sdgm); `500,500` (mlp); `500` with `--model m2`"]
     assert by_flag["--depth"][2] == "`1` (conv); `2` (resnet)"
     assert by_flag["--alpha"][2] == "not set"
     assert "--encoder" not in by_flag  # modules handed to vaelab.train have no flags

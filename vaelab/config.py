@@ -248,10 +248,14 @@ def defaults_words(declared: list[tuple[str, Setting]], shown=lambda value: _sho
 
 
 def families_default_words(name: str) -> str:
-    """"; `200` with `--model m2`" for each family that gives setting `name` a default of its own
-    (`Family.defaults`), for the flag tables; "" where none does."""
-    return "".join(f"; {_shown(family.defaults[name])} with `--model {model}`" for model, family in FAMILIES.items()
-                   if name in (getattr(family, "defaults", None) or {}))
+    """"; `200` with `--model m2, adgm, sdgm`" for each default of its own that families give setting
+    `name` (`Family.defaults`), the families that give the same one together, for the flag tables;
+    "" where none does."""
+    by_value: dict[str, list[str]] = {}
+    for model, family in FAMILIES.items():
+        if name in (getattr(family, "defaults", None) or {}):
+            by_value.setdefault(_shown(family.defaults[name]), []).append(model)
+    return "".join(f"; {shown} with `--model {', '.join(models)}`" for shown, models in by_value.items())
 
 
 def model_flags_table() -> str:
@@ -286,11 +290,16 @@ def check_value(name: str, value, limits: bool = True):
 
 def check_consistency(config: TrainConfig) -> None:
     """VaelabError where the settings do not go together: the family's own rules
-    (`Family.check_settings`), then those between the family and training."""
+    (`Family.check_settings`), then those between the family and training; the family's objectives
+    before the binarisation's rules, so that the more basic refusal is the one a user reads."""
     family = FAMILIES[config.model]
     if family.binary_pixels and config.binarize == "none":
         raise VaelabError(f"{{model}} {config.model} models binarised pixels (Bernoulli): use {{binarize}} dynamic "
                           "or static")
+    trains_with = family.objectives
+    if config.objective not in trains_with:
+        raise VaelabError(f"{{model}} {config.model} trains with {{objective}} " + " or ".join(trains_with)
+                          + f", not {config.objective}")
     if config.binarize == "expected" and config.encoder_input != "grayscale":
         raise VaelabError("{binarize} expected averages the bound over the binarisations of an image, which is exact "
                           "only where q reads its gray levels: add {encoder_input} grayscale, or use {binarize} dynamic")
@@ -305,10 +314,6 @@ def check_consistency(config: TrainConfig) -> None:
         inferring = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
         raise VaelabError(f"{{labels}} needs a model that infers missing labels ({{model}} {inferring}); {{model}} "
                           f"{config.model} trains on every label: drop {{labels}}")
-    trains_with = FAMILIES[config.model].objectives
-    if config.objective not in trains_with:
-        raise VaelabError(f"{{model}} {config.model} trains with {{objective}} " + " or ".join(trains_with)
-                          + f", not {config.objective}")
     if config.objective == "iwae" and config.samples < 2:
         raise VaelabError("{objective} iwae needs {samples} k >= 2 (k = 1 is the ELBO)")
 

@@ -27,8 +27,8 @@ class SDGM(ADGM):
 
     pixel_words = "Bernoulli means at a = E_p[a | y, z]"
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 100,
-                 aux_dim: int | None = None, hidden: tuple[int, ...] = (500, 500), activation: str = "relu", **settings):
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, latent_dim: int = 50,
+                 aux_dim: int | None = None, hidden: tuple[int, ...] = (500,), activation: str = "softplus", **settings):
         super().__init__(image_shape, num_classes, latent_dim, aux_dim, hidden, activation, **settings)
         a, z, hidden = self.aux_dim, latent_dim, tuple(hidden)
         self.aux_decoder = Joined((z,), hidden, 2 * a, activation, num_classes)  # p(a | y, z)
