@@ -12,7 +12,7 @@ median seconds per epoch and the minutes in all; and the published figures. Runs
 --out/RECIPE-labels-N-draw-D; an unfinished run resumes, a finished one is read back, so the
 benchmark can be stopped and continued.
 
-    python benchmarks/semi_supervised.py [--recipe configs/cpu-m2.toml --recipe configs/cpu-adgm.toml]
+    python benchmarks/semi_supervised.py [--recipe configs/cpu-m2.toml --recipe configs/cpu-sdgm.toml]
         [--labels 100,3000] [--draws 3 | --draw D ...] [--epochs E] [--minutes M] [--set key=value ...] [--out runs/semi]
 """
 
@@ -114,7 +114,7 @@ def mean_sd(values: list[float]) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", action="append", type=Path, help="a config file of configs/ (repeatable; "
-                        "default: configs/cpu-m2.toml and configs/cpu-adgm.toml)")
+                        "default: configs/cpu-m2.toml and configs/cpu-sdgm.toml)")
     parser.add_argument("--labels", default="100", help="numbers of labelled images, comma-separated")
     parser.add_argument("--draws", type=int, default=3, help="label draws (and seeds) per number of labels")
     parser.add_argument("--draw", type=int, action="append", help="run only this draw (repeatable; e.g. one "
@@ -125,7 +125,7 @@ def main():
     args = parser.parse_args()
     common = common_settings(args)
     results: dict[tuple[str, int], list[dict]] = {}
-    recipes = args.recipe or [Path("configs/cpu-m2.toml"), Path("configs/cpu-adgm.toml")]
+    recipes = args.recipe or [Path("configs/cpu-m2.toml"), Path("configs/cpu-sdgm.toml")]
     for recipe in recipes:
         for labels in [int(n) for n in args.labels.split(",")]:
             for draw in args.draw or range(args.draws):

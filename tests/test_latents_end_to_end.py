@@ -42,7 +42,8 @@ KINDS = {
                 "target", "--binarize", "dynamic", "--activation", "relu"], ["kl"],
                ["IAF steps"]),  # as before M2's recipe was its default
     "adgm-iaf-flow": (["--model", "adgm", "--labels", "200", "--aux-dim", "4", "--posterior", "iaf", "--flow-hidden",
-                       "32", "--prior", "flow"], ["kl", "kl_a"], ["IAF steps", "RealNVP"]),
+                       "32", "--prior", "flow", "--encoder-input", "target", "--binarize", "dynamic", "--activation",
+                       "relu"], ["kl", "kl_a"], ["IAF steps", "RealNVP"]),  # as before M2's recipe was its default
     "vae-top-down": (["--model", "vae", "--latent-dims", "8,4", "--inference", "top-down"], ["kl_z1", "kl_z2"],
                      ["top-down", "2 stochastic layers"]),
     "cvae-bottom-up-vamp": (["--model", "cvae", "--latent-dims", "8,6,4", "--inference", "bottom-up", "--prior",
