@@ -2,18 +2,21 @@
 every bound and estimate stays one of the binarised images, and M2's recipe makes it its default."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from vaelab import inference
-from vaelab.config import check_consistency, config_from_dict, make_config
+from vaelab.config import check_consistency, config_from_dict, make_config, read_toml
 from vaelab.data import make_splits
 from vaelab.errors import VaelabError
 from vaelab.models import Noise, build_model
 from vaelab.runs.migration import current_config
 from vaelab.runtime.devices import DeviceSplit
 from vaelab.training.step import step_noise
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHAPE = (1, 6, 5)
 CPU = torch.device("cpu")
@@ -108,6 +111,18 @@ def test_m2s_recipe_is_its_default_and_a_file_or_a_flag_wins():
     assert conv.batch_size == 200 and "hidden" not in conv.model_settings
     other = make_config({"model": "cvae"})
     assert (other.batch_size, other.encoder_input, other.hidden) == (128, "target", (500, 500))
+
+
+@pytest.mark.parametrize("family", ["adgm", "sdgm"])
+def test_the_auxiliary_families_take_m2s_recipe_by_default_as_their_config_files_write_it(family):
+    config = make_config({"model": family, "labels": 100})
+    recipe = (200, "grayscale", "expected", 50, None, (500,), "softplus", 1e-3)
+    assert (config.batch_size, config.encoder_input, config.binarize, *(config.model_settings[name] for name in (
+        "latent_dim", "aux_dim", "hidden", "activation")), config.lr) == recipe
+    check_consistency(config)
+    written = make_config(read_toml(ROOT / "configs" / f"cpu-{family}.toml"))
+    assert (written.batch_size, written.encoder_input, written.binarize, *(written.model_settings[name] for name in (
+        "latent_dim", "aux_dim", "hidden", "activation")), written.lr) == (*recipe[:4], 50, *recipe[5:])
 
 
 def test_a_run_made_before_q_could_read_the_gray_levels_keeps_what_its_q_read():

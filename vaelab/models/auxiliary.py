@@ -105,7 +105,8 @@ class ADGM(Family):
     # M2's recipe (docs/results.md): |z| = |a| = 50, one hidden layer of 500 softplus units in every
     # network, 200 unlabelled images per step beside the labelled batch, q reading the gray levels
     # of the binarised images, and the bound averaged over every binarisation of them. At equal
-    # wall time on 2 cores it beat the authors' 2 x 500 ReLU units and |z| = |a| = 100.
+    # wall time on 2 cores the SDGM with it beat the SDGM with the authors' 2 x 500 ReLU units and
+    # |z| = |a| = 100.
     settings = {
         "latent_dim": replace(GAUSSIAN_SETTINGS["latent_dim"], default=50),
         "aux_dim": Setting(int, None, "size of the auxiliary latent a (default: the latent size)", minimum=1,
