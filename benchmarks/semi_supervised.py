@@ -107,8 +107,10 @@ def run_one(recipe: Path, labels: int, draw: int, args, common: dict) -> dict:
 
 
 def mean_sd(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):6.2f} +- {spread:4.2f}"
+    """"mean +- standard deviation" of the draws' figures; one draw's figure alone."""
+    if len(values) == 1:
+        return f"{values[0]:6.2f}"
+    return f"{statistics.mean(values):6.2f} +- {statistics.stdev(values):4.2f}"
 
 
 def main():
@@ -144,7 +146,7 @@ def main():
               f"{mean_sd([r['test_error_binarised'] for r in runs]):>16s} "
               f"{mean_sd([r['supervised_only_error'] for r in runs]):>20s} "
               f"{statistics.median(r['seconds_per_epoch'] for r in runs):8.1f} "
-              f"{statistics.mean(r['seconds'] for r in runs) / 60:8.1f}   ({len(runs)} draws, "
+              f"{statistics.mean(r['seconds'] for r in runs) / 60:8.1f}   ({len(runs)} draw{'s' if len(runs) > 1 else ''}, "
               f"{statistics.median(r['epochs'] for r in runs)} epochs)")
     print("\npublished (test error %):")
     for labels in sorted({labels for _, labels in results}):
