@@ -146,7 +146,8 @@ def main():
               f"{mean_sd([r['test_error_binarised'] for r in runs]):>16s} "
               f"{mean_sd([r['supervised_only_error'] for r in runs]):>20s} "
               f"{statistics.median(r['seconds_per_epoch'] for r in runs):8.1f} "
-              f"{statistics.mean(r['seconds'] for r in runs) / 60:8.1f}   ({len(runs)} draw{'s' if len(runs) > 1 else ''}, "
+              f"{statistics.mean(r['seconds'] for r in runs) / 60:8.1f}   "
+              f"({len(runs)} draw{'s' if len(runs) > 1 else ''}, "
               f"{statistics.median(r['epochs'] for r in runs)} epochs)")
     print("\npublished (test error %):")
     for labels in sorted({labels for _, labels in results}):
