@@ -37,6 +37,8 @@ def test_event_files_hold_every_epochs_metrics_and_the_sample_grids(tmp_path, mn
         logged = events.Scalars(tag)
         assert [event.step for event in logged] == [1, 2, 3], tag
         np.testing.assert_allclose([event.value for event in logged], [row[key] for row in rows], rtol=1e-6)
+    active = events.Scalars("latents/active_z")  # every epoch's active units of z on the validation images
+    assert [event.step for event in active] == [1, 2, 3] and all(0 <= event.value <= 4 for event in active)
     grids = events.Images(GRID_TAG)
     assert [image.step for image in grids] == [1, 2, 3]  # 1 and 3 asked for, 2 the last of the first call
     with Image.open(RunDir(out).sample_grid(3)) as png:

@@ -57,10 +57,14 @@ def test_runs_are_described(client, explored):
 
 
 @pytest.mark.slow
-def test_sliders_move_along_the_main_directions_of_the_test_posteriors(client, explored):
+def test_sliders_move_the_units_of_z_from_the_most_active(client, explored):
     run = explored[0]
     assert np.allclose(run.directions @ run.directions.T, np.eye(len(run.scales)), atol=1e-8)  # orthonormal
+    np.testing.assert_array_equal(run.directions, np.eye(run.mean.shape[0])[run.units])  # each slider a unit of z
     assert np.all(np.diff(run.scales) <= 1e-12)  # the largest spread first
+    np.testing.assert_array_equal(run.active, run.scales ** 2 > 0.01)  # Burda et al.'s activity, greyed where off
+    described = client.get("/api/runs").json()["runs"][0]
+    assert described["units"] == run.units.tolist() and described["active"] == run.active.tolist()
     values = [0.0] * len(run.scales)
     values[0] = 2.0
     answer = client.post("/api/decode", json={"run": 0, "sliders": values, "label": 3}).json()

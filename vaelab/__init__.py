@@ -9,7 +9,8 @@ it in this list (tests/test_layers.py reads the order from here).
     models/     the model interface and the families built from networks, priors, latents and likelihoods
     pictures/   every figure: image grids and plots (drawing only)
     config.py   the training settings, their limits and checks, TOML files
-    inference/  bounds, importance sampling, AIS and BDMC, the test-set evaluation
+    inference/  bounds, importance sampling, AIS and BDMC, what every latent does, the test-set evaluation
+    quality/    how good samples are: a judge of the dataset (a small classifier), the Fréchet distance
     runs/       the run directory: its files, its checkpoints, older directories brought up to date
     training/   the step, the epoch, the trainer that writes a run directory
     api.py      train, load_run and Run: a run in Python

@@ -117,6 +117,24 @@ class Run:
         z = self.model.sample_codes(n or 64, generator)
         return self.decode(z), None
 
+    def sample_quality(self, seed: int = 0, log=lambda _: None) -> dict:
+        """How good its samples are (`vaelab.quality.quality_terms`): as many samples as test images,
+        judged by the dataset's judge (trained once with seed 0 and cached beside the data, `log`
+        telling of it), against the test images and, for the floor, the validation images, both as
+        this run sees them."""
+        from .data import default_cache_dir
+        from .quality import judge_for, quality_terms
+
+        raw = self._raw()
+        judge = judge_for(raw, self.config.cache_dir or default_cache_dir(), log=log)
+        splits = make_splits(raw, self.config.binarize)
+        gray = self.config.encoder_input == "grayscale"
+        return quality_terms(self.model, judge, DeviceSplit.from_split(splits.test, self.device, gray),
+                             DeviceSplit.from_split(splits.valid, self.device, gray), seed=seed)
+
+    def _raw(self):
+        return load_raw(self.config.dataset, data_dir=self.config.data_dir, cache_dir=self.config.cache_dir)
+
     def test_data(self) -> DeviceSplit:
         """The test split as this run saw it (same binarisation), on the run's device; `seen` holds
         the gray levels where its q reads them (`read`: what q reads)."""
@@ -127,10 +145,11 @@ class Run:
     def evaluate(self, iw_samples: int = 1000, class_samples: int | None = None, seed: int = 0,
                  progress: bool = False, compile: str = "auto", processes: Processes = SINGLE,
                  between_batches=lambda: None, ais=None, ais_images: int | None = None, bdmc: int = 0,
-                 bdmc_settings=None) -> dict:
+                 bdmc_settings=None, latents: bool = True, information_images: int | None = None) -> dict:
         """Test-set metrics in nats per image; see `vaelab.inference.evaluate_model` (ais: an
         `annealing.AisSettings` for annealed importance sampling too; bdmc: simulated images for
-        bidirectional Monte Carlo, with bdmc_settings)."""
+        bidirectional Monte Carlo, with bdmc_settings; latents: what every latent does, I(x; latents)
+        on information_images test images)."""
         from .inference.evaluation import evaluate_model
 
         with processes.agreement("loading the test data"):
@@ -138,13 +157,17 @@ class Run:
         return evaluate_model(self.model, data, iw_samples=iw_samples, class_samples=class_samples,
                               seed=seed, progress=progress, compile=compile, processes=processes,
                               between_batches=between_batches, ais=ais, ais_images=ais_images, bdmc=bdmc,
-                              bdmc_settings=bdmc_settings)
+                              bdmc_settings=bdmc_settings, latents=latents, information_images=information_images)
 
 
-def evaluate_run(run: Run, processes: Processes = SINGLE, **options) -> dict:
+def evaluate_run(run: Run, processes: Processes = SINGLE, quality: bool = False, log=lambda _: None,
+                 **options) -> dict:
     """`run.evaluate(processes=processes, **options)`, recorded as the run's eval.json with the
-    checkpoint, epoch, model and dataset it was made of (process 0 writes it)."""
+    checkpoint, epoch, model and dataset it was made of (process 0 writes it); quality: with
+    `run.sample_quality` too, made by process 0 (`log` tells of the judge's training)."""
     result = run.evaluate(processes=processes, **options)
+    if quality and processes.main:
+        result["quality"] = run.sample_quality(seed=options.get("seed", 0), log=log)
     result.update(checkpoint=run.checkpoint, epoch=run.epoch, model=run.config.model, dataset=run.config.dataset)
     with processes.agreement("writing eval.json"):
         if processes.main:

@@ -104,7 +104,8 @@ def cmd_evaluate(args, session: Session) -> int:
                           progress=main and not args.no_progress and sys.stderr.isatty(), compile=args.compile,
                           processes=session.processes, between_batches=session.look_at_the_cpus,
                           ais=ais if args.ais else None, ais_images=args.ais_images, bdmc=args.bdmc or 0,
-                          bdmc_settings=ais)
+                          bdmc_settings=ais, information_images=args.information_images, quality=args.quality,
+                          log=_log)
     if not main:
         return 0
     if args.json:
@@ -127,12 +128,42 @@ def cmd_evaluate(args, session: Session) -> int:
                   f"(gap {done['gap']:.2f})" + (f"; log p(x) {done['log_likelihood_marginal']:.2f}; accuracy "
                                                 f"{100 * done['accuracy']:.2f}%" if labelled else "")
                   + f"; acceptance {done['acceptance']:.2f}  [{done['images']} test images, {done['seconds']:.0f} s]")
+        if result.get("latents"):
+            print(latents_line(result["latents"]))
+        if "quality" in result:
+            print(quality_line(result["quality"]))
         if "bdmc" in result:
             done = result["bdmc"]
             print(f"BDMC ({done['steps']} steps, {done['images']} simulated images): {name} between "
                   f"{done['lower']:.2f} and {done['upper']:.2f}, width {done['width']:.2f}  [{done['seconds']:.0f} s]")
         print(f"written to {RunDir(run.path).eval}")
     return 0
+
+
+def latents_line(found: dict) -> str:
+    """eval.json's "latents" in one line: each latent's active units and KL, then I(x; latents)."""
+    layers = []
+    for name, layer in found["layers"].items():
+        kl = "" if layer["kl"] is None else f", KL {layer['kl']:.2f}"
+        if layer["kl_units"]:
+            kl += f" ({min(layer['kl_units']):.2f} to {max(layer['kl_units']):.2f} a unit)"
+        layers.append(f"{name} {layer['active']} of {layer['units']} active{kl}")
+    told = found["information"]
+    names = ", ".join(found["layers"])
+    return (f"latents: {'; '.join(layers)}; I(x; {names}) {told['value']:.2f} ± {told['standard_error']:.2f} "
+            f"(at most log {told['images']:,} = {told['cap']:.2f})  [{found['seconds']:.0f} s]")
+
+
+def quality_line(found: dict) -> str:
+    """eval.json's "quality" in one line."""
+    judge = found["judge"]
+    consistency = (f"class consistency {100 * found['class_consistency']:.2f}%; "
+                   if "class_consistency" in found else "")
+    return (f"samples ({found['samples']:,}, judged by a classifier of {100 * judge['test_accuracy']:.2f}% test "
+            f"accuracy, {100 * judge['test_accuracy_binarised']:.2f}% binarised): {consistency}prediction entropy "
+            f"{found['prediction_entropy']:.3f}, class entropy {found['class_entropy']:.3f} of "
+            f"{found['class_entropy_cap']:.3f}; Fréchet distance in its features {found['frechet_distance']:.2f} "
+            f"(validation against test images: {found['frechet_floor']:.2f})  [{found['seconds']:.0f} s]")
 
 
 def cmd_sample(args, session: Session) -> int:

@@ -1,4 +1,4 @@
-"""What the explorer computes, apart from HTTP: loaded runs, the main directions of z, and each interaction.
+"""What the explorer computes, apart from HTTP: loaded runs, the sliders' units of z, and each interaction.
 
 Every function takes and returns plain numbers (lists, numpy arrays); images come back as uint8
 [H, W] (one channel) or [H, W, C] (round(255 * decoder mean)), so the page shows exactly what the
@@ -17,9 +17,10 @@ import torch
 
 from .. import inference
 from ..api import Run, load_run
+from ..inference.latents import ACTIVE
 from ..models import Classifies, class_conditional, decoder_mean
 
-DIRECTIONS = 8  # sliders: the main directions of the test posteriors' means
+DIRECTIONS = 16  # sliders: the units of the code, from the most active (the test posteriors' means spread most)
 DIRECTION_IMAGES = 2000  # test images whose posterior means give the directions
 INTERPOLATION_STEPS = (2, 32)
 POSTERIOR_SAMPLES = 50  # importance samples per class for the CVAE's p(y | x) of a drawn digit
@@ -29,8 +30,10 @@ POSTERIOR_SAMPLES = 50  # importance samples per class for the CVAE's p(y | x) o
 class Explored:
     """One run as the explorer holds it: the run, and the directions of its sliders.
 
-    mean [d], directions [k, d] (orthonormal rows), scales [k]: the standard deviation of the test
-    posteriors' means along each direction, so slider value s moves z by s * scale * direction.
+    mean [d], directions [k, d] (rows of the identity: unit `units[i]` of the code for slider i),
+    scales [k]: the standard deviation of the test codes along each, so slider value s moves z by
+    s * scale * direction; active [k]: whether the unit is active (that variance above
+    `inference.latents.ACTIVE`, Burda et al.'s 0.01), the others greyed on the page.
     """
 
     name: str
@@ -38,6 +41,8 @@ class Explored:
     mean: np.ndarray
     directions: np.ndarray
     scales: np.ndarray
+    units: np.ndarray
+    active: np.ndarray
     test_x: torch.Tensor
     test_y: torch.Tensor
 
@@ -55,7 +60,8 @@ class Explored:
         return {"name": self.name, "model": self.run.config.model, "latent_dim": model.code_dim,
                 "image_shape": list(model.image_shape), "channels": model.image_shape[0],
                 "drawing": self.can_draw, "classes": self.classes,
-                "directions": len(self.scales), "test_images": int(self.test_x.shape[0]),
+                "directions": len(self.scales), "units": self.units.tolist(), "active": self.active.tolist(),
+                "test_images": int(self.test_x.shape[0]),
                 "epoch": self.run.epoch}
 
 
@@ -70,21 +76,23 @@ def explore_runs(paths: "list[str | Path | Run]", device: str = "auto") -> list[
             name += "'"
         names.add(name)
         data = run.test_data()
-        mean, directions, scales = main_directions(run, data.read[:DIRECTION_IMAGES], data.y[:DIRECTION_IMAGES])
-        explored.append(Explored(name, run, mean, directions, scales, data.read, data.y))
+        found = unit_directions(run, data.read[:DIRECTION_IMAGES], data.y[:DIRECTION_IMAGES])
+        explored.append(Explored(name, run, *found, data.read, data.y))
     return explored
 
 
 @torch.no_grad()
-def main_directions(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The principal directions of the codes of images x (`Model.code`, under their labels y):
-    mean [d], directions [k, d], standard deviations [k], k = min(DIRECTIONS, d), d = code_dim."""
+def unit_directions(run: Run, x: torch.Tensor, y: torch.Tensor):
+    """The sliders of a run: the units of the codes of images x (`Model.code`, under their labels y),
+    from the one whose codes spread most over the images (for one Gaussian layer that spread is the
+    unit's activity Cov_x(E_q[u | x])): (mean [d], directions [k, d], standard deviations [k], units [k],
+    active [k]), k = min(DIRECTIONS, d), d = code_dim."""
     labels = y if class_conditional(run.model) else None
     means = run.model.code(x, labels).double().cpu().numpy()
-    centre = means.mean(0)
-    _, singular, rows = np.linalg.svd(means - centre, full_matrices=False)
-    k = min(DIRECTIONS, means.shape[1])
-    return centre, rows[:k], singular[:k] / np.sqrt(max(1, means.shape[0] - 1))
+    variance = means.var(0, ddof=1) if means.shape[0] > 1 else np.zeros(means.shape[1])
+    order = np.argsort(-variance, kind="stable")[: min(DIRECTIONS, means.shape[1])]
+    return (means.mean(0), np.eye(means.shape[1])[order], np.sqrt(variance[order]), order,
+            variance[order] > ACTIVE)
 
 
 def to_pixels(means: torch.Tensor) -> np.ndarray:
@@ -103,7 +111,7 @@ def decode(explored: Explored, z: np.ndarray, label: int | None) -> np.ndarray:
 
 
 def slider_code(explored: Explored, values: list[float]) -> np.ndarray:
-    """z [d] for slider values (standard deviations along each main direction)."""
+    """z [d] for slider values (standard deviations along each slider's unit)."""
     return explored.mean + (np.asarray(values) * explored.scales) @ explored.directions
 
 

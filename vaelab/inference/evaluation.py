@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import VaelabError
-from ..models import Classifies, Model, Noise, Simulates, class_conditional, read
+from ..models import Classifies, Model, Noise, ShowsLatents, Simulates, class_conditional, read
 from ..runtime.progress import progress_bar
 from ..runtime.compilation import use_compile
 from ..runtime.cpu_share import hold_thread_count
@@ -23,6 +23,7 @@ from ..runtime.precision import in_float32
 from ..runtime.processes import SINGLE, Processes
 from . import annealing, bounds, importance
 from .batches import NamedSums, chunk_generator, images_in, shared_batches
+from .latents import latent_terms
 
 ROWS_PER_CHUNK = 4096  # images x samples decoded at once: big enough for fast matmuls, small enough for the caches
 COMPILE_FROM = 2_000_000  # decoder evaluations from which torch.compile's start-up (about 15 s) pays off
@@ -35,7 +36,8 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
                    batch_size: int = 100, seed: int = 0, progress: bool = False, compile: str = "auto",
                    processes: Processes = SINGLE, between_batches: Callable[[], None] = lambda: None,
                    ais: annealing.AisSettings | None = None, ais_images: int | None = None, bdmc: int = 0,
-                   bdmc_settings: annealing.AisSettings | None = None) -> dict:
+                   bdmc_settings: annealing.AisSettings | None = None, latents: bool = True,
+                   information_images: int | None = None) -> dict:
     """Evaluate `model` on `data` (the fixed-binarised test split; q reads `data.seen`, the gray
     levels, for a run that trained it so: every figure stays one of the binarised images).
 
@@ -60,6 +62,10 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
 
     `between_batches` is called before every batch: the command line's CPU sharing looks at the
     machine then (`vaelab.runtime.cpu_share.CpuShare.update`).
+
+    latents: also what every latent does, as "latents" (`latents.latent_terms`: active units, the KL of
+    every unit, I(x; latents) on `information_images` test images, by default the family's choice),
+    for a family that shows its latents.
 
     ais: also annealed importance sampling on the first `ais_images` test images (all by default),
     as "ais" (`ais_terms`); bdmc: also bidirectional Monte Carlo on that many simulated images, as
@@ -108,6 +114,9 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
         result["class_samples"] = class_samples
     if isinstance(model, Classifies):
         result.update(classifier_terms(model, data, batch_size, seed, math.ceil(n / batch_size), processes))
+    if latents and isinstance(model, ShowsLatents):
+        result["latents"] = latent_terms(model, data, seed, batch_size=max(batch_size, 500),
+                                         information_images=information_images, parts=result)
     if ais is not None:
         images = min(ais_images or n, n)
         passes = ais.chains * (model.num_classes if labelled else 1) * ais.steps * ais.leapfrog

@@ -1,6 +1,6 @@
 """The models wing: the model interface, the networks, the pixel likelihoods and the families.
 
-    interface.py    Model, ClassConditional, Classifies, Simulates, FixesPrior, Densities, Terms: what a family declares
+    interface.py    Model, ClassConditional, Classifies, Simulates, FixesPrior, ShowsLatents, Densities, Terms: what a family declares
     base.py         Family: the module a family may build on (its default objective)
     networks.py     encoder and decoder networks (--network), built as parts: layers, mlp, conv, resnet
     priors.py       p(z) (--prior): the standard Gaussian, the VampPrior; Gaussian densities and draws
@@ -23,8 +23,8 @@ from .base import Family
 from .families import CVAE, POSTERIORS, VAE
 from .semi_supervised import M2
 from .latents import INFERENCES
-from .interface import (Bound, ClassConditional, Classifies, DataFacts, Densities, FixesPrior, Model, Noise,
-                        Simulated, Simulates, Terms, class_conditional, prior_fixed, read)
+from .interface import (Bound, ClassConditional, Classifies, DataFacts, Densities, FixesPrior, Latent, Model, Noise,
+                        ShowsLatents, Simulated, Simulates, Terms, class_conditional, prior_fixed, read)
 from .interface import FAMILY_MEMBERS
 from .likelihoods import LIKELIHOODS, decoder_mean, mean_words
 from .networks import (ACTIVATIONS, GIVEN, NETWORKS, ConditionalLinear, Network, ReLU, UserNetwork, given_network,
@@ -36,7 +36,7 @@ from .settings import Setting
 
 __all__ = ["ACTIVATIONS", "ADGM", "CVAE", "FAMILIES", "GaussianMixture", "INFERENCES", "LIKELIHOODS", "M2", "NETWORKS",
            "POSTERIORS", "PRIORS", "SDGM", "VAE", "Bound", "ClassConditional", "Classifies", "ConditionalLinear", "DataFacts",
-           "Densities", "Family", "FixesPrior", "Model", "Network", "Noise", "ReLU", "Setting", "Simulated",
+           "Densities", "Family", "FixesPrior", "Latent", "Model", "Network", "Noise", "ReLU", "Setting", "ShowsLatents", "Simulated",
            "Simulates",
            "Terms", "analytic_kl", "build_model", "class_conditional", "decoder_mean", "describe_prior",
            "family_settings", "mean_words", "prior_fixed", "read", "register_family", "register_network", "rsample",

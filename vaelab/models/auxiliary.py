@@ -30,14 +30,15 @@ from .base import Family, class_weights, labelled_and_unlabelled, with_label
 from .families import GAUSSIAN_SETTINGS, check_flow_settings, unused_flow_settings
 from .semi_supervised import ALPHA, default_alpha
 from .flows import InverseAutoregressiveFlow, RealNVP
-from .interface import Bound, DataFacts, Densities, Noise, Simulated, Terms, read
+from .interface import Bound, DataFacts, Densities, Latent, Noise, Simulated, Terms, read
 from .latents import loc_scale
 from .layers import ACTIVATIONS, ConditionalLinear, Dense, Network
 from .likelihoods import pixel_distribution
 from .mlp import MLPDecoder
 from .networks import ACTIVATION, HIDDEN
 from .settings import MAX_WIDTH, Setting
-from .priors import gaussian_kl, gaussian_log_density, rsample, standard_log_density
+from .priors import (gaussian_kl, gaussian_kl_units, gaussian_log_density, gaussian_log_density_pairs, rsample,
+                     standard_log_density)
 
 
 class Joined(Network):
@@ -205,6 +206,44 @@ class ADGM(Family):
         mu_pa, sigma_pa = self._aux_prior(None, y, z, *aux_head)
         kl_a = gaussian_log_density(noise_a, sigma_a) - gaussian_log_density((a - mu_pa) / sigma_pa, sigma_pa)
         return Densities(log_px, {"kl": kl_z, "kl_a": kl_a})
+
+    @property
+    def information_images(self) -> int:
+        """How many test images I(x; a, z) takes by default (`interface.ShowsLatents`): a pair of
+        images is a pass of q(z | a, y, x)'s network (and with an IAF, its flow inverted)."""
+        return 1000 if self.flow is None else 100
+
+    def shown(self, x: torch.Tensor, y: torch.Tensor | None, posterior: tuple[torch.Tensor, ...],
+              noise: torch.Tensor) -> dict[str, Latent]:
+        """{"a": ..., "z": ...} at the draws of noise [samples, *batch, |a| + |z|] (`interface.ShowsLatents`):
+        a's mean is μ_a; z's units have their KL in closed form given a where q(z | a, y, x) is one
+        Gaussian and p(z) = N(0, I). a's KL has none: p(a | x, y, z) reads a z drawn given a."""
+        mu_a, sigma_a, z_head = posterior[:3]
+        noise_a, noise_z = noise.split([self.aux_dim, self.latent_dim], dim=-1)
+        a = mu_a + sigma_a * noise_a
+        outputs = self.z_encoder.finish(z_head, a)
+        mu_z, sigma_z = loc_scale(outputs[..., : 2 * self.latent_dim])
+        z, units = mu_z + sigma_z * noise_z, None
+        if self.flow is not None:
+            z = self.flow(z, outputs[..., 2 * self.latent_dim :])[0]
+        elif self.prior_flow is None:
+            units = gaussian_kl_units(mu_z, sigma_z, torch.zeros_like(mu_z), torch.ones_like(sigma_z))
+        return {"a": Latent(a, mu_a, None, "kl_a"), "z": Latent(z, None, units, "kl")}
+
+    def log_posterior_pairs(self, posterior: tuple[torch.Tensor, ...],
+                            values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log q(a_i | x_j) + log q(z_i | a_i, y_j, x_j) for values {"a": [n, |a|], "z": [n, |z|]} and
+        the pass over m images: [n, m] (`interface.ShowsLatents`)."""
+        mu_a, sigma_a, z_head = posterior[:3]
+        a, z, d = values["a"], values["z"], self.latent_dim
+        outputs = self.z_encoder.finish(z_head[None], a[:, None])  # [n, m, 2|z| (+ context)]
+        mu_z, sigma_z = loc_scale(outputs[..., : 2 * d])
+        if self.flow is None:
+            log_qz = gaussian_log_density((z[:, None] - mu_z) / sigma_z, sigma_z)
+        else:
+            start = self.flow.inverse(z[:, None].expand_as(mu_z), outputs[..., 2 * d :])
+            log_qz = gaussian_log_density((start - mu_z) / sigma_z, sigma_z) - self.flow(start, outputs[..., 2 * d :])[1]
+        return gaussian_log_density_pairs(a, mu_a, sigma_a) + log_qz
 
     def _aux_prior(self, flat: torch.Tensor | None, y: torch.Tensor | None, z: torch.Tensor,
                    head: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

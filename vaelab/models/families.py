@@ -19,7 +19,7 @@ from torch.distributions import Distribution, Independent, Normal
 from ..errors import VaelabError
 from .base import Family
 from .flows import RealNVP
-from .interface import DataFacts, Densities, Simulated
+from .interface import DataFacts, Densities, Latent, Simulated
 from .latents import INFERENCES, AncestralPrior, GaussianLatent, LatentHierarchy
 from .likelihoods import EQUATIONS, LIKELIHOODS, MEAN_WORDS, pixel_distribution
 from .layers import ACTIVATIONS
@@ -277,6 +277,23 @@ class VAE(Family):
         an IAF, the VampPrior or the flow prior keep the draw's value."""
         z, kl = self.latents.draw(posterior, noise, self.top_prior(), closed_form)
         return Densities(self.decoder(z, y).log_prob(x), kl)
+
+    @property
+    def information_images(self) -> int | None:
+        """How many test images I(x; z) takes by default (`interface.ShowsLatents`): all for one
+        Gaussian layer, fewer for an IAF or a hierarchy (`latents`)."""
+        return self.latents.information_images
+
+    def shown(self, x: torch.Tensor, y: torch.Tensor | None, posterior: tuple[torch.Tensor, ...],
+              noise: torch.Tensor) -> dict[str, Latent]:
+        """Every layer at the draws of noise [samples, *batch, Σ d_l] (`interface.ShowsLatents`):
+        {"z": ...} for one layer, {"z1": ..., "zL": ...} for a hierarchy (`latents.shown`)."""
+        return self.latents.shown(posterior, noise, self.top_prior())
+
+    def log_posterior_pairs(self, posterior: tuple[torch.Tensor, ...],
+                            values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log q(latents = values_i | x_j[, y_j]) for every pair: [n, m] (`interface.ShowsLatents`)."""
+        return self.latents.log_q_pairs(posterior, tuple(values[name] for name in self.latents.layer_names))
 
     def code(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The mean of q(z | x[, y]) (through the IAF's steps, or down a hierarchy to z_1, every noise 0): [*batch, d]."""

@@ -8,6 +8,8 @@ through these members alone. They never ask which family a model is, only what i
     isinstance(model, Classifies)         it also has a classifier q(y | x)
     isinstance(model, Simulates)          it draws images with the noise of their latents (BDMC)
     isinstance(model, FixesPrior)         its prior costs work that can be done once (`fixed_prior`)
+    isinstance(model, ShowsLatents)       it shows each latent's draws and q's density at any value,
+                                          for the diagnostics (active units, KL per unit, I(x; z))
 
 A family owns its latents and its bound. Its latents may be one Gaussian z, a flow on top of one,
 several layers z1, z2, ..., or an auxiliary variable: the estimators see them only through
@@ -207,6 +209,50 @@ class Simulates(Protocol):
     def simulate(self, count: int, generator: torch.Generator | None) -> Simulated:
         """`count` images (labels drawn from π first, for a class-conditional family), each with its
         latents drawn from the prior, with `generator`; see `Simulated`."""
+
+
+@dataclass(frozen=True)
+class Latent:
+    """One latent variable of a family at a batch of draws (`ShowsLatents.shown`), for the diagnostics.
+
+    draws [samples, *batch, dim]: its value at each draw of the base noise.
+    mean [*batch, dim] or None: E_q[u | x] of every unit where the family has it in closed form
+    (a Gaussian's μ); None: the diagnostics estimate it from the draws.
+    kl_dims [samples, *batch, dim] or None: KL(q(u_i | ...) ‖ p(u_i | ...)) of every unit i in closed
+    form given the draws of the latents that q and p of this one condition on, where both are
+    diagonal Gaussians (nats); summed over the units, its mean is the latent's KL part.
+    part: the name of this latent's KL in `Densities.kl` and the bound's parts ("kl", "kl_z1", "kl_a").
+    """
+
+    draws: torch.Tensor
+    mean: torch.Tensor | None
+    kl_dims: torch.Tensor | None
+    part: str
+
+
+@runtime_checkable
+class ShowsLatents(Protocol):
+    """What a family may add (every family of vaelab has it): its latents by name, and the density of
+    its whole posterior at any value of them, from which `vaelab.inference.latents` finds the active
+    units, the KL of every unit and the mutual information I(x; latents) without knowing the family.
+
+    information_images: how many test images I(x; latents) takes by default (None: all of them): the
+    estimator scores every pair of images, and a pair costs one Gaussian density for one Gaussian
+    layer but network passes for a hierarchy, an auxiliary variable or an IAF (d passes inverted).
+    """
+
+    information_images: int | None
+
+    def shown(self, x: torch.Tensor, y: torch.Tensor | None, posterior: tuple[torch.Tensor, ...],
+              noise: torch.Tensor) -> dict[str, "Latent"]:
+        """Every latent by its name ("z"; "z1", "z2"; "a", "z"), drawn from base noise [samples, *batch,
+        *noise_shape()] as `densities` draws them: a `Latent` each."""
+
+    def log_posterior_pairs(self, posterior: tuple[torch.Tensor, ...],
+                            values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log q(latents = values_i | x_j[, y_j]) for every pair: `posterior` the pass over images j
+        ([m, ...] each), values {name: [n, dim]} one value of every latent for each of n others:
+        [n, m], nats."""
 
 
 @runtime_checkable

@@ -13,6 +13,8 @@ z_1) and the prior of their top layer (`priors.py`, `flows.RealNVP`): the family
     generate(z_top, generator) z_1 from a draw of the top layer, down through p(z_l | z_(l+1))
     simulate(top_prior, n, g)  every layer drawn from the prior, z_1 first
     noise_of(posterior, latents) the base noise whose draw gives those latents (the draw inverted)
+    shown(posterior, noise, top_prior)   every layer at the draw, for the diagnostics (`interface.Latent`)
+    log_q_pairs(posterior, values)       log q(latents = values_i | x_j) for every pair i, j
 
 The hierarchy (Burda et al. 2015, bottom-up; Sønderby et al. 2016, top-down):
 
@@ -36,8 +38,10 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from .flows import InverseAutoregressiveFlow
+from .interface import Latent
 from .layers import ACTIVATIONS, Dense
-from .priors import analytic_kl, describe_prior, gaussian_kl, gaussian_log_density, gaussian_log_density_at, rsample
+from .priors import (analytic_kl, describe_prior, gaussian_kl, gaussian_kl_units, gaussian_log_density,
+                     gaussian_log_density_at, gaussian_log_density_pairs, rsample)
 
 MIN_SCALE = 1e-3  # the hierarchy's conditional Gaussians keep σ above this
 INFERENCES = ("top-down", "bottom-up")
@@ -136,6 +140,40 @@ class GaussianLatent(nn.Module):
         if self.flow is not None:
             z = self.flow.inverse(z, posterior[2])
         return (z - posterior[0]) / posterior[1]
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return ("z",)
+
+    @property
+    def information_images(self) -> int | None:
+        """All test images for one Gaussian (a pair is one density); 100 with an IAF (a pair is the
+        flow inverted, d MADE passes a step)."""
+        return None if self.flow is None else 100
+
+    def shown(self, posterior: tuple[torch.Tensor, ...], noise: torch.Tensor,
+              top_prior: Distribution) -> dict[str, Latent]:
+        """{"z": z at the draws of noise [samples, *batch, d]}, with its mean μ and every unit's KL
+        against N(0, I) where q is one Gaussian (no IAF) and the prior is N(0, I)."""
+        loc, scale = posterior[:2]
+        z = loc + scale * noise
+        if self.flow is not None:
+            return {"z": Latent(self.flow(z, posterior[2])[0], None, None, "kl")}
+        units = None
+        if analytic_kl(top_prior):
+            units = gaussian_kl_units(loc, scale, top_prior.base_dist.loc, top_prior.base_dist.scale).expand(z.shape)
+        return {"z": Latent(z, loc, units, "kl")}
+
+    def log_q_pairs(self, posterior: tuple[torch.Tensor, ...], values: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """log q(z_i | x_j) for values (z [n, d],) and the pass over m images: [n, m] (with an IAF,
+        every z_i taken back through the flow of every x_j)."""
+        (z,) = values
+        loc, scale = posterior[:2]
+        if self.flow is None:
+            return gaussian_log_density_pairs(z, loc, scale)
+        context = posterior[2][None]
+        start = self.flow.inverse(z[:, None], context)  # [n, m, d]
+        return gaussian_log_density((start - loc) / scale, scale) - self.flow(start, context)[1]
 
     def part_words(self, given: str, top_prior: Distribution) -> dict[str, str]:
         """The KL part in words: closed form or at the draw."""
@@ -299,6 +337,60 @@ class LatentHierarchy(nn.Module):
                 loc, scale = merge(posterior[2 * l], posterior[2 * l + 1], p_loc, p_scale)
                 eps[l] = (latents[l] - loc) / scale
         return torch.cat(eps, dim=-1)
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(f"z{l + 1}" for l in range(len(self.dims)))
+
+    information_images = 1000  # a pair of images is a pass of the networks between the layers
+
+    def shown(self, posterior: tuple[torch.Tensor, ...], noise: torch.Tensor,
+              top_prior: Distribution) -> dict[str, Latent]:
+        """{"z1": ..., "zL": ...} at the draws of noise [samples, *batch, Σ d_l]. The mean is exact for
+        the layer q reaches first (z_1 bottom-up, z_L top-down); every unit's KL is in closed form
+        where q and p of the layer are Gaussians given draws that q drew before it (top-down: every
+        layer, the top one against N(0, I) only; bottom-up: the top one against N(0, I) only)."""
+        count, eps = len(self.dims), noise.split(self.dims, dim=-1)
+        standard = analytic_kl(top_prior)
+        top_loc, top_scale = (top_prior.base_dist.loc, top_prior.base_dist.scale) if standard else (None, None)
+        z, means, units = [None] * count, [None] * count, [None] * count
+        if self.inference == "bottom-up":
+            loc, scale = posterior
+            means[0] = loc
+            for l in range(count):
+                if l:
+                    loc, scale = softplus_loc_scale(self.up[l - 1](z[l - 1]))
+                z[l] = loc + scale * eps[l]
+            if standard:
+                units[-1] = gaussian_kl_units(loc, scale, top_loc, top_scale)
+        else:
+            loc, scale = posterior[-2], posterior[-1]
+            z[-1], means[-1] = loc + scale * eps[-1], loc
+            if standard:
+                units[-1] = gaussian_kl_units(loc, scale, top_loc, top_scale).expand(z[-1].shape)
+            for l in reversed(range(count - 1)):
+                p_loc, p_scale = softplus_loc_scale(self.down[l](z[l + 1]))
+                loc, scale = merge(posterior[2 * l], posterior[2 * l + 1], p_loc, p_scale)
+                z[l] = loc + scale * eps[l]
+                units[l] = gaussian_kl_units(loc, scale, p_loc, p_scale)
+        return {name: Latent(z[l], means[l], units[l], part)
+                for l, (name, part) in enumerate(zip(self.layer_names, self.names))}
+
+    def log_q_pairs(self, posterior: tuple[torch.Tensor, ...], values: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """log q(z_1, ..., z_L = values_i | x_j) for values (z_1 [n, d_1], ..., z_L [n, d_L]) and the
+        pass over m images: [n, m]."""
+        if self.inference == "bottom-up":
+            total = gaussian_log_density_pairs(values[0], *posterior)
+            for l in range(1, len(self.dims)):  # q(z_l | z_(l-1)) does not read x: the same for every j
+                loc, scale = softplus_loc_scale(self.up[l - 1](values[l - 1]))
+                total = total + gaussian_log_density_at(values[l], loc, scale)[:, None]
+            return total
+        total = gaussian_log_density_pairs(values[-1], posterior[-2], posterior[-1])
+        for l in reversed(range(len(self.dims) - 1)):
+            p_loc, p_scale = softplus_loc_scale(self.down[l](values[l + 1]))  # [n, d_l]
+            loc, scale = merge(posterior[2 * l][None], posterior[2 * l + 1][None], p_loc[:, None], p_scale[:, None])
+            total = total + gaussian_log_density_at(values[l][:, None], loc, scale)
+        return total
 
     def part_words(self, given: str, top_prior: Distribution) -> dict[str, str]:
         """Every layer's KL part in words."""

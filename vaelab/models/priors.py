@@ -57,9 +57,24 @@ def gaussian_kl(q_loc: torch.Tensor, q_scale: torch.Tensor, p_loc: torch.Tensor,
     sum_j [log(s_p / s_q) + (s_q^2 + (m_q - m_p)^2) / (2 s_p^2) - 1/2], written out because torch's
     registry lookup cannot be traced by torch.compile.
     """
+    return gaussian_kl_units(q_loc, q_scale, p_loc, p_scale).sum(-1)
+
+
+def gaussian_kl_units(q_loc: torch.Tensor, q_scale: torch.Tensor, p_loc: torch.Tensor,
+                      p_scale: torch.Tensor) -> torch.Tensor:
+    """`gaussian_kl` of every coordinate, not summed: [..., d], nats."""
     variance_ratio = (q_scale / p_scale).pow(2)
     mean_term = ((q_loc - p_loc) / p_scale).pow(2)
-    return 0.5 * (variance_ratio + mean_term - 1 - variance_ratio.log()).sum(-1)
+    return 0.5 * (variance_ratio + mean_term - 1 - variance_ratio.log())
+
+
+def gaussian_log_density_pairs(values: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """log N(values_i; loc_j, diag scale_j²) for every pair: values [n, d], loc and scale [m, d]:
+    [n, m], nats. Written as one matrix product over [v², v] and [σ⁻², -2μσ⁻²], not n m d differences."""
+    precision = scale.pow(-2)
+    quadratic = torch.cat([values.pow(2), values], dim=-1) @ torch.cat([precision, -2 * loc * precision], dim=-1).T
+    constant = (loc.pow(2) * precision).sum(-1) + 2 * scale.log().sum(-1) + 2 * HALF_LOG_TWO_PI * loc.shape[-1]
+    return -0.5 * (quadratic + constant)
 
 
 def rsample(distribution: Distribution, sample_shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:

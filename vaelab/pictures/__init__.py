@@ -11,9 +11,9 @@ pyplot, no backend switch, nothing of the caller's matplotlib state changes.
 from .grids import (CHANNEL_GAP, CHANNEL_GAP_VALUE, COLOUR_PADDING, GREY_PADDING, grid_figure, image_stack, mosaic,
                     png_bytes, save_figure, save_reconstructions, save_sample_grid, show_canvas)
 from .plots import (CLASS_COLORS, NATS, RUN_COLORS, accuracy_figure, comparison_curves_figure, confusion_figure,
-                    curves_figure, latent_figure, manifold_figure)
+                    curves_figure, latent_figure, latent_units_figure, manifold_figure)
 
 __all__ = ["CHANNEL_GAP", "CHANNEL_GAP_VALUE", "CLASS_COLORS", "COLOUR_PADDING", "GREY_PADDING", "NATS", "RUN_COLORS",
            "accuracy_figure", "comparison_curves_figure", "confusion_figure", "curves_figure", "grid_figure",
-           "image_stack", "latent_figure", "manifold_figure", "mosaic", "png_bytes", "save_figure",
+           "image_stack", "latent_figure", "latent_units_figure", "manifold_figure", "mosaic", "png_bytes", "save_figure",
            "save_reconstructions", "save_sample_grid", "show_canvas"]

@@ -137,3 +137,24 @@ def confusion_figure(confusion: np.ndarray, class_names: tuple[str, ...], title:
     axes.set(xlabel="predicted class", ylabel="true class", title=title)
     figure.tight_layout()
     return figure
+
+
+def latent_units_figure(layers: dict, threshold: float):
+    """One panel per latent of eval.json's "latents" (`layers`: {name: {"activity", "kl_units", ...}}):
+    a bar per unit, sorted from the most used, its KL in nats where the family gives one per unit, else
+    its activity Cov_x(E_q[u | x]); active units (activity above `threshold`) dark, the others grey."""
+    figure = Figure(figsize=(max(5.0, 3.6 * len(layers)), 3.4))
+    panels = figure.subplots(1, len(layers), squeeze=False)[0]
+    for axes, (name, layer) in zip(panels, layers.items()):
+        activity = np.asarray(layer["activity"])
+        height = np.asarray(layer["kl_units"]) if layer.get("kl_units") else activity
+        order = np.argsort(-height, kind="stable")
+        active = activity[order] > threshold
+        axes.bar(np.arange(len(order)), height[order], width=0.85,
+                 color=[RUN_COLORS[0] if on else "#b4b4b4" for on in active])
+        axes.set(xlabel=f"unit of {name}, sorted", ylabel=f"KL ({NATS})" if layer.get("kl_units") else
+                 "Cov_x(E_q[u | x])")
+        axes.set_title(f"{name}: {layer['active']} of {layer['units']} units active", fontsize=9)
+        axes.grid(alpha=0.3, axis="y")
+    figure.tight_layout()
+    return figure

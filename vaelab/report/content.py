@@ -189,9 +189,46 @@ def metrics_table(metrics: dict, conditional: bool, parts: dict[str, str]) -> Ta
                 label += per_class
             rows.append([label, metric_value(metrics, key)])
     rows += annealing_rows(metrics, name)
+    rows += latent_rows(metrics.get("latents")) + quality_rows(metrics.get("quality"))
     return Table(caption=f"Test set ({metrics['n_test']} images, checkpoint '{metrics.get('checkpoint', 'best')}' "
                          f"from epoch {metrics.get('epoch', '?')}; nats per image)", header=["metric", "value"],
                  rows=rows)
+
+
+def latent_rows(found: dict | None) -> list[list[str]]:
+    """The table rows of eval.json's "latents": each latent's active units and KL per unit, and I(x; latents)."""
+    if not found or not found.get("layers"):
+        return []
+    rows = []
+    for name, layer in found["layers"].items():
+        value = f"{layer['active']} of {layer['units']}"
+        if layer.get("kl_units"):
+            value += f"; KL a unit {min(layer['kl_units']):.2f} … {max(layer['kl_units']):.2f}"
+        rows.append([f"{name}: active units (Cov_x(E_q[u | x]) > {found['threshold']})"
+                     + ("; KL of each unit, nats" if layer.get("kl_units") else ""), value])
+    told = found["information"]
+    names = ", ".join(found["layers"])
+    rows.append([f"I(x; {names}), aggregate posterior of {told['images']:,} test images (at most log "
+                 f"{told['images']:,} = {told['cap']:.2f})", f"{told['value']:.2f} ± {told['standard_error']:.2f}"])
+    return rows
+
+
+def quality_rows(found: dict | None) -> list[list[str]]:
+    """The table rows of eval.json's "quality" (`vaelab evaluate --quality`)."""
+    if not found:
+        return []
+    judge = found["judge"]
+    by = (f"a classifier of the dataset ({100 * judge['test_accuracy']:.2f}% test accuracy, "
+          f"{100 * judge['test_accuracy_binarised']:.2f}% binarised)")
+    rows = []
+    if "class_consistency" in found:
+        rows.append([f"class consistency: samples labelled as their class by {by}",
+                     f"{100 * found['class_consistency']:.2f}%"])
+    rows += [["samples: mean entropy of its prediction; entropy of the mean prediction (at most "
+              f"{found['class_entropy_cap']:.2f})", f"{found['prediction_entropy']:.3f}; {found['class_entropy']:.3f}"],
+             [f"Fréchet distance between {found['samples']:,} samples and the test images in its features (validation "
+              "against test images)", f"{found['frechet_distance']:.2f} ({found['frechet_floor']:.2f})"]]
+    return rows
 
 
 def annealing_rows(metrics: dict, name: str) -> list[list[str]]:

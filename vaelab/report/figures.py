@@ -6,6 +6,7 @@ epoch and confusion matrix.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,21 @@ def run_figures(run: Run, seed: int = 0) -> list[Figure]:
         figures.append(style_transfer(run, test, test_labels, seed + 1))
     if isinstance(run.model, Classifies):
         figures += classifier_figures(run, test)
+    evaluated = RunDir(run.path).eval
+    if evaluated.is_file():
+        figures += latent_units(json.loads(evaluated.read_text()).get("latents"))
     return figures
+
+
+def latent_units(found: dict | None) -> list[Figure]:
+    """The units of every latent from eval.json's "latents" (none before `vaelab evaluate`)."""
+    if not found or not found.get("layers"):
+        return []
+    figure = pictures.latent_units_figure(found["layers"], found["threshold"])
+    return [Figure("latent-units", "What every latent does: a bar per unit, sorted, its KL in nats per image "
+                   "where the family has one per unit (else its activity Cov_x(E_q[u | x])); dark where the unit "
+                   f"is active (Cov_x(E_q[u | x]) > {found['threshold']}, Burda et al. 2015), grey where it carries "
+                   "next to nothing.", pictures.png_bytes(figure))]
 
 
 def classifier_figures(run: Run, test) -> list[Figure]:

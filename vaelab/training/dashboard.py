@@ -53,12 +53,16 @@ class Dashboard:
     def __init__(self, folder: Path, first_epoch: int):
         self.writer = summary_writer_class()(str(folder), purge_step=first_epoch)
 
-    def epoch(self, row: dict, grid: Path | None = None) -> None:
-        """One metrics.jsonl row as scalars at step = its epoch, and the epoch's sample grid (a PNG) if any."""
+    def epoch(self, row: dict, grid: Path | None = None, active: dict[str, int] | None = None) -> None:
+        """One metrics.jsonl row as scalars at step = its epoch (the KL of every latent among its
+        terms/valid_ ones), the epoch's sample grid (a PNG) if any, and every latent's active units on
+        the validation images (`inference.active_units`) as latents/active_<name>."""
         epoch = row["epoch"]
         for key, value in row.items():
             if tag(key) is not None:
                 self.writer.add_scalar(tag(key), value, epoch)
+        for name, count in (active or {}).items():
+            self.writer.add_scalar(f"latents/active_{name}", count, epoch)
         if grid is not None and grid.is_file():
             from PIL import Image
 

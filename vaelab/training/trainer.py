@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .. import inference
 from ..config import SETTINGS, TrainConfig, config_from_dict
 from ..data import labelled_subset, load_raw, make_splits
 from ..errors import RunError, RunFailed, TrainingDiverged, TrainingInterrupted
@@ -349,7 +350,8 @@ class _Epochs:
                         self.save_grid(epoch)
                     write_metrics(self.run.metrics, history.rows)
                     if self.dashboard is not None:
-                        self.dashboard.epoch(row, self.run.sample_grid(epoch) if grid else None)
+                        self.dashboard.epoch(row, self.run.sample_grid(epoch) if grid else None,
+                                             inference.active_units(model, self.valid_data))
                 except OSError as exc:
                     raise RunFailed(f"could not write to {self.run.path} after epoch {epoch} ({exc.strerror}); the "
                                    f"last checkpoint is intact: free some space and resume with: "

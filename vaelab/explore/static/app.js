@@ -79,7 +79,12 @@ function buildControls() {
   sliders.innerHTML = "";
   for (let k = 0; k < count; k++) {
     const label = document.createElement("label");
-    label.innerHTML = `<span>direction ${k + 1}</span><input type="range" min="-3" max="3" step="0.05" value="0" data-k="${k}"><output>0.00</output>`;
+    // slider k moves unit units[k] of each run's code; greyed where that unit is inactive in every run
+    const units = state.runs.map(run => run.units[k]).filter(unit => unit !== undefined);
+    const active = state.runs.some(run => run.active[k]);
+    label.classList.toggle("inactive", !active);
+    label.title = active ? "an active unit" : "an inactive unit: its posterior mean hardly moves over the test images";
+    label.innerHTML = `<span>unit ${[...new Set(units)].join("/")}</span><input type="range" min="-3" max="3" step="0.05" value="0" data-k="${k}"><output>0.00</output>`;
     const input = label.querySelector("input");
     input.addEventListener("input", () => {
       state.sliders[k] = Number(input.value);
