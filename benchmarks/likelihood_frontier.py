@@ -5,7 +5,8 @@ numbers.
 Every variant trains on the same data (dynamically binarised MNIST, 50,000 training images) with
 the same settings apart from --network, --prior and its latents, for --minutes of training (the
 epoch that crosses the budget finishes), then its best checkpoint (by validation ELBO) is evaluated
-on the test set with K importance samples. A variant is network/prior[/latents], the latents one
+on the test set with K importance samples (and each latent's active units, `inference.latent_terms`).
+A variant is network/prior[/latents], the latents one
 of `gaussian` (the default: one diagonal Gaussian), `iaf` or `iaf:T` (an IAF posterior of T steps),
 `top-down:64x32` or `bottom-up:64x32` (a hierarchy of those layer sizes, inferred so).
 Runs go to --out/<model>-<network>-<prior>[-<latents>]; a variant whose
@@ -68,8 +69,8 @@ def run_variant(model: str, network: str, prior: str, latents: str, args, common
     if run.eval.is_file():
         done = json.loads(run.eval.read_text())
         if (done.get("iw_samples"), done.get("time_limit"), done.get("n_test")) == \
-                (args.iw_samples, args.minutes, args.test_images or 10_000):
-            return done
+                (args.iw_samples, args.minutes, args.test_images or 10_000) and isinstance(done.get("latents"), dict):
+            return done  # (one written before the latent figures is evaluated again, not trained again)
     settings = dict(common, model=model, network=network, prior=prior, time_limit=args.minutes,
                     epochs=100_000, sample_epochs=(1,), **latent_settings(latents))
     marker = out / "trained.json"
@@ -100,7 +101,7 @@ def run_variant(model: str, network: str, prior: str, latents: str, args, common
     result = evaluate_model(loaded.model, test, iw_samples=args.iw_samples)
     result.update(epochs=len(rows), train_minutes=trained / 60, time_limit=args.minutes,
                   best_valid_elbo=max(row["valid_elbo"] for row in rows), network=network, prior=prior, model=model,
-                  latents=latents)
+                  variant_latents=latents)
     run.eval.write_text(json.dumps(result, indent=1))
     return result
 
@@ -127,13 +128,17 @@ def main():
     print(f"\nmachine: {machine()}; {args.minutes:g} minutes of training each; K = {args.iw_samples} on "
           f"{args.test_images or 10_000} test images; common settings: {common or 'defaults'}")
     print(f"{'model':5s} {'network':7s} {'prior':8s} {'latents':17s} {'epochs':>6s} {'min':>5s} {'valid ELBO':>10s} "
-          f"{'test ELBO':>9s} {'KL (per layer)':>14s} {'log p(x|y) or log p(x)':>22s} {'log p(x), CVAE':>14s}")
+          f"{'test ELBO':>9s} {'KL (per layer)':>14s} {'active units':>14s} {'log p(x|y) or log p(x)':>22s} "
+          f"{'log p(x), CVAE':>14s}")
     for r in results:
         marginal = f"{r['log_likelihood_marginal']:14.2f}" if "log_likelihood_marginal" in r else f"{'':14s}"
         kl = " + ".join(f"{r[name]:.1f}" for name in sorted(r) if name == "kl" or name.startswith("kl_z"))
-        print(f"{r['model']:5s} {r['network']:7s} {r['prior']:8s} {r.get('latents', 'gaussian'):17s} {r['epochs']:6d} "
-              f"{r['train_minutes']:5.1f} "
-              f"{r['best_valid_elbo']:10.2f} {r['elbo']:9.2f} {kl:>14s} {r['log_likelihood']:22.2f} {marginal}")
+        layers = r.get("latents", {}).get("layers", {})
+        active = " + ".join(f"{layer['active']}/{layer['units']}" for layer in layers.values())
+        print(f"{r['model']:5s} {r['network']:7s} {r['prior']:8s} {r.get('variant_latents', 'gaussian'):17s} "
+              f"{r['epochs']:6d} {r['train_minutes']:5.1f} "
+              f"{r['best_valid_elbo']:10.2f} {r['elbo']:9.2f} {kl:>14s} {active:>14s} {r['log_likelihood']:22.2f} "
+              f"{marginal}")
     print("\npublished (test log p(x), nats):")
     for name, value in PUBLISHED:
         print(f"  {name:66s} {value}")

@@ -133,8 +133,8 @@ def build_parser(chosen: tuple[str | None, str | None] = (None, None)) -> Argume
                                "and upper bounds and the width between them (eval.json's bdmc), with the steps of "
                                "--ais (1000 without it), --leapfrog and --chains")
     evaluate.add_argument("--information-images", type=_count(MAX_IMAGES), metavar="N",
-                          help="I(x; latents) on the first N test images (default: all for one Gaussian layer, "
-                               "1,000 for a hierarchy or an auxiliary latent, 100 with an IAF); at most log N nats")
+                          help="I(x; latents) on the first N test images (default: all for Gaussian layers, one or "
+                               "a hierarchy; 1,000 for an auxiliary latent, 100 with an IAF); at most log N nats")
     evaluate.add_argument("--quality", action="store_true",
                           help="also judge samples (eval.json's quality): class consistency, prediction entropy and "
                                "the Fréchet distance in the features of a small classifier of the dataset, trained "

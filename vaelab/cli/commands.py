@@ -150,7 +150,7 @@ def latents_line(found: dict) -> str:
         layers.append(f"{name} {layer['active']} of {layer['units']} active{kl}")
     told = found["information"]
     names = ", ".join(found["layers"])
-    return (f"latents: {'; '.join(layers)}; I(x; {names}) {told['value']:.2f} ± {told['standard_error']:.2f} "
+    return (f"latents: {'; '.join(layers)}; I(x; {names}) {told['value']:.2f} ± {told['standard_error']:.3f} "
             f"(at most log {told['images']:,} = {told['cap']:.2f})  [{found['seconds']:.0f} s]")
 
 

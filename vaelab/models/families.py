@@ -281,7 +281,7 @@ class VAE(Family):
     @property
     def information_images(self) -> int | None:
         """How many test images I(x; z) takes by default (`interface.ShowsLatents`): all for one
-        Gaussian layer, fewer for an IAF or a hierarchy (`latents`)."""
+        Gaussian layer or a hierarchy, 100 for an IAF (`latents`)."""
         return self.latents.information_images
 
     def shown(self, x: torch.Tensor, y: torch.Tensor | None, posterior: tuple[torch.Tensor, ...],

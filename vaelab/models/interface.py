@@ -237,8 +237,8 @@ class ShowsLatents(Protocol):
     units, the KL of every unit and the mutual information I(x; latents) without knowing the family.
 
     information_images: how many test images I(x; latents) takes by default (None: all of them): the
-    estimator scores every pair of images, and a pair costs one Gaussian density for one Gaussian
-    layer but network passes for a hierarchy, an auxiliary variable or an IAF (d passes inverted).
+    estimator scores every pair of images, and a pair costs a Gaussian density per layer for Gaussian
+    layers (one, or a hierarchy) but network passes for an auxiliary variable or an IAF (d passes inverted).
     """
 
     information_images: int | None

@@ -342,7 +342,8 @@ class LatentHierarchy(nn.Module):
     def layer_names(self) -> tuple[str, ...]:
         return tuple(f"z{l + 1}" for l in range(len(self.dims)))
 
-    information_images = 1000  # a pair of images is a pass of the networks between the layers
+    information_images = None  # all: a pair of images costs a Gaussian density per layer (the networks between
+    # the layers read the latents, once per image); measured 20 s for the 10,000 test images of a 64 x 32 CVAE
 
     def shown(self, posterior: tuple[torch.Tensor, ...], noise: torch.Tensor,
               top_prior: Distribution) -> dict[str, Latent]:

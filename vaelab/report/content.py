@@ -209,7 +209,7 @@ def latent_rows(found: dict | None) -> list[list[str]]:
     told = found["information"]
     names = ", ".join(found["layers"])
     rows.append([f"I(x; {names}), aggregate posterior of {told['images']:,} test images (at most log "
-                 f"{told['images']:,} = {told['cap']:.2f})", f"{told['value']:.2f} ± {told['standard_error']:.2f}"])
+                 f"{told['images']:,} = {told['cap']:.2f})", f"{told['value']:.2f} ± {told['standard_error']:.3f}"])
     return rows
 
 
