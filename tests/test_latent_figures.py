@@ -15,7 +15,7 @@ from torch import nn
 
 from vaelab.inference import activity, information, latent_terms
 from vaelab.inference.bounds import draw_noise
-from vaelab.models import ADGM, VAE
+from vaelab.models import ADGM, M2, SDGM, VAE
 from vaelab.models.latents import softplus_loc_scale
 from vaelab.models.priors import gaussian_log_density_at
 from vaelab.runtime.devices import DeviceSplit
@@ -23,11 +23,18 @@ from vaelab.runtime.devices import DeviceSplit
 PIXELS = 16  # x: a 1 x 4 x 4 "image" of independent N(0, 1) values
 
 
-def linear_gaussian(on: int, off: int) -> VAE:
-    """A VAE whose encoder is μ = W x, log σ² = 0, W's first `on` rows orthonormal, the other rows 0."""
+def linear_gaussian(on: int, off: int, flow: bool = False) -> VAE:
+    """A VAE whose encoder is μ = W x, log σ² = 0, W's first `on` rows orthonormal, the other rows 0;
+    flow: with an IAF of 2 steps set to the identity (to 1e-8), so that z's mean has no closed form."""
     d = on + off
-    model = VAE((1, 4, 4), latent_dim=d, hidden=(8,))
-    linear = nn.Linear(PIXELS, 2 * d)
+    model = VAE((1, 4, 4), latent_dim=d, hidden=(8,), **(dict(posterior="iaf", flow_hidden=8) if flow else {}))
+    if flow:
+        with torch.no_grad():
+            for step in model.latents.flow.steps:
+                step.last.weight.zero_()
+                step.last.bias.zero_()
+                step.last.bias[d:] = 20.0  # σ = sigmoid(20): z' = σ z + (1 - σ) 0 = z to 2e-9
+    linear = nn.Linear(PIXELS, 2 * d + (8 if flow else 0))
     with torch.no_grad():
         linear.weight.zero_()
         linear.bias.zero_()
@@ -71,6 +78,17 @@ def test_an_encoder_that_ignores_x_carries_no_information():
     assert told["layers"]["z"]["active"] == 0
 
 
+def test_units_from_draws_are_found_as_from_exact_means():
+    """The same linear-Gaussian encoder through an IAF set to the identity (no shift, gates at 1): z's
+    mean is now estimated from 16 draws, and the corrected activity still finds exactly the 3 units on
+    (an off unit's estimate: 0 ± sqrt(2/n) / 16 = 0.002, far below 0.01)."""
+    model, data = linear_gaussian(on=3, off=4, flow=True), gaussian_images(2000)
+    found = latent_terms(model, data, information_images=50)["layers"]["z"]
+    assert found["mean"] == "draws" and found["active"] == 3
+    assert found["activity"][:3] == pytest.approx([1.0] * 3, abs=5 * math.sqrt(2 / 2000) * (1 + 1 / 16))
+    assert found["activity"][3:] == pytest.approx([0.0] * 4, abs=5 * math.sqrt(2 / 2000) / 16)
+
+
 def test_activity_from_draws_removes_the_draws_own_spread():
     """Means of S draws spread by A + v / S over the images; `activity` gives back A."""
     generator = torch.Generator().manual_seed(0)
@@ -99,7 +117,8 @@ def binary_images(n: int) -> DeviceSplit:
     lambda: VAE((1, 28, 28), latent_dims=(6, 4), hidden=(32,)),
     lambda: VAE((1, 28, 28), latent_dims=(6, 4), inference="bottom-up", hidden=(32,)),
     lambda: ADGM((1, 28, 28), 10, latent_dim=5, aux_dim=4, hidden=(32,)),
-], ids=["top-down", "bottom-up", "adgm"])
+    lambda: SDGM((1, 28, 28), 10, latent_dim=5, aux_dim=4, hidden=(32,)),
+], ids=["top-down", "bottom-up", "adgm", "sdgm"])
 def test_each_units_kl_adds_up_to_its_latents_kl(build):
     """Every unit's closed-form KL given the draws, summed, against the Monte-Carlo mean of the
     latent's KL part at the same kind of draws (`Densities.kl`), within 5 standard errors."""
@@ -129,20 +148,39 @@ def test_each_units_kl_adds_up_to_its_latents_kl(build):
     lambda: VAE((1, 28, 28), latent_dims=(6, 4), inference="bottom-up", hidden=(32,)),
     lambda: ADGM((1, 28, 28), 10, latent_dim=5, aux_dim=4, hidden=(32,)),
     lambda: ADGM((1, 28, 28), 10, latent_dim=5, aux_dim=4, hidden=(32,), posterior="iaf", flow_hidden=16),
-], ids=["gaussian", "iaf", "top-down", "bottom-up", "adgm", "adgm-iaf"])
-def test_pair_densities_are_q_at_its_own_draws(build):
-    """log q(v_i | x_i) from `log_posterior_pairs` is log q - log p at the draw plus log p: the
-    diagonal of the pairs against `densities` (whose prior terms are given back by the family)."""
+    lambda: SDGM((1, 28, 28), 10, latent_dim=5, aux_dim=4, hidden=(32,)),
+    lambda: M2((1, 28, 28), 10, latent_dim=5, hidden=(32,)),
+], ids=["gaussian", "iaf", "top-down", "bottom-up", "adgm", "adgm-iaf", "sdgm", "m2"])
+def test_pair_densities_are_q_of_one_images_latents_under_another_images_posterior(build):
+    """log_posterior_pairs [n, m] against log q(v_i | x_j) computed pair by pair from `densities`: the
+    noise that gives v_i under x_j's posterior (the draw inverted), then Σ (log q - log p) + Σ log p at it."""
     torch.manual_seed(0)
-    model, data = build().eval(), binary_images(6)
+    model, data = build().eval(), binary_images(7)
+    own, other = DeviceSplit(data.x[:4], data.y[:4], True), DeviceSplit(data.x[4:], data.y[4:], True)
     with torch.no_grad():
-        noise = draw_noise(model, 1, 6, torch.Generator().manual_seed(3), "cpu")
-        posterior = model.posterior(data.x, data.y)
-        shown = model.shown(data.x, data.y, posterior, noise)
-        pairs = model.log_posterior_pairs(posterior, {name: latent.draws[0] for name, latent in shown.items()})
-        assert pairs.shape == (6, 6)
-        own = log_q_at_draw(model, data, posterior, noise)
-    assert pairs.diagonal().numpy() == pytest.approx(own.numpy(), abs=1e-3)
+        noise = draw_noise(model, 1, 4, torch.Generator().manual_seed(3), "cpu")
+        shown = model.shown(own.x, own.y, model.posterior(own.x, own.y), noise)
+        values = {name: latent.draws[0] for name, latent in shown.items()}
+        posterior = model.posterior(other.x, other.y)
+        pairs = model.log_posterior_pairs(posterior, values)
+        assert pairs.shape == (4, 3)
+        for j in range(3):
+            image = DeviceSplit(other.x[j : j + 1].expand(4, -1, -1, -1), other.y[j : j + 1].expand(4), True)
+            mine = tuple(part[j : j + 1].expand(4, *part.shape[1:]) for part in posterior)
+            direct = log_q_at_draw(model, image, mine, noise_giving(model, mine, values)[None])
+            assert pairs[:, j].numpy() == pytest.approx(direct.numpy(), abs=1e-3)
+
+
+def noise_giving(model, posterior, values):
+    """The base noise [batch, ...] whose draw under `posterior` is `values`: the family's draw inverted."""
+    if isinstance(model, ADGM):
+        mu_a, sigma_a, z_head = posterior[:3]
+        outputs = model.z_encoder.finish(z_head, values["a"])
+        d = model.latent_dim
+        mu_z, sigma_z = outputs[..., :d], torch.exp(0.5 * outputs[..., d : 2 * d])
+        start = values["z"] if model.flow is None else model.flow.inverse(values["z"], outputs[..., 2 * d :])
+        return torch.cat([(values["a"] - mu_a) / sigma_a, (start - mu_z) / sigma_z], dim=-1)
+    return model.latents.noise_of(posterior, tuple(values[name] for name in model.latents.layer_names))
 
 
 def log_q_at_draw(model, data, posterior, noise):

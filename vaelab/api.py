@@ -26,7 +26,7 @@ import torch
 from .config import TrainConfig, config_from_dict
 from .data import get_spec, load_raw, make_splits
 from .errors import RunError, VaelabError
-from .models import Model, class_conditional, decoder_mean
+from .models import Model, Simulates, class_conditional, decoder_mean
 from .runs import RunDir, check_agreement, new_model, read_metrics, stored_config, write_json
 from .runs.checkpoints import Checkpoint, parse_checkpoint
 from .runtime.devices import DeviceSplit, resolve_device
@@ -117,17 +117,22 @@ class Run:
         z = self.model.sample_codes(n or 64, generator)
         return self.decode(z), None
 
-    def sample_quality(self, seed: int = 0, log=lambda _: None) -> dict:
-        """How good its samples are (`vaelab.quality.quality_terms`): as many samples as test images,
-        judged by the dataset's judge (trained once with seed 0 and cached beside the data, `log`
-        telling of it), against the test images and, for the floor, the validation images, both as
-        this run sees them."""
+    def judge(self, log=lambda _: None):
+        """The judge of this run's dataset (`vaelab.quality.judge_for`): read from vaelab's data cache, or
+        trained once with seed 0 and kept there (`log` tells of it)."""
         from .data import default_cache_dir
-        from .quality import judge_for, quality_terms
+        from .quality import judge_for
 
-        raw = self._raw()
-        judge = judge_for(raw, self.config.cache_dir or default_cache_dir(), log=log)
-        splits = make_splits(raw, self.config.binarize)
+        return judge_for(self._raw(), self.config.cache_dir or default_cache_dir(), log=log)
+
+    def sample_quality(self, seed: int = 0, judge=None, log=lambda _: None) -> dict:
+        """How good its samples are (`vaelab.quality.quality_terms`): as many samples as test images,
+        judged by `judge` (by default `self.judge(log)`), against the test images and, for the floor,
+        the validation images, both as this run sees them."""
+        from .quality import quality_terms
+
+        judge = judge or self.judge(log)
+        splits = make_splits(self._raw(), self.config.binarize)
         gray = self.config.encoder_input == "grayscale"
         return quality_terms(self.model, judge, DeviceSplit.from_split(splits.test, self.device, gray),
                              DeviceSplit.from_split(splits.valid, self.device, gray), seed=seed)
@@ -165,9 +170,19 @@ def evaluate_run(run: Run, processes: Processes = SINGLE, quality: bool = False,
     """`run.evaluate(processes=processes, **options)`, recorded as the run's eval.json with the
     checkpoint, epoch, model and dataset it was made of (process 0 writes it); quality: with
     `run.sample_quality` too, made by process 0 (`log` tells of the judge's training)."""
+    judge = None
+    if quality:  # first, so that a judge that cannot be had stops before the evaluation, not after it
+        if not isinstance(run.model, Simulates):
+            raise VaelabError(f"--quality: {type(run.model).__name__} has no simulate method (models.Simulates) "
+                              "to draw samples from; leave out --quality")
+        with processes.agreement("finding the judge of the samples"):
+            if processes.main:
+                judge = run.judge(log)
     result = run.evaluate(processes=processes, **options)
-    if quality and processes.main:
-        result["quality"] = run.sample_quality(seed=options.get("seed", 0), log=log)
+    if quality:
+        with processes.agreement("judging the samples"):
+            if processes.main:
+                result["quality"] = run.sample_quality(seed=options.get("seed", 0), judge=judge)
     result.update(checkpoint=run.checkpoint, epoch=run.epoch, model=run.config.model, dataset=run.config.dataset)
     with processes.agreement("writing eval.json"):
         if processes.main:

@@ -115,8 +115,7 @@ def evaluate_model(model: Model, data: DeviceSplit, iw_samples: int = 1000, clas
     if isinstance(model, Classifies):
         result.update(classifier_terms(model, data, batch_size, seed, math.ceil(n / batch_size), processes))
     if latents and isinstance(model, ShowsLatents):
-        result["latents"] = latent_terms(model, data, seed, batch_size=max(batch_size, 500),
-                                         information_images=information_images, parts=result)
+        result["latents"] = latent_terms(model, data, seed, information_images=information_images, parts=result)
     if ais is not None:
         images = min(ais_images or n, n)
         passes = ais.chains * (model.num_classes if labelled else 1) * ais.steps * ais.leapfrog

@@ -10,10 +10,14 @@ units, the KL of each unit, and the mutual information between the images and al
   latents it conditions on, where the family has one (`models.Latent.kl_dims`), nats per image.
 - I(x; latents) = E_x KL(q(v | x) ‖ p(v)) - KL(q(v) ‖ p(v)) with q(v) = (1/N) Σ_j q(v | x_j) the
   aggregate posterior of N test images, estimated as (1/N) Σ_i [log q(v_i | x_i) - log q(v_i)] at one
-  draw v_i ~ q(v | x_i) per image (He et al. 2019's `calc_mi` is the same estimator). It is the mutual
-  information when x is one of those N images drawn uniformly, without bias but for its Monte-Carlo
-  noise, and can never exceed log N (`cap`); as an estimate of the information about an image of
-  the data distribution it is biased low, by up to the gap to log N when it comes near the cap.
+  draw v_i ~ q(v | x_i) per image (He et al. 2019's `calc_mi` takes the same aggregate over a batch,
+  with q's entropy in closed form). For x one of those N images drawn uniformly it is the mutual
+  information itself, up to its Monte-Carlo noise (`standard_error`), and it can never exceed log N
+  (`cap`). As an estimate of the information the latents carry about an image of the data
+  distribution it is a lower bound on average (the InfoNCE bound, Oord et al. 2018; Poole et al.
+  2019): close when that information is well below log N, and of no use near the cap, where the
+  true value may lie anywhere above. For a family with a class label q reads the image's label too,
+  so the figure is I((x, y); latents).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 import torch
 
 from ..models import Model, ShowsLatents, read
+from ..runtime.precision import in_float32
 from .batches import chunk_generator
 from .bounds import draw_noise, fixing_prior
 
@@ -51,6 +56,7 @@ def information(own: torch.Tensor, log_mixture: torch.Tensor) -> tuple[float, fl
 
 @torch.no_grad()
 @fixing_prior
+@in_float32
 def latent_terms(model: Model, data, seed: int = 0, batch_size: int = 500, information_images: int | None = None,
                  parts: dict[str, float] | None = None) -> dict:
     """eval.json's "latents" for `model` on `data` (a `runtime.devices.DeviceSplit`): {"layers": {name:
@@ -65,7 +71,8 @@ def latent_terms(model: Model, data, seed: int = 0, batch_size: int = 500, infor
     model.eval()
     started = time.perf_counter()
     n = data.x.shape[0]
-    keep = min(n, information_images or model.information_images or n)
+    wanted = model.information_images if information_images is None else information_images
+    keep = min(n, wanted or n)
     layers, values, passes = unit_terms(model, data, seed, batch_size, keep, parts)
     own, log_mixture = pair_terms(model, passes, values, keep)
     value, error = information(own, log_mixture)
@@ -111,6 +118,7 @@ def unit_terms(model: ShowsLatents, data, seed: int, batch_size: int, keep: int 
 
 @torch.no_grad()
 @fixing_prior
+@in_float32
 def active_units(model: Model, data, seed: int = 0, batch_size: int = 500) -> dict[str, int]:
     """{latent name: its active units on `data`} (`latent_terms`' "active"), {} for a family that does not
     show its latents: one pass of q over the images, for TensorBoard's view of every epoch."""
@@ -136,6 +144,6 @@ def pair_terms(model: ShowsLatents, passes: list[tuple[torch.Tensor, ...]], valu
             block = model.log_posterior_pairs(tuple(part[j : j + columns] for part in posterior), mine)
             found.append(block)
         scores = torch.cat(found, dim=1)  # [rows, count]
-        own.append(scores[torch.arange(scores.shape[0]), torch.arange(i, i + scores.shape[0])])
+        own.append(scores[:, i : i + scores.shape[0]].diagonal())
         log_mixture.append(torch.logsumexp(scores.double(), dim=1) - math.log(count))
     return torch.cat(own), torch.cat(log_mixture)

@@ -132,7 +132,8 @@ class InverseAutoregressiveFlow(nn.Module):
 
     def inverse(self, z: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """z_0 [..., d] for z_T = z: every step inverted, last first (d passes each, `IAFStep.inverse`).
-        Only bidirectional Monte Carlo needs it, to start a reverse chain at a simulated z."""
+        Bidirectional Monte Carlo needs it, to start a reverse chain at a simulated z, and I(x; z), to
+        score one image's z under another image's posterior (`inference.latents`)."""
         for step in reversed(self.steps):
             z = step.inverse(z, context)
         return z

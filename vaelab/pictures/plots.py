@@ -141,19 +141,31 @@ def confusion_figure(confusion: np.ndarray, class_names: tuple[str, ...], title:
 
 def latent_units_figure(layers: dict, threshold: float):
     """One panel per latent of eval.json's "latents" (`layers`: {name: {"activity", "kl_units", ...}}):
-    a bar per unit, sorted from the most used, its KL in nats where the family gives one per unit, else
-    its activity Cov_x(E_q[u | x]); active units (activity above `threshold`) dark, the others grey."""
-    figure = Figure(figsize=(max(5.0, 3.6 * len(layers)), 3.4))
+    a bar per unit, sorted from the most used, its KL in nats where the family gives one per unit,
+    dark where the unit is active (activity Cov_x(E_q[u | x]) above `threshold`), grey where not;
+    and every unit's activity as a dot on a log scale on the right, the threshold dashed. Without KLs
+    per unit the units are sorted by their activity, the dots alone."""
+    figure = Figure(figsize=(max(5.0, 4.2 * len(layers)), 3.4))
     panels = figure.subplots(1, len(layers), squeeze=False)[0]
     for axes, (name, layer) in zip(panels, layers.items()):
         activity = np.asarray(layer["activity"])
-        height = np.asarray(layer["kl_units"]) if layer.get("kl_units") else activity
-        order = np.argsort(-height, kind="stable")
+        kl = np.asarray(layer["kl_units"]) if layer.get("kl_units") else None
+        order = np.lexsort((-activity, -kl)) if kl is not None else np.argsort(-activity, kind="stable")
+        units = np.arange(len(order))
         active = activity[order] > threshold
-        axes.bar(np.arange(len(order)), height[order], width=0.85,
-                 color=[RUN_COLORS[0] if on else "#b4b4b4" for on in active])
-        axes.set(xlabel=f"unit of {name}, sorted", ylabel=f"KL ({NATS})" if layer.get("kl_units") else
-                 "Cov_x(E_q[u | x])")
+        if kl is not None:
+            axes.bar(units, kl[order], width=0.85, color=[RUN_COLORS[0] if on else "#b4b4b4" for on in active])
+            axes.set_ylabel(f"KL ({NATS})")
+            spread = axes.twinx()
+        else:
+            spread = axes
+            axes.set_yticks([])
+        spread.scatter(units, np.clip(activity[order], 1e-6, None), s=9, zorder=3,
+                       color=[RUN_COLORS[1] if on else "#8c8c8c" for on in active])
+        spread.axhline(threshold, color=RUN_COLORS[1], ls="--", lw=0.8)
+        spread.set_yscale("log")
+        spread.set_ylabel("activity Cov_x(E_q[u | x]) (dots)", fontsize=8)
+        axes.set_xlabel(f"unit of {name}, sorted")
         axes.set_title(f"{name}: {layer['active']} of {layer['units']} units active", fontsize=9)
         axes.grid(alpha=0.3, axis="y")
     figure.tight_layout()

@@ -1,7 +1,7 @@
 """The quality wing: how good a model's samples are, judged by a small classifier of the dataset.
 
-    judge.py     the judge: a small convolutional classifier, trained once per dataset and seed, cached
-                 beside the data as safetensors with its record
+    judge.py     the judge: a small convolutional classifier, trained once per dataset and seed, kept
+                 in the data cache as safetensors with its record
     frechet.py   the Fréchet distance between two sets of features, each summarised by a Gaussian
     samples.py   judge_for (the cached judge, or trained) and quality_terms: eval.json's "quality"
 """

@@ -1,4 +1,4 @@
-"""The judge: a small convolutional classifier of one dataset, trained once and cached beside the data,
+"""The judge: a small convolutional classifier of one dataset, trained once and kept in vaelab's data cache,
 whose labels and features score a model's samples (`quality.samples`).
 
 It is trained on the training split, each image shown gray or binarised afresh (a coin flip per image

@@ -2,7 +2,8 @@
 
 Samples are draws of the whole model (`models.Simulates.simulate`: a label from π where the family has
 one, the latents from the prior, then x ~ p(x | latents)), as many as there are test images, so they are
-images of the kind the test images are (binarised pixels for a Bernoulli decoder). From them:
+images of the kind the test images are (binarised pixels for a Bernoulli decoder; a Gaussian
+decoder's draws, pixel noise included, clamped to [0, 1]). From them:
 
 - class_consistency (a family with a class label): the share of samples the judge labels as the
   class they were drawn for;
@@ -10,8 +11,8 @@ images of the kind the test images are (binarised pixels for a Bernoulli decoder
   judge is sure what each sample shows), and class_entropy, the entropy of its mean prediction over
   the samples (nats, at most log classes: high when the samples cover the classes);
 - frechet_distance between the test images and the samples in the judge's features (`frechet.py`),
-  with frechet_floor, the same distance between the validation images and the test images: what
-  real images of that many score;
+  with frechet_floor, the same distance between as many validation images (or all there are) and
+  the test images: what real images score;
 - the judge's own test accuracy, gray and binarised, beside them.
 """
 
@@ -36,8 +37,12 @@ BATCH = 500
 
 def judge_for(raw, cache_dir: str | Path, seed: int = 0, log=lambda _: None) -> Judge:
     """The judge of the dataset of `raw` (`data.RawData`), from the cache in `cache_dir` or trained on
-    its training split (gray levels, the validation images left out) and cached there."""
+    its training split (gray levels, the validation images left out) and cached there (where the
+    folder cannot be written, used uncached). A VaelabError for a dataset of one class."""
     splits = make_splits(raw, "none")
+    if splits.num_classes < 2:
+        raise VaelabError(f"--quality: {raw.dataset} has one class, and the judge of samples is a classifier of "
+                          "its classes; give the images labels (a folder per class) or leave out --quality")
     train, test = splits.train, splits.test
     expected = dict(dataset=raw.dataset, fingerprint=fingerprint(train.images, train.labels, test.images, test.labels),
                     seed=seed, epochs=EPOCHS, version=JUDGE_VERSION)
@@ -48,7 +53,10 @@ def judge_for(raw, cache_dir: str | Path, seed: int = 0, log=lambda _: None) -> 
         log(f"training the judge of {raw.dataset} on {len(train):,} images (once; cached as {path})")
         judge = train_judge(train.images, train.labels, test.images, test.labels, classes, seed,
                             dataset=raw.dataset, log=log)
-        save_judge(judge, path)
+        try:
+            save_judge(judge, path)
+        except OSError as exc:  # the judge still serves this evaluation; the next one trains it again
+            log(f"could not keep the judge in {path.parent} ({exc.strerror}); it is used once, not cached")
         log(f"judge: test accuracy {100 * judge.record.test_accuracy:.2f}% gray, "
             f"{100 * judge.record.test_accuracy_binarised:.2f}% binarised, trained in {judge.record.seconds:.0f} s")
     return judge
@@ -71,7 +79,7 @@ def quality_terms(model, judge: Judge, test, valid, seed: int = 0, count: int | 
     probs, features, agree = [], [], []
     for batch, start in enumerate(range(0, count, BATCH)):
         drawn = model.simulate(min(BATCH, count - start), chunk_generator(seed, QUALITY_STREAM + batch, device))
-        found, seen = judge.read(drawn.x)
+        found, seen = judge.read(drawn.x.clamp(0, 1))  # a Gaussian decoder's draws may leave [0, 1]
         probs.append(found)
         features.append(seen)
         if drawn.y is not None:
@@ -87,8 +95,8 @@ def quality_terms(model, judge: Judge, test, valid, seed: int = 0, count: int | 
                   class_entropy=-(marginal * marginal.clamp(min=1e-30).log()).sum().item(),
                   class_entropy_cap=math.log(probs.shape[1]),
                   frechet_distance=frechet_distance(test_fit, gaussian_fit(torch.cat(features))),
-                  frechet_floor=frechet_distance(test_fit, gaussian_fit(judge.read(valid.x)[1])),
-                  floor_images=valid.x.shape[0],
+                  frechet_floor=frechet_distance(test_fit, gaussian_fit(judge.read(valid.x[:count])[1])),
+                  floor_images=min(count, valid.x.shape[0]),
                   judge={"test_accuracy": judge.record.test_accuracy,
                          "test_accuracy_binarised": judge.record.test_accuracy_binarised,
                          "epochs": judge.record.epochs, "seed": judge.record.seed,

@@ -6,7 +6,6 @@ epoch and confusion matrix.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +13,7 @@ import numpy as np
 from .. import inference, pictures
 from ..api import Run
 from ..models import Classifies
-from ..runs import RunDir
+from ..runs import RunDir, read_json
 from . import analysis
 
 LATENT_POINTS = 5000  # test images in the latent-space figure
@@ -49,7 +48,7 @@ def run_figures(run: Run, seed: int = 0) -> list[Figure]:
         figures += classifier_figures(run, test)
     evaluated = RunDir(run.path).eval
     if evaluated.is_file():
-        figures += latent_units(json.loads(evaluated.read_text()).get("latents"))
+        figures += latent_units(read_json(evaluated).get("latents"))
     return figures
 
 
@@ -58,10 +57,11 @@ def latent_units(found: dict | None) -> list[Figure]:
     if not found or not found.get("layers"):
         return []
     figure = pictures.latent_units_figure(found["layers"], found["threshold"])
-    return [Figure("latent-units", "What every latent does: a bar per unit, sorted, its KL in nats per image "
-                   "where the family has one per unit (else its activity Cov_x(E_q[u | x])); dark where the unit "
-                   f"is active (Cov_x(E_q[u | x]) > {found['threshold']}, Burda et al. 2015), grey where it carries "
-                   "next to nothing.", pictures.png_bytes(figure))]
+    return [Figure("latent-units", "What every latent does: a bar per unit, sorted, its KL in nats per image where "
+                   "the family has one per unit, dark where the unit is active; and every unit's activity "
+                   f"Cov_x(E_q[u | x]) as a dot (log scale, right), active above the dashed {found['threshold']} "
+                   "(Burda et al. 2015). An active unit with no KL of its own follows the latents it depends on.",
+                   pictures.png_bytes(figure))]
 
 
 def classifier_figures(run: Run, test) -> list[Figure]:
