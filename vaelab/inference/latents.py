@@ -74,10 +74,10 @@ def latent_terms(model: Model, data, seed: int = 0, batch_size: int = 500, infor
     wanted = model.information_images if information_images is None else information_images
     keep = min(n, wanted or n)
     layers, values, passes = unit_terms(model, data, seed, batch_size, keep, parts)
-    own, log_mixture = pair_terms(model, passes, values, keep)
+    own, log_mixture, dropped = pair_terms(model, passes, values, keep)
     value, error = information(own, log_mixture)
     return {"layers": layers, "information": {"value": value, "standard_error": error, "cap": math.log(keep),
-                                              "images": keep},
+                                              "images": keep, "pairs_not_finite": dropped},
             "threshold": ACTIVE, "draws": DRAWS, "seconds": time.perf_counter() - started}
 
 
@@ -129,14 +129,16 @@ def active_units(model: Model, data, seed: int = 0, batch_size: int = 500) -> di
 
 
 def pair_terms(model: ShowsLatents, passes: list[tuple[torch.Tensor, ...]], values: dict[str, torch.Tensor],
-               count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log q(v_i | x_i) [count], log (1/count) Σ_j q(v_i | x_j) [count]) for the first `count` images,
+               count: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(log q(v_i | x_i) [count], log (1/count) Σ_j q(v_i | x_j) [count], how many pairs came out
+    non-finite and were counted as q = 0: an IAF inverted at another image's context can overflow)
+    for the first `count` images,
     from their posterior passes (in batches, as `latent_terms` made them) and one value v_i of every
     latent each, scoring `PAIRS` pairs of images at a time."""
     posterior = tuple(torch.cat(parts)[:count] for parts in zip(*passes))
     columns = min(count, 1024)
     rows = max(1, PAIRS // columns)
-    own, log_mixture = [], []
+    own, log_mixture, dropped = [], [], 0
     for i in range(0, count, rows):
         mine = {name: value[i : i + rows] for name, value in values.items()}
         found = []
@@ -144,6 +146,10 @@ def pair_terms(model: ShowsLatents, passes: list[tuple[torch.Tensor, ...]], valu
             block = model.log_posterior_pairs(tuple(part[j : j + columns] for part in posterior), mine)
             found.append(block)
         scores = torch.cat(found, dim=1)  # [rows, count]
+        # an IAF inverted at another image's context can overflow: that image's q there counts as 0
+        broken = ~torch.isfinite(scores)
+        dropped += int(broken.sum())
+        scores = scores.masked_fill(broken, -math.inf)
         own.append(scores[:, i : i + scores.shape[0]].diagonal())
         log_mixture.append(torch.logsumexp(scores.double(), dim=1) - math.log(count))
-    return torch.cat(own), torch.cat(log_mixture)
+    return torch.cat(own), torch.cat(log_mixture), dropped
