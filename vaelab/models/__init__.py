@@ -4,7 +4,9 @@
     base.py         Family: the module a family may build on (its default objective)
     networks.py     encoder and decoder networks (--network), built as parts: layers, mlp, conv, resnet
     priors.py       p(z) (--prior): the standard Gaussian, the VampPrior; Gaussian densities and draws
-    latents.py      the Gaussian families' latents: one layer (perhaps with an IAF), or a hierarchy
+    latents.py      the Gaussian families' latents: one layer (perhaps with an IAF)
+    hierarchy.py    a hierarchy of Gaussian layers, top-down or bottom-up, and its ancestral prior
+    joined.py       the auxiliary models' MLP whose first layer takes its inputs apart
     flows.py        normalising flows: the IAF posterior (--posterior iaf), the RealNVP prior (--prior flow)
     likelihoods.py  p(x | z) per pixel (--likelihood)
     families.py     VAE and CVAE (--model), put together from those parts, and their settings
@@ -22,7 +24,7 @@ from .skip import SDGM
 from .base import Family
 from .families import CVAE, POSTERIORS, VAE
 from .semi_supervised import M2
-from .latents import INFERENCES
+from .hierarchy import INFERENCES
 from .interface import (Bound, ClassConditional, Classifies, DataFacts, Densities, FixesPrior, Latent, Model, Noise,
                         ShowsLatents, Simulated, Simulates, Terms, class_conditional, prior_fixed, read)
 from .interface import FAMILY_MEMBERS

@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 import torch
-from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from .base import Family, class_weights, labelled_and_unlabelled, with_label
@@ -32,54 +31,14 @@ from .semi_supervised import ALPHA, default_alpha
 from .flows import InverseAutoregressiveFlow, RealNVP
 from .interface import Bound, DataFacts, Densities, Latent, Noise, Simulated, Terms, read
 from .latents import loc_scale
-from .layers import ACTIVATIONS, ConditionalLinear, Dense, Network
+from .joined import Joined
+from .layers import ACTIVATIONS
 from .likelihoods import pixel_distribution
 from .mlp import MLPDecoder
 from .networks import ACTIVATION, HIDDEN
 from .settings import MAX_WIDTH, Setting
 from .priors import (gaussian_kl, gaussian_kl_units, gaussian_log_density, gaussian_log_density_pairs, rsample,
                      standard_log_density)
-
-
-class Joined(Network):
-    """An MLP on several vectors and perhaps a label: W_0 u_0 + onehot(y) W_y + b + Σ_i W_i u_i, then
-    the hidden layers, then a linear head; the same function as a dense first layer on their
-    concatenation, initialised like one.
-
-    `head(u_0, y)` is u_0's and y's share of the first layer and `finish(head, u_1, ...)` the rest,
-    so a u_0 shared by many rows (an image, for every draw and class) is multiplied once; the
-    shares broadcast against each other. inputs: the widths of u_0, u_1, ...; u_i [..., inputs[i]].
-    """
-
-    def __init__(self, inputs: tuple[int, ...], hidden: tuple[int, ...], out_features: int, activation: str,
-                 num_classes: int = 0):
-        super().__init__()
-        if not hidden:
-            raise ValueError("the auxiliary-variable model needs at least one hidden layer")
-        self.first = ConditionalLinear(inputs[0], hidden[0], num_classes)
-        self.others = nn.ModuleList(Dense(width, hidden[0], bias=False) for width in inputs[1:])
-        bound = 1.0 / math.sqrt(sum(inputs) + num_classes)
-        for parameter in self.parameters():  # every share as a part of one dense layer over the concatenation
-            nn.init.uniform_(parameter, -bound, bound)
-        layers: list[nn.Module] = []
-        for width_in, width_out in zip(hidden, (*hidden[1:], out_features)):
-            layers += [ACTIVATIONS[activation](), Dense(width_in, width_out)]
-        self.rest = nn.Sequential(*layers)
-        self.description = f"MLP {'-'.join(map(str, hidden))} {activation}"
-
-    def head(self, first: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        with self.products(first):
-            return self.returned(self.first(first, y))
-
-    def finish(self, head: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
-        with self.products(head):
-            total = head
-            for layer, value in zip(self.others, others):
-                total = total + layer(value)
-            return self.returned(self.rest(total))
-
-    def compute(self, first: torch.Tensor, *others: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.finish(self.head(first, y), *others)
 
 
 CLASSIFIER_DRAWS = 100  # draws of a that q(y | x) averages q(y | a, x) over (Maaløe et al.'s test: 100)

@@ -20,7 +20,8 @@ from ..errors import VaelabError
 from .base import Family
 from .flows import RealNVP
 from .interface import DataFacts, Densities, Latent, Simulated
-from .latents import INFERENCES, AncestralPrior, GaussianLatent, LatentHierarchy
+from .hierarchy import INFERENCES, AncestralPrior, LatentHierarchy
+from .latents import GaussianLatent
 from .likelihoods import EQUATIONS, LIKELIHOODS, MEAN_WORDS, pixel_distribution
 from .layers import ACTIVATIONS
 from .networks import GIVEN, NETWORKS, Network, build_networks
@@ -94,7 +95,7 @@ class VAE(Family):
     encoder gets images x [n, C, H, W] in [0, 1] (binarised or grey, as the run's pixels are) and
     returns [n, E]: for one Gaussian z, E = 2d, the mean μ and then log σ² of q(z | x); with an
     IAF posterior, E = 2d + flow_hidden (the flow's context h(x) last); for a hierarchy, what
-    `latents.LatentHierarchy.encoder_outputs` says. The decoder gets codes z [n, d] (z_1 of a
+    `hierarchy.LatentHierarchy.encoder_outputs` says. The decoder gets codes z [n, d] (z_1 of a
     hierarchy) and returns [n, C, H, W] logits: σ(logits) is the pixels' Bernoulli probability,
     Gaussian mean or continuous-Bernoulli parameter. A family with a class label (the CVAE, M2)
     calls both with the labels too, (x, y) and (z, y), y [n] int64 classes: where the label enters
@@ -239,7 +240,7 @@ class VAE(Family):
 
     def prior(self) -> Distribution:
         """p(z) of the code the decoder reads: the top prior for one layer, the hierarchy's ancestral
-        prior over z_1 (`latents.AncestralPrior`) for several: batch shape [], event [d_1]."""
+        prior over z_1 (`hierarchy.AncestralPrior`) for several: batch shape [], event [d_1]."""
         top = self.top_prior()
         return top if len(self.latents.dims) == 1 else AncestralPrior(self.latents, top)
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from torch.distributions import Distribution
 
-from .auxiliary import ADGM, Joined
+from .auxiliary import ADGM
+from .joined import Joined
 from .latents import loc_scale
 from .likelihoods import pixel_distribution
 from .mlp import MLPDecoder
